@@ -1,0 +1,55 @@
+# examgate — the two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXAMGATE := $(BIN)/examgate
+DEMO_CANDIDATES ?= 2000
+PORT ?= 8080
+
+export EXAMGATE_SECRETS_FILE ?= $(CURDIR)/.run/secrets.json
+
+.PHONY: help venv services services-stop migrate seed demo demo-stop test bench lint clean
+
+help:
+	@echo "make demo           set everything up and start gateway, worker and payment simulator"
+	@echo "make demo-stop      stop what make demo started"
+	@echo "make test           set everything up, then run the whole test suite"
+	@echo "make bench          run the benchmarks (writes benchmarks/results/)"
+	@echo "make services       reuse or start Redis and PostgreSQL"
+	@echo "make services-stop  stop the private Redis/PostgreSQL started under .run/"
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+services:
+	@scripts/services.sh up
+
+services-stop:
+	@scripts/services.sh down
+
+migrate: venv services
+	$(EXAMGATE) migrate
+
+seed: migrate
+	$(EXAMGATE) seed --candidates $(DEMO_CANDIDATES)
+
+demo: seed
+	@scripts/demo.sh start
+
+demo-stop:
+	@scripts/demo.sh stop
+
+test: venv services
+	$(BIN)/python -m pytest
+
+bench: venv services
+	@scripts/bench-deps.sh
+	$(BIN)/python -m benchmarks
+
+clean: demo-stop services-stop
+	rm -rf .run $(VENV)

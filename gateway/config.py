@@ -1,0 +1,246 @@
+"""Settings: the one place that reads the environment (``EXAMGATE_*``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+PREFIX = "EXAMGATE_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value examgate cannot start with; the message names it."""
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"must be a {' or '.join(schemes)} URL with a host, got {raw!r}")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"has an invalid port: {raw!r}") from None
+        return raw
+
+    return parse
+
+
+def _str(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _tokens(raw: str) -> dict[str, str]:
+    """Parse ``name:token,name:token`` (admin bearer tokens, each named for the audit)."""
+    result: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, token = item.partition(":")
+        if not sep or not name or len(token) < 16:
+            raise ValueError("must be name:token pairs separated by commas, tokens of 16+ characters")
+        result[name] = token
+    return result
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 32:
+        raise ValueError("must be at least 32 characters")
+    return raw
+
+
+def _meta(env: str, parse: Callable[[str], Any], help: str, secret: bool = False) -> dict[str, Any]:
+    return {"env": PREFIX + env, "parse": parse, "help": help, "secret": secret}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting examgate reads, with its local default."""
+
+    host: str = field(default="127.0.0.1", metadata=_meta("HOST", _str, "address the gateway binds"))
+    port: int = field(default=8080, metadata=_meta("PORT", _int(1, 65535), "port the gateway binds"))
+    workers: int = field(default=1, metadata=_meta("WORKERS", _int(1, 64), "gateway processes sharing the port"))
+    redis_url: str = field(
+        default="redis://127.0.0.1:6379/0",
+        metadata=_meta("REDIS_URL", _url("redis", "rediss", "unix"), "Redis for cache and coordination"),
+    )
+    database_url: str = field(
+        default="postgresql://postgres@127.0.0.1:5432/examgate",
+        metadata=_meta("DATABASE_URL", _url("postgresql", "postgres"), "PostgreSQL, the source of truth"),
+    )
+    pg_pool_min: int = field(default=2, metadata=_meta("PG_POOL_MIN", _int(1, 200), "asyncpg pool minimum size"))
+    pg_pool_max: int = field(default=10, metadata=_meta("PG_POOL_MAX", _int(1, 500), "asyncpg pool maximum size"))
+    redis_connections: int = field(
+        default=2, metadata=_meta("REDIS_CONNECTIONS", _int(1, 32), "auto-pipelined Redis connections per process")
+    )
+    redis_timeout_ms: int = field(
+        default=1000, metadata=_meta("REDIS_TIMEOUT_MS", _int(10, 60000), "time budget of one hot-path Redis call")
+    )
+    max_body_bytes: int = field(
+        default=64 * 1024, metadata=_meta("MAX_BODY_BYTES", _int(1024, 16 * 1024 * 1024), "largest request body (413 above)")
+    )
+    shutdown_timeout_s: float = field(
+        default=10.0, metadata=_meta("SHUTDOWN_TIMEOUT_S", _float(0, 600), "how long SIGTERM waits for in-flight requests")
+    )
+    catalogue_refresh_s: float = field(
+        default=5.0, metadata=_meta("CATALOGUE_REFRESH_S", _float(0.1, 3600), "how often the exam catalogue is re-read")
+    )
+    access_log: bool = field(default=False, metadata=_meta("ACCESS_LOG", _bool, "write an access log line per request"))
+    log_level: str = field(
+        default="info", metadata=_meta("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "logging level")
+    )
+    run_dir: str = field(default=".run", metadata=_meta("RUN_DIR", _str, "directory for pid files, logs and metrics"))
+    bench_routes: bool = field(
+        default=False, metadata=_meta("BENCH_ROUTES", _bool, "serve the /_bench/* calibration routes")
+    )
+    secret_key: str = field(
+        default="",
+        metadata=_meta("SECRET_KEY", _secret, "HMAC key for signed tokens (generated into the secrets file if unset)", True),
+    )
+    admin_tokens: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata=_meta("ADMIN_TOKENS", _tokens, "operator bearer tokens, name:token,… (generated if unset)", True),
+    )
+    secrets_file: str = field(
+        default=".run/secrets.json", metadata=_meta("SECRETS_FILE", _str, "where generated secrets are kept (mode 0600)")
+    )
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where the worker processes share their Prometheus counters."""
+        return Path(self.run_dir) / "metrics"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings for display, secrets replaced by a mask."""
+        shown: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["secret"]:
+                if isinstance(value, Mapping):
+                    value = {name: "********" for name in value}
+                else:
+                    value = "********" if value else ""
+            elif f.name.endswith("_url"):
+                value = _mask_url_password(value)
+            shown[f.name] = value
+        return shown
+
+
+def _mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":********@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(environment variable, default, meaning) for every setting; the README's table."""
+    rows = []
+    defaults = Settings()
+    for f in fields(Settings):
+        default = getattr(defaults, f.name)
+        if f.metadata["secret"]:
+            default = "(generated)"
+        rows.append((f.metadata["env"], str(default), f.metadata["help"]))
+    return rows
+
+
+def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read settings from ``environ`` (default ``os.environ``); raise ConfigError naming a bad one."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f.metadata["env"]
+        if name in env:
+            try:
+                values[f.name] = f.metadata["parse"](env[name])
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+    values.update(overrides)
+    settings = Settings(**values)
+    if settings.pg_pool_min > settings.pg_pool_max:
+        raise ConfigError(f"{PREFIX}PG_POOL_MIN ({settings.pg_pool_min}) exceeds {PREFIX}PG_POOL_MAX ({settings.pg_pool_max})")
+    if not settings.secret_key or not settings.admin_tokens:
+        settings = _with_generated_secrets(settings)
+    return settings
+
+
+def _with_generated_secrets(settings: Settings) -> Settings:
+    """Fill missing secrets from the secrets file, creating it (0600) on first use."""
+    path = Path(settings.secrets_file)
+    stored: dict[str, Any] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{PREFIX}SECRETS_FILE: cannot read {path}: {exc}") from None
+    changed = False
+    if "secret_key" not in stored:
+        stored["secret_key"] = secrets.token_urlsafe(32)
+        changed = True
+    if "admin_tokens" not in stored:
+        stored["admin_tokens"] = {"operator": secrets.token_urlsafe(32)}
+        changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(stored, fh)
+        os.replace(tmp, path)
+    return replace(
+        settings,
+        secret_key=settings.secret_key or stored["secret_key"],
+        admin_tokens=settings.admin_tokens or dict(stored["admin_tokens"]),
+    )

@@ -1,0 +1,68 @@
+"""Shared fixtures: a fresh PostgreSQL database per run and a dedicated Redis database.
+
+The suite never touches data it did not create: it makes its own database
+(``examgate_test_<pid>_<random>``, dropped at the end) and uses one Redis database
+number (``EXAMGATE_TEST_REDIS_URL``, default db 13), flushed before each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from core import db, migrate
+
+TEST_PG_SERVER = os.environ.get("EXAMGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_REDIS_URL = os.environ.get("EXAMGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """DSN of a database created (and migrated) for this test run, dropped afterwards."""
+    name = f"examgate_test_{os.getpid()}_{secrets.token_hex(3)}"
+    dsn = db.with_database(TEST_PG_SERVER, name)
+
+    async def setup() -> None:
+        await db.ensure_database(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate.migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(setup())
+    yield dsn
+    asyncio.run(db.drop_database(dsn))
+
+
+@pytest.fixture
+async def pg(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test database."""
+    conn = await db.connect(pg_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """URL of the Redis database reserved for tests."""
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A redis-py client on the test database, flushed before the test."""
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
