@@ -1,0 +1,144 @@
+"""The exam catalogue (exams, their structure and sites), read from PostgreSQL in a few queries."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class Site:
+    """An exam site with its fixed capacity (availability lives in Redis)."""
+
+    id: int
+    exam_id: int
+    province: str
+    city: str
+    name: str
+    address: str
+    capacity: int
+    rooms: int
+    seats_per_room: int
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One paper of an exam."""
+
+    code: str
+    name: str
+    starts_at: datetime
+    ends_at: datetime
+    pass_mark: float
+    full_mark: float
+
+
+@dataclass(frozen=True)
+class Exam:
+    """An exam with its windows, structure and sites."""
+
+    id: int
+    code: str
+    name: str
+    registration_opens_at: datetime
+    registration_closes_at: datetime
+    ticket_print_opens_at: datetime
+    ticket_print_closes_at: datetime
+    exam_starts_at: datetime
+    score_release_at: datetime
+    fee_per_subject_fen: int
+    levels: list[dict[str, Any]] = field(default_factory=list)
+    subjects: dict[str, Subject] = field(default_factory=dict)
+    sites: dict[int, Site] = field(default_factory=dict)
+
+    @property
+    def provinces(self) -> list[str]:
+        """Province codes with at least one site, sorted."""
+        return sorted({site.province for site in self.sites.values()})
+
+    def sites_in(self, province: str | None) -> list[Site]:
+        """Sites of one province (all when None), in id order."""
+        return [s for s in self.sites.values() if province is None or s.province == province]
+
+    def specialty_subjects(self, level: str, specialty: str) -> list[str] | None:
+        """Subject codes a level/specialty takes, or None when the pair does not exist."""
+        for lvl in self.levels:
+            if lvl["code"] == level:
+                for spec in lvl["specialties"]:
+                    if spec["code"] == specialty:
+                        return [s["code"] for s in spec["subjects"]]
+        return None
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Every exam by id; replaced whole on refresh so readers never see half an update."""
+
+    exams: dict[int, Exam]
+
+    def exam(self, exam_id: int) -> Exam | None:
+        """The exam with this id, or None."""
+        return self.exams.get(exam_id)
+
+
+async def load_catalogue(conn: asyncpg.Connection | asyncpg.Pool) -> Catalogue:
+    """Read the whole catalogue; it is small (exams × structure × a few thousand sites)."""
+    exams = await conn.fetch("SELECT * FROM exams ORDER BY id")
+    levels = await conn.fetch("SELECT exam_id, code, name FROM exam_levels ORDER BY exam_id, position, code")
+    specialties = await conn.fetch(
+        "SELECT exam_id, level_code, code, name FROM exam_specialties ORDER BY exam_id, position, code"
+    )
+    subjects = await conn.fetch("SELECT * FROM exam_subjects ORDER BY exam_id, position, code")
+    mapping = await conn.fetch(
+        "SELECT exam_id, level_code, specialty_code, subject_code FROM exam_specialty_subjects"
+    )
+    sites = await conn.fetch("SELECT * FROM exam_sites ORDER BY exam_id, id")
+
+    subjects_by_exam: dict[int, dict[str, Subject]] = defaultdict(dict)
+    for row in subjects:
+        subjects_by_exam[row["exam_id"]][row["code"]] = Subject(
+            row["code"], row["name"], row["starts_at"], row["ends_at"], float(row["pass_mark"]),
+            float(row["full_mark"]),
+        )
+    taken: dict[tuple[int, str, str], set[str]] = defaultdict(set)
+    for row in mapping:
+        taken[(row["exam_id"], row["level_code"], row["specialty_code"])].add(row["subject_code"])
+    specs_by_level: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in specialties:
+        key = (row["exam_id"], row["level_code"], row["code"])
+        exam_subjects = subjects_by_exam[row["exam_id"]]
+        specs_by_level[(row["exam_id"], row["level_code"])].append({
+            "code": row["code"],
+            "name": row["name"],
+            "subjects": [{"code": code, "name": s.name} for code, s in exam_subjects.items() if code in taken[key]],
+        })
+    levels_by_exam: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in levels:
+        levels_by_exam[row["exam_id"]].append({
+            "code": row["code"], "name": row["name"],
+            "specialties": specs_by_level[(row["exam_id"], row["code"])],
+        })
+    sites_by_exam: dict[int, dict[int, Site]] = defaultdict(dict)
+    for row in sites:
+        sites_by_exam[row["exam_id"]][row["id"]] = Site(
+            row["id"], row["exam_id"], row["province"], row["city"], row["name"], row["address"],
+            row["capacity"], row["rooms"], row["seats_per_room"],
+        )
+    result = {}
+    for row in exams:
+        result[row["id"]] = Exam(
+            id=row["id"], code=row["code"], name=row["name"],
+            registration_opens_at=row["registration_opens_at"],
+            registration_closes_at=row["registration_closes_at"],
+            ticket_print_opens_at=row["ticket_print_opens_at"],
+            ticket_print_closes_at=row["ticket_print_closes_at"],
+            exam_starts_at=row["exam_starts_at"], score_release_at=row["score_release_at"],
+            fee_per_subject_fen=row["fee_per_subject_fen"],
+            levels=levels_by_exam[row["id"]], subjects=subjects_by_exam[row["id"]],
+            sites=sites_by_exam[row["id"]],
+        )
+    return Catalogue(result)

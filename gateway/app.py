@@ -1,0 +1,86 @@
+"""The aiohttp application: resources opened in ``cleanup_ctx`` and handed to the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from core.db import PoolSettings, create_pool
+from core.redis import AutoPipeline
+from gateway import keys as appkeys
+from gateway.catalogue import CatalogueCache
+from gateway.config import Settings
+from gateway.middleware import make_edge_middleware
+
+log = logging.getLogger("examgate.gateway")
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    pool_settings = PoolSettings(settings.database_url, settings.pg_pool_min, settings.pg_pool_max)
+    try:
+        pool = await create_pool(pool_settings)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        # Start anyway: /readyz reports PostgreSQL missing and connections are made on demand.
+        log.warning("PostgreSQL not reachable at start (%r); connecting on demand", exc)
+        pool = await create_pool(PoolSettings(settings.database_url, 0, settings.pg_pool_max))
+    app[appkeys.PG] = pool
+    yield
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(pool.close(), timeout=5)
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    app[appkeys.REDIS] = AutoPipeline(
+        settings.redis_url, connections=settings.redis_connections, timeout_ms=settings.redis_timeout_ms
+    )
+    app[appkeys.REDIS_PY] = aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_ms / 1000 * 5,
+        socket_connect_timeout=settings.redis_timeout_ms / 1000,
+    )
+    yield
+    await app[appkeys.REDIS].close()
+    await app[appkeys.REDIS_PY].aclose()
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    from gateway import metrics
+
+    settings = app[appkeys.SETTINGS]
+    cache = CatalogueCache(app[appkeys.PG], settings.catalogue_refresh_s)
+    app[appkeys.CATALOGUE] = cache
+    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+        await asyncio.wait_for(cache.refresh(), timeout=5)
+    tasks = [
+        asyncio.create_task(cache.run(), name="catalogue-refresh"),
+        asyncio.create_task(metrics.watch_loop_lag(), name="loop-lag"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the gateway application for ``settings``."""
+    from gateway.routes import bench, exams, health
+
+    app = web.Application(
+        middlewares=[make_edge_middleware(settings.max_body_bytes)],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[appkeys.SETTINGS] = settings
+    app.cleanup_ctx.extend([_postgres, _redis, _background])
+    health.setup(app)
+    exams.setup(app)
+    if settings.bench_routes:
+        bench.setup(app)
+    return app

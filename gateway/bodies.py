@@ -1,0 +1,35 @@
+"""Reading request bodies: content type, size and JSON shape checked in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway import keys
+from gateway.errors import BodyTooLarge, MalformedBody, UnsupportedMediaType
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; 415 for another content type, 400 when malformed, 413 when too large."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(details={"expected": "application/json", "got": request.content_type or None})
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(details={"max_bytes": request.app[keys.SETTINGS].max_body_bytes}) from None
+    if not raw:
+        raise MalformedBody("请求内容为空", details={"reason": "empty body"})
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(details={"reason": str(exc)}) from None
+    if not isinstance(body, dict):
+        raise MalformedBody("请求内容必须是 JSON 对象", details={"reason": "expected a JSON object"})
+    return body
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response encoded with orjson."""
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)

@@ -1,0 +1,125 @@
+"""``examgate``: one command-line entry; each command parses options, builds settings, calls one function."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from gateway import config as configmod
+
+
+def _settings(**overrides: Any) -> configmod.Settings:
+    try:
+        return configmod.load(**{k: v for k, v in overrides.items() if v is not None})
+    except configmod.ConfigError as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from None
+
+
+def _run(coro: Any) -> Any:
+    import uvloop
+
+    return uvloop.run(coro)
+
+
+@click.group()
+@click.version_option(package_name="examgate")
+def main() -> None:
+    """examgate: the peak-hour edge of the exam registration system."""
+
+
+@main.command("config")
+@click.option("--variables", is_flag=True, help="List the EXAMGATE_* variables with defaults, as Markdown.")
+def show_config(variables: bool) -> None:
+    """Print the effective settings (secrets masked)."""
+    if variables:
+        click.echo("| variable | default | meaning |\n|---|---|---|")
+        for env, default, meaning in configmod.describe():
+            click.echo(f"| `{env}` | `{default}` | {meaning} |")
+        return
+    settings = _settings()
+    shown = settings.masked()
+    width = max(len(name) for name in shown)
+    for name, value in shown.items():
+        click.echo(f"{name:<{width}}  {value}")
+
+
+@main.command()
+def migrate() -> None:
+    """Create the database if needed and apply pending migrations."""
+    from core import db
+    from core import migrate as migrations
+
+    settings = _settings()
+
+    async def go() -> list[Any]:
+        if await db.ensure_database(settings.database_url):
+            click.echo(f"created database {db.database_name(settings.database_url)}")
+        conn = await db.connect(settings.database_url)
+        try:
+            return await migrations.migrate(conn, progress=click.echo)
+        finally:
+            await conn.close()
+
+    try:
+        ran = _run(go())
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach PostgreSQL at {settings.masked()['database_url']}: {exc}") from None
+    click.echo(f"migrations: {len(ran)} applied, schema current")
+
+
+@main.command()
+@click.option("--candidates", type=click.IntRange(1, 10_000_000), default=2000, show_default=True,
+              help="How many demo candidates to create.")
+@click.option("--reset", is_flag=True, help="Delete earlier demo data first.")
+def seed(candidates: int, reset: bool) -> None:
+    """Build the demo exams deterministically (candidates, sites, tickets, scores)."""
+    from core import seed as seeding
+
+    settings = _settings()
+    with click.progressbar(length=100, label="seeding", show_percent=True, show_eta=True,
+                           file=sys.stderr) as bar:
+        shown = [0]
+
+        def progress(done: int, total: int) -> None:
+            percent = int(done * 100 / max(total, 1))
+            if percent > shown[0]:
+                bar.update(percent - shown[0])
+                shown[0] = percent
+
+        try:
+            report = _run(seeding.seed(settings.database_url, candidates, reset=reset, progress=progress))
+        except seeding.SeedError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(str(report))
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(1, 64), help="Gateway processes (default EXAMGATE_WORKERS).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default EXAMGATE_PORT).")
+@click.option("--host", help="Bind address (default EXAMGATE_HOST).")
+def serve(workers: int | None, port: int | None, host: str | None) -> None:
+    """Run the gateway: N processes sharing one port."""
+    from gateway.logs import configure_logging
+    from gateway.serve import serve as run_serve
+
+    settings = _settings(workers=workers, port=port, host=host)
+    configure_logging(settings.log_level, "gateway")
+    sys.exit(run_serve(settings))
+
+
+@main.command()
+def worker() -> None:
+    """Run the background tasks (inventory, and later streams, sweepers, reconciliation)."""
+    from gateway.logs import configure_logging
+    from gateway.worker import run_worker
+
+    settings = _settings()
+    configure_logging(settings.log_level, "worker")
+    _run(run_worker(settings))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

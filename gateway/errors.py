@@ -1,0 +1,162 @@
+"""HTTP errors and the one table that maps every package's errors to responses."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import orjson
+from aiohttp import web
+
+from core.errors import CoreError, NotFound, StorageUnavailable
+
+
+class ApiError(Exception):
+    """An error answered with the API.md shape ``{"error": {code, message, details}}``."""
+
+    status = 400
+    code = "bad_request"
+    message = "请求无效"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        details: dict[str, Any] | None = None,
+        retry_after_s: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.code = code or self.code
+        self.status = status or self.status
+        self.details = details or {}
+        self.retry_after_s = retry_after_s
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class MalformedBody(ApiError):
+    """The body is not the JSON it claims to be (400)."""
+
+    status, code, message = 400, "malformed_body", "请求内容不是有效的 JSON"
+
+
+class Unauthorized(ApiError):
+    """Not signed in, or bad credentials (401)."""
+
+    status, code, message = 401, "unauthorized", "请先登录"
+
+
+class Forbidden(ApiError):
+    """Signed in but not allowed (403)."""
+
+    status, code, message = 403, "forbidden", "无权执行此操作"
+
+
+class NotFoundError(ApiError):
+    """No such resource (404)."""
+
+    status, code, message = 404, "not_found", "未找到相关记录"
+
+
+class MethodNotAllowed(ApiError):
+    """The path exists but not with this method (405)."""
+
+    status, code, message = 405, "method_not_allowed", "不支持该请求方法"
+
+
+class Conflict(ApiError):
+    """The request conflicts with the current state (409)."""
+
+    status, code, message = 409, "conflict", "请求与当前状态冲突"
+
+
+class BodyTooLarge(ApiError):
+    """The body is larger than the configured limit (413)."""
+
+    status, code, message = 413, "body_too_large", "请求内容过大"
+
+
+class UnsupportedMediaType(ApiError):
+    """The body is not sent as the content type the route accepts (415)."""
+
+    status, code, message = 415, "unsupported_media_type", "请求内容类型不受支持"
+
+
+class ValidationFailed(ApiError):
+    """Fields failed validation (422); ``details.fields`` maps field → problem."""
+
+    status, code, message = 422, "validation_failed", "填写的信息有误，请检查后重试"
+
+    def __init__(self, fields: dict[str, str], message: str | None = None) -> None:
+        super().__init__(message, details={"fields": fields})
+
+
+class Overloaded(ApiError):
+    """The service is shedding load (503, with Retry-After)."""
+
+    status, code, message = 503, "overloaded", "当前访问人数过多，请稍后重试"
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
+    """The JSON body every error response carries."""
+    return orjson.dumps({"error": {"code": code, "message": message, "details": details or {}}})
+
+
+def retry_after_header(seconds: float) -> str:
+    """Retry-After in whole seconds, rounded up so a client never retries too early."""
+    return str(max(1, math.ceil(seconds - 1e-9)))
+
+
+def to_response(error: ApiError) -> web.Response:
+    """Render an ApiError."""
+    headers = dict(error.headers)
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = retry_after_header(error.retry_after_s)
+    return web.Response(
+        status=error.status,
+        body=error_body(error.code, error.message, error.details),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _storage_unavailable(exc: StorageUnavailable) -> ApiError:
+    return Overloaded("服务暂时不可用，请稍后重试", code="service_unavailable", retry_after_s=2,
+                      details={"store": exc.store})
+
+
+def _not_found(exc: NotFound) -> ApiError:
+    return NotFoundError()
+
+
+# The one table: package error class → the ApiError answered for it. Every package's
+# errors are added here; more specific classes first, the first isinstance match wins.
+ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
+    (StorageUnavailable, _storage_unavailable),
+    (NotFound, _not_found),
+]
+
+
+def translate(exc: BaseException) -> ApiError | None:
+    """The ApiError for a package error, or None when the error is not a known one."""
+    if isinstance(exc, ApiError):
+        return exc
+    for error_class, build in ERROR_TABLE:
+        if isinstance(exc, error_class):
+            return build(exc)
+    if isinstance(exc, CoreError):
+        return ApiError("服务处理失败，请稍后重试", code="internal_error", status=500)
+    return None
+
+
+# aiohttp's own HTTP exceptions (raised by routing and body reading) in the same shape.
+HTTP_EXCEPTION_CODES: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "请求无效"),
+    404: ("not_found", "未找到相关记录"),
+    405: ("method_not_allowed", "不支持该请求方法"),
+    413: ("body_too_large", "请求内容过大"),
+    415: ("unsupported_media_type", "请求内容类型不受支持"),
+}

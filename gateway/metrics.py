@@ -1,0 +1,108 @@
+"""Prometheus metrics, shared across gateway processes through prometheus-client's multiprocess mode.
+
+``examgate serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before it starts the worker
+processes, so every process writes its samples to files there and ``/metrics`` in any
+of them reports the sum. Imported lazily: the variable must be set before
+prometheus-client is first imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+REQUESTS = Counter("examgate_requests_total", "Requests answered", ["route", "method", "status"])
+LATENCY = Histogram(
+    "examgate_request_duration_seconds", "Time from request to response", ["route"], buckets=LATENCY_BUCKETS_S
+)
+IN_FLIGHT = Gauge("examgate_requests_in_flight", "Requests being handled", multiprocess_mode="livesum")
+LOOP_LAG = Histogram("examgate_event_loop_lag_seconds", "How late a periodic timer fires", buckets=LAG_BUCKETS_S)
+LOOP_LAG_LAST = Gauge("examgate_event_loop_lag_last_seconds", "Latest event-loop lag per process",
+                      multiprocess_mode="liveall")
+PG_POOL = Gauge("examgate_pg_pool_connections", "PostgreSQL pool connections", ["state"], multiprocess_mode="livesum")
+REDIS_IN_FLIGHT = Gauge("examgate_redis_commands_in_flight", "Hot-path Redis commands awaiting a reply",
+                        multiprocess_mode="livesum")
+REDIS_BATCHES = Gauge("examgate_redis_batches_sent", "Auto-pipelined batches written", multiprocess_mode="livesum")
+REDIS_COMMANDS = Gauge("examgate_redis_commands_sent", "Auto-pipelined commands written", multiprocess_mode="livesum")
+
+
+class RequestMetrics:
+    """Per-request counters with the labelled children cached (label lookup costs more than the inc)."""
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._latencies: dict[str, Any] = {}
+
+    def observe(self, route: str, method: str, status: int, elapsed_s: float) -> None:
+        """Count one answered request and its latency."""
+        key = (route, method, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = REQUESTS.labels(route, method, str(status))
+        counter.inc()
+        latency = self._latencies.get(route)
+        if latency is None:
+            latency = self._latencies[route] = LATENCY.labels(route)
+        latency.observe(elapsed_s)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text: every process's samples when in multiprocess mode, else this one's."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead process's live gauges (the parent calls this for exited workers)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
+async def watch_loop_lag(interval_s: float = 0.1) -> None:
+    """Measure how late a timer fires; a busy loop shows as lag (runs until cancelled)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(interval_s)
+        lag_s = max(0.0, loop.time() - start - interval_s)
+        LOOP_LAG.observe(lag_s)
+        LOOP_LAG_LAST.set(lag_s)
+
+
+def sample_pools(pg_pool: Any, redis_client: Any) -> None:
+    """Copy pool figures into gauges (called on each scrape and periodically)."""
+    if pg_pool is not None:
+        size = pg_pool.get_size()
+        idle = pg_pool.get_idle_size()
+        PG_POOL.labels("in_use").set(size - idle)
+        PG_POOL.labels("idle").set(idle)
+    if redis_client is not None:
+        REDIS_IN_FLIGHT.set(getattr(redis_client, "in_flight", 0))
+        REDIS_BATCHES.set(getattr(redis_client, "batches_sent", 0))
+        REDIS_COMMANDS.set(getattr(redis_client, "commands_sent", 0))
+
+
+def monotonic() -> float:
+    """The clock request latencies are measured with."""
+    return time.perf_counter()

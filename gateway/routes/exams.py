@@ -1,0 +1,69 @@
+"""The exam catalogue and exam sites with live seat availability."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from core.catalogue import Exam
+from gateway import keys
+from gateway.bodies import json_response
+from gateway.errors import NotFoundError, ValidationFailed
+from queueing import inventory
+from queueing import keys as qkeys
+
+
+async def list_exams(request: web.Request) -> web.Response:
+    """Every exam with its structure; the body is rendered once per catalogue refresh."""
+    return web.Response(body=request.app[keys.CATALOGUE].exams_json, content_type="application/json")
+
+
+def _exam(request: web.Request) -> Exam:
+    raw = request.match_info["exam_id"]
+    exam = request.app[keys.CATALOGUE].catalogue.exam(int(raw)) if raw.isdigit() else None
+    if exam is None:
+        raise NotFoundError("考试不存在", code="exam_not_found", details={"exam_id": raw})
+    return exam
+
+
+async def list_sites(request: web.Request) -> web.Response:
+    """Sites of an exam (optionally one province) with seats available, read from Redis."""
+    exam = _exam(request)
+    province = request.query.get("province")
+    if province is not None and not (len(province) == 2 and province.isdigit()):
+        raise ValidationFailed({"province": "must be a two-digit province code, e.g. 11"})
+    sites = exam.sites_in(province)
+    if not sites:
+        return json_response([])
+    redis = request.app[keys.REDIS]
+    site_keys = [qkeys.site_left(exam.id, site.id) for site in sites]
+    left = await redis.mget(*site_keys)
+    if any(value is None for value in left):
+        await _rebuild_inventory(request.app, exam)
+        left = await redis.mget(*site_keys)
+    return json_response([
+        {
+            "site_id": site.id, "province": site.province, "city": site.city, "name": site.name,
+            "address": site.address, "capacity": site.capacity,
+            "available": int(value) if value is not None else 0,
+        }
+        for site, value in zip(sites, left)
+    ])
+
+
+REBUILD_LOCKS = web.AppKey("inventory_rebuild_locks", dict)
+
+
+async def _rebuild_inventory(app: web.Application, exam: Exam) -> None:
+    # One rebuild per exam at a time in this process; the rest wait for it (single-flight).
+    lock = app[REBUILD_LOCKS].setdefault(exam.id, asyncio.Lock())
+    async with lock:
+        await inventory.ensure_inventory(app[keys.PG], app[keys.REDIS_PY], exam)
+
+
+def setup(app: web.Application) -> None:
+    """Add the catalogue routes."""
+    app[REBUILD_LOCKS] = {}
+    app.router.add_get("/api/v1/exams", list_exams)
+    app.router.add_get("/api/v1/exams/{exam_id}/sites", list_sites)

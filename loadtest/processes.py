@@ -1,0 +1,161 @@
+"""Real processes for tests, benchmarks and load tests: the gateway and private redis-servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    """A started child process with its log file."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    url: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> str:
+        """What the process wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 20) -> int:
+        """SIGTERM, wait, and SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def wait_http(url: str, timeout_s: float = 30, status: int = 200, proc: Process | None = None) -> None:
+    """Poll ``url`` until it answers ``status``."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.proc.returncode}:\n{proc.log()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == status:
+                    return
+                last = resp.status
+        except urllib.error.HTTPError as exc:
+            last = exc.code
+            if exc.code == status:
+                return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer {status} in {timeout_s} s (last: {last})"
+                       + (f"\n{proc.log()}" if proc else ""))
+
+
+def examgate_env(pg_dsn: str, redis_url: str, run_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for an examgate child process pointed at the test stores."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXAMGATE_", "PROMETHEUS_"))}
+    env.update({
+        "EXAMGATE_DATABASE_URL": pg_dsn,
+        "EXAMGATE_REDIS_URL": redis_url,
+        "EXAMGATE_RUN_DIR": str(run_dir),
+        "EXAMGATE_SECRETS_FILE": str(run_dir / "secrets.json"),
+        "EXAMGATE_CATALOGUE_REFRESH_S": "0.5",
+        "EXAMGATE_SHUTDOWN_TIMEOUT_S": "5",
+    })
+    env.update(extra)
+    return env
+
+
+def start_gateway(pg_dsn: str, redis_url: str, *, workers: int = 2, cpus: str | None = None,
+                  **extra: str) -> Process:
+    """Run ``examgate serve`` on a free port and wait until it is ready; ``cpus`` pins it (taskset)."""
+    port = free_port()
+    run_dir = Path(tempfile.mkdtemp(prefix="examgate-test-"))
+    env = examgate_env(pg_dsn, redis_url, run_dir, **extra)
+    log_path = run_dir / "gateway.log"
+    with open(log_path, "wb") as log_file:
+        command = [sys.executable, "-m", "gateway", "serve", "--workers", str(workers), "--port", str(port)]
+        if cpus is not None and shutil.which("taskset"):
+            command = ["taskset", "-c", cpus, *command]
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    process = Process(proc, log_path, f"http://127.0.0.1:{port}", {"run_dir": str(run_dir)})
+    try:
+        wait_http(process.url + "/readyz", proc=process)
+    except Exception:
+        process.stop()
+        raise
+    return process
+
+
+@dataclass
+class RedisServer:
+    """A redis-server owned by one test, on its own port, keeping nothing on disk."""
+
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="examgate-redis-")))
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        """Start (or restart on the same port) and wait until it answers."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not installed (make services installs it)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )
+        import socket
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        """Stop it at once (SIGKILL: a crash, not a clean shutdown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_redis() -> RedisServer:
+    """A fresh test-owned redis-server on a free port."""
+    return RedisServer(free_port()).start()

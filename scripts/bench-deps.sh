@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Make sure the benchmark tools are installed: `wrk` (Debian package wrk), via apt when missing.
+# Called by `make bench`. Never prompts (CI runs with no stdin).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+say() { printf 'bench-deps: %s\n' "$*"; }
+die() { printf 'bench-deps: %s\n' "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+prefixed() {
+    local line
+    while IFS= read -r line || [[ -n $line ]]; do
+        printf 'bench-deps:   %s\n' "$line"
+    done
+}
+
+APT_UPDATED=0
+
+apt_install() {  # package "what it provides"
+    local pkg=$1 what=$2
+    local -a pre=()
+    if ! have apt-get; then
+        die "$what is missing and apt-get is not available: install $what (Debian/Ubuntu package '$pkg') yourself and re-run"
+    fi
+    if [[ $EUID -ne 0 ]]; then
+        have sudo || die "$what is missing; not root and sudo is not available: as root run 'apt-get install $pkg', then re-run"
+        pre=(sudo -n)
+    fi
+    if ((!APT_UPDATED)); then
+        say "running apt-get update"
+        ${pre[@]+"${pre[@]}"} apt-get update </dev/null 2>&1 | prefixed \
+            || die "apt-get update failed (if sudo needs a password, run 'apt-get install $pkg' as root yourself)"
+        APT_UPDATED=1
+    fi
+    say "installing Debian package $pkg with apt ($what is missing)"
+    ${pre[@]+"${pre[@]}"} env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "$pkg" </dev/null 2>&1 | prefixed \
+        || die "apt-get install $pkg failed"
+    say "installed $pkg"
+}
+
+if have wrk; then
+    say "wrk found at $(command -v wrk), nothing to install"
+    exit 0
+fi
+apt_install wrk "wrk (HTTP benchmarking tool)"
+have wrk || die "wrk is still not on PATH after installing package wrk"
+say "wrk ready at $(command -v wrk)"

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Start (or stop) the demo: gateway (2 processes) and worker, in the background under .run/.
+# `make demo` runs services, migrate and seed first, then this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN=.run
+BIN=.venv/bin
+HOST=${EXAMGATE_HOST:-127.0.0.1}
+PORT=${EXAMGATE_PORT:-8080}
+WORKERS=${DEMO_WORKERS:-2}
+mkdir -p "$RUN"
+
+say() { echo "demo: $*"; }
+
+running() {  # running NAME → true when .run/NAME.pid names a live process
+    local pidfile="$RUN/$1.pid"
+    [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+start() {  # start NAME COMMAND…
+    local name=$1; shift
+    if running "$name"; then
+        say "$name already running (pid $(cat "$RUN/$name.pid"))"
+        return
+    fi
+    nohup "$@" >"$RUN/$name.log" 2>&1 </dev/null &
+    echo $! >"$RUN/$name.pid"
+    say "started $name (pid $!, log $RUN/$name.log)"
+}
+
+stop() {  # stop NAME
+    local name=$1 pidfile="$RUN/$1.pid"
+    if running "$name"; then
+        local pid
+        pid=$(cat "$pidfile")
+        kill -TERM "$pid"
+        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+        say "stopped $name (pid $pid)"
+    fi
+    rm -f "$pidfile"
+}
+
+wait_ready() {
+    local url="http://$HOST:$PORT/readyz"
+    for _ in $(seq 1 300); do
+        if curl -fsS -o /dev/null "$url" 2>/dev/null; then return 0; fi
+        if ! running gateway; then break; fi
+        sleep 0.1
+    done
+    say "the gateway did not become ready at $url; last lines of $RUN/gateway.log:"
+    tail -n 30 "$RUN/gateway.log" >&2 || true
+    curl -sS "$url" >&2 || true
+    return 1
+}
+
+case "${1:-start}" in
+    start)
+        if ! running gateway && (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then
+            say "port $PORT on $HOST is taken by another program; set EXAMGATE_PORT=… and try again" >&2
+            exit 1
+        fi
+        start gateway "$BIN/examgate" serve --workers "$WORKERS" --host "$HOST" --port "$PORT"
+        start worker "$BIN/examgate" worker
+        wait_ready
+        base="http://$HOST:$PORT"
+        exams=$(curl -fsS "$base/api/v1/exams" | "$BIN/python" -c \
+            'import sys, json; print(", ".join(f"{e["id"]} {e["code"]} {e["name"]}" for e in json.load(sys.stdin)))')
+        cat <<EOT
+
+examgate demo is running.
+  gateway        $base  ($WORKERS processes)
+  readiness      $base/readyz
+  exams          $base/api/v1/exams   → $exams
+  sites          $base/api/v1/exams/<id>/sites?province=11
+  metrics        $base/metrics
+  API contract   $base/api/v1/openapi.json
+  admin token    in .run/secrets.json ("admin_tokens")
+  logs           $RUN/gateway.log, $RUN/worker.log
+  stop           make demo-stop
+EOT
+        ;;
+    stop)
+        stop worker
+        stop gateway
+        ;;
+    status)
+        for name in gateway worker; do
+            if running "$name"; then say "$name running (pid $(cat "$RUN/$name.pid"))"; else say "$name stopped"; fi
+        done
+        ;;
+    *)
+        echo "usage: $0 start|stop|status" >&2
+        exit 2
+        ;;
+esac
