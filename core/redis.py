@@ -1,0 +1,562 @@
+"""The hot-path Redis client: commands issued in one event-loop tick go out in one write.
+
+This is the technique of ioredis' ``enableAutoPipelining``: ``execute`` appends the
+encoded command to the current tick's buffer and schedules one flush with
+``loop.call_soon``; the flush writes the whole buffer to one connection (a plain
+pipeline, not MULTI) and the replies, parsed by ``hiredis``, resolve the callers'
+futures in order. Batches never wait for earlier ones: a connection keeps as many in
+flight as the ticks produce, and ticks are spread round-robin over a few connections.
+
+redis-py stays the client for everything off the hot path (pub/sub, stream consumers,
+admin); errors raised here are redis-py's classes so callers catch one family.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import ssl
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import hiredis
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ConnectionError,
+    DataError,
+    ExecAbortError,
+    InvalidResponse,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
+
+__all__ = ["AutoPipeline", "Endpoint", "parse_url"]
+
+Arg = Union[bytes, str, int, float, memoryview]
+
+# After a failed (re)connect, commands on that connection fail at once for this long
+# instead of each tick starting another attempt against a server that is down.
+RECONNECT_BACKOFF_S = 0.05
+
+# Error prefixes redis-py maps to its own subclasses; the rest stay ResponseError.
+_ERROR_CLASSES: dict[str, type[RedisError]] = {
+    "NOSCRIPT": NoScriptError,
+    "READONLY": ReadOnlyError,
+    "LOADING": BusyLoadingError,
+    "NOAUTH": AuthenticationError,
+    "WRONGPASS": AuthenticationError,
+    "NOPERM": NoPermissionError,
+    "OOM": OutOfMemoryError,
+    "EXECABORT": ExecAbortError,
+}
+
+
+def _server_error(reply: ResponseError) -> RedisError:
+    """The redis-py exception for an error reply, message stripped of a mapped prefix."""
+    message = str(reply)
+    code, _, rest = message.partition(" ")
+    cls = _ERROR_CLASSES.get(code)
+    return cls(rest) if cls is not None else reply
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to connect, parsed from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    def describe(self) -> str:
+        """The address without credentials, for error messages."""
+        where = f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+        return f"{where}/{self.db}"
+
+
+def parse_url(url: str) -> Endpoint:
+    """Parse ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` or ``unix://…?db=N``."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    db_text = query.get("db", [""])[0]
+    if parts.scheme in ("redis", "rediss"):
+        db_text = parts.path.lstrip("/") or db_text
+        return Endpoint(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(db_text or 0),
+            username=username,
+            password=password,
+            tls=parts.scheme == "rediss",
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"unix URL without a socket path: {url!r}")
+        return Endpoint(path=parts.path, db=int(db_text or 0), username=username, password=password)
+    raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
+
+
+def _handshake(endpoint: Endpoint, client_name: str | None) -> list[bytes]:
+    """The commands a fresh connection sends before it carries traffic."""
+    commands: list[bytes] = []
+    if endpoint.password is not None:
+        if endpoint.username:
+            commands.append(hiredis.pack_command(("AUTH", endpoint.username, endpoint.password)))
+        else:
+            commands.append(hiredis.pack_command(("AUTH", endpoint.password)))
+    if endpoint.db:
+        commands.append(hiredis.pack_command(("SELECT", endpoint.db)))
+    if client_name:
+        commands.append(hiredis.pack_command(("CLIENT", "SETNAME", client_name)))
+    return commands
+
+
+def _expire(futures: list[asyncio.Future[Any]], timeout_ms: int) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(TimeoutError(f"no reply from Redis within {timeout_ms} ms"))
+
+
+class _Connection(asyncio.Protocol):
+    """One socket: writes batches and resolves their futures in FIFO order."""
+
+    __slots__ = ("transport", "waiters", "lost", "closed", "_reader", "_timers", "_sent", "_received", "_where")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, where: str) -> None:
+        self.transport: asyncio.Transport | None = None
+        # Futures in the order their commands were written; a future already done
+        # (timed out, cancelled) still holds its place until its reply is consumed.
+        self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.lost = False
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._reader = hiredis.Reader(replyError=ResponseError, protocolError=InvalidResponse)
+        # (reply count that completes a batch, its timeout timer), oldest first.
+        self._timers: deque[tuple[int, asyncio.TimerHandle]] = deque()
+        self._sent = 0
+        self._received = 0
+        self._where = where
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Batches are small and back to back; Nagle would hold one until the last is acked.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def usable(self) -> bool:
+        """True while writes on this connection can still be answered."""
+        return not self.lost and self.transport is not None and not self.transport.is_closing()
+
+    def send(self, data: bytes, futures: list[asyncio.Future[Any]], timer: asyncio.TimerHandle | None) -> None:
+        """Write one batch; its replies will resolve ``futures`` in order."""
+        assert self.transport is not None
+        self.transport.write(data)
+        self.waiters.extend(futures)
+        self._sent += len(futures)
+        if timer is not None:
+            self._timers.append((self._sent, timer))
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        popleft = self.waiters.popleft
+        count = 0
+        try:
+            while (reply := reader.gets()) is not False:
+                fut = popleft()
+                count += 1
+                if fut.done():
+                    continue
+                if reply.__class__ is ResponseError:
+                    fut.set_exception(_server_error(reply))
+                else:
+                    fut.set_result(reply)
+        except (InvalidResponse, IndexError) as exc:
+            # The stream can no longer be matched to callers: drop the connection.
+            self.abort(f"protocol error from Redis at {self._where}: {exc!r}")
+            return
+        self._received += count
+        timers = self._timers
+        while timers and timers[0][0] <= self._received:
+            timers.popleft()[1].cancel()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        reason = f"connection to Redis at {self._where} lost" + (f": {exc}" if exc else "")
+        self._fail_all(reason)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def abort(self, reason: str) -> None:
+        """Close the socket and fail every command still awaiting a reply."""
+        self.lost = True
+        if self.transport is not None:
+            self.transport.close()
+        elif not self.closed.done():
+            self.closed.set_result(None)
+        self._fail_all(reason)
+
+    def _fail_all(self, reason: str) -> None:
+        while self._timers:
+            self._timers.popleft()[1].cancel()
+        waiters, self.waiters = self.waiters, deque()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(ConnectionError(reason))
+
+
+_Batch = tuple[bytes, list[asyncio.Future[Any]], Union[asyncio.TimerHandle, None]]
+
+
+class _Slot:
+    """One of the pipeline's connections, reopened lazily after it is lost."""
+
+    __slots__ = ("conn", "_owner", "_connecting", "_held", "_retry_at", "_last_error")
+
+    def __init__(self, owner: AutoPipeline) -> None:
+        self.conn: _Connection | None = None
+        self._owner = owner
+        self._connecting: asyncio.Task[None] | None = None
+        self._held: list[_Batch] = []
+        self._retry_at = 0.0
+        self._last_error = ""
+
+    def submit(self, data: bytes, futures: list[asyncio.Future[Any]], timer: asyncio.TimerHandle | None) -> None:
+        """Write a batch now, or hold it until the connection is (re)opened."""
+        conn = self.conn
+        if conn is not None and conn.usable():
+            self._owner.batches_sent += 1
+            self._owner.commands_sent += len(futures)
+            conn.send(data, futures, timer)
+            return
+        loop = self._owner._get_loop()
+        if self._connecting is None and loop.time() < self._retry_at:
+            _fail(futures, timer, ConnectionError, self._last_error)
+            return
+        self._held.append((data, futures, timer))
+        if self._connecting is None:
+            self._connecting = loop.create_task(self._reconnect())
+
+    async def open(self) -> None:
+        """Open the connection now, raising if it cannot be opened."""
+        self.conn = await self._owner._open_connection()
+
+    def in_flight(self) -> int:
+        """Commands written on this connection, or held for it, still awaiting a reply."""
+        held = sum(len(futures) for _, futures, _ in self._held)
+        return held + (len(self.conn.waiters) if self.conn is not None else 0)
+
+    async def close(self) -> None:
+        """Stop reconnecting, fail held commands, close the socket and wait until it is closed."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        self._fail_held(ConnectionError, "Redis client closed")
+        conn = self.conn
+        if conn is not None:
+            conn.abort("Redis client closed")
+            await asyncio.wait([conn.closed], timeout=self._owner._timeout_s)
+
+    async def _reconnect(self) -> None:
+        try:
+            conn = await self._owner._open_connection()
+        except Exception as exc:
+            self._last_error = str(exc)
+            self._retry_at = self._owner._get_loop().time() + RECONNECT_BACKOFF_S
+            exc_class = type(exc) if isinstance(exc, (ConnectionError, TimeoutError)) else ConnectionError
+            self._fail_held(exc_class, str(exc))
+            return
+        finally:
+            self._connecting = None
+        self.conn = conn
+        held, self._held = self._held, []
+        for data, futures, timer in held:
+            if all(fut.done() for fut in futures):
+                # Every caller has given up (timed out): don't run the commands late.
+                if timer is not None:
+                    timer.cancel()
+                continue
+            self._owner.batches_sent += 1
+            self._owner.commands_sent += len(futures)
+            conn.send(data, futures, timer)
+
+    def _fail_held(self, exc_class: type[RedisError], reason: str) -> None:
+        held, self._held = self._held, []
+        for _, futures, timer in held:
+            _fail(futures, timer, exc_class, reason)
+
+
+def _fail(
+    futures: list[asyncio.Future[Any]],
+    timer: asyncio.TimerHandle | None,
+    exc_class: type[RedisError],
+    reason: str,
+) -> None:
+    if timer is not None:
+        timer.cancel()
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(exc_class(reason))
+
+
+class AutoPipeline:
+    """Redis client that sends every command issued in one loop tick in one write.
+
+    Replies come back raw: bytes (never decoded), ints, lists, None for nil. An error
+    reply raises only in its own caller, as the matching redis-py exception. Each call
+    has a budget of ``timeout_ms`` (redis-py ``TimeoutError``); a lost connection fails
+    its callers with ``ConnectionError`` and is reopened by the next command.
+    Blocking commands (BLPOP, XREAD BLOCK, …) belong on redis-py, not here: they hold up
+    every command queued behind them on the same connection.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connections: int = 2,
+        timeout_ms: int = 1000,
+        client_name: str | None = None,
+    ) -> None:
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        if timeout_ms <= 0:
+            raise ValueError("timeout_ms must be positive")
+        self.endpoint = parse_url(url)
+        self.timeout_ms = timeout_ms
+        self.client_name = client_name
+        self.batches_sent = 0
+        self.commands_sent = 0
+        self._timeout_s = timeout_ms / 1000
+        handshake = _handshake(self.endpoint, client_name)
+        self._handshake = b"".join(handshake)
+        self._handshake_count = len(handshake)
+        self._slots = [_Slot(self) for _ in range(connections)]
+        self._next_slot = itertools.cycle(self._slots).__next__
+        self._parts: list[bytes] = []
+        self._futures: list[asyncio.Future[Any]] = []
+        self._flush_scheduled = False
+        self._closed = False
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        connections: int = 2,
+        timeout_ms: int = 1000,
+        client_name: str | None = None,
+    ) -> AutoPipeline:
+        """Open the connections now; raise ``ConnectionError`` or ``TimeoutError`` if Redis is unreachable."""
+        client = cls(url, connections=connections, timeout_ms=timeout_ms, client_name=client_name)
+        results = await asyncio.gather(*(slot.open() for slot in client._slots), return_exceptions=True)
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:
+            await client.close()
+            raise errors[0]
+        return client
+
+    @property
+    def in_flight(self) -> int:
+        """Commands queued or written and still awaiting their reply."""
+        return len(self._futures) + sum(slot.in_flight() for slot in self._slots)
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has been called."""
+        return self._closed
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def _submit(self, args: tuple[Arg, ...]) -> asyncio.Future[Any]:
+        if self._closed:
+            raise ConnectionError("Redis client closed")
+        try:
+            packed = hiredis.pack_command(args)
+        except TypeError as exc:
+            raise DataError(f"invalid Redis command argument in {args[:1]!r}: {exc}") from exc
+        loop = self._loop or self._get_loop()
+        fut = loop.create_future()
+        self._parts.append(packed)
+        self._futures.append(fut)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        futures = self._futures
+        if not futures:
+            return
+        parts = self._parts
+        self._parts = []
+        self._futures = []
+        loop = self._loop
+        assert loop is not None
+        # One timer per batch, not per command: every command in it shares the deadline.
+        timer = loop.call_later(self._timeout_s, _expire, futures, self.timeout_ms)
+        self._next_slot().submit(b"".join(parts), futures, timer)
+
+    async def _open_connection(self) -> _Connection:
+        """A new connection with AUTH/SELECT/SETNAME done, bounded by the time budget."""
+        loop = self._get_loop()
+        endpoint = self.endpoint
+        where = endpoint.describe()
+        conn: _Connection | None = None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                if endpoint.path is not None:
+                    _, conn = await loop.create_unix_connection(lambda: _Connection(loop, where), endpoint.path)
+                else:
+                    tls = ssl.create_default_context() if endpoint.tls else None
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(loop, where), endpoint.host, endpoint.port, ssl=tls
+                    )
+                if self._handshake_count:
+                    futures = [loop.create_future() for _ in range(self._handshake_count)]
+                    conn.send(self._handshake, futures, None)
+                    results = await asyncio.gather(*futures, return_exceptions=True)
+                    for result in results:
+                        if isinstance(result, BaseException):
+                            raise result
+        except asyncio.TimeoutError as exc:  # the builtin, from asyncio.timeout; re-raised as redis-py's
+            if conn is not None:
+                conn.abort("connect timed out")
+            raise TimeoutError(f"connecting to Redis at {where} took over {self.timeout_ms} ms") from exc
+        except OSError as exc:
+            raise ConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
+        except BaseException:
+            if conn is not None:
+                conn.abort("connect failed")
+            raise
+        return conn
+
+    async def close(self) -> None:
+        """Fail queued commands, close every connection and wait until the sockets are closed."""
+        self._closed = True
+        futures, self._futures, self._parts = self._futures, [], []
+        _fail(futures, None, ConnectionError, "Redis client closed")
+        await asyncio.gather(*(slot.close() for slot in self._slots))
+
+    async def execute(self, *args: Arg) -> Any:
+        """Send one command in the current tick's batch and return its raw reply."""
+        return await self._submit(args)
+
+    async def get(self, key: Arg) -> bytes | None:
+        """GET."""
+        return await self._submit((b"GET", key))
+
+    async def mget(self, *keys: Arg) -> list[bytes | None]:
+        """MGET."""
+        return await self._submit((b"MGET", *keys))
+
+    async def set(
+        self,
+        key: Arg,
+        value: Arg,
+        *,
+        ex: int | None = None,
+        px: int | None = None,
+        nx: bool = False,
+    ) -> bool:
+        """SET with optional EX/PX/NX; False when NX found the key already set."""
+        args: tuple[Arg, ...] = (b"SET", key, value)
+        if ex is not None:
+            args += (b"EX", ex)
+        if px is not None:
+            args += (b"PX", px)
+        if nx:
+            args += (b"NX",)
+        return await self._submit(args) is not None
+
+    async def getdel(self, key: Arg) -> bytes | None:
+        """GETDEL."""
+        return await self._submit((b"GETDEL", key))
+
+    async def delete(self, *keys: Arg) -> int:
+        """DEL; the number of keys removed."""
+        return await self._submit((b"DEL", *keys))
+
+    async def incr(self, key: Arg) -> int:
+        """INCR."""
+        return await self._submit((b"INCR", key))
+
+    async def incrby(self, key: Arg, amount: int) -> int:
+        """INCRBY."""
+        return await self._submit((b"INCRBY", key, amount))
+
+    async def expire(self, key: Arg, seconds: int) -> bool:
+        """EXPIRE; False when the key does not exist."""
+        return await self._submit((b"EXPIRE", key, seconds)) == 1
+
+    async def ping(self) -> bool:
+        """PING."""
+        return await self._submit((b"PING",)) == b"PONG"
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Arg) -> Any:
+        """EVALSHA, same signature as redis-py's; NOSCRIPT raises ``NoScriptError``."""
+        return await self._submit((b"EVALSHA", sha, numkeys, *keys_and_args))
+
+    async def script_load(self, source: str) -> str:
+        """SCRIPT LOAD; the SHA1 as text, like redis-py."""
+        return (await self._submit((b"SCRIPT", b"LOAD", source))).decode()
+
+    async def hget(self, key: Arg, field: Arg) -> bytes | None:
+        """HGET."""
+        return await self._submit((b"HGET", key, field))
+
+    async def hgetall(self, key: Arg) -> dict[bytes, bytes]:
+        """HGETALL as a dict."""
+        flat = iter(await self._submit((b"HGETALL", key)))
+        return dict(zip(flat, flat))
+
+    async def zadd(self, key: Arg, mapping: Mapping[Arg, float]) -> int:
+        """ZADD ``{member: score}``; the number of members added."""
+        pairs = itertools.chain.from_iterable((score, member) for member, score in mapping.items())
+        return await self._submit((b"ZADD", key, *pairs))
+
+    async def zrem(self, key: Arg, *members: Arg) -> int:
+        """ZREM; the number of members removed."""
+        return await self._submit((b"ZREM", key, *members))
+
+    async def xadd(
+        self,
+        key: Arg,
+        fields: Mapping[Arg, Arg],
+        *,
+        id: Arg = b"*",
+        maxlen: int | None = None,
+        approximate: bool = True,
+    ) -> bytes:
+        """XADD; the entry id. ``maxlen`` trims (``~`` unless ``approximate=False``)."""
+        trim: tuple[Arg, ...] = () if maxlen is None else (b"MAXLEN", b"~" if approximate else b"=", maxlen)
+        return await self._submit((b"XADD", key, *trim, id, *itertools.chain.from_iterable(fields.items())))

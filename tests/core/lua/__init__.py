@@ -1,0 +1,1 @@
+"""Lua fixtures for the script loader tests."""
