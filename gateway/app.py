@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from aiohttp import web
 
 from core.db import PoolSettings, create_pool
@@ -16,7 +17,11 @@ from core.redis import AutoPipeline
 from gateway import keys as appkeys
 from gateway.catalogue import CatalogueCache
 from gateway.config import Settings
+from gateway.configstore import ConfigStore, LiveConfigWatcher
+from gateway.metrics import LoopLagMonitor
 from gateway.middleware import make_edge_middleware
+from gateway.shedding import Shedder, shedding
+from gateway.stats import StatsRecorder
 
 log = logging.getLogger("examgate.gateway")
 
@@ -51,9 +56,27 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await app[appkeys.REDIS_PY].aclose()
 
 
-async def _background(app: web.Application) -> AsyncIterator[None]:
-    from gateway import metrics
+async def _live(app: web.Application) -> AsyncIterator[None]:
+    redis_py = app[appkeys.REDIS_PY]
+    app[appkeys.CONFIG_STORE] = ConfigStore(redis_py, app[appkeys.PG])
+    watcher = app[appkeys.LIVE] = LiveConfigWatcher(redis_py)
+    stats = app[appkeys.STATS] = StatsRecorder()
+    # Start with the stored config when Redis answers; the watcher keeps trying otherwise.
+    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+        await asyncio.wait_for(watcher.refresh(), timeout=2)
+    tasks = [
+        asyncio.create_task(watcher.run(), name="live-config"),
+        asyncio.create_task(stats.flush_forever(redis_py), name="stats-flush"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+        await asyncio.wait_for(stats.flush(redis_py), timeout=1)
 
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     cache = CatalogueCache(app[appkeys.PG], settings.catalogue_refresh_s)
     app[appkeys.CATALOGUE] = cache
@@ -61,7 +84,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(cache.refresh(), timeout=5)
     tasks = [
         asyncio.create_task(cache.run(), name="catalogue-refresh"),
-        asyncio.create_task(metrics.watch_loop_lag(), name="loop-lag"),
+        asyncio.create_task(app[appkeys.LOOP_LAG].run(), name="loop-lag"),
     ]
     yield
     for task in tasks:
@@ -71,16 +94,19 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway application for ``settings``."""
-    from gateway.routes import bench, exams, health
+    from gateway.routes import admin, bench, exams, health
 
     app = web.Application(
-        middlewares=[make_edge_middleware(settings.max_body_bytes)],
+        middlewares=[make_edge_middleware(settings.max_body_bytes), shedding],
         client_max_size=settings.max_body_bytes,
     )
     app[appkeys.SETTINGS] = settings
-    app.cleanup_ctx.extend([_postgres, _redis, _background])
+    app[appkeys.LOOP_LAG] = LoopLagMonitor()
+    app[appkeys.SHEDDER] = Shedder()
+    app.cleanup_ctx.extend([_postgres, _redis, _live, _background])
     health.setup(app)
     exams.setup(app)
+    admin.setup(app)
     if settings.bench_routes:
         bench.setup(app)
     return app

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from gateway import config as configmod
+from gateway.ctl import ctl
 
 
 def _settings(**overrides: Any) -> configmod.Settings:
@@ -120,6 +121,8 @@ def worker() -> None:
     configure_logging(settings.log_level, "worker")
     _run(run_worker(settings))
 
+
+main.add_command(ctl)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -13,9 +13,18 @@ from gateway.config import Settings
 
 if TYPE_CHECKING:
     from gateway.catalogue import CatalogueCache
+    from gateway.metrics import LoopLagMonitor
+    from gateway.shedding import Shedder
+    from gateway.configstore import ConfigStore, LiveConfigWatcher
+    from gateway.stats import StatsRecorder
 
 SETTINGS = web.AppKey("settings", Settings)
 PG = web.AppKey("pg", asyncpg.Pool)
 REDIS = web.AppKey("redis", AutoPipeline)
 REDIS_PY = web.AppKey("redis_py", aioredis.Redis)
 CATALOGUE: web.AppKey[CatalogueCache] = web.AppKey("catalogue")
+LIVE: web.AppKey[LiveConfigWatcher] = web.AppKey("live")
+CONFIG_STORE: web.AppKey[ConfigStore] = web.AppKey("config_store")
+STATS: web.AppKey[StatsRecorder] = web.AppKey("stats")
+LOOP_LAG: web.AppKey[LoopLagMonitor] = web.AppKey("loop_lag")
+SHEDDER: web.AppKey[Shedder] = web.AppKey("shedder")

@@ -39,6 +39,8 @@ PG_POOL = Gauge("examgate_pg_pool_connections", "PostgreSQL pool connections", [
 REDIS_IN_FLIGHT = Gauge("examgate_redis_commands_in_flight", "Hot-path Redis commands awaiting a reply",
                         multiprocess_mode="livesum")
 REDIS_BATCHES = Gauge("examgate_redis_batches_sent", "Auto-pipelined batches written", multiprocess_mode="livesum")
+SHED = Counter("examgate_shed_total", "Requests refused at once to protect the process",
+               ["route_class", "reason"])
 REDIS_COMMANDS = Gauge("examgate_redis_commands_sent", "Auto-pipelined commands written", multiprocess_mode="livesum")
 
 
@@ -79,15 +81,22 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-async def watch_loop_lag(interval_s: float = 0.1) -> None:
-    """Measure how late a timer fires; a busy loop shows as lag (runs until cancelled)."""
-    loop = asyncio.get_running_loop()
-    while True:
-        start = loop.time()
-        await asyncio.sleep(interval_s)
-        lag_s = max(0.0, loop.time() - start - interval_s)
-        LOOP_LAG.observe(lag_s)
-        LOOP_LAG_LAST.set(lag_s)
+class LoopLagMonitor:
+    """Measures how late a periodic timer fires: a busy event loop shows as lag."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.lag_s = 0.0
+
+    async def run(self) -> None:
+        """Measure until cancelled, keeping the latest figure in ``lag_s``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.interval_s)
+            self.lag_s = lag_s = max(0.0, loop.time() - start - self.interval_s)
+            LOOP_LAG.observe(lag_s)
+            LOOP_LAG_LAST.set(lag_s)
 
 
 def sample_pools(pg_pool: Any, redis_client: Any) -> None:

@@ -16,7 +16,7 @@ import asyncpg
 import redis.exceptions
 from aiohttp import web
 
-from gateway import errors, metrics
+from gateway import errors, keys, metrics
 
 log = logging.getLogger("examgate.gateway")
 
@@ -70,6 +70,7 @@ def make_edge_middleware(max_body_bytes: int) -> Callable[[web.Request, Handler]
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
         recorder.observe(name, request.method, response.status, clock() - started)
+        request.app[keys.STATS].record(request.match_info.route.name or "unmatched", response.status)
         return response
 
     return edge

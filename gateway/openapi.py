@@ -53,6 +53,52 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/admin/api/v1/config": {
+        "get": {
+            "summary": "The live operator config and its version (admin bearer token)",
+            "responses": {
+                "200": _json("version and config", {"type": "object", "required": ["version", "config"]}),
+                "401": _error("no or wrong admin token"),
+            },
+        },
+        "patch": {
+            "summary": "Change the live config with a JSON merge patch (RFC 7396); optional If-Match: <version>",
+            "parameters": [{"name": "If-Match", "in": "header", "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {
+                "application/merge-patch+json": {"schema": {"type": "object"}},
+                "application/json": {"schema": {"type": "object"}},
+            }},
+            "responses": {
+                "200": _json("the new version and config", {"type": "object", "required": ["version", "config"]}),
+                "401": _error("no or wrong admin token"),
+                "412": _error("version_mismatch: details.current_version"),
+                "415": _error("not a JSON merge patch"),
+                "422": _error("invalid_config: details.fields maps each JSON path to its problem"),
+            },
+        },
+    },
+    "/admin/api/v1/audit": {
+        "get": {
+            "summary": "Live config changes, newest first (who, when, diff)",
+            "parameters": [{"name": "limit", "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}],
+            "responses": {
+                "200": _json("changes", {"type": "object", "required": ["changes"]}),
+                "401": _error("no or wrong admin token"),
+                "422": _error("limit out of range"),
+            },
+        }
+    },
+    "/admin/api/v1/stats": {
+        "get": {
+            "summary": "Live figures across processes: per-route request and rejection rates, provider sections",
+            "responses": {
+                "200": _json("stats", {"type": "object", "required": ["window_s", "routes", "totals",
+                                                                       "config_version"]}),
+                "401": _error("no or wrong admin token"),
+            },
+        }
+    },
 }
 
 SCHEMAS: dict[str, Any] = {

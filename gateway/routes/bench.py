@@ -47,8 +47,8 @@ async def _prime(app: web.Application) -> None:
 
 def setup(app: web.Application) -> None:
     """Add the calibration routes."""
-    app.router.add_get("/_bench/noop", noop)
-    app.router.add_get("/_bench/redis-get", redis_get)
-    app.router.add_get("/_bench/redis-get-plain", redis_get_plain)
-    app.router.add_get("/_bench/sleep", sleep)
+    app.router.add_get("/_bench/noop", noop, name="bench.noop")
+    app.router.add_get("/_bench/redis-get", redis_get, name="bench.redis_get")
+    app.router.add_get("/_bench/redis-get-plain", redis_get_plain, name="bench.redis_get_plain")
+    app.router.add_get("/_bench/sleep", sleep, name="bench.sleep")
     app.on_startup.append(_prime)

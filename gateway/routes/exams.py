@@ -65,5 +65,5 @@ async def _rebuild_inventory(app: web.Application, exam: Exam) -> None:
 def setup(app: web.Application) -> None:
     """Add the catalogue routes."""
     app[REBUILD_LOCKS] = {}
-    app.router.add_get("/api/v1/exams", list_exams)
-    app.router.add_get("/api/v1/exams/{exam_id}/sites", list_sites)
+    app.router.add_get("/api/v1/exams", list_exams, name="exams.list")
+    app.router.add_get("/api/v1/exams/{exam_id}/sites", list_sites, name="sites.list")

@@ -20,7 +20,7 @@ READY_TIMEOUT_S = 1.0
 
 async def healthz(request: web.Request) -> web.Response:
     """200 while the process runs; names the process so multi-process set-ups can be checked."""
-    return json_response({"status": "ok", "pid": os.getpid()})
+    return json_response({"status": "ok", "pid": os.getpid(), "config_version": request.app[keys.LIVE].current.version})
 
 
 async def _check_redis(request: web.Request) -> str:
@@ -79,7 +79,7 @@ async def openapi_route(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     """Add the health routes."""
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_route)
-    app.router.add_get("/api/v1/openapi.json", openapi_route)
+    app.router.add_get("/healthz", healthz, name="health.live")
+    app.router.add_get("/readyz", readyz, name="health.ready")
+    app.router.add_get("/metrics", metrics_route, name="metrics")
+    app.router.add_get("/api/v1/openapi.json", openapi_route, name="openapi")

@@ -1,0 +1,236 @@
+"""``examgate ctl``: the operators' command line, a thin client of the admin API over HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import IO, Any
+
+import click
+
+TIMEOUT_S = 10.0
+# Maps keyed by route names, which contain dots: in ``config set`` the rest of the path is one key.
+ROUTE_MAPS = (("captcha", "routes"), ("maintenance",))
+_SEGMENT = re.compile(r'\[\s*"([^"]+)"\s*\]|([^.\[\]]+)')
+STATS_COLUMNS = ("requests_per_s", "rejections_per_s", "4xx_per_s", "5xx_per_s", "429_per_s", "503_per_s")
+
+
+class CtlError(click.ClickException):
+    """A failure shown as ``error: …`` (exit code 1)."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Print the message to stderr."""
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+@dataclass
+class AdminClient:
+    """The admin API at ``url`` with an operator's token."""
+
+    url: str
+    token: str
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        """One request; the decoded JSON answer, or CtlError describing the API's error."""
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            request = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method)
+        except ValueError:
+            raise CtlError(f"not an http URL: {self.url}") from None
+        request.add_header("Authorization", f"Bearer {self.token}")
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/merge-patch+json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise _api_error(exc) from None
+        except ValueError:
+            raise CtlError(f"{self.url} answered something other than JSON; is it an examgate gateway?") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CtlError(f"cannot reach the gateway at {self.url}: {reason}") from None
+
+
+def _api_error(exc: urllib.error.HTTPError) -> CtlError:
+    try:
+        error = json.loads(exc.read())["error"]
+        text = f"{error['code']}: {error['message']}"
+        fields = error.get("details", {}).get("fields") or {}
+        current = error.get("details", {}).get("current_version")
+    except (ValueError, KeyError, TypeError):
+        return CtlError(f"http_{exc.code}: {exc.reason}")
+    lines = [text, *(f"  {path}: {problem}" for path, problem in fields.items())]
+    if current is not None:
+        lines.append(f"  current version: {current}")
+    return CtlError("\n".join(lines))
+
+
+def parse_path(path: str) -> list[str]:
+    """``queue.exams.2.admit_per_s`` → its keys; ``maintenance["scores.*"]`` quotes a key with dots."""
+    parts = [quoted or plain for quoted, plain in _SEGMENT.findall(path)]
+    if not parts:
+        raise CtlError(f"not a config path: {path!r}")
+    if '"' not in path:
+        for prefix in ROUTE_MAPS:
+            if tuple(parts[: len(prefix)]) == prefix and len(parts) > len(prefix) + 1:
+                parts = [*prefix, ".".join(parts[len(prefix):])]
+    return parts
+
+
+def parse_value(raw: str) -> Any:
+    """VALUE as JSON when it parses (``50``, ``true``, ``null``, ``{"a": 1}``), else as a string."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers, *[[str(cell) for cell in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _client(ctx: click.Context) -> AdminClient:
+    client: AdminClient = ctx.ensure_object(dict)["client"]
+    return client
+
+
+@click.group()
+@click.option("--url", help="Gateway base URL (default http://EXAMGATE_HOST:EXAMGATE_PORT).")
+@click.option("--token", help="Admin token (default: the first one in the settings / secrets file).")
+@click.pass_context
+def ctl(ctx: click.Context, url: str | None, token: str | None) -> None:
+    """Operate a running gateway: live config, throttles, audit, stats."""
+    if url is None or token is None:
+        from gateway import config as configmod
+
+        try:
+            settings = configmod.load()
+        except configmod.ConfigError as exc:
+            raise CtlError(f"invalid configuration: {exc}") from None
+        url = url or f"http://{settings.host}:{settings.port}"
+        token = token or next(iter(settings.admin_tokens.values()))
+    ctx.ensure_object(dict)["client"] = AdminClient(url, token)
+
+
+@ctl.group("config")
+def config_group() -> None:
+    """Read and change the live config."""
+
+
+@config_group.command("get")
+@click.pass_context
+def config_get(ctx: click.Context) -> None:
+    """Print the live config and its version as JSON."""
+    click.echo(json.dumps(_client(ctx).call("GET", "/admin/api/v1/config"), indent=2, ensure_ascii=False))
+
+
+@config_group.command("set")
+@click.argument("path")
+@click.argument("value")
+@click.option("--if-match", type=int, help="Apply only if the config is still at this version.")
+@click.pass_context
+def config_set(ctx: click.Context, path: str, value: str, if_match: int | None) -> None:
+    """Set PATH (e.g. queue.exams.2.admit_per_s) to VALUE (JSON, else a string; null removes it)."""
+    patch: Any = parse_value(value)
+    for key in reversed(parse_path(path)):
+        patch = {key: patch}
+    headers = {"If-Match": str(if_match)} if if_match is not None else None
+    answer = _client(ctx).call("PATCH", "/admin/api/v1/config", patch, headers)
+    click.echo(f"config version {answer['version']}")
+
+
+@ctl.group("throttle")
+def throttle_group() -> None:
+    """Change rate-limit rules."""
+
+
+@throttle_group.command("set")
+@click.argument("rule_id", metavar="RULE")
+@click.option("--rate", type=click.IntRange(1), help="Requests allowed per period.")
+@click.option("--period-s", type=click.FloatRange(0.001), help="The period, in seconds.")
+@click.option("--burst", type=click.IntRange(1), help="Requests allowed at once.")
+@click.option("--mode", type=click.Choice(["enforce", "shadow", "off"]), help="Block, only count, or skip.")
+@click.pass_context
+def throttle_set(ctx: click.Context, rule_id: str, rate: int | None, period_s: float | None,
+                 burst: int | None, mode: str | None) -> None:
+    """Change one rule of ratelimit.rules (the list is replaced whole, guarded by If-Match)."""
+    changes = {k: v for k, v in {"rate": rate, "period_s": period_s, "burst": burst, "mode": mode}.items()
+               if v is not None}
+    if not changes:
+        raise CtlError("nothing to change: give --rate, --period-s, --burst or --mode")
+    client = _client(ctx)
+    current = client.call("GET", "/admin/api/v1/config")
+    rules = current["config"].get("ratelimit", {}).get("rules", [])
+    matching = [rule for rule in rules if isinstance(rule, dict) and rule.get("id") == rule_id]
+    if not matching:
+        known = ", ".join(str(rule.get("id")) for rule in rules if isinstance(rule, dict)) or "none"
+        raise CtlError(f"no rate-limit rule {rule_id!r} (rules: {known})")
+    matching[0].update(changes)
+    answer = client.call("PATCH", "/admin/api/v1/config", {"ratelimit": {"rules": rules}},
+                         {"If-Match": str(current["version"])})
+    click.echo(f"rule {rule_id} updated: config version {answer['version']}")
+
+
+@ctl.command("audit")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True, help="How many changes.")
+@click.pass_context
+def audit(ctx: click.Context, limit: int) -> None:
+    """List the latest config changes, newest first."""
+    answer = _client(ctx).call("GET", f"/admin/api/v1/audit?limit={limit}")
+    rows = []
+    for change in answer["changes"]:
+        diffs = change["diff"] or [{"path": "-", "old": None, "new": None}]
+        for index, item in enumerate(diffs):
+            head = [change["version"], change["actor"], change["changed_at"]] if index == 0 else ["", "", ""]
+            rows.append([*head, item["path"], _short(item["old"]), _short(item["new"])])
+    click.echo(_table(["version", "actor", "changed_at", "path", "old", "new"], rows))
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_stats(figures: dict[str, Any]) -> str:
+    """The stats answer as a table of per-route rates, followed by the other sections."""
+    rows = [[route, *(rates[c] for c in STATS_COLUMNS)] for route, rates in figures["routes"].items()]
+    rows.append(["(all)", *(figures["totals"][c] for c in STATS_COLUMNS)])
+    lines = [f"config version {figures.get('config_version')} · last {figures['window_s']} s, per second",
+             _table(["route", *(c.removesuffix("_per_s") for c in STATS_COLUMNS)], rows)]
+    for name, section in figures.items():
+        if name not in {"window_s", "routes", "totals", "config_version"}:
+            lines.append(f"{name}: {json.dumps(section, ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+@ctl.command("stats")
+@click.option("--watch/--once", default=True, help="Refresh until interrupted, or print once.")
+@click.option("--interval", type=click.FloatRange(0.2), default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.pass_context
+def stats(ctx: click.Context, watch: bool, interval: float) -> None:
+    """Show live per-route request and rejection rates across all processes."""
+    client = _client(ctx)
+    try:
+        while True:
+            table = render_stats(client.call("GET", "/admin/api/v1/stats"))
+            if not watch:
+                click.echo(table)
+                return
+            click.clear()
+            click.echo(f"{time.strftime('%H:%M:%S')}  (Ctrl-C to stop)\n{table}")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
