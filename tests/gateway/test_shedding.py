@@ -1,0 +1,100 @@
+"""Overload shedding and maintenance switches, with real concurrent requests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from gateway import keys
+from gateway.app import create_app
+from gateway.shedding import route_class
+from tests.gateway.test_app import assert_error_shape, make_settings
+
+TOKEN = "shed-admin-token-0123456789abcdef"
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, pg_dsn: str, redis_url: str, redis: aioredis.Redis,
+                 tmp_path: Path) -> TestClient:
+    settings = make_settings(pg_dsn, redis_url, tmp_path, EXAMGATE_BENCH_ROUTES="true",
+                             EXAMGATE_ADMIN_TOKENS=f"ops:{TOKEN}")
+    return await aiohttp_client(create_app(settings))
+
+
+async def configure(client: TestClient, patch: dict[str, Any]) -> None:
+    await client.app[keys.CONFIG_STORE].patch(patch, actor="test")
+    await client.app[keys.LIVE].refresh()
+
+
+def test_route_classes() -> None:
+    assert route_class("health.ready", "GET") is None
+    assert route_class("admin.config.patch", "PATCH") == "admin"
+    assert route_class("payments.notify.alipay", "POST") == "payment_notify"
+    assert route_class("sessions.create", "POST") == "login"
+    assert route_class("sites.list", "GET") == "candidate_read"
+    assert route_class("registrations.seat", "PUT") == "candidate_write"
+
+
+async def test_k_plus_n_slow_requests_give_exactly_n_immediate_503s(client: TestClient) -> None:
+    k, n = 5, 7
+    await configure(client, {"shedding": {"candidate_read": k}})
+
+    async def timed_get() -> tuple[int, float, Any]:
+        started = time.monotonic()
+        resp = await client.get("/_bench/sleep?ms=800")
+        body = await resp.json()
+        return resp.status, time.monotonic() - started, (resp.headers.get("Retry-After"), body)
+
+    results = await asyncio.gather(*(timed_get() for _ in range(k + n)))
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200] * k + [503] * n
+    for status, elapsed_s, (retry_after, body) in results:
+        if status == 503:
+            assert elapsed_s < 0.5, "a shed request must be answered at once, not after the slow ones"
+            assert retry_after == "1"
+            assert_error_shape(body, "overloaded")
+            assert body["error"]["details"]["reason"] == "in_flight"
+
+
+async def test_admin_passes_while_candidate_reads_are_shed(client: TestClient) -> None:
+    await configure(client, {"shedding": {"candidate_read": 1}})
+    slow = asyncio.ensure_future(client.get("/_bench/sleep?ms=800"))
+    await asyncio.sleep(0.2)
+    shed = await client.get("/_bench/noop")
+    assert shed.status == 503
+    admin = await client.get("/admin/api/v1/config", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert admin.status == 200
+    assert (await slow).status == 200
+
+
+async def test_loop_lag_sheds_candidates_but_not_admin(client: TestClient) -> None:
+    await configure(client, {"shedding": {"max_loop_lag_ms": 50}})
+    client.app[keys.LOOP_LAG].lag_s = 0.2  # as if the loop had just been blocked for 200 ms
+    client.app[keys.LOOP_LAG].interval_s = 3600  # and keep that reading for the test
+    await asyncio.sleep(0.1)
+    client.app[keys.LOOP_LAG].lag_s = 0.2
+    resp = await client.get("/_bench/noop")
+    assert resp.status == 503
+    assert (await resp.json())["error"]["details"]["reason"] == "loop_lag"
+    admin = await client.get("/admin/api/v1/config", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert admin.status == 200
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_maintenance_switch_answers_503_with_the_message(client: TestClient) -> None:
+    await configure(client, {"maintenance": {"sites.list": "考点查询维护中，预计 10 分钟后恢复"}})
+    resp = await client.get("/api/v1/exams/1/sites")
+    assert resp.status == 503
+    body = await resp.json()
+    assert_error_shape(body, "maintenance")
+    assert body["error"]["message"] == "考点查询维护中，预计 10 分钟后恢复"
+    assert resp.headers["Retry-After"]
+    assert (await client.get("/api/v1/exams")).status == 200
+    await configure(client, {"maintenance": {"sites.list": None}})
+    assert (await client.get("/api/v1/exams/1/sites")).status == 404
