@@ -1,1 +1,1 @@
-"""ratelimit."""
+"""Rate limiting: GCRA rules decided together in one Redis round trip."""

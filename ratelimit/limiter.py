@@ -1,0 +1,274 @@
+"""The limiter: every rule matching a request decided in one Redis round trip, with local fallbacks.
+
+Order of a check: rules in mode ``off`` dropped → the local denial cache (a subject
+refused until a known time is refused again without asking Redis) → the breaker → one
+``gcra.lua`` call within a time budget → on failure, each rule's ``on_redis_error``.
+Per-rule constants (key prefix, script arguments, local bucket, denial cache) live in a
+plan cached by rule identity, so the hot path only builds the key and the argument list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Literal, NamedTuple
+
+from redis.exceptions import RedisError
+
+from core.redis import AutoPipeline
+from core.scripts import load_scripts, preload
+from ratelimit import local
+from ratelimit.breaker import Breaker
+from ratelimit.errors import LimiterUnavailable, RateLimited, RateLimitError
+from ratelimit.headers import policy_quota
+from ratelimit.keys import encode_subject, rule_prefix
+from ratelimit.rules import Rule
+
+Source = Literal["redis", "denial_cache", "fallback_open", "fallback_closed", "fallback_local", "none"]
+COUNTERS = (
+    "checks", "denied", "redis_calls", "redis_errors", "redis_timeouts", "breaker_open",
+    "denial_cache_hits", "shadow_denials", "fallback_open", "fallback_closed", "fallback_local",
+)
+
+
+class RuleState(NamedTuple):
+    """One rule's answer for the request, with what the RateLimit headers need."""
+
+    rule_id: str
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: float
+    quota: int
+    window_s: int
+    enforced: bool
+
+
+class Verdict(NamedTuple):
+    """The limiter's answer; ``unavailable`` means answer 503 (Redis down, a rule fails closed), not 429."""
+
+    allowed: bool
+    retry_after_s: float
+    states: tuple[RuleState, ...]
+    shadow_denied: tuple[str, ...]
+    source: Source
+    unavailable: bool = False
+
+    def refusal(self) -> RateLimitError | None:
+        """The error to raise for a refused request (``LimiterUnavailable`` → 503, ``RateLimited`` → 429), else None."""
+        if self.allowed:
+            return None
+        return LimiterUnavailable(self) if self.unavailable else RateLimited(self)
+
+
+@dataclass(frozen=True)
+class LimiterSettings:
+    """Tuning of one process's limiter."""
+
+    budget_ms: int = 75
+    processes: int = 1
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 2.0
+    unavailable_retry_after_s: float = 2.0
+    denial_cache_entries: int = 10_000
+    local_entries: int = 10_000
+    ttl_pad_ms: int = 1_000
+    max_plans: int = 1_024
+
+    def __post_init__(self) -> None:
+        if self.budget_ms <= 0 or self.processes < 1 or self.denial_cache_entries < 1 or self.max_plans < 1:
+            raise ValueError("budget_ms, processes, denial_cache_entries and max_plans must be positive")
+
+
+_NOTHING = Verdict(True, 0.0, (), (), "none")
+
+
+class _Plan:
+    """What a rule needs on the hot path, computed once per rule object."""
+
+    __slots__ = ("rule_id", "prefix", "argv", "enforce", "on_error", "cost", "limit", "quota", "window_s",
+                 "denials", "max_denials", "bucket")
+
+    def __init__(self, rule: Rule, settings: LimiterSettings) -> None:
+        emission = local.emission_us(rule.emission_interval_s)
+        self.rule_id = rule.id
+        self.prefix = rule_prefix(rule.id)
+        self.enforce = rule.mode == "enforce"
+        self.argv = (emission, rule.burst * emission, rule.cost, 1 if self.enforce else 0)
+        self.on_error = rule.on_redis_error
+        self.cost = rule.cost
+        self.limit = rule.burst
+        self.quota, self.window_s = policy_quota(rule)
+        # subject -> (monotonic time Redis may allow again, time it certainly will)
+        self.denials: dict[str, tuple[float, float]] = {}
+        self.max_denials = settings.denial_cache_entries
+        self.bucket = local.LocalGCRA.for_rule(rule, settings.processes, max_entries=settings.local_entries)
+
+    def state(self, allowed: bool, remaining: int, reset_s: float) -> RuleState:
+        return RuleState(self.rule_id, allowed, self.limit, remaining, reset_s, self.quota, self.window_s, self.enforce)
+
+    def remember_denial(self, subject: str, bypass_at: float, retry_at: float, now: float) -> None:
+        denials = self.denials
+        if subject not in denials and len(denials) >= self.max_denials:
+            for old in [s for s, (until, _) in denials.items() if until <= now]:
+                del denials[old]
+            if len(denials) >= self.max_denials:
+                for old in list(islice(denials, max(1, self.max_denials // 4))):
+                    del denials[old]
+        denials[subject] = (bypass_at, retry_at)
+
+
+class Limiter:
+    """Decides requests against rate-limit rules through Redis, falling back per rule when Redis fails."""
+
+    def __init__(
+        self,
+        client: AutoPipeline,
+        settings: LimiterSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings = settings or LimiterSettings()
+        self.client = client
+        self.script = load_scripts("ratelimit")["gcra"]
+        self.breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown_s, clock=clock)
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._clock = clock
+        self._budget_s = settings.budget_ms / 1000
+        self._pad = settings.ttl_pad_ms
+        self._closed_verdict = Verdict(False, settings.unavailable_retry_after_s, (), (), "fallback_closed", True)
+        self._plans: dict[int, tuple[Rule, _Plan]] = {}
+        self._plans_by_rule: dict[Rule, _Plan] = {}
+
+    async def preload(self) -> None:
+        """Load the script into Redis now, so the first check at peak skips the NOSCRIPT round trip."""
+        await preload(self.client, [self.script])
+
+    def _plan(self, rule: Rule) -> _Plan:
+        if len(self._plans) >= self.settings.max_plans:
+            self._plans.clear()
+            self._plans_by_rule.clear()
+        # An equal rule from a config reload keeps its denial cache and local state.
+        plan = self._plans_by_rule.get(rule)
+        if plan is None:
+            plan = self._plans_by_rule[rule] = _Plan(rule, self.settings)
+        # Holding the rule keeps its id from being reused by another object while cached.
+        self._plans[id(rule)] = (rule, plan)
+        return plan
+
+    async def check(self, checks: Sequence[tuple[Rule, str]]) -> Verdict:
+        """Decide one request: ``checks`` are the matching rules, each with its resolved subject."""
+        counters = self.counters
+        counters["checks"] += 1
+        plans = self._plans
+        active: list[tuple[_Plan, str]] = []
+        for rule, subject in checks:
+            if rule.mode == "off":
+                continue
+            entry = plans.get(id(rule))
+            active.append((entry[1] if entry is not None else self._plan(rule), subject))
+        if not active:
+            return _NOTHING
+
+        now = self._clock()
+        hits: list[tuple[_Plan, float]] | None = None
+        for plan, subject in active:
+            if plan.enforce and plan.denials:
+                cached = plan.denials.get(subject)
+                if cached is not None:
+                    if now < cached[0]:
+                        hits = hits or []
+                        hits.append((plan, cached[1]))
+                    else:
+                        del plan.denials[subject]
+        if hits is not None:
+            counters["denial_cache_hits"] += 1
+            counters["denied"] += 1
+            states = tuple(plan.state(False, 0, retry_at - now) for plan, retry_at in hits)
+            return Verdict(False, max(state.reset_s for state in states), states, (), "denial_cache")
+
+        breaker = self.breaker
+        if not breaker.allow():
+            counters["breaker_open"] += 1
+            return self._fallback(active)
+        keys = [plan.prefix + encode_subject(subject) for plan, subject in active]
+        args: list[int] = [self._pad]
+        for plan, _ in active:
+            args.extend(plan.argv)
+        counters["redis_calls"] += 1
+        try:
+            async with asyncio.timeout(self._budget_s):
+                reply = await self.script.run(self.client, keys, args)
+        except TimeoutError:
+            counters["redis_timeouts"] += 1
+            counters["redis_errors"] += 1
+            breaker.record_failure()
+            return self._fallback(active)
+        except RedisError:
+            counters["redis_errors"] += 1
+            breaker.record_failure()
+            return self._fallback(active)
+        except BaseException:
+            breaker.abandon()
+            raise
+        breaker.record_success()
+        return self._verdict(active, reply, now)
+
+    def _verdict(self, active: list[tuple[_Plan, str]], reply: list[int], sent_at: float) -> Verdict:
+        received_at = self._clock()
+        states = []
+        shadow_denied: list[str] = []
+        index = 2
+        for plan, subject in active:
+            allowed = reply[index] == 1
+            reset_s = reply[index + 2] / 1000
+            states.append(plan.state(allowed, reply[index + 1], reset_s))
+            index += 3
+            if not allowed:
+                if plan.enforce:
+                    # Redis ran the script between sending and receiving: ask again no earlier
+                    # than it might allow, report a retry time no earlier than it surely will.
+                    plan.remember_denial(subject, sent_at + reset_s, received_at + reset_s, received_at)
+                else:
+                    shadow_denied.append(plan.rule_id)
+        if shadow_denied:
+            self.counters["shadow_denials"] += len(shadow_denied)
+        if reply[0] != 1:
+            self.counters["denied"] += 1
+            return Verdict(False, reply[1] / 1000, tuple(states), tuple(shadow_denied), "redis")
+        return Verdict(True, 0.0, tuple(states), tuple(shadow_denied), "redis")
+
+    def _fallback(self, active: list[tuple[_Plan, str]]) -> Verdict:
+        """Decide without Redis: each rule's ``on_redis_error``; a closed rule wins over a local one."""
+        counters = self.counters
+        opened = closed = 0
+        entries: list[local.Entry] = []
+        deciding: list[_Plan] = []
+        for plan, subject in active:
+            if plan.on_error == "local":
+                entries.append((plan.bucket, subject, plan.cost, plan.enforce))
+                deciding.append(plan)
+            elif plan.enforce:  # a shadow rule never blocks, whatever its on_redis_error says
+                if plan.on_error == "closed":
+                    closed += 1
+                else:
+                    opened += 1
+        if closed:
+            counters["fallback_closed"] += closed
+            counters["denied"] += 1
+            return self._closed_verdict
+        counters["fallback_open"] += opened
+        if not entries:
+            return Verdict(True, 0.0, (), (), "fallback_open")
+        counters["fallback_local"] += len(entries)
+        decision = local.decide(entries, self._clock())
+        states = tuple(plan.state(*result) for plan, result in zip(deciding, decision.results))
+        shadow_denied = tuple(state.rule_id for state in states if not state.enforced and not state.allowed)
+        if shadow_denied:
+            counters["shadow_denials"] += len(shadow_denied)
+        if not decision.allowed:
+            counters["denied"] += 1
+        return Verdict(decision.allowed, decision.retry_after_s, states, shadow_denied, "fallback_local")
