@@ -9,19 +9,22 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from core.db import PoolSettings, create_pool
 from core.redis import AutoPipeline
 from gateway import keys as appkeys
 from gateway.catalogue import CatalogueCache
+from gateway.clientip import ClientIp
 from gateway.config import Settings
 from gateway.configstore import ConfigStore, LiveConfigWatcher
 from gateway.metrics import LoopLagMonitor
 from gateway.middleware import make_edge_middleware
 from gateway.shedding import Shedder, shedding
 from gateway.stats import StatsRecorder
+from gateway.throttle import throttle
+from ratelimit.limiter import Limiter, LimiterSettings
 
 log = logging.getLogger("examgate.gateway")
 
@@ -46,6 +49,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.REDIS] = AutoPipeline(
         settings.redis_url, connections=settings.redis_connections, timeout_ms=settings.redis_timeout_ms
     )
+    app[appkeys.LIMITER] = Limiter(app[appkeys.REDIS], LimiterSettings(
+        budget_ms=settings.ratelimit_budget_ms, processes=settings.workers))
     app[appkeys.REDIS_PY] = aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_ms / 1000 * 5,
@@ -97,12 +102,13 @@ def create_app(settings: Settings) -> web.Application:
     from gateway.routes import admin, bench, exams, health
 
     app = web.Application(
-        middlewares=[make_edge_middleware(settings.max_body_bytes), shedding],
+        middlewares=[make_edge_middleware(settings.max_body_bytes), shedding, throttle],
         client_max_size=settings.max_body_bytes,
     )
     app[appkeys.SETTINGS] = settings
     app[appkeys.LOOP_LAG] = LoopLagMonitor()
     app[appkeys.SHEDDER] = Shedder()
+    app[appkeys.CLIENT_IP] = ClientIp(settings.trusted_proxies)
     app.cleanup_ctx.extend([_postgres, _redis, _live, _background])
     health.setup(app)
     exams.setup(app)

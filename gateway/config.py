@@ -58,7 +58,7 @@ def _url(*schemes: str) -> Callable[[str], str]:
         if parts.scheme not in schemes or not parts.hostname:
             raise ValueError(f"must be a {' or '.join(schemes)} URL with a host, got {raw!r}")
         try:
-            parts.port
+            _ = parts.port  # raises ValueError on a bad port
         except ValueError:
             raise ValueError(f"has an invalid port: {raw!r}") from None
         return raw
@@ -91,6 +91,19 @@ def _tokens(raw: str) -> dict[str, str]:
             raise ValueError("must be name:token pairs separated by commas, tokens of 16+ characters")
         result[name] = token
     return result
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    """Comma-separated addresses or CIDR networks, each checked."""
+    import ipaddress
+
+    found = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return tuple(found)
 
 
 def _secret(raw: str) -> str:
@@ -134,6 +147,13 @@ class Settings:
     )
     catalogue_refresh_s: float = field(
         default=5.0, metadata=_meta("CATALOGUE_REFRESH_S", _float(0.1, 3600), "how often the exam catalogue is re-read")
+    )
+    trusted_proxies: tuple[str, ...] = field(
+        default=(), metadata=_meta("TRUSTED_PROXIES", _networks,
+                                   "proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated)")
+    )
+    ratelimit_budget_ms: int = field(
+        default=75, metadata=_meta("RATELIMIT_BUDGET_MS", _int(5, 5000), "time budget of one rate-limit decision in Redis")
     )
     access_log: bool = field(default=False, metadata=_meta("ACCESS_LOG", _bool, "write an access log line per request"))
     log_level: str = field(

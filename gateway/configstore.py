@@ -19,7 +19,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from core.scripts import Script, load_scripts
-from gateway.liveconfig import DEFAULT, InvalidConfig, LiveConfig, LiveConfigError, diff, merge_patch, validate
+from gateway.liveconfig import (
+    DEFAULT,
+    InvalidConfig,
+    LiveConfig,
+    LiveConfigError,
+    diff,
+    merge_patch,
+    validate,
+)
 
 log = logging.getLogger("examgate.liveconfig")
 

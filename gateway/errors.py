@@ -9,6 +9,8 @@ import orjson
 from aiohttp import web
 
 from core.errors import CoreError, NotFound, StorageUnavailable
+from ratelimit.errors import LimiterUnavailable, RateLimited
+from ratelimit.headers import ratelimit_headers
 
 
 class ApiError(Exception):
@@ -132,9 +134,23 @@ def _not_found(exc: NotFound) -> ApiError:
     return NotFoundError()
 
 
+def _rate_limited(exc: RateLimited) -> ApiError:
+    headers = ratelimit_headers(exc.verdict)
+    headers.pop("Retry-After", None)  # set from retry_after_s, rounded up the same way
+    return ApiError("操作过于频繁，请稍后再试", code="too_many_requests", status=429,
+                    retry_after_s=exc.retry_after_s, headers=headers,
+                    details={"retry_after_s": round(exc.retry_after_s, 3), "rules": list(exc.rule_ids)})
+
+
+def _limiter_unavailable(exc: LimiterUnavailable) -> ApiError:
+    return Overloaded("服务繁忙，请稍后重试", code="overloaded", retry_after_s=exc.retry_after_s)
+
+
 # The one table: package error class → the ApiError answered for it. Every package's
 # errors are added here; more specific classes first, the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
+    (RateLimited, _rate_limited),
+    (LimiterUnavailable, _limiter_unavailable),
     (StorageUnavailable, _storage_unavailable),
     (NotFound, _not_found),
 ]

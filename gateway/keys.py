@@ -13,10 +13,12 @@ from gateway.config import Settings
 
 if TYPE_CHECKING:
     from gateway.catalogue import CatalogueCache
+    from gateway.clientip import ClientIp
+    from gateway.configstore import ConfigStore, LiveConfigWatcher
     from gateway.metrics import LoopLagMonitor
     from gateway.shedding import Shedder
-    from gateway.configstore import ConfigStore, LiveConfigWatcher
     from gateway.stats import StatsRecorder
+    from ratelimit.limiter import Limiter
 
 SETTINGS = web.AppKey("settings", Settings)
 PG = web.AppKey("pg", asyncpg.Pool)
@@ -28,3 +30,5 @@ CONFIG_STORE: web.AppKey[ConfigStore] = web.AppKey("config_store")
 STATS: web.AppKey[StatsRecorder] = web.AppKey("stats")
 LOOP_LAG: web.AppKey[LoopLagMonitor] = web.AppKey("loop_lag")
 SHEDDER: web.AppKey[Shedder] = web.AppKey("shedder")
+CLIENT_IP: web.AppKey[ClientIp] = web.AppKey("client_ip")
+LIMITER: web.AppKey[Limiter] = web.AppKey("limiter")

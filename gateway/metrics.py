@@ -39,6 +39,8 @@ PG_POOL = Gauge("examgate_pg_pool_connections", "PostgreSQL pool connections", [
 REDIS_IN_FLIGHT = Gauge("examgate_redis_commands_in_flight", "Hot-path Redis commands awaiting a reply",
                         multiprocess_mode="livesum")
 REDIS_BATCHES = Gauge("examgate_redis_batches_sent", "Auto-pipelined batches written", multiprocess_mode="livesum")
+RATELIMIT = Gauge("examgate_ratelimit_events", "Rate-limiter decisions and fallbacks since start",
+                  ["event"], multiprocess_mode="livesum")
 SHED = Counter("examgate_shed_total", "Requests refused at once to protect the process",
                ["route_class", "reason"])
 REDIS_COMMANDS = Gauge("examgate_redis_commands_sent", "Auto-pipelined commands written", multiprocess_mode="livesum")
@@ -97,6 +99,13 @@ class LoopLagMonitor:
             self.lag_s = lag_s = max(0.0, loop.time() - start - self.interval_s)
             LOOP_LAG.observe(lag_s)
             LOOP_LAG_LAST.set(lag_s)
+
+
+def sample_limiter(limiter: Any) -> None:
+    """Copy the limiter's counters (checks, denials, denial-cache hits, every fallback) into gauges."""
+    if limiter is not None:
+        for event, count in limiter.counters.items():
+            RATELIMIT.labels(event).set(count)
 
 
 def sample_pools(pg_pool: Any, redis_client: Any) -> None:

@@ -12,7 +12,13 @@ from gateway import keys
 from gateway.adminauth import ADMIN_NAME, admin_only
 from gateway.bodies import json_response
 from gateway.configstore import ConfigCorrupt, VersionMismatch
-from gateway.errors import ApiError, BodyTooLarge, MalformedBody, UnsupportedMediaType, ValidationFailed
+from gateway.errors import (
+    ApiError,
+    BodyTooLarge,
+    MalformedBody,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from gateway.liveconfig import InvalidConfig
 from gateway.stats import read_stats
 

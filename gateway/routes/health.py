@@ -66,6 +66,7 @@ async def metrics_route(request: web.Request) -> web.Response:
     from gateway import metrics
 
     metrics.sample_pools(request.app.get(keys.PG), request.app.get(keys.REDIS))
+    metrics.sample_limiter(request.app.get(keys.LIMITER))
     body, content_type = metrics.render()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type

@@ -7,16 +7,16 @@ from typing import Any
 
 import asyncpg
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.errors import NotFound, StorageUnavailable
 from gateway import config, errors, keys
 from gateway.app import create_app
 from gateway.bodies import json_response, read_json
-from tests.factories import make_exam
 from loadtest.processes import start_redis
+from tests.factories import make_exam
 
 
 def make_settings(pg_dsn: str, redis_url: str, tmp_path: Path, **env: str) -> config.Settings:

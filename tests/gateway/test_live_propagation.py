@@ -24,7 +24,14 @@ import redis.asyncio as aioredis
 from core.db import PoolSettings, create_pool
 from gateway.configstore import CHANNEL, CONFIG_KEY, ConfigStore, LiveConfigWatcher
 from gateway.liveconfig import DEFAULT, LiveConfig, merge_patch
-from loadtest.processes import ROOT, Process, examgate_env, free_port, start_gateway, start_redis
+from loadtest.processes import (
+    ROOT,
+    Process,
+    examgate_env,
+    free_port,
+    start_gateway,
+    start_redis,
+)
 
 APPLY_WITHIN_S = 1.0
 

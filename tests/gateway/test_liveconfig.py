@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from gateway.liveconfig import DEFAULT, InvalidConfig, QueueExam, diff, merge_patch, validate
+from gateway.liveconfig import (
+    DEFAULT,
+    InvalidConfig,
+    QueueExam,
+    diff,
+    merge_patch,
+    validate,
+)
 
 
 def problems_of(doc: Any) -> dict[str, str]:

@@ -89,7 +89,7 @@ async def test_loop_lag_sheds_candidates_but_not_admin(client: TestClient) -> No
 
 async def test_maintenance_switch_answers_503_with_the_message(client: TestClient) -> None:
     await configure(client, {"maintenance": {"sites.list": "考点查询维护中，预计 10 分钟后恢复"}})
-    resp = await client.get("/api/v1/exams/1/sites")
+    resp = await client.get("/api/v1/exams/999999999/sites")
     assert resp.status == 503
     body = await resp.json()
     assert_error_shape(body, "maintenance")
@@ -97,4 +97,4 @@ async def test_maintenance_switch_answers_503_with_the_message(client: TestClien
     assert resp.headers["Retry-After"]
     assert (await client.get("/api/v1/exams")).status == 200
     await configure(client, {"maintenance": {"sites.list": None}})
-    assert (await client.get("/api/v1/exams/1/sites")).status == 404
+    assert (await client.get("/api/v1/exams/999999999/sites")).status == 404
