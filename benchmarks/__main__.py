@@ -14,6 +14,7 @@ from typing import Any
 BENCHMARKS = {
     "seed": "benchmarks.bench_seed",
     "redis_get": "benchmarks.bench_redis_get",
+    "ratelimit": "benchmarks.bench_ratelimit",
 }
 RESULTS = Path(__file__).parent / "results"
 

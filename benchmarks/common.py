@@ -47,3 +47,35 @@ def scratch_stores() -> Iterator[tuple[str, str]]:
     finally:
         client.flushdb()
         client.close()
+
+
+def measure_routes(base_url: str, routes: dict[str, str], *, rounds: int = 3, duration_s: int = 6,
+                   label: str = "") -> dict[str, list[float]]:
+    """Requests/s of each route, measured in interleaved rounds after a short warm-up."""
+    from benchmarks.wrk import run_wrk
+
+    for path in routes.values():
+        run_wrk(base_url + path, duration_s=2)
+    samples: dict[str, list[float]] = {name: [] for name in routes}
+    for round_no in range(rounds):
+        for name, path in routes.items():
+            result = run_wrk(base_url + path, duration_s=duration_s)
+            if result.non_2xx:
+                raise RuntimeError(f"{path}: {result.non_2xx} non-2xx responses")
+            samples[name].append(result.requests_per_s)
+            print(f"  {label}round {round_no + 1}/{rounds} {path}: {result.requests_per_s:,.0f} req/s", flush=True)
+    return samples
+
+
+def ratio(samples: dict[str, list[float]], name: str, baseline: str) -> float:
+    """Median over rounds of name/baseline (each pair measured seconds apart)."""
+    import statistics
+
+    return statistics.median(a / b for a, b in zip(samples[name], samples[baseline]))
+
+
+def median_rps(samples: dict[str, list[float]]) -> dict[str, float]:
+    """Median requests/s per route."""
+    import statistics
+
+    return {name: round(statistics.median(values)) for name, values in samples.items()}

@@ -14,7 +14,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,6 +38,25 @@ class Process:
     def log(self) -> str:
         """What the process wrote so far."""
         return self.log_path.read_text(errors="replace")
+
+    def admin_token(self) -> str:
+        """The first operator token of a gateway started by ``start_gateway``."""
+        import json
+
+        secrets = json.loads((Path(self.extra["run_dir"]) / "secrets.json").read_text())
+        return str(next(iter(secrets["admin_tokens"].values())))
+
+    def patch_config(self, patch: dict[str, object]) -> int:
+        """PATCH the gateway's live config through the admin API; returns the new version."""
+        import json
+
+        request = urllib.request.Request(
+            self.url + "/admin/api/v1/config", data=json.dumps(patch).encode(), method="PATCH",
+            headers={"Authorization": f"Bearer {self.admin_token()}",
+                     "Content-Type": "application/merge-patch+json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(json.loads(resp.read())["version"])
 
     def stop(self, timeout_s: float = 20) -> int:
         """SIGTERM, wait, and SIGKILL if it does not exit in time."""

@@ -7,6 +7,7 @@ through the auto-pipelined client, and the same GET through plain redis-py.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -41,6 +42,40 @@ async def sleep(request: web.Request) -> web.Response:
     return web.Response(body=_BODY, content_type="application/json")
 
 
+async def throttled(request: web.Request) -> web.Response:
+    """Do nothing, but under whatever rate-limit rules the live config gives ``bench.throttled``."""
+    return web.Response(body=_BODY, content_type="application/json")
+
+
+LIMITS = web.AppKey("bench_limits", object)
+
+
+async def limits_moving_window(request: web.Request) -> web.Response:
+    """One rule decided by the ``limits`` library's moving window (async, redis-py): the baseline."""
+    if request.app[LIMITS] is None:
+        return web.Response(status=501, body=b'{"error":"limits is not installed"}', content_type="application/json")
+    limiter, item = request.app[LIMITS]  # type: ignore[misc]
+    if not await limiter.hit(item, request.remote or "unknown"):
+        return web.Response(status=429, body=b'{"error":"limited"}', content_type="application/json")
+    return web.Response(body=_BODY, content_type="application/json")
+
+
+async def _limits_ctx(app: web.Application) -> AsyncIterator[None]:
+    try:
+        from limits import RateLimitItemPerSecond
+        from limits.aio.storage import RedisStorage
+        from limits.aio.strategies import MovingWindowRateLimiter
+    except ImportError:  # the bench extra is not installed: the baseline route answers 501
+        app[LIMITS] = None
+        yield
+        return
+
+    url = app[keys.SETTINGS].redis_url.replace("redis://", "async+redis://", 1)
+    storage = RedisStorage(url, implementation="redispy", key_prefix="eg:bench:limits")
+    app[LIMITS] = (MovingWindowRateLimiter(storage), RateLimitItemPerSecond(10_000_000))
+    yield
+
+
 async def _prime(app: web.Application) -> None:
     await app[keys.REDIS_PY].set(BENCH_KEY, _BODY)
 
@@ -51,4 +86,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/_bench/redis-get", redis_get, name="bench.redis_get")
     app.router.add_get("/_bench/redis-get-plain", redis_get_plain, name="bench.redis_get_plain")
     app.router.add_get("/_bench/sleep", sleep, name="bench.sleep")
+    app.router.add_get("/_bench/throttled", throttled, name="bench.throttled")
+    app.router.add_get("/_bench/limits", limits_moving_window, name="bench.limits")
+    app.cleanup_ctx.append(_limits_ctx)
     app.on_startup.append(_prime)

@@ -1,0 +1,46 @@
+"""A route checked by 3 rate-limit rules vs the same route with none vs the ``limits`` library.
+
+The rules are generous (nothing is refused): the benchmark measures what deciding them
+costs. ``limits`` runs its moving window with one rule through its async redis-py storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.common import measure_routes, median_rps, ratio, scratch_stores
+from loadtest.processes import start_gateway
+
+ROUTES = {"none": "/_bench/noop", "three_rules": "/_bench/throttled", "limits_moving_window": "/_bench/limits"}
+GENEROUS = {"rate": 10_000_000, "period_s": 1, "burst": 10_000_000, "mode": "enforce", "on_redis_error": "open"}
+RULES = [
+    {"id": "bench-ip", "routes": ["bench.throttled"], "key": "ip", **GENEROUS},
+    {"id": "bench-global", "routes": ["bench.throttled"], "key": "global", **GENEROUS},
+    {"id": "bench-ip-hour", "routes": ["bench.throttled"], "key": "ip", **{**GENEROUS, "period_s": 3600}},
+]
+
+
+def run(rounds: int = 3, duration_s: int = 6) -> list[dict[str, Any]]:
+    """Measure and return the figures with their targets."""
+    with scratch_stores() as (pg_dsn, redis_url):
+        gateway = start_gateway(pg_dsn, redis_url, workers=1, cpus="0", EXAMGATE_BENCH_ROUTES="true",
+                                EXAMGATE_REDIS_CONNECTIONS="1")
+        try:
+            gateway.patch_config({"ratelimit": {"rules": RULES}, "shedding": {"max_loop_lag_ms": 0}})
+            samples = measure_routes(gateway.url, ROUTES, rounds=rounds, duration_s=duration_s)
+        finally:
+            gateway.stop()
+    vs_none = ratio(samples, "three_rules", "none")
+    vs_limits = ratio(samples, "three_rules", "limits_moving_window")
+    return [
+        {"benchmark": "ratelimit", "metric": "three_rules_vs_no_rules", "value": round(vs_none, 3), "unit": "×",
+         "target": ">= 0.7", "passed": vs_none >= 0.7,
+         "details": {"requests_per_s": median_rps(samples), "samples": samples}},
+        {"benchmark": "ratelimit", "metric": "three_rules_vs_limits_moving_window_1_rule",
+         "value": round(vs_limits, 2), "unit": "×", "target": ">= 3", "passed": vs_limits >= 3, "details": {}},
+    ]
+
+
+if __name__ == "__main__":
+    for figure in run():
+        print(figure)
