@@ -212,6 +212,8 @@ def describe() -> list[tuple[str, str, str]]:
         default = getattr(defaults, f.name)
         if f.metadata["secret"]:
             default = "(generated)"
+        elif isinstance(default, tuple):
+            default = ",".join(default) or "(none)"
         rows.append((f.metadata["env"], str(default), f.metadata["help"]))
     return rows
 
