@@ -1,0 +1,1 @@
+"""Benchmarks: each module's ``run()`` measures one claim and returns its figures."""

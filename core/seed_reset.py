@@ -1,0 +1,122 @@
+"""Finding and removing earlier demo data: the demo exams and the candidates with seeded usernames."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import asyncpg
+
+from core.seed_data import EXAM_A_CODE, EXAM_B_CODE
+
+# Seeded usernames are "c" and seven or more digits (see seed_data.username).
+SEEDED_USERNAME_PATTERN = "^c[0-9]{7,}$"
+DEMO_EXAMS = (EXAM_A_CODE, EXAM_B_CODE)
+
+
+class ExistingSeed(NamedTuple):
+    """Demo data already in the database."""
+
+    candidates: int
+    educations: int
+    registrations: int
+    tickets: int
+    scores: int
+    sites: int
+    exam_ids: dict[str, int]
+
+
+async def existing_seed(conn: asyncpg.Connection) -> ExistingSeed | None:
+    """Count the demo data present, or None when there is none."""
+    rows = await conn.fetch("SELECT code, id FROM exams WHERE code = ANY($1)", DEMO_EXAMS)
+    exam_ids = {r["code"]: r["id"] for r in rows}
+    candidates = await conn.fetchval("SELECT count(*) FROM candidates WHERE username ~ $1", SEEDED_USERNAME_PATTERN)
+    if not exam_ids and not candidates:
+        return None
+    ids = list(exam_ids.values())
+    row = await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM educations e JOIN candidates c ON c.id = e.candidate_id
+                   WHERE c.username ~ $2) AS educations,
+                  (SELECT count(*) FROM registrations WHERE exam_id = ANY($1)) AS registrations,
+                  (SELECT count(*) FROM admission_tickets WHERE exam_id = ANY($1)) AS tickets,
+                  (SELECT count(*) FROM scores WHERE exam_id = ANY($1)) AS scores,
+                  (SELECT count(*) FROM exam_sites WHERE exam_id = ANY($1)) AS sites""",
+        ids,
+        SEEDED_USERNAME_PATTERN,
+    )
+    return ExistingSeed(candidates, row["educations"], row["registrations"], row["tickets"], row["scores"],
+                        row["sites"], exam_ids)  # fmt: skip
+
+
+# Keep what is not demo data aside, TRUNCATE, put it back: far faster than deleting millions of
+# rows whenever the keepers are few (a handful of accounts made by a load test, say).
+_DEMO_IDS = "(SELECT id FROM exams WHERE code IN (%s))" % ", ".join(f"'{code}'" for code in DEMO_EXAMS)
+_KEEP = (
+    ("candidates", f"SELECT * FROM candidates WHERE username !~ '{SEEDED_USERNAME_PATTERN}'"),
+    ("educations", "SELECT * FROM educations WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"),
+    ("registrations", "SELECT * FROM registrations WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"
+                      f" AND exam_id NOT IN {_DEMO_IDS}"),
+    ("orders", "SELECT * FROM orders WHERE registration_id IN (SELECT id FROM seed_keep_registrations)"),
+    ("admission_tickets", "SELECT * FROM admission_tickets"
+                          " WHERE registration_id IN (SELECT id FROM seed_keep_registrations)"),
+    ("scores", "SELECT * FROM scores WHERE registration_id IN (SELECT id FROM seed_keep_registrations)"),
+)  # fmt: skip
+_MAX_KEPT = 100_000
+
+
+async def truncate_seeded(conn: asyncpg.Connection) -> bool:
+    """Remove the demo data by TRUNCATE, keeping every other row; False when that is not possible.
+
+    Call it while the foreign keys are in place: TRUNCATE then refuses (and this reports False)
+    when a table outside the list references the truncated ones.
+    """
+    kept = await conn.fetchval("SELECT count(*) FROM candidates WHERE username !~ $1", SEEDED_USERNAME_PATTERN)
+    if kept > _MAX_KEPT:
+        return False
+    try:
+        async with conn.transaction():
+            for table, query in _KEEP:
+                await conn.execute(f"CREATE TEMP TABLE seed_keep_{table} ON COMMIT DROP AS {query}")
+            await conn.execute(
+                "DELETE FROM payment_notifications WHERE order_no IN (SELECT order_no FROM orders"
+                " EXCEPT SELECT order_no FROM seed_keep_orders)"
+            )
+            await conn.execute("TRUNCATE " + ", ".join(table for table, _ in reversed(_KEEP)))
+            await conn.execute("DELETE FROM exams WHERE code = ANY($1)", list(DEMO_EXAMS))
+            for table, _ in _KEEP:
+                await conn.execute(f"INSERT INTO {table} SELECT * FROM seed_keep_{table}")
+    except asyncpg.FeatureNotSupportedError:
+        return False
+    return True
+
+
+_DOOMED = "(SELECT id FROM seed_doomed)"
+# Run with the foreign keys dropped (no cascades, no per-row checks), so every dependent row is
+# deleted explicitly; re-adding the keys afterwards proves nothing was left dangling.
+_DELETES: tuple[tuple[str, tuple[object, ...]], ...] = (
+    (
+        """CREATE TEMP TABLE seed_doomed ON COMMIT DROP AS
+           SELECT id FROM registrations
+           WHERE exam_id IN (SELECT id FROM exams WHERE code = ANY($1))
+              OR candidate_id IN (SELECT id FROM candidates WHERE username ~ $2)""",
+        (list(DEMO_EXAMS), SEEDED_USERNAME_PATTERN),
+    ),
+    (f"DELETE FROM scores WHERE registration_id IN {_DOOMED}", ()),
+    (f"DELETE FROM admission_tickets WHERE registration_id IN {_DOOMED}", ()),
+    (
+        "DELETE FROM payment_notifications"
+        f" WHERE order_no IN (SELECT order_no FROM orders WHERE registration_id IN {_DOOMED})",
+        (),
+    ),
+    (f"DELETE FROM orders WHERE registration_id IN {_DOOMED}", ()),
+    (f"DELETE FROM registrations WHERE id IN {_DOOMED}", ()),
+    ("DELETE FROM exams WHERE code = ANY($1)", (list(DEMO_EXAMS),)),  # levels, subjects, sites cascade
+    ("DELETE FROM educations WHERE candidate_id IN (SELECT id FROM candidates WHERE username ~ $1)",
+     (SEEDED_USERNAME_PATTERN,)),  # fmt: skip
+    ("DELETE FROM candidates WHERE username ~ $1", (SEEDED_USERNAME_PATTERN,)),
+)
+
+
+async def delete_seeded(conn: asyncpg.Connection) -> None:
+    """Delete the demo exams and seeded candidates row by row, with everything that references them."""
+    for statement, args in _DELETES:
+        await conn.execute(statement, *args)
