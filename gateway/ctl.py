@@ -157,6 +157,18 @@ def throttle_group() -> None:
     """Change rate-limit rules."""
 
 
+@throttle_group.command("list")
+@click.pass_context
+def throttle_list(ctx: click.Context) -> None:
+    """Show the rate-limit rules in force."""
+    current = _client(ctx).call("GET", "/admin/api/v1/config")
+    rules = current["config"].get("ratelimit", {}).get("rules", [])
+    fields = ["id", "routes", "key", "rate", "period_s", "burst", "mode", "on_redis_error"]
+    rows = [[", ".join(r["routes"]) if f == "routes" else r.get(f, "") for f in fields] for r in rules]
+    click.echo(f"config version {current['version']}")
+    click.echo(_table(fields, rows))
+
+
 @throttle_group.command("set")
 @click.argument("rule_id", metavar="RULE")
 @click.option("--rate", type=click.IntRange(1), help="Requests allowed per period.")

@@ -66,7 +66,7 @@ case "${1:-start}" in
         wait_ready
         base="http://$HOST:$PORT"
         exams=$(curl -fsS "$base/api/v1/exams" | "$BIN/python" -c \
-            'import sys, json; print(", ".join(f"{e["id"]} {e["code"]} {e["name"]}" for e in json.load(sys.stdin)))')
+            'import sys, json; print("; ".join("%s %s %s" % (e["id"], e["code"], e["name"]) for e in json.load(sys.stdin)))')
         cat <<EOT
 
 examgate demo is running.

@@ -157,6 +157,11 @@ def test_ctl_throttle_set(gateway: Process, store: redis.Redis) -> None:
     assert nothing.returncode == 1 and "nothing to change" in nothing.stderr
     assert stored_version(store) == before + 1
 
+    listed = ctl(gateway, "throttle", "list")
+    assert listed.returncode == 0, listed.stderr
+    login = next(line for line in listed.stdout.splitlines() if line.startswith("login-ip "))
+    assert login.split()[:8] == ["login-ip", "sessions.create", "ip", "5", "10.0", "10", "shadow", "local"]
+
 
 def test_ctl_audit(gateway: Process, store: redis.Redis) -> None:
     result = ctl(gateway, "audit", "--limit", "3")
