@@ -49,7 +49,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.REDIS] = AutoPipeline(
         settings.redis_url, connections=settings.redis_connections, timeout_ms=settings.redis_timeout_ms
     )
-    app[appkeys.LIMITER] = Limiter(app[appkeys.REDIS], LimiterSettings(
+    # The limiter gets its own connection whose per-call timeout is the limiter's budget.
+    limiter_redis = AutoPipeline(settings.redis_url, connections=1, timeout_ms=settings.ratelimit_budget_ms)
+    app[appkeys.LIMITER] = Limiter(limiter_redis, LimiterSettings(
         budget_ms=settings.ratelimit_budget_ms, processes=settings.workers))
     app[appkeys.REDIS_PY] = aioredis.Redis.from_url(
         settings.redis_url,
@@ -58,6 +60,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await app[appkeys.REDIS].close()
+    await limiter_redis.close()
     await app[appkeys.REDIS_PY].aclose()
 
 

@@ -44,10 +44,20 @@ def policy_item(state: RuleState) -> str:
     return f"{_sf_string(state.rule_id)};q={state.quota};w={state.window_s}"
 
 
+_policy_cache: dict[tuple[tuple[str, int, int], ...], str | None] = {}
+
+
 def ratelimit_policy_header(verdict: Verdict) -> str | None:
     """RateLimit-Policy for every enforced rule the verdict decided, or None when there is none."""
-    items = [policy_item(state) for state in verdict.states if state.enforced]
-    return ", ".join(items) if items else None
+    # The same few rule sets answer every request: format each once.
+    key = tuple((s.rule_id, s.quota, s.window_s) for s in verdict.states if s.enforced)
+    header = _policy_cache.get(key)
+    if header is None and key not in _policy_cache:
+        if len(_policy_cache) > 1024:
+            _policy_cache.clear()
+        items = [f"{_sf_string(rule_id)};q={quota};w={window_s}" for rule_id, quota, window_s in key]
+        header = _policy_cache[key] = ", ".join(items) if items else None
+    return header
 
 
 def most_restrictive(verdict: Verdict) -> RuleState | None:
