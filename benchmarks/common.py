@@ -21,15 +21,7 @@ def scratch_database(prefix: str = "examgate_bench") -> Iterator[str]:
     """A migrated database made for one benchmark, dropped afterwards."""
     dsn = db.with_database(PG_SERVER, f"{prefix}_{secrets.token_hex(3)}")
 
-    async def setup() -> None:
-        await db.ensure_database(dsn)
-        conn = await db.connect(dsn)
-        try:
-            await migrate.migrate(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(setup())
+    asyncio.run(migrate.create_and_migrate(dsn))
     try:
         yield dsn
     finally:

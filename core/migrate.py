@@ -101,3 +101,16 @@ async def migrate(conn: asyncpg.Connection, progress: Callable[[str], None] = la
         return ran
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+
+
+async def create_and_migrate(dsn: str, progress: Callable[[str], None] = lambda _: None) -> list[Migration]:
+    """Create the DSN's database when missing, then apply its pending migrations."""
+    from core import db
+
+    if await db.ensure_database(dsn):
+        progress(f"created database {db.database_name(dsn)}")
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn, progress=progress)
+    finally:
+        await conn.close()

@@ -49,22 +49,12 @@ def show_config(variables: bool) -> None:
 @main.command()
 def migrate() -> None:
     """Create the database if needed and apply pending migrations."""
-    from core import db
     from core import migrate as migrations
 
     settings = _settings()
 
-    async def go() -> list[Any]:
-        if await db.ensure_database(settings.database_url):
-            click.echo(f"created database {db.database_name(settings.database_url)}")
-        conn = await db.connect(settings.database_url)
-        try:
-            return await migrations.migrate(conn, progress=click.echo)
-        finally:
-            await conn.close()
-
     try:
-        ran = _run(go())
+        ran = _run(migrations.create_and_migrate(settings.database_url, progress=click.echo))
     except OSError as exc:
         raise click.ClickException(f"cannot reach PostgreSQL at {settings.masked()['database_url']}: {exc}") from None
     click.echo(f"migrations: {len(ran)} applied, schema current")

@@ -28,15 +28,7 @@ def pg_dsn() -> Iterator[str]:
     name = f"examgate_test_{os.getpid()}_{secrets.token_hex(3)}"
     dsn = db.with_database(TEST_PG_SERVER, name)
 
-    async def setup() -> None:
-        await db.ensure_database(dsn)
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate.migrate(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(setup())
+    asyncio.run(migrate.create_and_migrate(dsn))
     yield dsn
     asyncio.run(db.drop_database(dsn))
 

@@ -39,15 +39,6 @@ ORDER BY 1, 2, 3
 """
 
 
-async def _create(dsn: str) -> None:
-    await db.ensure_database(dsn)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def databases(pg_dsn: str) -> Iterator[dict[str, str]]:
     """Fresh migrated databases: 'a' and 'b' seeded with N candidates, 'reset' with 300, and 'empty'."""
@@ -56,7 +47,7 @@ def databases(pg_dsn: str) -> Iterator[dict[str, str]]:
 
     async def setup() -> None:
         for dsn in dsns.values():
-            await _create(dsn)
+            await migrate.create_and_migrate(dsn)
         await seed(dsns["a"], N)
         await seed(dsns["b"], N)
         await seed(dsns["reset"], 300)
