@@ -11,10 +11,11 @@ from gateway import keys
 from gateway.errors import BodyTooLarge, MalformedBody, UnsupportedMediaType
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
+async def read_json(request: web.Request, content_types: tuple[str, ...] = ("application/json",)) -> dict[str, Any]:
     """The body as a JSON object; 415 for another content type, 400 when malformed, 413 when too large."""
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(details={"expected": "application/json", "got": request.content_type or None})
+    if request.content_type not in content_types:
+        expected: str | list[str] = content_types[0] if len(content_types) == 1 else list(content_types)
+        raise UnsupportedMediaType(details={"expected": expected, "got": request.content_type or None})
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -9,6 +9,8 @@ import orjson
 from aiohttp import web
 
 from core.errors import CoreError, NotFound, StorageUnavailable
+from gateway.configstore import ConfigCorrupt, VersionMismatch
+from gateway.liveconfig import InvalidConfig
 from ratelimit.errors import LimiterUnavailable, RateLimited
 from ratelimit.headers import ratelimit_headers
 
@@ -142,6 +144,21 @@ def _rate_limited(exc: RateLimited) -> ApiError:
                     details={"retry_after_s": round(exc.retry_after_s, 3), "rules": list(exc.rule_ids)})
 
 
+def _invalid_config(exc: InvalidConfig) -> ApiError:
+    return ApiError("the config change is invalid; nothing was applied", code="invalid_config", status=422,
+                    details={"fields": exc.problems})
+
+
+def _version_mismatch(exc: VersionMismatch) -> ApiError:
+    return ApiError("the config changed since that version; read it again", code="version_mismatch",
+                    status=412, details={"current_version": exc.current})
+
+
+def _config_corrupt(exc: ConfigCorrupt) -> ApiError:
+    return ApiError("the stored config cannot be read; PATCH a complete valid document to replace it",
+                    code="config_corrupt", status=500, details={"version": exc.version, "reason": exc.reason})
+
+
 def _limiter_unavailable(exc: LimiterUnavailable) -> ApiError:
     return Overloaded("服务繁忙，请稍后重试", code="overloaded", retry_after_s=exc.retry_after_s)
 
@@ -149,6 +166,9 @@ def _limiter_unavailable(exc: LimiterUnavailable) -> ApiError:
 # The one table: package error class → the ApiError answered for it. Every package's
 # errors are added here; more specific classes first, the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
+    (InvalidConfig, _invalid_config),
+    (VersionMismatch, _version_mismatch),
+    (ConfigCorrupt, _config_corrupt),
     (RateLimited, _rate_limited),
     (LimiterUnavailable, _limiter_unavailable),
     (StorageUnavailable, _storage_unavailable),
