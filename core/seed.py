@@ -37,11 +37,13 @@ __all__ = [
 
 # Every seeded candidate logs in with this password (argon2id for a million accounts would take hours).
 SEED_PASSWORD = "Demo#2026pass"
-# Placeholder until the login code supplies an argon2id hash of SEED_PASSWORD (argon2-cffi is not
-# installed here); "seed-unusable" never verifies, so seeded accounts cannot log in until then.
-SEED_PASSWORD_HASH = "seed-unusable"
+# argon2id hashes (default core.passwords.PasswordSettings) of SEED_PASSWORD and of the normalised
+# SEED_SECURITY_ANSWER, made once and written here: one hash for every seeded candidate keeps the
+# seed fast and its rows identical from run to run. tests/core/test_passwords.py checks that they
+# verify and still match the default settings (if the settings change, login rehashes them).
+SEED_PASSWORD_HASH = "$argon2id$v=19$m=19456,t=2,p=1$t9LAdwtIomfs7xJi/avjjw$0noi+n7pxuf2+FVBoDXN+pTP2sJ2HcsESpqGFEzCbxU"
 SEED_SECURITY_ANSWER = "演示"
-SEED_SECURITY_ANSWER_HASH = "seed-unusable"
+SEED_SECURITY_ANSWER_HASH = "$argon2id$v=19$m=19456,t=2,p=1$RrsWapEAHmeclZ7XgUbp7Q$ZQsdzbEWYxDPy62bQ/UvaYU7waG7H+8CONti0ZbP6iQ"
 
 _LOCK_KEY = 0x6567_7365_6564  # "egseed": one seeder at a time
 # Everything the seed (or a reset) writes, or whose keys it drops, locked up front in one order.
