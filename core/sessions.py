@@ -1,0 +1,180 @@
+"""Candidate sessions in Redis: random bearer tokens with an idle and an absolute timeout.
+
+A token is 256 random bits (``secrets.token_urlsafe(32)``, 43 characters). Redis keeps
+only its SHA-256, so a dump or a ``MONITOR`` of Redis yields no usable token, and the
+lookup never compares token text: what the server does depends on the hash, which an
+attacker cannot steer, so timing tells nothing about how close a guess was.
+
+Keys (the session key is touched alone; the index alone):
+    eg:session:<sha256 hex>            "<candidate_id>:<absolute deadline ms>", TTL = idle lifetime
+    eg:{candidate:<id>}:sessions       sorted set: session hashes scored by absolute deadline
+
+Renewal is one ``session_touch.lua`` call per authenticated request. A Lua script rather
+than ``GETEX … PX``: GETEX rewrites the TTL on every request — a write replicated and
+logged to the AOF each time — and cannot cap the TTL at the absolute deadline. The script
+reads, checks the deadline, and extends only once ``renew_every_s`` of the idle window has
+been used, so an active session costs one write a minute, and the key itself dies at the
+absolute deadline. On the client side EVALSHA costs the same as a GET (docs/design.md).
+The price: a session expires between ``idle_timeout_s - renew_every_s`` and
+``idle_timeout_s`` after its last use.
+
+``revoke_all`` (after a password reset) uses the per-candidate index rather than a
+generation counter: a counter would have to be read on every request, and its key (tagged
+by candidate) cannot be named before the session is read — two round trips on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from core.redis import AutoPipeline
+from core.scripts import Script, ScriptClient, load_scripts
+
+__all__ = ["Session", "SessionSettings", "create", "resolve", "revoke", "revoke_all", "session_key", "index_key"]
+
+TOKEN_BYTES = 32
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}").fullmatch  # token_urlsafe(32): 32 bytes, base64url, no padding
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How long sessions live: unused for ``idle_timeout_s``, at most ``absolute_timeout_s`` in all."""
+
+    idle_timeout_s: float = 30 * 60
+    absolute_timeout_s: float = 12 * 60 * 60
+    # Extend the idle TTL only once this much of it has been used (one write per period per session).
+    renew_every_s: float = 60
+
+    def __post_init__(self) -> None:
+        if self.idle_timeout_s <= 0 or self.absolute_timeout_s <= 0:
+            raise ValueError("session timeouts must be positive")
+        if not 0 <= self.renew_every_s < self.idle_timeout_s:
+            raise ValueError("renew_every_s must be at least 0 and less than idle_timeout_s")
+
+    @property
+    def idle_ms(self) -> int:
+        """The idle window in whole milliseconds."""
+        return max(1, round(self.idle_timeout_s * 1000))
+
+    @property
+    def absolute_ms(self) -> int:
+        """The absolute lifetime in whole milliseconds."""
+        return max(1, round(self.absolute_timeout_s * 1000))
+
+    @property
+    def renew_every_ms(self) -> int:
+        """The renewal period in whole milliseconds."""
+        return round(self.renew_every_s * 1000)
+
+
+DEFAULT_SETTINGS = SessionSettings()
+
+
+class Session(NamedTuple):
+    """A new session: the bearer token (shown to the candidate once) and its lifetime if unused."""
+
+    token: str
+    expires_in_s: int
+
+
+@functools.cache
+def _touch_script() -> Script:
+    return load_scripts("core.lua")["session_touch"]
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def session_key(token_hash: str) -> str:
+    """The key of one session: ``eg:session:<sha256 of the token, hex>``."""
+    return f"eg:session:{token_hash}"
+
+
+def index_key(candidate_id: int) -> str:
+    """The sorted set of one candidate's session hashes: ``eg:{candidate:<id>}:sessions``."""
+    return f"eg:{{candidate:{candidate_id}}}:sessions"
+
+
+def _well_formed(token: object) -> bool:
+    return isinstance(token, str) and _TOKEN(token) is not None
+
+
+async def _command(client: ScriptClient, *args: Any) -> Any:
+    """A command without a method of its own, on either kind of client."""
+    if isinstance(client, AutoPipeline):
+        return await client.execute(*args)
+    return await client.execute_command(*args)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return math.floor(moment.timestamp() * 1000)
+
+
+async def create(
+    client: ScriptClient, candidate_id: int, *, now: datetime, settings: SessionSettings = DEFAULT_SETTINGS
+) -> Session:
+    """Start a session for ``candidate_id``; only the token's hash is stored."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    digest = _token_hash(token)
+    now_ms = _epoch_ms(now)
+    deadline_ms = now_ms + settings.absolute_ms
+    ttl_ms = min(settings.idle_ms, settings.absolute_ms)
+    index = index_key(candidate_id)
+    # Issued in one tick: the AutoPipeline sends them in one write. The index drops the
+    # hashes of sessions past their absolute deadline and lives as long as its newest one.
+    await asyncio.gather(
+        client.set(session_key(digest), f"{candidate_id}:{deadline_ms}", px=ttl_ms),
+        client.zadd(index, {digest: deadline_ms}),
+        _command(client, "ZREMRANGEBYSCORE", index, "-inf", now_ms),
+        _command(client, "PEXPIRE", index, settings.absolute_ms),
+    )
+    return Session(token, ttl_ms // 1000)
+
+
+async def resolve(client: ScriptClient, token: str, *, settings: SessionSettings = DEFAULT_SETTINGS) -> int | None:
+    """The candidate a token signs in, renewing its idle timeout; None when unknown, expired or malformed."""
+    if not _well_formed(token):
+        return None
+    reply = await _touch_script().run(
+        client, keys=(session_key(_token_hash(token)),), args=(settings.idle_ms, settings.renew_every_ms)
+    )
+    return None if reply is None else int(reply)
+
+
+async def revoke(client: ScriptClient, token: str) -> bool:
+    """End one session (sign out); False when it was not live."""
+    if not _well_formed(token):
+        return False
+    digest = _token_hash(token)
+    value = await client.getdel(session_key(digest))
+    if value is None:
+        return False
+    candidate_id = int(value.split(b":", 1)[0])
+    await client.zrem(index_key(candidate_id), digest)
+    return True
+
+
+async def revoke_all(redis: ScriptClient, candidate_id: int) -> int:
+    """End every session of ``candidate_id`` (after a password reset); the number that were live.
+
+    A session created while this runs (a login racing the reset) may survive it.
+    """
+    index = index_key(candidate_id)
+    hashes = await _command(redis, "ZRANGE", index, 0, -1)
+    if not hashes:
+        return 0
+    # One DEL per key: on Redis Cluster the sessions live in different slots.
+    removed = await asyncio.gather(*(redis.delete(session_key(h.decode())) for h in hashes))
+    await redis.zrem(index, *hashes)
+    return sum(removed)
