@@ -81,16 +81,16 @@ class LocalGCRA:
                 del tats[subject]
 
 
-Entry = tuple[LocalGCRA, str, int, bool]
+Entry = tuple[LocalGCRA, str, int, bool] | tuple[LocalGCRA, str, int, bool, bool]
 
 
 def decide(entries: Sequence[Entry], now_s: float) -> LocalDecision:
-    """Decide ``(bucket, subject, cost, enforce)`` entries together, like ``gcra.lua``."""
+    """Decide ``(bucket, subject, cost, enforce[, check_only])`` entries together, like ``gcra.lua``."""
     now = int(now_s * 1_000_000)
     staged: list[tuple[int, int, bool]] = []
     denied = False
     retry_us = 0
-    for bucket, subject, cost, enforce in entries:
+    for bucket, subject, cost, enforce, *_ in entries:
         tat = bucket._tats.get(subject, now)
         if tat < now:
             tat = now
@@ -102,9 +102,9 @@ def decide(entries: Sequence[Entry], now_s: float) -> LocalDecision:
             retry_us = max(retry_us, allow_at - now)
         staged.append((tat, new, ok))
     results = []
-    for (bucket, subject, _, _), (tat, new, ok) in zip(entries, staged):
+    for (bucket, subject, _, _, *check_only), (tat, new, ok) in zip(entries, staged):
         final = tat
-        if ok and not denied:
+        if ok and not denied and not (check_only and check_only[0]):
             final = new
             bucket._store(subject, new, now)
         remaining = max(0, (now - (final - bucket.tolerance_us)) // bucket.emission_us)

@@ -12,13 +12,15 @@ from ratelimit.errors import InvalidRule
 KeyKind = Literal["ip", "candidate", "account", "id_number", "global"]
 Mode = Literal["enforce", "shadow", "off"]
 OnRedisError = Literal["open", "closed", "local"]
+Counts = Literal["requests", "failures"]
 
 KEY_KINDS: tuple[str, ...] = ("ip", "candidate", "account", "id_number", "global")
 MODES: tuple[str, ...] = ("enforce", "shadow", "off")
 ON_REDIS_ERROR: tuple[str, ...] = ("open", "closed", "local")
+COUNTS: tuple[str, ...] = ("requests", "failures")
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _ROUTE = re.compile(r"^[a-z0-9_.*?-]{1,64}$")
-FIELDS = ("id", "routes", "key", "rate", "period_s", "burst", "mode", "on_redis_error", "cost")
+FIELDS = ("id", "routes", "key", "rate", "period_s", "burst", "mode", "on_redis_error", "cost", "counts")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class Rule:
     """``rate`` requests per ``period_s`` per key, bursts up to ``burst``, for the named routes.
 
     Routes are route names (``sessions.create``) or shell-style patterns (``scores.*``, ``*``).
+    ``counts: failures`` makes the rule count only what the route reports as failed (wrong
+    passwords): every request is checked against it, but only a failure consumes quota.
     """
 
     id: str
@@ -37,6 +41,7 @@ class Rule:
     mode: Mode = "enforce"
     on_redis_error: OnRedisError = "open"
     cost: int = 1
+    counts: Counts = "requests"
 
     @property
     def emission_interval_s(self) -> float:
@@ -99,6 +104,7 @@ def parse_rule(raw: Any, path: str = "rule") -> Rule:
         mode=_choice(raw, "mode", path, MODES, "enforce"),  # type: ignore[arg-type]
         on_redis_error=_choice(raw, "on_redis_error", path, ON_REDIS_ERROR, "open"),  # type: ignore[arg-type]
         cost=_number(raw, "cost", path, integer=True, minimum=1, maximum=1_000_000, default=1),
+        counts=_choice(raw, "counts", path, COUNTS, "requests"),  # type: ignore[arg-type]
     )
 
 

@@ -23,8 +23,8 @@ def gcra() -> Script:
 
 
 def argv(*rules: tuple[int, int, int, bool], pad_ms: int = PAD_MS) -> list[int]:
-    """ARGV for rules given as (emission_us, burst, cost, enforce)."""
-    args = [pad_ms]
+    """ARGV for one request whose rules are given as (emission_us, burst, cost, enforce)."""
+    args = [pad_ms, 1, len(rules)]
     for emission_us, burst, cost, enforce in rules:
         args += [emission_us, burst * emission_us, cost, 1 if enforce else 0]
     return args
@@ -161,3 +161,32 @@ async def test_unreadable_state_counts_as_empty(gcra: Script, redis: aioredis.Re
     await redis.set("k", "garbage")
     reply = await run(gcra, redis, ["k"], (MINUTE_US, 2, 1, True))
     assert (reply.allowed, reply.rules[0][1]) == (True, 1)
+
+
+async def test_a_batch_decides_requests_in_order(gcra: Script, redis: aioredis.Redis) -> None:
+    """Three requests in one call on a burst-2 rule: the third sees what the first two took."""
+    emission, tolerance = MINUTE_US, 2 * MINUTE_US
+    one = [1, emission, tolerance, 1, 1]
+    reply = await gcra.run(redis, ["eg:{rl}:b:x"] * 3, [PAD_MS, 3, *one, *one, *one])
+
+    answers = [reply[i] for i in range(0, len(reply), 5)]
+    assert answers == [1, 1, 0]
+    assert reply[3] == 1 and reply[8] == 0  # remaining after the first and the second
+    stored = int(await redis.get("eg:{rl}:b:x"))
+    again = Reply(await gcra.run(redis, ["eg:{rl}:b:x"], argv((emission, 2, 1, True))))
+    assert not again.allowed and int(await redis.get("eg:{rl}:b:x")) == stored
+
+
+async def test_a_check_only_rule_refuses_but_never_consumes(gcra: Script, redis: aioredis.Redis) -> None:
+    """Flag 3 (enforce + check only): allowed requests leave the key alone; a consuming call fills it."""
+    emission, burst = MINUTE_US, 2
+    check_only = [PAD_MS, 1, 1, emission, burst * emission, 1, 3]
+    consume = [PAD_MS, 1, 1, emission, burst * emission, 1, 1]
+    for _ in range(5):
+        assert (await gcra.run(redis, ["eg:{rl}:f:a"], check_only))[0] == 1
+    assert await redis.exists("eg:{rl}:f:a") == 0
+
+    for _ in range(2):
+        assert (await gcra.run(redis, ["eg:{rl}:f:a"], consume))[0] == 1
+    refused = await gcra.run(redis, ["eg:{rl}:f:a"], check_only)
+    assert refused[0] == 0 and refused[1] > 0

@@ -166,3 +166,15 @@ async def test_sustained_rate_is_burst_plus_rate_times_elapsed(server: RedisServ
     assert abs(admitted - expected) <= 0.05 * expected, (admitted, expected, limiter.counters)
     assert limiter.counters["redis_errors"] == 0
     assert limiter.counters["denial_cache_hits"] > 0
+
+
+async def test_failure_rules_count_only_recorded_failures(pipeline: AutoPipeline, redis: aioredis.Redis) -> None:
+    """A ``counts: failures`` rule never consumes on a check; ``failures=True`` does, until it refuses."""
+    limiter = Limiter(pipeline)
+    rule = make_rule(rate=3, period_s=60, burst=3, counts="failures")
+    for _ in range(10):
+        assert (await limiter.check([(rule, "acct")])).allowed
+    for _ in range(3):
+        await limiter.check([(rule, "acct")], failures=True)
+    refused = await limiter.check([(rule, "acct")])
+    assert not refused.allowed and refused.retry_after_s > 0
