@@ -12,8 +12,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from captcha.pool import TakeCounters, preload_scripts
 from core.db import PoolSettings, create_pool
+from core.passwords import PasswordHasher, PasswordSettings
 from core.redis import AutoPipeline
+from core.sessions import SessionSettings
 from gateway import keys as appkeys
 from gateway.catalogue import CatalogueCache
 from gateway.clientip import ClientIp
@@ -64,6 +67,30 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await app[appkeys.REDIS_PY].aclose()
 
 
+def password_settings(settings: Settings) -> PasswordSettings:
+    """argon2id parameters and the hashing pool's size from the settings."""
+    return PasswordSettings(memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost,
+                            parallelism=settings.argon2_parallelism, threads=settings.hasher_threads,
+                            max_queue=settings.hasher_max_queue)
+
+
+def session_settings(settings: Settings) -> SessionSettings:
+    """Session lifetimes from the settings; the idle TTL is renewed at most once a minute (a quarter of it if shorter)."""
+    idle_s = settings.session_idle_timeout_s
+    return SessionSettings(idle_timeout_s=idle_s, absolute_timeout_s=settings.session_absolute_timeout_s,
+                           renew_every_s=min(60.0, idle_s / 4))
+
+
+async def _accounts(app: web.Application) -> AsyncIterator[None]:
+    # Hashing runs on its own bounded thread pool; nothing CPU-heavy runs on the event loop.
+    hasher = app[appkeys.HASHER] = PasswordHasher(password_settings(app[appkeys.SETTINGS]))
+    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+        await asyncio.wait_for(preload_scripts(app[appkeys.REDIS]), timeout=1)
+    yield
+    # Waits for the hashes still running (one per thread at most) without blocking the loop.
+    await asyncio.get_running_loop().run_in_executor(None, hasher.close)
+
+
 async def _live(app: web.Application) -> AsyncIterator[None]:
     redis_py = app[appkeys.REDIS_PY]
     app[appkeys.CONFIG_STORE] = ConfigStore(redis_py, app[appkeys.PG])
@@ -102,7 +129,16 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway application for ``settings``."""
-    from gateway.routes import admin, bench, exams, health
+    from gateway.routes import (
+        accounts,
+        admin,
+        bench,
+        captcha,
+        exams,
+        health,
+        recovery,
+        sessions,
+    )
 
     app = web.Application(
         middlewares=[make_edge_middleware(settings.max_body_bytes), shedding, throttle],
@@ -112,9 +148,18 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.LOOP_LAG] = LoopLagMonitor()
     app[appkeys.SHEDDER] = Shedder()
     app[appkeys.CLIENT_IP] = ClientIp(settings.trusted_proxies)
-    app.cleanup_ctx.extend([_postgres, _redis, _live, _background])
+    app[appkeys.SESSIONS] = session_settings(settings)
+    app[appkeys.POW_KEY] = settings.derived_key("captcha-pow")
+    app[appkeys.LOADTEST_KEY] = settings.derived_key("loadtest")
+    app[appkeys.RECOVERY_KEY] = settings.derived_key("recovery")
+    app[appkeys.CAPTCHA_TAKES] = TakeCounters()
+    app.cleanup_ctx.extend([_postgres, _redis, _live, _accounts, _background])
     health.setup(app)
     exams.setup(app)
+    captcha.setup(app)
+    accounts.setup(app)
+    sessions.setup(app)
+    recovery.setup(app)
     admin.setup(app)
     if settings.bench_routes:
         bench.setup(app)

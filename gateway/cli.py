@@ -111,6 +111,57 @@ def worker() -> None:
     _run(run_worker(settings))
 
 
+@main.group()
+def sms() -> None:
+    """The SMS outbox (examgate never sends SMS itself; a delivery worker or an operator does)."""
+
+
+@sms.command("outbox")
+@click.option("--phone", help="Only messages to this mobile number.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many, newest first.")
+def sms_outbox(phone: str | None, limit: int) -> None:
+    """List the newest messages in the SMS outbox."""
+    if phone is not None and not (len(phone) == 11 and phone.isdigit()):
+        raise click.BadParameter("must be an 11-digit mobile number", param_hint="--phone")
+    settings = _settings()
+    try:
+        messages = _run(_read_outbox(settings.database_url, phone, limit))
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach PostgreSQL at {settings.masked()['database_url']}: {exc}") from None
+    click.echo(render_outbox(messages))
+
+
+async def _read_outbox(dsn: str, phone: str | None, limit: int) -> list[Any]:
+    from core import db
+    from core import sms as outbox
+
+    conn = await db.connect(dsn)
+    try:
+        return await outbox.outbox(conn, phone=phone, limit=limit)
+    finally:
+        await conn.close()
+
+
+def render_outbox(messages: list[Any]) -> str:
+    """Outbox messages as a table: when (Asia/Shanghai), to whom, delivery state, the text."""
+    from core.timeutil import SHANGHAI
+
+    if not messages:
+        return "(no messages)"
+    rows = [("id", "created (+08:00)", "phone", "template", "sent", "attempts", "body")]
+    for m in messages:
+        sent = m.sent_at.astimezone(SHANGHAI).strftime("%m-%d %H:%M:%S") if m.sent_at else "-"
+        rows.append((str(m.id), m.created_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S"), m.phone,
+                     m.template, sent, str(m.attempts), m.body))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths) + "  " + "-" * 4)
+    return "\n".join(lines)
+
+
 main.add_command(ctl)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -163,6 +165,50 @@ class Settings:
     bench_routes: bool = field(
         default=False, metadata=_meta("BENCH_ROUTES", _bool, "serve the /_bench/* calibration routes")
     )
+    argon2_memory_kib: int = field(
+        default=19456, metadata=_meta("ARGON2_MEMORY_KIB", _int(1024, 1024 * 1024),
+                                      "argon2id memory per password hash, KiB (OWASP: 19456)")
+    )
+    argon2_time_cost: int = field(
+        default=2, metadata=_meta("ARGON2_TIME_COST", _int(1, 10), "argon2id passes over the memory")
+    )
+    argon2_parallelism: int = field(
+        default=1, metadata=_meta("ARGON2_PARALLELISM", _int(1, 16), "argon2id lanes per hash")
+    )
+    hasher_threads: int = field(
+        default=2, metadata=_meta("HASHER_THREADS", _int(1, 64), "password hashing threads per gateway process")
+    )
+    hasher_max_queue: int = field(
+        default=64, metadata=_meta("HASHER_MAX_QUEUE", _int(0, 10_000),
+                                   "hashes allowed to wait per process; beyond it login answers 503 at once")
+    )
+    session_idle_timeout_s: float = field(
+        default=30 * 60.0, metadata=_meta("SESSION_IDLE_TIMEOUT_S", _float(1, 7 * 86400),
+                                          "a candidate session ends after this long unused")
+    )
+    session_absolute_timeout_s: float = field(
+        default=12 * 3600.0, metadata=_meta("SESSION_ABSOLUTE_TIMEOUT_S", _float(1, 30 * 86400),
+                                            "a candidate session ends this long after sign-in, used or not")
+    )
+    captcha_answer_ttl_s: int = field(
+        default=300, metadata=_meta("CAPTCHA_ANSWER_TTL_S", _int(10, 3600),
+                                    "how long an issued image captcha can be answered")
+    )
+    pow_challenge_ttl_s: int = field(
+        default=300, metadata=_meta("POW_CHALLENGE_TTL_S", _int(10, 3600),
+                                    "how long a proof-of-work challenge can be solved")
+    )
+    captcha_pool_target: int = field(
+        default=5000, metadata=_meta("CAPTCHA_POOL_TARGET", _int(0, 1_000_000),
+                                     "images the worker keeps drawn ahead in Redis (~2 KB each; 0: no refill)")
+    )
+    captcha_refill_batch: int = field(
+        default=50, metadata=_meta("CAPTCHA_REFILL_BATCH", _int(1, 1000), "images drawn per refill job")
+    )
+    captcha_refill_processes: int = field(
+        default=2, metadata=_meta("CAPTCHA_REFILL_PROCESSES", _int(1, 64),
+                                  "processes the worker draws captcha images in")
+    )
     secret_key: str = field(
         default="",
         metadata=_meta("SECRET_KEY", _secret, "HMAC key for signed tokens (generated into the secrets file if unset)", True),
@@ -174,6 +220,15 @@ class Settings:
     secrets_file: str = field(
         default=".run/secrets.json", metadata=_meta("SECRETS_FILE", _str, "where generated secrets are kept (mode 0600)")
     )
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for one purpose (``captcha-pow``, ``loadtest``, ``recovery``): HMAC-SHA256(secret_key, purpose).
+
+        Each use gets its own key, so a value signed for one purpose is worthless for another.
+        """
+        if not self.secret_key:
+            raise ConfigError(f"{PREFIX}SECRET_KEY is not set")
+        return hmac.new(self.secret_key.encode(), purpose.encode(), hashlib.sha256).digest()
 
     @property
     def metrics_dir(self) -> Path:
@@ -233,6 +288,9 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
     settings = Settings(**values)
     if settings.pg_pool_min > settings.pg_pool_max:
         raise ConfigError(f"{PREFIX}PG_POOL_MIN ({settings.pg_pool_min}) exceeds {PREFIX}PG_POOL_MAX ({settings.pg_pool_max})")
+    if settings.session_idle_timeout_s > settings.session_absolute_timeout_s:
+        raise ConfigError(f"{PREFIX}SESSION_IDLE_TIMEOUT_S ({settings.session_idle_timeout_s:g}) exceeds "
+                          f"{PREFIX}SESSION_ABSOLUTE_TIMEOUT_S ({settings.session_absolute_timeout_s:g})")
     if not settings.secret_key or not settings.admin_tokens:
         settings = _with_generated_secrets(settings)
     return settings

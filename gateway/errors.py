@@ -8,7 +8,18 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
+from captcha.errors import CaptchaInvalid, PoolEmpty
+from core.accounts import AccountInvalid
+from core.candidates import AccountConflict
 from core.errors import CoreError, NotFound, StorageUnavailable
+from core.passwords import PoolFull
+from core.recovery import (
+    AttemptsExhausted,
+    CodeInvalid,
+    PasswordRejected,
+    ResetInvalid,
+    SendThrottled,
+)
 from gateway.configstore import ConfigCorrupt, VersionMismatch
 from gateway.liveconfig import InvalidConfig
 from ratelimit.errors import LimiterUnavailable, RateLimited
@@ -104,6 +115,12 @@ class Overloaded(ApiError):
     status, code, message = 503, "overloaded", "当前访问人数过多，请稍后重试"
 
 
+class InvalidCredentials(ApiError):
+    """Unknown username or wrong password: one answer for both (401)."""
+
+    status, code, message = 401, "invalid_credentials", "用户名或密码错误"
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
     """The JSON body every error response carries."""
     return orjson.dumps({"error": {"code": code, "message": message, "details": details or {}}})
@@ -136,12 +153,16 @@ def _not_found(exc: NotFound) -> ApiError:
     return NotFoundError()
 
 
-def _rate_limited(exc: RateLimited) -> ApiError:
+def rate_limited(exc: RateLimited, code: str = "too_many_requests", message: str = "操作过于频繁，请稍后再试") -> ApiError:
+    """The 429 for a rate-limit refusal: Retry-After, RateLimit headers, the refusing rules; ``code`` per route."""
     headers = ratelimit_headers(exc.verdict)
     headers.pop("Retry-After", None)  # set from retry_after_s, rounded up the same way
-    return ApiError("操作过于频繁，请稍后再试", code="too_many_requests", status=429,
-                    retry_after_s=exc.retry_after_s, headers=headers,
+    return ApiError(message, code=code, status=429, retry_after_s=exc.retry_after_s, headers=headers,
                     details={"retry_after_s": round(exc.retry_after_s, 3), "rules": list(exc.rule_ids)})
+
+
+def _rate_limited(exc: RateLimited) -> ApiError:
+    return rate_limited(exc)
 
 
 def _invalid_config(exc: InvalidConfig) -> ApiError:
@@ -163,6 +184,58 @@ def _limiter_unavailable(exc: LimiterUnavailable) -> ApiError:
     return Overloaded("服务繁忙，请稍后重试", code="overloaded", retry_after_s=exc.retry_after_s)
 
 
+def _captcha_invalid(exc: CaptchaInvalid) -> ApiError:
+    # The reason stays in logs: telling a client "expired" rather than "wrong" only helps a bot.
+    return ApiError("验证码错误或已失效，请重新获取", code="captcha_invalid", status=400)
+
+
+def _pool_empty(exc: PoolEmpty) -> ApiError:
+    return Overloaded("验证码暂时无法获取，请稍后重试", code="service_unavailable", retry_after_s=exc.retry_after_s,
+                      details={"reason": "captcha_pool_empty"})
+
+
+def _account_invalid(exc: AccountInvalid) -> ApiError:
+    return ValidationFailed(exc.fields)
+
+
+_CONFLICT_MESSAGES = {
+    "id_number_taken": "该证件号码已注册，请直接登录或找回密码",
+    "phone_taken": "该手机号码已被其他账号使用",
+    "username_taken": "该用户名已被使用，请换一个",
+}
+
+
+def _account_conflict(exc: AccountConflict) -> ApiError:
+    return Conflict(_CONFLICT_MESSAGES.get(exc.code, "该账号信息已被注册"), code=exc.code,
+                    details={"field": exc.field})
+
+
+def _pool_full(exc: PoolFull) -> ApiError:
+    return Overloaded(retry_after_s=exc.retry_after_s, details={"reason": "password_pool_full"})
+
+
+def _reset_invalid(exc: ResetInvalid) -> ApiError:
+    return ApiError("找回密码请求无效、已过期或答案错误", code="reset_invalid", status=400)
+
+
+def _attempts_exhausted(exc: AttemptsExhausted) -> ApiError:
+    return ApiError("答案错误次数过多，请重新找回密码", code="reset_attempts_exhausted", status=400)
+
+
+def _code_invalid(exc: CodeInvalid) -> ApiError:
+    return ApiError("短信验证码错误或已失效", code="code_invalid", status=400)
+
+
+def _password_rejected(exc: PasswordRejected) -> ApiError:
+    return ValidationFailed({"new_password": exc.reason}, "新密码不符合要求")
+
+
+def _send_throttled(exc: SendThrottled) -> ApiError:
+    return ApiError("短信发送过于频繁，请稍后再试", code="too_many_requests", status=429,
+                    retry_after_s=exc.retry_after_s,
+                    details={"retry_after_s": exc.retry_after_s, "rules": [], "reason": "sms_per_phone"})
+
+
 # The one table: package error class → the ApiError answered for it. Every package's
 # errors are added here; more specific classes first, the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
@@ -173,6 +246,16 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (LimiterUnavailable, _limiter_unavailable),
     (StorageUnavailable, _storage_unavailable),
     (NotFound, _not_found),
+    (CaptchaInvalid, _captcha_invalid),
+    (PoolEmpty, _pool_empty),
+    (AccountInvalid, _account_invalid),
+    (AccountConflict, _account_conflict),
+    (PoolFull, _pool_full),
+    (ResetInvalid, _reset_invalid),
+    (AttemptsExhausted, _attempts_exhausted),
+    (CodeInvalid, _code_invalid),
+    (PasswordRejected, _password_rejected),
+    (SendThrottled, _send_throttled),
 ]
 
 

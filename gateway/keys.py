@@ -8,7 +8,10 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from captcha.pool import TakeCounters
+from core.passwords import PasswordHasher
 from core.redis import AutoPipeline
+from core.sessions import SessionSettings
 from gateway.config import Settings
 
 if TYPE_CHECKING:
@@ -32,3 +35,9 @@ LOOP_LAG: web.AppKey[LoopLagMonitor] = web.AppKey("loop_lag")
 SHEDDER: web.AppKey[Shedder] = web.AppKey("shedder")
 CLIENT_IP: web.AppKey[ClientIp] = web.AppKey("client_ip")
 LIMITER: web.AppKey[Limiter] = web.AppKey("limiter")
+HASHER = web.AppKey("hasher", PasswordHasher)
+SESSIONS = web.AppKey("session_settings", SessionSettings)
+POW_KEY = web.AppKey("pow_key", bytes)
+LOADTEST_KEY = web.AppKey("loadtest_key", bytes)
+RECOVERY_KEY = web.AppKey("recovery_key", bytes)
+CAPTCHA_TAKES = web.AppKey("captcha_takes", TakeCounters)

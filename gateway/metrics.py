@@ -43,6 +43,18 @@ RATELIMIT = Gauge("examgate_ratelimit_events", "Rate-limiter decisions and fallb
                   ["event"], multiprocess_mode="livesum")
 SHED = Counter("examgate_shed_total", "Requests refused at once to protect the process",
                ["route_class", "reason"])
+CAPTCHA_POOL = Gauge("examgate_captcha_pool_images", "Pre-drawn captcha images waiting in Redis (all processes see one pool)",
+                     multiprocess_mode="mostrecent")
+CAPTCHA_POOL_TARGET = Gauge("examgate_captcha_pool_target", "Images the worker keeps drawn ahead",
+                            multiprocess_mode="mostrecent")
+CAPTCHA_REFILL_RATE = Gauge("examgate_captcha_refill_images_per_second", "Drawing rate of the worker's last refill",
+                            multiprocess_mode="mostrecent")
+CAPTCHA_TAKES = Gauge("examgate_captcha_takes", "Image captcha requests since start, served or found the pool empty",
+                      ["outcome"], multiprocess_mode="livesum")
+PASSWORD_POOL = Gauge("examgate_password_pool_jobs", "Password hashing pool: jobs in it and jobs it accepts",
+                      ["state"], multiprocess_mode="livesum")
+PASSWORD_REJECTED = Gauge("examgate_password_pool_rejected", "Hashing jobs refused because the pool was full, since start",
+                          multiprocess_mode="livesum")
 REDIS_COMMANDS = Gauge("examgate_redis_commands_sent", "Auto-pipelined commands written", multiprocess_mode="livesum")
 
 
@@ -119,6 +131,26 @@ def sample_pools(pg_pool: Any, redis_client: Any) -> None:
         REDIS_IN_FLIGHT.set(getattr(redis_client, "in_flight", 0))
         REDIS_BATCHES.set(getattr(redis_client, "batches_sent", 0))
         REDIS_COMMANDS.set(getattr(redis_client, "commands_sent", 0))
+
+
+def sample_captcha(stats: Any, takes: Any) -> None:
+    """Copy the image pool's figures (``captcha.pool.PoolStats``) and this process's take counters into gauges."""
+    if stats is not None:
+        CAPTCHA_POOL.set(stats.size)
+        CAPTCHA_POOL_TARGET.set(stats.target)
+        CAPTCHA_REFILL_RATE.set(stats.last_refill_rate_per_s)
+    if takes is not None:
+        CAPTCHA_TAKES.labels("taken").set(takes.taken)
+        CAPTCHA_TAKES.labels("empty").set(takes.empty)
+
+
+def sample_hasher(hasher: Any) -> None:
+    """Copy the password hashing pool's figures (in flight, capacity, refusals) into gauges."""
+    if hasher is not None:
+        stats = hasher.stats()
+        PASSWORD_POOL.labels("in_flight").set(stats.in_flight)
+        PASSWORD_POOL.labels("capacity").set(stats.capacity)
+        PASSWORD_REJECTED.set(stats.rejected)
 
 
 def monotonic() -> float:

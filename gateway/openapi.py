@@ -15,6 +15,14 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+CAPTCHA = {"$ref": "#/components/schemas/Captcha"}
+LOADTEST_HEADER = {"name": "X-Loadtest-Token", "in": "header", "required": False, "schema": {"type": "string"},
+                   "description": "an operator-issued load-test token; lets captcha pass while valid"}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json("running", {"type": "object"})}}},
     "/readyz": {
@@ -50,6 +58,130 @@ PATHS: dict[str, dict[str, Any]] = {
                 "404": _error("no such exam"),
                 "422": _error("bad province code"),
                 "503": _error("Redis unavailable"),
+            },
+        }
+    },
+    "/api/v1/captcha/image": {
+        "get": {
+            "summary": "A pre-drawn image captcha (5 digits), single use",
+            "responses": {
+                "200": _json("image", {"type": "object", "required": ["id", "image", "expires_in"], "properties": {
+                    "id": {"type": "string"}, "image": {"type": "string", "description": "data:image/png;base64,…"},
+                    "expires_in": {"type": "integer", "description": "seconds the answer is accepted"}}}),
+                "503": _error("service_unavailable: the image pool is empty (Retry-After)"),
+            },
+        }
+    },
+    "/api/v1/captcha/pow": {
+        "get": {
+            "summary": "An ALTCHA proof-of-work challenge; maxnumber is live config",
+            "responses": {"200": _json("challenge", {"$ref": "#/components/schemas/PowChallenge"})},
+        }
+    },
+    "/api/v1/accounts": {
+        "post": {
+            "summary": "Register a candidate (captcha per live config)",
+            "parameters": [LOADTEST_HEADER],
+            "requestBody": _body({"$ref": "#/components/schemas/Registration"}),
+            "responses": {
+                "201": _json("registered", {"type": "object", "required": ["candidate_id"],
+                                            "properties": {"candidate_id": {"type": "integer"}}}),
+                "400": _error("malformed_body, captcha_invalid"),
+                "409": _error("id_number_taken, phone_taken, username_taken (details.field)"),
+                "415": _error("not JSON"),
+                "422": _error("validation_failed: details.fields maps each field to its problem"),
+                "429": _error("too_many_requests"),
+                "503": _error("overloaded: the password hashing pool is full (Retry-After)"),
+            },
+        }
+    },
+    "/api/v1/sessions": {
+        "post": {
+            "summary": "Sign in (captcha per live config)",
+            "parameters": [LOADTEST_HEADER],
+            "requestBody": _body({"type": "object", "required": ["username", "password"], "properties": {
+                "username": {"type": "string"}, "password": {"type": "string"}, "captcha": CAPTCHA}}),
+            "responses": {
+                "201": _json("signed in", {"type": "object", "required": ["token", "expires_in"], "properties": {
+                    "token": {"type": "string"}, "expires_in": {"type": "integer"}}}),
+                "400": _error("malformed_body, captcha_invalid"),
+                "401": _error("invalid_credentials: unknown user and wrong password alike"),
+                "422": _error("validation_failed: username or password missing"),
+                "429": _error("too_many_attempts (Retry-After, RateLimit headers)"),
+                "503": _error("overloaded: the password hashing pool is full (Retry-After)"),
+            },
+        }
+    },
+    "/api/v1/sessions/current": {
+        "delete": {
+            "summary": "Sign out (Authorization: Bearer <session token>)",
+            "security": [{"session": []}],
+            "responses": {"204": {"description": "signed out"}, "401": _error("unauthorized")},
+        }
+    },
+    "/api/v1/me": {
+        "get": {
+            "summary": "The signed-in candidate's profile, id number masked",
+            "security": [{"session": []}],
+            "responses": {"200": _json("profile", {"$ref": "#/components/schemas/Profile"}),
+                          "401": _error("unauthorized")},
+        }
+    },
+    "/api/v1/password-resets/question": {
+        "post": {
+            "summary": "Start a reset by security question (unknown name/id pairs get a decoy question)",
+            "parameters": [LOADTEST_HEADER],
+            "requestBody": _body({"type": "object", "required": ["name", "id_number"], "properties": {
+                "name": {"type": "string"}, "id_number": {"type": "string"}, "captcha": CAPTCHA}}),
+            "responses": {
+                "200": _json("reset started", {"type": "object", "required": ["reset_id", "question"]}),
+                "400": _error("captcha_invalid"),
+                "422": _error("validation_failed"),
+                "429": _error("too_many_requests"),
+            },
+        }
+    },
+    "/api/v1/password-resets/question/{reset_id}": {
+        "post": {
+            "summary": "Answer the security question and set a new password (ends every session)",
+            "parameters": [{"name": "reset_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": _body({"type": "object", "required": ["answer", "new_password"], "properties": {
+                "answer": {"type": "string"}, "new_password": {"type": "string"}}}),
+            "responses": {
+                "204": {"description": "password changed"},
+                "400": _error("reset_invalid (unknown, expired or used reset id, or wrong answer); "
+                              "reset_attempts_exhausted; captcha_invalid"),
+                "422": _error("validation_failed: details.fields.new_password names the policy problem"),
+                "503": _error("overloaded"),
+            },
+        }
+    },
+    "/api/v1/password-resets/sms": {
+        "post": {
+            "summary": "Send a reset code to the phone if name, id number and phone are one account's",
+            "parameters": [LOADTEST_HEADER],
+            "requestBody": _body({"type": "object", "required": ["name", "id_number", "phone"], "properties": {
+                "name": {"type": "string"}, "id_number": {"type": "string"}, "phone": {"type": "string"},
+                "captcha": CAPTCHA}}),
+            "responses": {
+                "202": _json("accepted (sent only when the three match)", {
+                    "type": "object", "required": ["expires_in"], "properties": {"expires_in": {"type": "integer"}}}),
+                "400": _error("captcha_invalid"),
+                "422": _error("validation_failed"),
+                "429": _error("too_many_requests: codes to this phone too frequent (Retry-After)"),
+            },
+        }
+    },
+    "/api/v1/password-resets/sms/confirm": {
+        "post": {
+            "summary": "Check the SMS code and set a new password (ends every session)",
+            "requestBody": _body({"type": "object", "required": ["phone", "code", "new_password"], "properties": {
+                "phone": {"type": "string"}, "code": {"type": "string"}, "new_password": {"type": "string"}}}),
+            "responses": {
+                "204": {"description": "password changed"},
+                "400": _error("code_invalid (wrong, expired, used or out of attempts); captcha_invalid"),
+                "422": _error("validation_failed: details.fields.new_password names the policy problem"),
+                "503": _error("overloaded"),
             },
         }
     },
@@ -99,6 +231,21 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/admin/api/v1/loadtest-tokens": {
+        "post": {
+            "summary": "Issue a load-test token: sent as X-Loadtest-Token it lets captcha pass until it expires (audited)",
+            "requestBody": _body({"type": "object", "required": ["ttl_s"], "properties": {
+                "ttl_s": {"type": "integer", "minimum": 1, "maximum": 86400},
+                "name": {"type": "string", "maxLength": 100, "description": "label; default the operator's name"}}}),
+            "responses": {
+                "201": _json("the token", {"type": "object", "required": ["token", "expires_at"], "properties": {
+                    "token": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"},
+                    "token_id": {"type": "string"}, "name": {"type": "string"}}}),
+                "401": _error("no or wrong admin token"),
+                "422": _error("validation_failed: ttl_s out of range"),
+            },
+        }
+    },
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -115,6 +262,61 @@ SCHEMAS: dict[str, Any] = {
                     "details": {"type": "object"},
                 },
             }
+        },
+    },
+    "Captcha": {
+        "oneOf": [
+            {"type": "object", "required": ["kind", "id", "answer"], "properties": {
+                "kind": {"const": "image"}, "id": {"type": "string"}, "answer": {"type": "string"}}},
+            {"type": "object", "required": ["kind", "payload"], "properties": {
+                "kind": {"const": "pow"}, "payload": {"type": "string", "description": "base64 ALTCHA payload"}}},
+        ],
+    },
+    "PowChallenge": {
+        "type": "object",
+        "required": ["algorithm", "challenge", "maxnumber", "salt", "signature"],
+        "properties": {"algorithm": {"const": "SHA-256"}, "challenge": {"type": "string"},
+                       "maxnumber": {"type": "integer"}, "salt": {"type": "string"}, "signature": {"type": "string"}},
+    },
+    "Education": {
+        "type": "object",
+        "required": ["cert_no", "school", "graduated_on", "major", "level", "mode"],
+        "properties": {
+            "cert_no": {"type": "string"}, "school": {"type": "string"},
+            "graduated_on": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}, "major": {"type": "string"},
+            "level": {"enum": ["doctorate", "master", "bachelor", "college", "secondary"]},
+            "mode": {"enum": ["full_time", "part_time", "self_study", "online"]},
+        },
+    },
+    "Registration": {
+        "type": "object",
+        "required": ["username", "password", "name", "id_type", "id_number", "phone", "email",
+                     "security_question", "security_answer", "educations"],
+        "properties": {
+            "username": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{5,19}$"},
+            "password": {"type": "string", "minLength": 8, "maxLength": 32},
+            "name": {"type": "string"},
+            "id_type": {"enum": ["resident_id", "passport", "military_officer", "hk_macau_permit", "taiwan_permit"]},
+            "id_number": {"type": "string"},
+            "phone": {"type": "string", "pattern": "^1[3-9][0-9]{9}$"},
+            "email": {"type": "string", "format": "email"},
+            "security_question": {"type": "string"},
+            "security_answer": {"type": "string"},
+            "educations": {"type": "array", "minItems": 1, "maxItems": 10,
+                           "items": {"$ref": "#/components/schemas/Education"}},
+            "captcha": CAPTCHA,
+        },
+    },
+    "Profile": {
+        "type": "object",
+        "required": ["candidate_id", "username", "name", "id_type", "id_number", "phone", "email",
+                     "security_question", "created_at", "educations"],
+        "properties": {
+            "candidate_id": {"type": "integer"}, "username": {"type": "string"}, "name": {"type": "string"},
+            "id_type": {"type": "string"}, "id_number": {"type": "string", "description": "masked"},
+            "phone": {"type": "string"}, "email": {"type": "string"}, "security_question": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "educations": {"type": "array", "items": {"$ref": "#/components/schemas/Education"}},
         },
     },
     "Exam": {
@@ -159,5 +361,9 @@ def document() -> dict[str, Any]:
         "info": {"title": "examgate", "version": "1.0.0",
                  "description": "Peak-hour edge of the exam registration system (HTTP contract v1)."},
         "paths": PATHS,
-        "components": {"schemas": SCHEMAS},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"session": {"type": "http", "scheme": "bearer",
+                                            "description": "a candidate session token from POST /api/v1/sessions"}},
+        },
     }

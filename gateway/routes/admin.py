@@ -1,21 +1,29 @@
-"""The operators' API: live config (read, merge-patch), its audit, and live stats. Admin token required."""
+"""The operators' API: live config (read, merge-patch), its audit, live stats, load-test tokens. Admin token required."""
 
 from __future__ import annotations
 
+import copy
+from datetime import datetime, timezone
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
+from captcha import loadtest
 from core.timeutil import iso_local
 from gateway import keys
 from gateway.adminauth import ADMIN_NAME, admin_only
 from gateway.bodies import json_response, read_json
 from gateway.errors import ApiError, ValidationFailed
+from gateway.liveconfig import DEFAULT
 from gateway.stats import read_stats
 
 PATCH_TYPES = ("application/merge-patch+json", "application/json")
 AUDIT_LIMIT_MAX = 500
 STATS_WINDOW_S = 10
+LOADTEST_TTL_MAX_S = 24 * 3600
+LOADTEST_NAME_MAX_CHARS = 100
+LOADTEST_AUDIT_PATH = "loadtest_tokens"
 
 
 def _if_match(request: web.Request) -> int | None:
@@ -72,9 +80,58 @@ async def stats(request: web.Request) -> web.Response:
     return json_response(figures)
 
 
+def _loadtest_request(body: dict[str, Any], admin: str) -> tuple[int, str]:
+    problems: dict[str, str] = {}
+    ttl_s = body.get("ttl_s")
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= LOADTEST_TTL_MAX_S:
+        problems["ttl_s"] = f"must be an integer number of seconds from 1 to {LOADTEST_TTL_MAX_S}"
+    name = body.get("name", admin)
+    if not isinstance(name, str) or not name.strip() or len(name) > LOADTEST_NAME_MAX_CHARS:
+        problems["name"] = f"must be a label of 1-{LOADTEST_NAME_MAX_CHARS} characters"
+    for key in body:
+        if key not in ("ttl_s", "name"):
+            problems[key] = "is not a known field"
+    if problems:
+        raise ValidationFailed(problems, "invalid load-test token request")
+    return int(ttl_s), name.strip()  # type: ignore[arg-type, union-attr]
+
+
+async def _audit_loadtest_token(pg: asyncpg.Pool, actor: str, claims: loadtest.LoadtestClaims,
+                                expires_at: str) -> None:
+    """One config_audit row naming the token (id, name, expiry; never the token itself).
+
+    The row carries the config in force, unchanged, because the newest row is what
+    ``ConfigStore.rebuild`` restores: the table lock orders it after any config change
+    still being stored, so it never records a config older than the stored one.
+    """
+    change = {"path": LOADTEST_AUDIT_PATH, "old": None,
+              "new": {"token_id": claims.token_id, "name": claims.name, "expires_at": expires_at}}
+    async with pg.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE config_audit IN SHARE ROW EXCLUSIVE MODE")
+        row = await conn.fetchrow("SELECT version, config FROM config_audit ORDER BY id DESC LIMIT 1")
+        version, config = (row["version"], row["config"]) if row is not None else (0, copy.deepcopy(DEFAULT))
+        await conn.execute("INSERT INTO config_audit (version, actor, diff, config) VALUES ($1, $2, $3, $4)",
+                           version, actor, [change], config)
+
+
+@admin_only
+async def create_loadtest_token(request: web.Request) -> web.Response:
+    """Issue a signed token that lets captcha pass while it lasts; audited before it is handed out."""
+    admin = request[ADMIN_NAME]
+    ttl_s, name = _loadtest_request(await read_json(request), admin)
+    token = loadtest.issue(request.app[keys.LOADTEST_KEY], ttl_s=ttl_s, name=name)
+    claims = loadtest.read(request.app[keys.LOADTEST_KEY], token)
+    assert claims is not None
+    expires_at = iso_local(datetime.fromtimestamp(claims.expires_at_s, timezone.utc))
+    await _audit_loadtest_token(request.app[keys.PG], admin, claims, expires_at)
+    return json_response({"token": token, "expires_at": expires_at, "token_id": claims.token_id,
+                          "name": claims.name}, status=201, headers={"Cache-Control": "no-store"})
+
+
 def setup(app: web.Application) -> None:
     """Add the operator routes."""
     app.router.add_get("/admin/api/v1/config", get_config, name="admin.config.get")
     app.router.add_patch("/admin/api/v1/config", patch_config, name="admin.config.patch")
     app.router.add_get("/admin/api/v1/audit", list_audit, name="admin.audit")
     app.router.add_get("/admin/api/v1/stats", stats, name="admin.stats")
+    app.router.add_post("/admin/api/v1/loadtest-tokens", create_loadtest_token, name="admin.loadtest_tokens.create")

@@ -10,6 +10,7 @@ import orjson
 import redis.exceptions
 from aiohttp import web
 
+from captcha.pool import PoolStats, pool_stats
 from core import migrate
 from gateway import keys, openapi
 from gateway.bodies import json_response
@@ -61,12 +62,24 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+async def _captcha_pool_stats(request: web.Request) -> PoolStats | None:
+    client = request.app.get(keys.REDIS)
+    if client is None:
+        return None
+    try:
+        return await asyncio.wait_for(pool_stats(client), READY_TIMEOUT_S)
+    except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError):
+        return None  # a scrape still answers while Redis is away
+
+
 async def metrics_route(request: web.Request) -> web.Response:
     """Prometheus text, aggregated across the gateway's processes."""
     from gateway import metrics
 
     metrics.sample_pools(request.app.get(keys.PG), request.app.get(keys.REDIS))
     metrics.sample_limiter(request.app.get(keys.LIMITER))
+    metrics.sample_hasher(request.app.get(keys.HASHER))
+    metrics.sample_captcha(await _captcha_pool_stats(request), request.app.get(keys.CAPTCHA_TAKES))
     body, content_type = metrics.render()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type

@@ -1,0 +1,43 @@
+"""Captchas for candidates: a pre-drawn image from the pool, or an ALTCHA proof-of-work challenge.
+
+Images are never drawn here: the worker keeps the pool filled. An empty pool answers 503 with
+Retry-After at once rather than drawing on the event loop at the worst possible moment.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from captcha import pool, pow
+from captcha.errors import PoolEmpty
+from gateway import keys
+from gateway.bodies import json_response
+
+NO_STORE = {"Cache-Control": "no-store"}
+POOL_EMPTY_RETRY_AFTER_S = 1.0
+
+
+async def image(request: web.Request) -> web.Response:
+    """One image captcha (5 digits), its id, and how long its answer is accepted."""
+    app = request.app
+    issued = await pool.take(app[keys.REDIS], answer_ttl_s=app[keys.SETTINGS].captcha_answer_ttl_s,
+                             counters=app[keys.CAPTCHA_TAKES])
+    if issued is None:
+        raise PoolEmpty(POOL_EMPTY_RETRY_AFTER_S)
+    return json_response({"id": issued.id, "image": issued.data_url(), "expires_in": issued.expires_in_s},
+                         headers=NO_STORE)
+
+
+async def proof_of_work(request: web.Request) -> web.Response:
+    """A signed ALTCHA challenge; its difficulty (``maxnumber``) is live config."""
+    app = request.app
+    challenge = pow.create_challenge(app[keys.POW_KEY], maxnumber=app[keys.LIVE].current.pow_maxnumber,
+                                     ttl_s=app[keys.SETTINGS].pow_challenge_ttl_s)
+    return json_response(challenge, headers=NO_STORE)
+
+
+def setup(app: web.Application) -> None:
+    """Add the captcha routes."""
+    # No HEAD: a HEAD would take an image from the pool and throw it away.
+    app.router.add_get("/api/v1/captcha/image", image, name="captcha.image", allow_head=False)
+    app.router.add_get("/api/v1/captcha/pow", proof_of_work, name="captcha.pow", allow_head=False)
