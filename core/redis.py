@@ -403,6 +403,19 @@ class AutoPipeline:
             packed = hiredis.pack_command(args)
         except TypeError as exc:
             raise DataError(f"invalid Redis command argument in {args[:1]!r}: {exc}") from exc
+        return self._enqueue(packed)
+
+    def send_packed(self, packed: bytes) -> asyncio.Future[Any]:
+        """Queue one command already encoded in RESP; its reply resolves the returned future.
+
+        For callers that build one command shape at high rates from pre-encoded parts:
+        ``hiredis.pack_command`` costs ~0.25 µs per argument, a lot for a command of hundreds.
+        """
+        if self._closed:
+            raise ConnectionError("Redis client closed")
+        return self._enqueue(packed)
+
+    def _enqueue(self, packed: bytes) -> asyncio.Future[Any]:
         loop = self._loop or self._get_loop()
         fut = loop.create_future()
         self._parts.append(packed)

@@ -53,10 +53,11 @@ async def check_captcha(request: web.Request, body: dict[str, Any]) -> None:
 async def enforce_body_rules(request: web.Request, *, account: str | None = None,
                              id_number: str | None = None) -> None:
     """Decide the route's rate limits when they key on the body (the middleware decided the others already)."""
-    rules = request.app[keys.LIVE].current.rules_for(route_name(request))
+    live = request.app[keys.LIVE].current
+    name = route_name(request)
     # The same test as the throttle middleware: it leaves a route to its handler only then.
-    if rules and any(rule.key in throttle.BODY_KEYS for rule in rules):
-        await throttle.enforce(request, account=account, id_number=id_number, rules=rules)
+    if live.body_keyed(name):
+        await throttle.enforce(request, account=account, id_number=id_number, rules=live.rules_for(name))
 
 
 async def guard(request: web.Request, body: dict[str, Any], *, account: str | None = None,

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from ratelimit.errors import InvalidRule
-from ratelimit.rules import Rule, parse_rule, parse_rules
+from ratelimit.rules import BODY_KEY_KINDS, Rule, parse_rule, parse_rules
 
 CAPTCHA_MODES = ("image", "pow", "either", "off")
 SHEDDING_CLASSES = ("candidate_read", "candidate_write", "login", "payment_notify", "admin")
@@ -90,6 +90,7 @@ class LiveConfig:
     version: int
     document: dict[str, Any]
     _rules_by_route: dict[str, tuple[Rule, ...]] = field(default_factory=dict, init=False, repr=False)
+    _body_keyed_by_route: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
     _maintenance_by_route: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
     _captcha_by_route: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
@@ -99,6 +100,14 @@ class LiveConfig:
         if found is None:
             found = tuple(r for r in self.rules if r.mode != "off" and r.matches(route_name))
             self._rules_by_route[route_name] = found
+        return found
+
+    def body_keyed(self, route_name: str) -> bool:
+        """True when a rule of the route keys on what the body says (its handler enforces them)."""
+        found = self._body_keyed_by_route.get(route_name)
+        if found is None:
+            found = self._body_keyed_by_route[route_name] = any(
+                rule.key in BODY_KEY_KINDS for rule in self.rules_for(route_name))
         return found
 
     def maintenance_for(self, route_name: str) -> str | None:

@@ -18,32 +18,33 @@ from ratelimit.headers import ratelimit_headers
 from ratelimit.rules import Rule
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-BODY_KEYS = frozenset({"account", "id_number"})
 HEADERS_KEY = web.RequestKey("ratelimit_headers", dict)
 CANDIDATE_KEY = web.RequestKey("candidate_id", str)
 GLOBAL_SUBJECT = "all"
 
 
-def _subject(rule: Rule, request: web.Request, account: str | None, id_number: str | None) -> str | None:
-    kind = rule.key
-    if kind == "ip":
-        return request.app[keys.CLIENT_IP].of(request)
-    if kind == "global":
-        return GLOBAL_SUBJECT
-    if kind == "candidate":
-        return request.get(CANDIDATE_KEY)
-    if kind == "account":
-        return account.strip().lower() if account else None
-    return id_number.strip().upper() if id_number else None
-
-
 def _checks(request: web.Request, rules: tuple[Rule, ...], account: str | None,
             id_number: str | None) -> list[tuple[Rule, str]]:
+    """Each rule with its subject for this request; a rule whose subject is missing does not apply."""
     checks = []
+    ip = None
     for rule in rules:
-        subject = _subject(rule, request, account, id_number)
-        if subject is not None:  # e.g. a candidate rule on an anonymous request does not apply
-            checks.append((rule, subject))
+        kind = rule.key
+        if kind == "ip":
+            if ip is None:
+                ip = request.app[keys.CLIENT_IP].of(request)
+            checks.append((rule, ip))
+        elif kind == "global":
+            checks.append((rule, GLOBAL_SUBJECT))
+        elif kind == "candidate":
+            candidate = request.get(CANDIDATE_KEY)
+            if candidate is not None:  # an anonymous request
+                checks.append((rule, candidate))
+        elif kind == "account":
+            if account:
+                checks.append((rule, account.strip().lower()))
+        elif id_number:
+            checks.append((rule, id_number.strip().upper()))
     return checks
 
 
@@ -77,8 +78,10 @@ async def record_failure(request: web.Request, *, account: str | None = None,
 @web.middleware
 async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Apply request-keyed rules before the handler; add RateLimit headers to the answer."""
-    rules = request.app[keys.LIVE].current.rules_for(request.match_info.route.name or "")
-    if rules and not any(rule.key in BODY_KEYS for rule in rules):
+    live = request.app[keys.LIVE].current
+    name = request.match_info.route.name or ""
+    rules = live.rules_for(name)
+    if rules and not live.body_keyed(name):
         await enforce(request, rules=rules)
     response = await handler(request)
     headers = request.get(HEADERS_KEY)

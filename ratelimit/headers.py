@@ -62,12 +62,18 @@ def ratelimit_policy_header(verdict: Verdict) -> str | None:
 
 def most_restrictive(verdict: Verdict) -> RuleState | None:
     """The rule to report in RateLimit: a denying one with the latest retry, else the one with least left."""
-    enforced = [state for state in verdict.states if state.enforced]
-    denying = [state for state in enforced if not state.allowed]
-    candidates = denying or enforced
-    if not candidates:
-        return None
-    return min(candidates, key=lambda state: (0 if denying else state.remaining, -state.reset_s))
+    best: RuleState | None = None
+    denying = False
+    for state in verdict.states:  # one pass: this runs on every throttled response
+        if not state.enforced:
+            continue
+        if not state.allowed:
+            if not denying or state.reset_s > best.reset_s:  # type: ignore[union-attr]
+                best, denying = state, True
+        elif not denying and (best is None or state.remaining < best.remaining
+                              or (state.remaining == best.remaining and state.reset_s > best.reset_s)):
+            best = state
+    return best
 
 
 def ratelimit_header(verdict: Verdict) -> str | None:

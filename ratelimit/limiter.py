@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Literal, NamedTuple
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.redis import AutoPipeline
@@ -93,13 +93,19 @@ class LimiterSettings:
 
 
 _NOTHING = Verdict(True, 0.0, (), (), "none")
+_COUNTS = {n: f"${len(str(n))}\r\n{n}\r\n" for n in range(1, 17)}
+
+
+def bulk_strings(values: Sequence[object]) -> str:
+    """RESP bulk strings of ASCII values (key names and numbers here always are)."""
+    return "".join(f"${len(text)}\r\n{text}\r\n" for text in map(str, values))
 
 
 class _Plan:
     """What a rule needs on the hot path, computed once per rule object."""
 
-    __slots__ = ("rule_id", "prefix", "argv", "check_argv", "counts_failures", "enforce", "on_error", "cost", "limit", "quota", "window_s",
-                 "denials", "max_denials", "bucket")
+    __slots__ = ("rule_id", "prefix", "argv", "check_argv", "argv_resp", "check_argv_resp", "counts_failures",
+                 "enforce", "on_error", "cost", "limit", "quota", "window_s", "denials", "max_denials", "bucket")
 
     def __init__(self, rule: Rule, settings: LimiterSettings) -> None:
         emission = local.emission_us(rule.emission_interval_s)
@@ -110,6 +116,8 @@ class _Plan:
         # A rule counting failures is only checked on requests; ``failures=True`` consumes it.
         self.counts_failures = rule.counts == "failures"
         self.check_argv = (*self.argv[:3], self.argv[3] + 2) if self.counts_failures else self.argv
+        self.argv_resp = bulk_strings(self.argv)
+        self.check_argv_resp = bulk_strings(self.check_argv)
         self.on_error = rule.on_redis_error
         self.cost = rule.cost
         self.limit = rule.burst
@@ -134,22 +142,27 @@ class _Plan:
 
 
 class _Batch:
-    """The checks one process gathered in one event-loop tick, decided by one script call."""
+    """Checks gathered for one script call, kept as pre-encoded RESP parts (see ``Limiter._call``)."""
 
-    __slots__ = ("keys", "args", "futures", "sent", "timer")
+    __slots__ = ("keys", "args", "key_count", "arg_count", "futures", "sent", "timer")
 
     def __init__(self) -> None:
         self.keys: list[str] = []
-        self.args: list[int] = []
+        self.args: list[str] = []
+        self.key_count = 0
+        self.arg_count = 0
         self.futures: list[tuple[asyncio.Future[list[int]], int]] = []
         self.sent = False
         self.timer: asyncio.TimerHandle | None = None
 
-    def add(self, keys: list[str], args: list[int]) -> asyncio.Future[list[int]]:
+    def add(self, keys: str, args: str, rules: int) -> asyncio.Future[list[int]]:
+        """Add one request: its keys and arguments as bulk strings, ``rules`` of each."""
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self.keys.extend(keys)
-        self.args.extend(args)
-        self.futures.append((future, len(keys)))
+        self.keys.append(keys)
+        self.args.append(args)
+        self.key_count += rules
+        self.arg_count += 1 + 4 * rules
+        self.futures.append((future, rules))
         return future
 
     def resolve(self, reply: list[int]) -> None:
@@ -252,17 +265,19 @@ class Limiter:
         if not self.breaker.allow():
             counters["breaker_open"] += 1
             return self._fallback(active, failures)
-        keys = [plan.prefix + encode_subject(subject) for plan, subject in active]
-        args: list[int] = [len(active)]
-        for plan, _ in active:
-            args.extend(plan.argv if failures else plan.check_argv)
+        keys = []
+        args = [_COUNTS.get(len(active)) or bulk_strings((len(active),))]
+        for plan, subject in active:
+            key = plan.prefix + encode_subject(subject)
+            keys.append(f"${len(key)}\r\n{key}\r\n")
+            args.append(plan.argv_resp if failures else plan.check_argv_resp)
         try:
-            reply = await self._decide(keys, args)
+            reply = await self._decide("".join(keys), "".join(args), len(active))
         except (RedisError, TimeoutError):  # counted, and the breaker told, once per batch
             return self._fallback(active, failures)
         return self._verdict(active, reply, now)
 
-    def _decide(self, keys: list[str], args: list[int]) -> asyncio.Future[list[int]]:
+    def _decide(self, keys: str, args: str, rules: int) -> asyncio.Future[list[int]]:
         """Queue one request for the next batch; the future gets its part of the reply.
 
         A batch goes out at the end of the tick when no other is in flight. While one is,
@@ -278,8 +293,8 @@ class Limiter:
                 loop.call_soon(self._send_batch, batch)
             else:
                 batch.timer = loop.call_later(self._cork_s, self._send_batch, batch)
-        future = batch.add(keys, args)
-        if len(batch.keys) >= self.settings.max_batch_keys:
+        future = batch.add(keys, args, rules)
+        if batch.key_count >= self.settings.max_batch_keys:
             self._send_batch(batch)
         return future
 
@@ -315,13 +330,12 @@ class Limiter:
         counters = self.counters
         counters["redis_calls"] += 1
         breaker = self.breaker
-        args = [self._pad, len(batch.futures), *batch.args]
         try:
             if self._client_keeps_budget:
-                reply = await self.script.run(self.client, batch.keys, args)
+                reply = await self._evalsha(batch)
             else:
                 async with asyncio.timeout(self._budget_s):
-                    reply = await self.script.run(self.client, batch.keys, args)
+                    reply = await self._evalsha(batch)
         except (TimeoutError, RedisTimeoutError) as exc:
             counters["redis_timeouts"] += 1
             counters["redis_errors"] += 1
@@ -339,6 +353,19 @@ class Limiter:
             raise
         breaker.record_success()
         batch.resolve(reply)
+
+    async def _evalsha(self, batch: _Batch) -> list[int]:
+        """EVALSHA of the batch, encoded here from pre-encoded parts (see ``AutoPipeline.send_packed``)."""
+        key_count = batch.key_count
+        packed = "".join((
+            f"*{3 + key_count + 2 + batch.arg_count}\r\n$7\r\nEVALSHA\r\n$40\r\n{self.script.sha}\r\n",
+            bulk_strings((key_count,)), *batch.keys, bulk_strings((self._pad, len(batch.futures))), *batch.args,
+        )).encode()
+        try:
+            return await self.client.send_packed(packed)
+        except NoScriptError:
+            await self.script.load(self.client)
+            return await self.client.send_packed(packed)
 
     def _verdict(self, active: list[tuple[_Plan, str]], reply: list[int], sent_at: float) -> Verdict:
         received_at = self._clock()

@@ -15,6 +15,8 @@ OnRedisError = Literal["open", "closed", "local"]
 Counts = Literal["requests", "failures"]
 
 KEY_KINDS: tuple[str, ...] = ("ip", "candidate", "account", "id_number", "global")
+# Subjects a route's handler reads from the request body (the others come from the request itself).
+BODY_KEY_KINDS = frozenset({"account", "id_number"})
 MODES: tuple[str, ...] = ("enforce", "shadow", "off")
 ON_REDIS_ERROR: tuple[str, ...] = ("open", "closed", "local")
 COUNTS: tuple[str, ...] = ("requests", "failures")
