@@ -71,7 +71,7 @@ def password_settings(settings: Settings) -> PasswordSettings:
     """argon2id parameters and the hashing pool's size from the settings."""
     return PasswordSettings(memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost,
                             parallelism=settings.argon2_parallelism, threads=settings.hasher_threads,
-                            max_queue=settings.hasher_max_queue)
+                            max_queue=settings.hasher_max_queue, max_wait_ms=settings.hasher_max_wait_ms)
 
 
 def session_settings(settings: Settings) -> SessionSettings:

@@ -182,6 +182,10 @@ class Settings:
         default=64, metadata=_meta("HASHER_MAX_QUEUE", _int(0, 10_000),
                                    "hashes allowed to wait per process; beyond it login answers 503 at once")
     )
+    hasher_max_wait_ms: int = field(
+        default=600, metadata=_meta("HASHER_MAX_WAIT_MS", _int(0, 60_000),
+                                    "longest a login may wait for the hashing pool; beyond it 503 at once (0: no bound)")
+    )
     session_idle_timeout_s: float = field(
         default=30 * 60.0, metadata=_meta("SESSION_IDLE_TIMEOUT_S", _float(1, 7 * 86400),
                                           "a candidate session ends after this long unused")

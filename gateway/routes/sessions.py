@@ -62,6 +62,8 @@ async def create_session(request: web.Request) -> web.Response:
     """Sign in: 201 ``{"token", "expires_in"}``; 401 ``invalid_credentials``; 429 ``too_many_attempts``."""
     body = await read_json(request)
     username, password = _login_fields(body)
+    # Refuse a login the hashing pool cannot take before spending any Redis round trip on it.
+    request.app[keys.HASHER].check_capacity()
     try:
         await guard(request, body, account=username)
     except RateLimited as exc:

@@ -121,7 +121,7 @@ async def test_pool_full_is_raised_at_once() -> None:
 
 
 async def test_retry_after_grows_with_the_queue() -> None:
-    h = PasswordHasher(PasswordSettings(memory_kib=8192, time_cost=1, threads=1, max_queue=2000))
+    h = PasswordHasher(PasswordSettings(memory_kib=8192, time_cost=1, threads=1, max_queue=2000, max_wait_ms=0))
     try:
         h._mean_verify_s = 0.1  # a known mean: 100 ms per verify on one thread
         assert h.retry_after_s() == 1  # empty pool: at least 1
@@ -230,3 +230,17 @@ def test_policy(password: str, problem: str | None) -> None:
 def test_policy_without_identity() -> None:
     assert check_policy("Ab1#xyz9") is None
     assert check_policy("Ab1#xyz9", username="", id_number="") is None
+
+
+async def test_a_job_that_would_wait_too_long_is_refused_at_once() -> None:
+    """The time bound: with verifies measured at ~N ms, a pool queue longer than max_wait_ms refuses."""
+    hasher = PasswordHasher(PasswordSettings(memory_kib=8192, time_cost=1, threads=1, max_queue=1000, max_wait_ms=1))
+    try:
+        hasher.check_capacity()  # an empty pool accepts: one job finishes within a verify
+        jobs = [asyncio.ensure_future(hasher.verify(None, "x")) for _ in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(PoolFull):
+            hasher.check_capacity()
+        await asyncio.gather(*jobs, return_exceptions=True)
+    finally:
+        hasher.close()

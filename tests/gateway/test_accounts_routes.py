@@ -92,7 +92,8 @@ def gateway(pg_dsn: str) -> Iterator[Process]:
 
     with redis.Redis.from_url(TEST_REDIS_URL) as client:
         client.flushdb()
-    process = start_gateway(pg_dsn, TEST_REDIS_URL, workers=2, EXAMGATE_HASHER_MAX_QUEUE="512", **h.FAST_ARGON)
+    process = start_gateway(pg_dsn, TEST_REDIS_URL, workers=2, EXAMGATE_HASHER_MAX_QUEUE="512",
+                           EXAMGATE_HASHER_MAX_WAIT_MS="0", **h.FAST_ARGON)
     yield process
     assert process.stop() == 0, process.log()
 
