@@ -15,6 +15,8 @@ BENCHMARKS = {
     "seed": "benchmarks.bench_seed",
     "redis_get": "benchmarks.bench_redis_get",
     "ratelimit": "benchmarks.bench_ratelimit",
+    "login": "benchmarks.bench_login",
+    "captcha": "benchmarks.bench_captcha",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -71,3 +71,33 @@ def median_rps(samples: dict[str, list[float]]) -> dict[str, float]:
     import statistics
 
     return {name: round(statistics.median(values)) for name, values in samples.items()}
+
+
+def scrape_metrics(base_url: str) -> dict[str, float]:
+    """The gateway's ``/metrics`` as ``{'name{labels}': value}`` (comments dropped)."""
+    import urllib.request
+
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def wait_config_version(base_url: str, version: int, timeout_s: float = 5) -> None:
+    """Wait until the gateway answering ``base_url`` runs live config ``version`` or newer."""
+    import json
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(base_url + "/healthz", timeout=5) as resp:
+            if int(json.loads(resp.read())["config_version"]) >= version:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"live config version {version} not applied in {timeout_s} s")
+        time.sleep(0.05)
