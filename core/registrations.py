@@ -1,0 +1,368 @@
+"""Enrolment in an exam: the ``POST /api/v1/registrations`` body checked against the catalogue, and the repository.
+
+Validation collects every problem (``RegistrationInvalid.fields`` maps dotted paths such as
+``subjects.1`` to snake_case codes, like ``core.accounts``); an exam outside its registration
+window is ``RegistrationClosed`` whatever the rest of the body says. PostgreSQL enforces one
+registration per candidate and exam (``registrations_candidate_exam_key``): however many creates
+race, one row is written and the others get ``AlreadyRegistered``.
+
+Status moves draft → confirmed → paid (or cancelled / expired); ``confirm`` needs a live seat hold,
+which lives in Redis (the caller checks it: core does not know the queueing package).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import unicodedata
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Union
+
+import asyncpg
+
+from core.catalogue import Exam
+from core.errors import CoreError, NotFound, StorageUnavailable
+from core.timeutil import iso_local, utcnow
+
+__all__ = [
+    "AlreadyRegistered", "CannotConfirm", "HoldRequired", "RegistrationClosed", "RegistrationError",
+    "RegistrationInvalid", "RegistrationRequest",
+    "check_window", "confirm", "create", "get", "parse_request",
+    "CITY_MAX_CHARS", "STATUSES", "WORK_YEARS_MAX",
+]  # fmt: skip
+
+PG = Union[asyncpg.Pool, asyncpg.Connection]
+
+STATUSES = ("draft", "confirmed", "paid", "cancelled", "expired")
+CITY_MAX_CHARS = 32
+WORK_YEARS_MAX = 60
+_FIELDS = ("exam_id", "province", "city", "level", "specialty", "subjects", "work_years", "commitment")
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+class RegistrationError(CoreError):
+    """Base class of the enrolment errors; ``code`` is the API error code."""
+
+    code: ClassVar[str] = "registration_error"
+
+
+class RegistrationInvalid(RegistrationError):
+    """The body has problems: ``fields`` maps each bad field path to a problem code (HTTP 422)."""
+
+    code = "validation_failed"
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("invalid registration: " + ", ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+class RegistrationClosed(RegistrationError):
+    """The exam is outside its registration window (HTTP 403 ``registration_closed``)."""
+
+    code = "registration_closed"
+
+    def __init__(self, exam_id: int, opens_at: datetime, closes_at: datetime) -> None:
+        super().__init__(f"registration for exam {exam_id} is open from {opens_at.isoformat()} to {closes_at.isoformat()}")
+        self.exam_id = exam_id
+        self.opens_at = opens_at
+        self.closes_at = closes_at
+
+
+class AlreadyRegistered(RegistrationError):
+    """The candidate already has a registration for this exam (HTTP 409 ``already_registered``)."""
+
+    code = "already_registered"
+
+    def __init__(self, candidate_id: int, exam_id: int) -> None:
+        super().__init__(f"candidate {candidate_id} is already registered for exam {exam_id}")
+        self.candidate_id = candidate_id
+        self.exam_id = exam_id
+
+
+class HoldRequired(RegistrationError):
+    """Confirming needs a live seat hold, and there is none (HTTP 409 ``hold_required``)."""
+
+    code = "hold_required"
+
+    def __init__(self, registration_id: int) -> None:
+        super().__init__(f"registration {registration_id} has no live seat hold")
+        self.registration_id = registration_id
+
+
+class CannotConfirm(RegistrationError):
+    """The registration is paid, cancelled or expired, so it cannot be confirmed (HTTP 409; ``status`` says which)."""
+
+    code = "cannot_confirm"
+
+    def __init__(self, registration_id: int, status: str) -> None:
+        super().__init__(f"registration {registration_id} is {status} and cannot be confirmed")
+        self.registration_id = registration_id
+        self.status = status
+
+
+# -- validation --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRequest:
+    """A validated enrolment: subjects in the catalogue's order, city with whitespace normalised."""
+
+    exam_id: int
+    province: str
+    city: str
+    level: str
+    specialty: str
+    subjects: tuple[str, ...]
+    work_years: int
+
+
+def check_window(exam: Exam, *, now: datetime | None = None) -> None:
+    """``RegistrationClosed`` unless ``now`` is within the exam's registration window."""
+    now = now or utcnow()
+    if not exam.registration_opens_at <= now < exam.registration_closes_at:
+        raise RegistrationClosed(exam.id, exam.registration_opens_at, exam.registration_closes_at)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _string(body: Mapping[str, Any], key: str, fields: dict[str, str]) -> str | None:
+    value = body.get(key)
+    if value is None:
+        fields.setdefault(key, "required")
+        return None
+    if not isinstance(value, str):
+        fields.setdefault(key, "must_be_string")
+        return None
+    return value
+
+
+def _city(raw: str) -> tuple[str | None, str | None]:
+    city = " ".join(unicodedata.normalize("NFC", raw).split())
+    if not city:
+        return None, "required"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in city):
+        return None, "invalid_characters"
+    if len(city) > CITY_MAX_CHARS:
+        return None, "too_long"
+    return city, None
+
+
+def _subjects(value: Any, allowed: Collection[str] | None, fields: dict[str, str]) -> list[str]:
+    """The chosen codes in order; ``allowed`` None checks shape and duplicates only (unknown exam)."""
+    if value is None:
+        fields["subjects"] = "required"
+        return []
+    if not isinstance(value, list):
+        fields["subjects"] = "must_be_list"
+        return []
+    if not value:
+        fields["subjects"] = "required"
+        return []
+    chosen: list[str] = []
+    for i, code in enumerate(value):
+        if not isinstance(code, str):
+            fields[f"subjects.{i}"] = "must_be_string"
+        elif allowed is not None and code not in allowed:
+            fields[f"subjects.{i}"] = "invalid_choice"
+        elif code in chosen:
+            fields[f"subjects.{i}"] = "duplicate"
+        else:
+            chosen.append(code)
+    return chosen
+
+
+def parse_request(
+    body: Any,
+    exams: Mapping[int, Exam],
+    *,
+    now: datetime | None = None,
+    ignore: Collection[str] = ("captcha",),
+) -> RegistrationRequest:
+    """Validate an enrolment body against the catalogue (``Catalogue.exams``) and the registration window.
+
+    Raises ``RegistrationInvalid`` listing every bad field, or ``RegistrationClosed`` when the exam
+    exists but is outside its window (checked first: a closed exam's form problems do not matter).
+    """
+    if not isinstance(body, dict):
+        raise RegistrationInvalid({"body": "must_be_object"})
+    fields: dict[str, str] = {}
+    for key in body:
+        if key not in _FIELDS and key not in ignore:
+            fields[str(key)] = "unknown_field"
+
+    exam: Exam | None = None
+    exam_id = body.get("exam_id")
+    if exam_id is None:
+        fields["exam_id"] = "required"
+    elif not _is_int(exam_id):
+        fields["exam_id"] = "must_be_integer"
+    else:
+        exam = exams.get(exam_id)
+        if exam is None:
+            fields["exam_id"] = "unknown_exam"
+        else:
+            check_window(exam, now=now)
+
+    province = _string(body, "province", fields)
+    if province is not None and exam is not None and province not in exam.provinces:
+        fields["province"] = "invalid_choice"
+
+    city: str | None = None
+    raw = _string(body, "city", fields)
+    if raw is not None:
+        city, problem = _city(raw)
+        if problem:
+            fields["city"] = problem
+
+    level = _string(body, "level", fields)
+    specialty = _string(body, "specialty", fields)
+    allowed: list[str] = []
+    if exam is not None:
+        allowed = list(exam.subjects)
+        if level is not None and not any(lvl["code"] == level for lvl in exam.levels):
+            fields["level"] = "invalid_choice"
+        elif level is not None and specialty is not None:
+            taken = exam.specialty_subjects(level, specialty)
+            if taken is None:
+                fields["specialty"] = "invalid_choice"
+            else:
+                allowed = taken
+    subjects = _subjects(body.get("subjects"), allowed if exam is not None else None, fields)
+
+    work_years = body.get("work_years")
+    if work_years is None:
+        fields["work_years"] = "required"
+    elif not _is_int(work_years):
+        fields["work_years"] = "must_be_integer"
+    elif not 0 <= work_years <= WORK_YEARS_MAX:
+        fields["work_years"] = "out_of_range"
+
+    commitment = body.get("commitment")
+    if commitment is None:
+        fields["commitment"] = "required"
+    elif commitment is not True:
+        fields["commitment"] = "must_be_true"
+
+    if fields:
+        raise RegistrationInvalid(fields)
+    assert exam is not None and province is not None and city is not None
+    assert level is not None and specialty is not None
+    order = {code: i for i, code in enumerate(exam.subjects)}
+    return RegistrationRequest(
+        exam.id, province, city, level, specialty, tuple(sorted(subjects, key=order.__getitem__)), work_years
+    )
+
+
+# -- repository --------------------------------------------------------------------------------------
+
+# Driver errors that mean "PostgreSQL is not answering", as opposed to a bug or a rule.
+_PG_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+@contextlib.asynccontextmanager
+async def _storage() -> AsyncIterator[None]:
+    try:
+        yield
+    except _PG_DOWN as exc:
+        raise StorageUnavailable("postgresql", str(exc) or type(exc).__name__) from exc
+
+
+_CREATE = """
+INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code, subjects, work_years)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING id
+"""
+
+
+async def create(pg: PG, candidate_id: int, request: RegistrationRequest) -> int:
+    """Insert a draft registration; its id, or ``AlreadyRegistered`` if the candidate has one for the exam."""
+    try:
+        async with _storage():
+            registration_id = await pg.fetchval(
+                _CREATE, candidate_id, request.exam_id, request.province, request.city, request.level,
+                request.specialty, list(request.subjects), request.work_years,
+            )  # fmt: skip
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "registrations_candidate_exam_key":
+            raise
+        raise AlreadyRegistered(candidate_id, request.exam_id) from exc
+    return int(registration_id)
+
+
+# The order shown is the paid one, else the pending one, else the latest (closed) one.
+_GET = """
+SELECT r.id, r.exam_id, r.status, r.province, r.city, r.level_code, r.specialty_code, r.subjects,
+       r.work_years, r.site_id, r.hold_expires_at, r.created_at, r.updated_at,
+       (SELECT o.order_no FROM orders o WHERE o.registration_id = r.id
+        ORDER BY o.status = 'paid' DESC, o.status = 'pending' DESC, o.created_at DESC LIMIT 1) AS order_no,
+       (SELECT t.ticket_no FROM admission_tickets t WHERE t.registration_id = r.id) AS ticket_no
+FROM registrations r
+WHERE r.id = $1 AND r.candidate_id = $2
+"""
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else iso_local(moment)
+
+
+async def get(pg: PG, registration_id: int, candidate_id: int) -> dict[str, Any] | None:
+    """The candidate's own registration for ``GET /api/v1/registrations/{id}``; None if absent or someone else's."""
+    async with _storage():
+        row = await pg.fetchrow(_GET, registration_id, candidate_id)
+    if row is None:
+        return None
+    return {
+        "registration_id": row["id"],
+        "exam_id": row["exam_id"],
+        "status": row["status"],
+        "province": row["province"],
+        "city": row["city"],
+        "level": row["level_code"],
+        "specialty": row["specialty_code"],
+        "subjects": list(row["subjects"]),
+        "work_years": row["work_years"],
+        "site_id": row["site_id"],
+        "hold_expires_at": _iso(row["hold_expires_at"]),
+        "order_no": row["order_no"],
+        "ticket_no": row["ticket_no"],
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+    }
+
+
+_CONFIRM = """
+UPDATE registrations SET status = 'confirmed', updated_at = now()
+WHERE id = $1 AND candidate_id = $2 AND status = 'draft'
+RETURNING id
+"""
+_STATUS = "SELECT status FROM registrations WHERE id = $1 AND candidate_id = $2"
+
+
+async def confirm(pg: PG, registration_id: int, candidate_id: int, *, has_live_hold: bool) -> bool:
+    """Move a draft to confirmed (its details are final afterwards); True if this call did it.
+
+    Needs a live seat hold (``HoldRequired``); already confirmed is a no-op (False); paid, cancelled
+    or expired is ``CannotConfirm``; a registration that is not the candidate's is ``NotFound``.
+    """
+    async with _storage():
+        if has_live_hold and await pg.fetchval(_CONFIRM, registration_id, candidate_id) is not None:
+            return True
+        status = await pg.fetchval(_STATUS, registration_id, candidate_id)
+    if status is None:
+        raise NotFound("registration", registration_id)
+    if status == "confirmed":
+        return False
+    if status == "draft":
+        raise HoldRequired(registration_id)
+    raise CannotConfirm(registration_id, status)

@@ -1,0 +1,251 @@
+"""The waiting room of an exam: places, a draw for those who came early, a rate-bound serving counter.
+
+How it works (the scripts are ``room_join.lua``, ``room_status.lua``, ``room_advance.lua``):
+
+- **Joining** is idempotent per candidate: the same ticket and position until the place expires.
+  Before the room opens, a new place joins the *draw*: it gets a secret random key, and at the
+  opening the draw is frozen, its places taking positions 1..N in the order of their keys, a
+  uniformly random permutation that owes nothing to who joined first. Freezing is one HSET done
+  by whichever script of the room first runs at or after ``opens_at`` (so exactly once, however
+  many processes race) and costs O(1): a drawn place's position is its rank, read when needed,
+  rather than N writes that would block Redis for the whole draw. From the opening on, a new place
+  takes the next position (N + 1, N + 2, … by ``HINCRBY``: first come, first served).
+- **Serving** is the highest position admitted. ``advance`` (the worker calls it for every enabled
+  exam, say every 100-1000 ms) moves it on by the admissions owed since its previous call:
+  elapsed time × ``admit_per_s`` plus the fraction carried over, so calling it more often or from
+  more processes never admits more. Time with nobody waiting is not banked.
+- **Expiry.** Every poll (and a repeated join) marks the place seen. A place not seen for longer
+  than ``place_ttl_s`` is dead. The exact rule: when the serving counter reaches a place, the
+  place is admitted if it was seen within the TTL *at that moment* (and spends one admission),
+  otherwise it is marked expired and passed over without spending one. So about ``admit_per_s``
+  live candidates are admitted per second and serving moves faster over abandoned stretches. A
+  poll of a place that is dead (passed over, or simply not seen within the TTL) marks it expired
+  for good and raises ``PlaceExpired``; joining again then gives a new place at the back (a place
+  still in the draw before the opening is simply seen again, keeping its draw key).
+- **Numbers.** ``ahead`` counts positions between serving and the place (dead ones included, so
+  it is an upper bound), and the ETA divides it by the *measured* rate at which serving passes
+  positions (an exponential average over ``RATE_WINDOW_S``, dead places included, so the two
+  agree); before a first measurement it falls back to ``admit_per_s``. ``poll_after_s`` is a tenth
+  of the ETA clamped to 2..60 s and never more than a third of the place TTL, so a candidate who
+  follows it never expires and far-back candidates poll rarely.
+
+Clocks: every function takes ``now_s``; ``None`` (the default, and what the gateway should use)
+means the Redis server's clock, one clock for every process.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import re
+import secrets
+from typing import Any, NamedTuple
+
+from core.redis import AutoPipeline
+from core.scripts import Script, ScriptClient, load_scripts
+from queueing import keys
+from queueing.errors import PlaceExpired, PlaceNotFound
+
+__all__ = [
+    "Advance", "Place", "RoomStats", "Status",
+    "advance", "clear", "join", "stats", "status",
+    "MAX_SCAN", "POLL_FRACTION", "POLL_MAX_S", "POLL_MIN_S", "RATE_WINDOW_S", "TICKET_BYTES",
+]  # fmt: skip
+
+TICKET_BYTES = 16  # 128 random bits, 22 url-safe characters
+_TICKET = re.compile(r"[A-Za-z0-9_-]{22}").fullmatch
+DRAW_KEY_BITS = 52  # exact in a double, which is what a sorted-set score is
+
+POLL_MIN_S = 2
+POLL_MAX_S = 60
+POLL_FRACTION = 10  # poll about ten times over the expected wait
+POLL_SPREAD_S = 5  # before the opening, polls are spread over this much after it (no herd at the minute)
+RATE_WINDOW_S = 30
+# Places one advance may pass: bounds the script's run time when many are dead (measured ~3.5 µs
+# a place, so ~3.5 ms at most); called every 100 ms that still crosses 10,000 dead places a second.
+MAX_SCAN = 1000
+
+
+class Place(NamedTuple):
+    """A candidate's place, as ``join`` answers: position 0 while the draw has not happened."""
+
+    ticket: str
+    position: int
+    serving: int
+    ahead: int
+    eta_s: int
+    poll_after_s: int
+    admitted: bool
+
+
+class Status(NamedTuple):
+    """One status poll: ``admitted`` once serving has reached the position (then issue an admission token)."""
+
+    position: int
+    serving: int
+    ahead: int
+    eta_s: int
+    poll_after_s: int
+    admitted: bool
+    candidate_id: int
+
+
+class Advance(NamedTuple):
+    """What one ``advance`` did: the new serving counter, places admitted and skipped, places still waiting."""
+
+    serving: int
+    admitted: int
+    skipped: int
+    waiting: int
+    opened: bool
+
+
+class RoomStats(NamedTuple):
+    """The room's counters for operators: places given, serving, the measured rate (positions/s)."""
+
+    opened: bool
+    drawn: int
+    tail: int
+    serving: int
+    waiting: int
+    rate_per_s: float | None
+
+
+@functools.cache
+def _scripts() -> dict[str, Script]:
+    return load_scripts("queueing")
+
+
+def _now_arg(now_s: float | None) -> str:
+    return "" if now_s is None else str(round(now_s * 1000))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _rate(measured: Any, configured: float | None, stored: Any) -> float:
+    for value in (_text(measured), configured, _text(stored)):
+        if value not in (None, ""):
+            rate = float(value)
+            if rate > 0:
+                return rate
+    return 1.0
+
+
+def _numbers(
+    position: int, serving: int, drawn: int, opens_at_ms: int, now_ms: int, rate: float, ttl_ms: int
+) -> tuple[int, int, int, bool]:
+    """(ahead, eta_s, poll_after_s, admitted) of a place."""
+    cap = max(1, min(POLL_MAX_S, ttl_ms // 3000))
+    if position == 0:
+        # In the draw, before the opening: everyone else drawn may end up ahead.
+        until_open_s = max(0, math.ceil((opens_at_ms - now_ms) / 1000))
+        poll = until_open_s + random.randint(0, POLL_SPREAD_S)
+        return max(0, drawn - 1), until_open_s, min(cap, max(POLL_MIN_S, poll)), False
+    if position <= serving:
+        return 0, 0, 0, True
+    ahead = position - serving - 1
+    eta_s = math.ceil((ahead + 1) / rate)
+    poll = math.ceil(ahead / rate / POLL_FRACTION)
+    return ahead, eta_s, min(cap, max(POLL_MIN_S, poll)), False
+
+
+async def join(
+    client: ScriptClient,
+    exam_id: int,
+    candidate_id: int,
+    *,
+    opens_at_s: float,
+    place_ttl_s: int,
+    now_s: float | None = None,
+    admit_per_s: float | None = None,
+) -> Place:
+    """Take the candidate's place in the exam's waiting room, or find it again (same ticket, same position).
+
+    ``opens_at_s`` is when the room opens (epoch seconds); ``admit_per_s`` is only the ETA's
+    fallback before the rate has been measured.
+    """
+    reply = await _scripts()["room_join"].run(
+        client,
+        keys.room_keys(exam_id),
+        [candidate_id, secrets.token_urlsafe(TICKET_BYTES), secrets.randbits(DRAW_KEY_BITS),
+         int(opens_at_s * 1000), _now_arg(now_s), int(place_ttl_s * 1000)],
+    )  # fmt: skip
+    ticket, position, serving, drawn, opens_at_ms, now_ms, measured, stored = reply
+    rate = _rate(measured, admit_per_s, stored)
+    ahead, eta_s, poll_after_s, admitted = _numbers(
+        position, serving, drawn, opens_at_ms, now_ms, rate, int(place_ttl_s * 1000)
+    )
+    return Place(_text(ticket), position, serving, ahead, eta_s, poll_after_s, admitted)
+
+
+async def status(
+    client: ScriptClient,
+    exam_id: int,
+    ticket: str,
+    *,
+    now_s: float | None = None,
+    admit_per_s: float | None = None,
+) -> Status:
+    """Poll a place (marking it seen): its numbers, or ``PlaceExpired`` / ``PlaceNotFound``. One script call."""
+    if not isinstance(ticket, str) or _TICKET(ticket) is None:
+        raise PlaceNotFound(exam_id)
+    meta, _, tickets, draw, _ = keys.room_keys(exam_id)
+    reply = await _scripts()["room_status"].run(client, (meta, tickets, draw), [ticket, _now_arg(now_s)])
+    if reply[0] == 0:
+        raise PlaceNotFound(exam_id)
+    if reply[0] == -1:
+        raise PlaceExpired(exam_id, int(reply[1]))
+    _, candidate_id, position, serving, drawn, opens_at_ms, now_ms, measured, stored, ttl_ms = reply
+    rate = _rate(measured, admit_per_s, stored)
+    ahead, eta_s, poll_after_s, admitted = _numbers(position, serving, drawn, opens_at_ms, now_ms, rate, ttl_ms)
+    return Status(position, serving, ahead, eta_s, poll_after_s, admitted, int(candidate_id))
+
+
+async def advance(
+    client: ScriptClient,
+    exam_id: int,
+    *,
+    admit_per_s: float,
+    now_s: float | None = None,
+    max_scan: int = MAX_SCAN,
+) -> Advance:
+    """Admit the candidates owed since the last call at ``admit_per_s`` (live), skipping dead places.
+
+    Safe to call from any number of processes at any frequency; it also opens the room when due.
+    """
+    if not admit_per_s > 0:
+        raise ValueError("admit_per_s must be positive")
+    meta, _, tickets, draw, order = keys.room_keys(exam_id)
+    serving, admitted, skipped, tail, opened = await _scripts()["room_advance"].run(
+        client, (meta, tickets, draw, order), [repr(float(admit_per_s)), _now_arg(now_s), max_scan, RATE_WINDOW_S * 1000]
+    )
+    return Advance(serving, admitted, skipped, max(0, tail - serving), bool(opened))
+
+
+async def _command(client: ScriptClient, *args: Any) -> Any:
+    """A command without a method of its own, on either kind of client."""
+    if isinstance(client, AutoPipeline):
+        return await client.execute(*args)
+    return await client.execute_command(*args)
+
+
+async def stats(client: ScriptClient, exam_id: int) -> RoomStats:
+    """The room's counters (one HMGET), for the operators' live figures."""
+    opened, tail, serving, rate = await _command(
+        client, "HMGET", keys.room_meta(exam_id), "opened", "tail", "serving", "rate"
+    )
+    drawn = int(opened) if opened is not None else 0
+    tail_n = int(tail) if tail is not None else 0
+    serving_n = int(serving) if serving is not None else 0
+    return RoomStats(
+        opened is not None, drawn, tail_n, serving_n, max(0, tail_n - serving_n),
+        float(rate) if rate is not None else None,
+    )  # fmt: skip
+
+
+async def clear(client: ScriptClient, exam_id: int) -> int:
+    """Delete the exam's whole waiting room (every place and counter); the number of keys removed."""
+    return int(await client.delete(*keys.room_keys(exam_id)))
