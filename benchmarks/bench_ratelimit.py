@@ -20,7 +20,7 @@ RULES = [
 ]
 
 
-def run(rounds: int = 3, duration_s: int = 6) -> list[dict[str, Any]]:
+def run(rounds: int = 7, duration_s: int = 4) -> list[dict[str, Any]]:
     """Measure and return the figures with their targets."""
     with scratch_stores() as (pg_dsn, redis_url):
         gateway = start_gateway(pg_dsn, redis_url, workers=1, cpus="0", EXAMGATE_BENCH_ROUTES="true",

@@ -43,14 +43,17 @@ def scratch_stores() -> Iterator[tuple[str, str]]:
 
 def measure_routes(base_url: str, routes: dict[str, str], *, rounds: int = 3, duration_s: int = 6,
                    label: str = "") -> dict[str, list[float]]:
-    """Requests/s of each route, measured in interleaved rounds after a short warm-up."""
+    """Requests/s of each route, measured in interleaved rounds (alternating order) after a short warm-up."""
     from benchmarks.wrk import run_wrk
 
     for path in routes.values():
         run_wrk(base_url + path, duration_s=2)
     samples: dict[str, list[float]] = {name: [] for name in routes}
+    order = list(routes.items())
     for round_no in range(rounds):
-        for name, path in routes.items():
+        # Odd rounds run the routes in reverse, so a machine whose speed drifts during a round
+        # favours no route: on a shared VM the do-nothing route alone varies ±25 % minute to minute.
+        for name, path in (order if round_no % 2 == 0 else order[::-1]):
             result = run_wrk(base_url + path, duration_s=duration_s)
             if result.non_2xx:
                 raise RuntimeError(f"{path}: {result.non_2xx} non-2xx responses")

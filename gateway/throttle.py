@@ -12,13 +12,17 @@ from __future__ import annotations
 from typing import Awaitable, Callable
 
 from aiohttp import web
+from multidict import istr
 
 from gateway import keys
-from ratelimit.headers import ratelimit_headers
+from ratelimit.headers import ratelimit_header, ratelimit_policy_header
+from ratelimit.limiter import Verdict
 from ratelimit.rules import Rule
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-HEADERS_KEY = web.RequestKey("ratelimit_headers", dict)
+VERDICT_KEY = web.RequestKey("ratelimit_verdict", Verdict)
+POLICY_HEADER = istr("RateLimit-Policy")
+RATELIMIT_HEADER = istr("RateLimit")
 CANDIDATE_KEY = web.RequestKey("candidate_id", str)
 GLOBAL_SUBJECT = "all"
 
@@ -57,12 +61,9 @@ async def enforce(request: web.Request, *, account: str | None = None, id_number
     if not checks:
         return
     verdict = await request.app[keys.LIMITER].check(checks)
-    refusal = verdict.refusal()
-    if refusal is not None:
-        raise refusal
-    headers = ratelimit_headers(verdict)
-    if headers:
-        request[HEADERS_KEY] = headers
+    if not verdict.allowed:
+        raise verdict.refusal()  # type: ignore[misc]
+    request[VERDICT_KEY] = verdict
 
 
 async def record_failure(request: web.Request, *, account: str | None = None,
@@ -75,16 +76,27 @@ async def record_failure(request: web.Request, *, account: str | None = None,
         await request.app[keys.LIMITER].check(checks, failures=True)
 
 
+def _add_headers(response: web.StreamResponse, verdict: Verdict) -> None:
+    policy = ratelimit_policy_header(verdict)
+    current = ratelimit_header(verdict)
+    if policy is not None and current is not None:
+        headers = response.headers
+        headers[POLICY_HEADER] = policy
+        headers[RATELIMIT_HEADER] = current
+
+
 @web.middleware
 async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Apply request-keyed rules before the handler; add RateLimit headers to the answer."""
     live = request.app[keys.LIVE].current
     name = request.match_info.route.name or ""
     rules = live.rules_for(name)
-    if rules and not live.body_keyed(name):
+    if not rules:
+        return await handler(request)
+    if not live.body_keyed(name):  # else the handler enforces, once it has read the body
         await enforce(request, rules=rules)
     response = await handler(request)
-    headers = request.get(HEADERS_KEY)
-    if headers:
-        response.headers.update(headers)
+    verdict = request.get(VERDICT_KEY)
+    if verdict is not None:
+        _add_headers(response, verdict)
     return response
