@@ -16,6 +16,7 @@ from captcha.pool import TakeCounters, preload_scripts
 from core.db import PoolSettings, create_pool
 from core.passwords import PasswordHasher, PasswordSettings
 from core.redis import AutoPipeline
+from core.scripts import load_scripts, preload
 from core.sessions import SessionSettings
 from gateway import keys as appkeys
 from gateway.catalogue import CatalogueCache
@@ -24,6 +25,8 @@ from gateway.config import Settings
 from gateway.configstore import ConfigStore, LiveConfigWatcher
 from gateway.metrics import LoopLagMonitor
 from gateway.middleware import make_edge_middleware
+from gateway.registration_refs import RegistrationRefs
+from gateway.seat_stats import register_seat_stats
 from gateway.shedding import Shedder, shedding
 from gateway.stats import StatsRecorder
 from gateway.throttle import throttle
@@ -91,6 +94,14 @@ async def _accounts(app: web.Application) -> AsyncIterator[None]:
     await asyncio.get_running_loop().run_in_executor(None, hasher.close)
 
 
+async def _seats(app: web.Application) -> AsyncIterator[None]:
+    # Waiting-room and hold scripts loaded before the first poll or hold (no NOSCRIPT round trip at peak).
+    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+        await asyncio.wait_for(preload(app[appkeys.REDIS], load_scripts("queueing")), timeout=1)
+    register_seat_stats(app)
+    yield
+
+
 async def _live(app: web.Application) -> AsyncIterator[None]:
     redis_py = app[appkeys.REDIS_PY]
     app[appkeys.CONFIG_STORE] = ConfigStore(redis_py, app[appkeys.PG])
@@ -136,7 +147,9 @@ def create_app(settings: Settings) -> web.Application:
         captcha,
         exams,
         health,
+        queue,
         recovery,
+        registrations,
         sessions,
     )
 
@@ -153,13 +166,17 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.LOADTEST_KEY] = settings.derived_key("loadtest")
     app[appkeys.RECOVERY_KEY] = settings.derived_key("recovery")
     app[appkeys.CAPTCHA_TAKES] = TakeCounters()
-    app.cleanup_ctx.extend([_postgres, _redis, _live, _accounts, _background])
+    app[appkeys.ADMISSION_KEY] = settings.derived_key("admission")
+    app[appkeys.REGISTRATION_REFS] = RegistrationRefs()
+    app.cleanup_ctx.extend([_postgres, _redis, _live, _accounts, _seats, _background])
     health.setup(app)
     exams.setup(app)
     captcha.setup(app)
     accounts.setup(app)
     sessions.setup(app)
     recovery.setup(app)
+    queue.setup(app)
+    registrations.setup(app)
     admin.setup(app)
     if settings.bench_routes:
         bench.setup(app)

@@ -45,3 +45,22 @@ async def candidate_id(request: web.Request) -> int:
     request[CANDIDATE_ID] = resolved
     request[throttle.CANDIDATE_KEY] = str(resolved)
     return resolved
+
+
+async def enforce_candidate_rules(request: web.Request) -> None:
+    """Decide the route's rate limits keyed by candidate, once ``candidate_id`` has run.
+
+    The throttle middleware runs before the handler knows the candidate, so it decides the
+    ip and global rules and leaves these out; a route without such rules costs nothing here.
+    """
+    live = request.app[keys.LIVE].current
+    name = request.match_info.route.name or ""
+    rules = live.rules_for(name)
+    if not rules:
+        return
+    if live.body_keyed(name):  # the middleware left every rule of the route to the handler
+        await throttle.enforce(request, rules=rules)
+        return
+    by_candidate = tuple(rule for rule in rules if rule.key == "candidate")
+    if by_candidate:
+        await throttle.enforce(request, rules=by_candidate)

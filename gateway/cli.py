@@ -102,13 +102,66 @@ def serve(workers: int | None, port: int | None, host: str | None) -> None:
 
 @main.command()
 def worker() -> None:
-    """Run the background tasks (inventory, and later streams, sweepers, reconciliation)."""
+    """Run the background tasks: waiting rooms, hold write-behind, sweeper, inventory, captcha pool."""
     from gateway.logs import configure_logging
     from gateway.worker import run_worker
 
     settings = _settings()
     configure_logging(settings.log_level, "worker")
     _run(run_worker(settings))
+
+
+@main.command("reconcile")
+@click.option("--exam", "exam_id", type=click.IntRange(1), help="Only this exam (default: every exam).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def reconcile_command(exam_id: int | None, as_json: bool) -> None:
+    """Rebuild seat inventory and holds in Redis from PostgreSQL and print the drift repaired."""
+    settings = _settings()
+    try:
+        report = _run(_reconcile(settings, exam_id))
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach Redis or PostgreSQL: {exc}") from None
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_reconcile(report))
+
+
+async def _reconcile(settings: configmod.Settings, exam_id: int | None) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
+    from core import db
+    from queueing.reconcile import reconcile
+
+    conn = await db.connect(settings.database_url)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        if exam_id is not None and await conn.fetchval("SELECT 1 FROM exams WHERE id = $1", exam_id) is None:
+            raise click.ClickException(f"no exam {exam_id}")
+        report = await reconcile(conn, redis, exam_id, min_idle_ms=settings.writebehind_claim_min_idle_ms)
+        return report.as_dict()
+    finally:
+        await redis.aclose()
+        await conn.close()
+
+
+def render_reconcile(report: dict[str, Any]) -> str:
+    """The drift report as lines: one per exam, one per drifted site."""
+    lines = [f"hold events written to PostgreSQL first: {report['events_drained']}"]
+    for exam in report["exams"]:
+        state = "repaired" if exam["drifted"] else "no drift"
+        lines.append(f"exam {exam['exam_id']}: {state}; holds expected {exam['holds_expected']}, "
+                     f"added {exam['holds_added']}, removed {exam['holds_removed']}, changed {exam['holds_changed']}")
+        for site in exam["sites"]:
+            found = "missing" if site["found_left"] is None else site["found_left"]
+            lines.append(f"  site {site['site_id']}: seats left {found} -> {site['expected_left']} "
+                         f"(capacity {site['capacity']}, held {site['held']})")
+        if exam["oversold_sites"]:
+            lines.append(f"  OVERSOLD in PostgreSQL: sites {', '.join(map(str, exam['oversold_sites']))}")
+    lines.append("drift repaired" if report["drifted"] else "no drift found")
+    return "\n".join(lines)
 
 
 @main.group()

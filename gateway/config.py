@@ -213,6 +213,30 @@ class Settings:
         default=2, metadata=_meta("CAPTCHA_REFILL_PROCESSES", _int(1, 64),
                                   "processes the worker draws captcha images in")
     )
+    queue_advance_interval_ms: int = field(
+        default=200, metadata=_meta("QUEUE_ADVANCE_INTERVAL_MS", _int(10, 60_000),
+                                    "how often the worker moves each enabled waiting room's serving counter on")
+    )
+    writebehind_batch_size: int = field(
+        default=500, metadata=_meta("WRITEBEHIND_BATCH_SIZE", _int(1, 10_000),
+                                    "hold events the worker writes to PostgreSQL in one transaction")
+    )
+    writebehind_claim_min_idle_ms: int = field(
+        default=60_000, metadata=_meta("WRITEBEHIND_CLAIM_MIN_IDLE_MS", _int(100, 3_600_000),
+                                       "how long a hold event read by a dead consumer waits before another takes it over")
+    )
+    sweeper_interval_s: float = field(
+        default=1.0, metadata=_meta("SWEEPER_INTERVAL_S", _float(0.05, 3600),
+                                    "how often the worker releases expired seat holds")
+    )
+    inventory_check_s: float = field(
+        default=5.0, metadata=_meta("INVENTORY_CHECK_S", _float(0.1, 3600),
+                                    "how often the worker checks seat inventory in Redis and reconciles it when missing")
+    )
+    worker_exams_refresh_s: float = field(
+        default=5.0, metadata=_meta("WORKER_EXAMS_REFRESH_S", _float(0.1, 3600),
+                                    "how often the worker re-reads which exams' hold streams and holds it watches")
+    )
     secret_key: str = field(
         default="",
         metadata=_meta("SECRET_KEY", _secret, "HMAC key for signed tokens (generated into the secrets file if unset)", True),

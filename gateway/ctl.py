@@ -246,3 +246,33 @@ def stats(ctx: click.Context, watch: bool, interval: float) -> None:
             time.sleep(interval)
     except KeyboardInterrupt:
         return
+
+
+@ctl.group("deadletters")
+def deadletters_group() -> None:
+    """Hold events the write-behind gave up on (kept in Redis until replayed)."""
+
+
+@deadletters_group.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="How many, oldest first.")
+@click.pass_context
+def deadletters_list(ctx: click.Context, limit: int) -> None:
+    """List dead-lettered hold events with their last error."""
+    answer = _client(ctx).call("GET", f"/admin/api/v1/dead-letters?limit={limit}")
+    letters = answer["dead_letters"]
+    if not letters:
+        click.echo("(no dead letters)")
+        return
+    rows = [[d["id"], d["stream"], d["entry_id"], d["deliveries"], d["fields"].get("type", ""),
+             d["fields"].get("registration", ""), d["error"][:60]] for d in letters]
+    click.echo(_table(["id", "stream", "entry", "deliveries", "type", "registration", "error"], rows))
+
+
+@deadletters_group.command("replay")
+@click.argument("ids", nargs=-1)
+@click.pass_context
+def deadletters_replay(ctx: click.Context, ids: tuple[str, ...]) -> None:
+    """Put dead letters back on their streams (IDS, or all of them); stale ones are then skipped."""
+    body = {"ids": list(ids)} if ids else {}
+    answer = _client(ctx).call("POST", "/admin/api/v1/dead-letters/replay", body)
+    click.echo(f"replayed {answer['replayed']} dead letter(s)")

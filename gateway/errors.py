@@ -20,8 +20,19 @@ from core.recovery import (
     ResetInvalid,
     SendThrottled,
 )
+from core.registrations import (
+    AlreadyRegistered,
+    CannotConfirm,
+    HoldRequired,
+    RegistrationClosed,
+    RegistrationInvalid,
+)
+from core.timeutil import iso_local
 from gateway.configstore import ConfigCorrupt, VersionMismatch
 from gateway.liveconfig import InvalidConfig
+from queueing.errors import AdmissionInvalid, PlaceExpired, PlaceNotFound
+from queueing.holds import HoldContention, InventoryMissing, SeatLocked, SiteFull
+from queueing.reconcile import ReconcileError
 from ratelimit.errors import LimiterUnavailable, RateLimited
 from ratelimit.headers import ratelimit_headers
 
@@ -236,6 +247,66 @@ def _send_throttled(exc: SendThrottled) -> ApiError:
                     details={"retry_after_s": exc.retry_after_s, "rules": [], "reason": "sms_per_phone"})
 
 
+def _registration_invalid(exc: RegistrationInvalid) -> ApiError:
+    return ValidationFailed(exc.fields, "报名信息有误，请检查后重试")
+
+
+def _registration_closed(exc: RegistrationClosed) -> ApiError:
+    return ApiError("当前不在报名时间内", code="registration_closed", status=403,
+                    details={"exam_id": exc.exam_id, "opens_at": iso_local(exc.opens_at),
+                             "closes_at": iso_local(exc.closes_at)})
+
+
+def _already_registered(exc: AlreadyRegistered) -> ApiError:
+    return Conflict("您已报名该考试，请勿重复报名", code="already_registered", details={"exam_id": exc.exam_id})
+
+
+def _hold_required(exc: HoldRequired) -> ApiError:
+    return Conflict("请先选择考点（座位保留已失效时请重新选择）", code="hold_required",
+                    details={"registration_id": exc.registration_id})
+
+
+def _cannot_confirm(exc: CannotConfirm) -> ApiError:
+    return Conflict("该报名已缴费、取消或过期，不能确认", code="cannot_confirm",
+                    details={"registration_id": exc.registration_id, "status": exc.status})
+
+
+def _site_full(exc: SiteFull) -> ApiError:
+    return Conflict("该考点座位已满，请选择其他考点", code="site_full", details={"site_id": exc.site_id})
+
+
+def _seat_locked(exc: SeatLocked) -> ApiError:
+    return Conflict("已缴费的报名不能更换或释放考点", code="seat_locked", details={"site_id": exc.site_id})
+
+
+def _hold_contention(exc: HoldContention) -> ApiError:
+    return Conflict("考点选择正在被同时修改，请稍后重试", code="hold_contention")
+
+
+def _inventory_missing(exc: InventoryMissing) -> ApiError:
+    return Overloaded("考点座位数据正在加载，请稍后重试", code="service_unavailable", retry_after_s=2,
+                      details={"reason": "seat_inventory_loading", "site_id": exc.site_id})
+
+
+def _admission_invalid(exc: AdmissionInvalid) -> ApiError:
+    # One answer whatever the reason (forged, expired, someone else's): the reason is logged.
+    return ApiError("请先排队，入场后再选择考点", code="admission_required", status=403)
+
+
+def _place_not_found(exc: PlaceNotFound) -> ApiError:
+    return NotFoundError("排队号不存在", code="queue_ticket_not_found", details={"exam_id": exc.exam_id})
+
+
+def _place_expired(exc: PlaceExpired) -> ApiError:
+    return ApiError("排队位置已失效（长时间未刷新），请重新排队", code="queue_place_expired", status=410,
+                    details={"exam_id": exc.exam_id})
+
+
+def _reconcile_error(exc: ReconcileError) -> ApiError:
+    return Conflict("对账期间座位数据持续变化，请稍后重试", code="reconcile_contention",
+                    details={"exam_id": exc.exam_id})
+
+
 # The one table: package error class → the ApiError answered for it. Every package's
 # errors are added here; more specific classes first, the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
@@ -256,6 +327,19 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (CodeInvalid, _code_invalid),
     (PasswordRejected, _password_rejected),
     (SendThrottled, _send_throttled),
+    (RegistrationInvalid, _registration_invalid),
+    (RegistrationClosed, _registration_closed),
+    (AlreadyRegistered, _already_registered),
+    (HoldRequired, _hold_required),
+    (CannotConfirm, _cannot_confirm),
+    (SiteFull, _site_full),
+    (SeatLocked, _seat_locked),
+    (HoldContention, _hold_contention),
+    (InventoryMissing, _inventory_missing),
+    (AdmissionInvalid, _admission_invalid),
+    (PlaceNotFound, _place_not_found),
+    (PlaceExpired, _place_expired),
+    (ReconcileError, _reconcile_error),
 ]
 
 

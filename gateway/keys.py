@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gateway.clientip import ClientIp
     from gateway.configstore import ConfigStore, LiveConfigWatcher
     from gateway.metrics import LoopLagMonitor
+    from gateway.registration_refs import RegistrationRefs
     from gateway.shedding import Shedder
     from gateway.stats import StatsRecorder
     from ratelimit.limiter import Limiter
@@ -41,3 +42,5 @@ POW_KEY = web.AppKey("pow_key", bytes)
 LOADTEST_KEY = web.AppKey("loadtest_key", bytes)
 RECOVERY_KEY = web.AppKey("recovery_key", bytes)
 CAPTCHA_TAKES = web.AppKey("captcha_takes", TakeCounters)
+ADMISSION_KEY = web.AppKey("admission_key", bytes)
+REGISTRATION_REFS: web.AppKey[RegistrationRefs] = web.AppKey("registration_refs")

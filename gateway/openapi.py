@@ -23,6 +23,9 @@ CAPTCHA = {"$ref": "#/components/schemas/Captcha"}
 LOADTEST_HEADER = {"name": "X-Loadtest-Token", "in": "header", "required": False, "schema": {"type": "string"},
                    "description": "an operator-issued load-test token; lets captcha pass while valid"}
 
+EXAM_ID = {"name": "exam_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+REGISTRATION_ID = {"name": "registration_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json("running", {"type": "object"})}}},
     "/readyz": {
@@ -185,6 +188,116 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/api/v1/exams/{exam_id}/queue": {
+        "post": {
+            "summary": "Take (or find again) a place in the exam's waiting room (signed in; when enabled by live config)",
+            "security": [{"session": []}],
+            "parameters": [EXAM_ID],
+            "responses": {
+                "202": _json("the place; position 0 until the pre-opening draw", {"$ref": "#/components/schemas/QueuePlace"}),
+                "401": _error("not signed in"),
+                "403": _error("registration_closed: the exam's registration has closed"),
+                "404": _error("exam_not_found, queue_not_enabled"),
+            },
+        }
+    },
+    "/api/v1/exams/{exam_id}/queue/{ticket}": {
+        "get": {
+            "summary": "Poll a place; once admitted, an admission token for the seat routes",
+            "security": [{"session": []}],
+            "parameters": [EXAM_ID, {"name": "ticket", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": _json("waiting, or admitted with a token", {"oneOf": [
+                    {"$ref": "#/components/schemas/QueueStatus"},
+                    {"type": "object", "required": ["admitted", "admission_token", "expires_in"], "properties": {
+                        "admitted": {"const": True}, "admission_token": {"type": "string"},
+                        "expires_in": {"type": "integer"}}}]}),
+                "401": _error("not signed in"),
+                "404": _error("exam_not_found, queue_not_enabled, queue_ticket_not_found (unknown or not yours)"),
+                "410": _error("queue_place_expired: not polled within the place TTL; join again"),
+            },
+        }
+    },
+    "/api/v1/registrations": {
+        "post": {
+            "summary": "Enrol in an exam (signed in): a draft registration",
+            "security": [{"session": []}],
+            "requestBody": _body({"type": "object", "required": ["exam_id", "province", "city", "level", "specialty",
+                                                                 "subjects", "work_years", "commitment"],
+                                  "properties": {
+                "exam_id": {"type": "integer"}, "province": {"type": "string"}, "city": {"type": "string"},
+                "level": {"type": "string"}, "specialty": {"type": "string"},
+                "subjects": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "work_years": {"type": "integer", "minimum": 0, "maximum": 60}, "commitment": {"const": True}}}),
+            "responses": {
+                "201": _json("created", {"type": "object", "required": ["registration_id", "status"], "properties": {
+                    "registration_id": {"type": "integer"}, "status": {"const": "draft"}}}),
+                "401": _error("not signed in"),
+                "403": _error("registration_closed: outside the registration window"),
+                "409": _error("already_registered: one registration per candidate and exam"),
+                "422": _error("validation_failed: details.fields"),
+            },
+        }
+    },
+    "/api/v1/registrations/{registration_id}": {
+        "get": {
+            "summary": "The candidate's own registration; site_id and hold_expires_at are the live hold",
+            "security": [{"session": []}],
+            "parameters": [REGISTRATION_ID],
+            "responses": {
+                "200": _json("the registration", {"$ref": "#/components/schemas/EnrolmentRecord"}),
+                "401": _error("not signed in"),
+                "404": _error("registration_not_found (or not yours)"),
+            },
+        }
+    },
+    "/api/v1/registrations/{registration_id}/seat": {
+        "put": {
+            "summary": "Hold a seat at a site: take, move (the old seat is returned atomically) or refresh",
+            "security": [{"session": []}],
+            "parameters": [REGISTRATION_ID, {"name": "X-Admission-Token", "in": "header", "required": False,
+                                             "schema": {"type": "string"},
+                                             "description": "required while the exam's waiting room is enabled"}],
+            "requestBody": _body({"type": "object", "required": ["site_id"], "properties": {
+                "site_id": {"type": "integer"}}}),
+            "responses": {
+                "200": _json("held", {"type": "object", "required": ["site_id", "hold_expires_at"], "properties": {
+                    "site_id": {"type": "integer"},
+                    "hold_expires_at": {"type": ["string", "null"], "format": "date-time",
+                                        "description": "null when the seat is paid (permanent)"}}}),
+                "401": _error("not signed in"),
+                "403": _error("admission_required; registration_closed"),
+                "404": _error("registration_not_found, site_not_found (not a site of the exam)"),
+                "409": _error("site_full, seat_locked (paid), registration_inactive, hold_contention"),
+                "422": _error("validation_failed: site_id missing, not an integer, or in another province"),
+                "503": _error("service_unavailable: seat inventory loading (Retry-After)"),
+            },
+        },
+        "delete": {
+            "summary": "Give the seat back (no admission token needed)",
+            "security": [{"session": []}],
+            "parameters": [REGISTRATION_ID],
+            "responses": {
+                "204": {"description": "released (or there was none)"},
+                "401": _error("not signed in"),
+                "404": _error("registration_not_found"),
+                "409": _error("seat_locked: a paid seat is not released"),
+            },
+        },
+    },
+    "/api/v1/registrations/{registration_id}/confirm": {
+        "post": {
+            "summary": "Make the registration's details final (needs a live seat hold)",
+            "security": [{"session": []}],
+            "parameters": [REGISTRATION_ID],
+            "responses": {
+                "200": _json("confirmed", {"type": "object", "required": ["registration_id", "status"]}),
+                "401": _error("not signed in"),
+                "404": _error("registration_not_found"),
+                "409": _error("hold_required (no live hold), cannot_confirm (paid, cancelled or expired)"),
+            },
+        }
+    },
     "/admin/api/v1/config": {
         "get": {
             "summary": "The live operator config and its version (admin bearer token)",
@@ -228,6 +341,43 @@ PATHS: dict[str, dict[str, Any]] = {
                 "200": _json("stats", {"type": "object", "required": ["window_s", "routes", "totals",
                                                                        "config_version"]}),
                 "401": _error("no or wrong admin token"),
+            },
+        }
+    },
+    "/admin/api/v1/reconcile": {
+        "post": {
+            "summary": "Rebuild seat inventory and holds in Redis from PostgreSQL; the drift found and repaired",
+            "parameters": [{"name": "exam_id", "in": "query", "schema": {"type": "integer"},
+                            "description": "one exam (default every exam)"}],
+            "responses": {
+                "200": _json("the drift report", {"type": "object", "required": ["drifted", "events_drained", "exams"]}),
+                "401": _error("no or wrong admin token"),
+                "404": _error("exam_not_found"),
+                "422": _error("exam_id is not an id"),
+            },
+        }
+    },
+    "/admin/api/v1/dead-letters": {
+        "get": {
+            "summary": "Hold events the write-behind gave up on, oldest first",
+            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                           {"name": "after", "in": "query", "schema": {"type": "string"}}],
+            "responses": {
+                "200": _json("dead letters", {"type": "object", "required": ["dead_letters"]}),
+                "401": _error("no or wrong admin token"),
+                "422": _error("bad limit or after"),
+            },
+        }
+    },
+    "/admin/api/v1/dead-letters/replay": {
+        "post": {
+            "summary": "Put dead letters back on their streams (ids, or all)",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"ids": {"type": "array", "items": {"type": "string"}}}}}}},
+            "responses": {
+                "200": _json("how many", {"type": "object", "required": ["replayed"]}),
+                "401": _error("no or wrong admin token"),
+                "422": _error("bad ids"),
             },
         }
     },
@@ -336,6 +486,39 @@ SCHEMAS: dict[str, Any] = {
             "fee_per_subject_fen": {"type": "integer"},
             "levels": {"type": "array", "items": {"type": "object"}},
             "provinces": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "QueuePlace": {
+        "type": "object",
+        "required": ["ticket", "position", "serving", "ahead", "eta_s", "poll_after_s"],
+        "properties": {
+            "ticket": {"type": "string"},
+            "position": {"type": "integer", "description": "0 while the pre-opening draw has not happened"},
+            "serving": {"type": "integer"}, "ahead": {"type": "integer"}, "eta_s": {"type": "integer"},
+            "poll_after_s": {"type": "integer"}, "admitted": {"type": "boolean"},
+        },
+    },
+    "QueueStatus": {
+        "type": "object",
+        "required": ["position", "serving", "ahead", "eta_s", "poll_after_s", "admitted"],
+        "properties": {
+            "position": {"type": "integer"}, "serving": {"type": "integer"}, "ahead": {"type": "integer"},
+            "eta_s": {"type": "integer"}, "poll_after_s": {"type": "integer"}, "admitted": {"const": False},
+        },
+    },
+    "EnrolmentRecord": {
+        "type": "object",
+        "required": ["registration_id", "exam_id", "status", "site_id", "hold_expires_at", "order_no", "ticket_no"],
+        "properties": {
+            "registration_id": {"type": "integer"}, "exam_id": {"type": "integer"},
+            "status": {"enum": ["draft", "confirmed", "paid", "cancelled", "expired"]},
+            "province": {"type": "string"}, "city": {"type": "string"}, "level": {"type": "string"},
+            "specialty": {"type": "string"}, "subjects": {"type": "array", "items": {"type": "string"}},
+            "work_years": {"type": "integer"}, "site_id": {"type": ["integer", "null"]},
+            "hold_expires_at": {"type": ["string", "null"], "format": "date-time"},
+            "order_no": {"type": ["string", "null"]}, "ticket_no": {"type": ["string", "null"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
         },
     },
     "Site": {

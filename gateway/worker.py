@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -12,17 +13,25 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from captcha import pool as captcha_pool
-from core.catalogue import load_catalogue
+from core.catalogue import Catalogue, Exam
 from core.db import PoolSettings, create_pool
 from core.tasks import Supervisor
+from gateway.catalogue import CatalogueCache
 from gateway.config import Settings
+from gateway.configstore import LiveConfigWatcher
+from queueing import keys, waiting_room
+from queueing.errors import QueueingError
+from queueing.holds import active_exam_ids, hold_streams
 from queueing.inventory import ensure_inventory
+from queueing.reconcile import reconcile
+from queueing.sweeper import run_sweeper
+from queueing.writebehind import run_consumer
 
 log = logging.getLogger("examgate.worker")
 
-INVENTORY_INTERVAL_S = 30.0
 HEARTBEAT_INTERVAL_S = 5.0
 CAPTCHA_REFILL_INTERVAL_S = 1.0
 
@@ -32,15 +41,72 @@ def heartbeat_key(worker_id: str) -> str:
     return f"eg:worker:{worker_id}"
 
 
-async def keep_inventory(pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
-    """Create any missing seat-inventory keys from PostgreSQL (after a flush or a new exam)."""
-    while True:
-        catalogue = await load_catalogue(pool)
-        for exam in catalogue.exams.values():
+def inventory_marker(exam_id: int) -> str:
+    """Set once the exam's seats and holds in Redis were rebuilt from PostgreSQL; a flush removes it."""
+    return f"eg:{{exam:{exam_id}}}:inventory:reconciled"
+
+
+async def check_inventory(pool: asyncpg.Pool, redis: aioredis.Redis, catalogue: Catalogue,
+                          min_idle_ms: int) -> int:
+    """Rebuild what is missing of each exam's seats and holds in Redis; how many exams were reconciled.
+
+    ``ensure_inventory`` alone brings back the seat counts after a flush but not the holds, so
+    a candidate's seat would stay counted as taken and held by nobody; ``reconcile`` restores
+    both from PostgreSQL. It runs when the exam's rebuild marker or a seat count is missing
+    and the exam's hold stream is empty: then no hold event is in flight, and a rebuild cannot
+    undo a hold PostgreSQL has not heard of yet. With events in the stream (holds were taken
+    since the flush, or it is a new site) only the missing counts are created.
+    """
+    reconciled = 0
+    for exam in catalogue.exams.values():
+        try:
+            reconciled += await _check_exam(pool, redis, exam, min_idle_ms)
+        except (asyncpg.PostgresError, RedisError, QueueingError) as exc:  # one bad exam must not block the others
+            log.error("exam %s: seat inventory check failed: %r", exam.code, exc)
+    return reconciled
+
+
+async def _check_exam(pool: asyncpg.Pool, redis: aioredis.Redis, exam: Exam, min_idle_ms: int) -> int:
+    """Reconcile one exam, create its missing counts, or nothing (see ``check_inventory``); 1 if reconciled."""
+    site_keys = [keys.site_left(exam.id, site_id) for site_id in exam.sites]
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.exists(inventory_marker(exam.id))
+        pipe.xlen(keys.holds_stream(exam.id))  # the write-behind creates streams empty (0 also when missing)
+        if site_keys:
+            pipe.exists(*site_keys)
+        marker, stream, *counts = await pipe.execute()
+    complete = not site_keys or counts[0] == len(site_keys)
+    if marker and complete:
+        return 0
+    if stream:
+        if not complete:
             created = await ensure_inventory(pool, redis, exam)
-            if created:
-                log.info("exam %s: rebuilt %d seat-inventory keys from PostgreSQL", exam.code, created)
-        await asyncio.sleep(INVENTORY_INTERVAL_S)
+            log.warning("exam %s: %d seat counts recreated from PostgreSQL (holds left as they are; "
+                        "run examgate reconcile if Redis lost them)", exam.code, created)
+        await redis.set(inventory_marker(exam.id), "1")
+        return 0
+    report = await reconcile(pool, redis, exam.id, min_idle_ms=min_idle_ms)
+    if report.drifted:
+        log.warning("exam %s: seat inventory and holds rebuilt from PostgreSQL: %s", exam.code, report.as_dict())
+    await redis.set(inventory_marker(exam.id), "1")
+    return 1
+
+
+async def keep_inventory(pool: asyncpg.Pool, redis: aioredis.Redis, catalogue: CatalogueCache,
+                         settings: Settings) -> None:
+    """Rebuild seat inventory and holds from PostgreSQL when they are missing (after a flush or a new exam)."""
+    while True:
+        await check_inventory(pool, redis, catalogue.catalogue, settings.writebehind_claim_min_idle_ms)
+        await asyncio.sleep(settings.inventory_check_s)
+
+
+async def advance_rooms(redis: aioredis.Redis, live: LiveConfigWatcher, interval_s: float) -> None:
+    """Move every enabled waiting room's serving counter on at its live admit rate, every ``interval_s``."""
+    while True:
+        for exam_id, config in live.current.queue_exams.items():
+            if config.enabled:
+                await waiting_room.advance(redis, exam_id, admit_per_s=config.admit_per_s)
+        await asyncio.sleep(interval_s)
 
 
 async def heartbeat(redis: aioredis.Redis, worker_id: str) -> None:
@@ -87,14 +153,39 @@ async def run_worker(settings: Settings) -> None:
     pool = await create_pool(PoolSettings(settings.database_url, 1, max(2, settings.pg_pool_max // 2)))
     redis = aioredis.Redis.from_url(settings.redis_url)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    catalogue = CatalogueCache(pool, settings.worker_exams_refresh_s)
+    live = LiveConfigWatcher(redis)
+    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+        await asyncio.wait_for(catalogue.refresh(), timeout=5)
+    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+        await asyncio.wait_for(live.refresh(), timeout=2)
+    stop = asyncio.Event()
+    # The loops that take a stop event get one that is never set: the supervisor stops them by
+    # cancelling. Sharing ``stop`` would let them return as it is set, racing the cancellation
+    # (wait_for can swallow a cancel that lands as its awaitable completes) and be restarted.
+
+    async def active_exams() -> list[int]:
+        return active_exam_ids(catalogue.catalogue)
+
+    async def active_streams() -> list[str]:
+        return hold_streams(active_exam_ids(catalogue.catalogue))
+
     tasks = {
-        "inventory": lambda: keep_inventory(pool, redis),
+        "catalogue": catalogue.run,
+        "live-config": live.run,
+        "inventory": lambda: keep_inventory(pool, redis, catalogue, settings),
         "heartbeat": lambda: heartbeat(redis, worker_id),
+        "queue-advance": lambda: advance_rooms(redis, live, settings.queue_advance_interval_ms / 1000),
+        "holds-writebehind": lambda: run_consumer(
+            redis, pool, consumer_name=worker_id, stop_event=asyncio.Event(), streams=active_streams,
+            batch_size=settings.writebehind_batch_size, min_idle_ms=settings.writebehind_claim_min_idle_ms,
+            streams_refresh_s=settings.worker_exams_refresh_s),
+        "holds-sweeper": lambda: run_sweeper(redis, exams=active_exams, stop_event=asyncio.Event(),
+                                             interval_s=settings.sweeper_interval_s),
     }
     if settings.captcha_pool_target > 0:
         tasks["captcha-pool"] = lambda: keep_captcha_pool(redis, settings)
     supervisor = Supervisor(tasks)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

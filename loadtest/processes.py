@@ -1,4 +1,4 @@
-"""Real processes for tests, benchmarks and load tests: the gateway and private redis-servers."""
+"""Real processes for tests, benchmarks and load tests: the gateway, the worker and private redis-servers."""
 
 from __future__ import annotations
 
@@ -129,6 +129,27 @@ def start_gateway(pg_dsn: str, redis_url: str, *, workers: int = 2, cpus: str | 
     except Exception:
         process.stop()
         raise
+    return process
+
+
+def start_worker(pg_dsn: str, redis_url: str, *, run_dir: Path | None = None, timeout_s: float = 30,
+                 **extra: str) -> Process:
+    """Run ``examgate worker`` (no captcha drawing unless asked) and wait until its tasks are running."""
+    run_dir = run_dir or Path(tempfile.mkdtemp(prefix="examgate-worker-"))
+    env = examgate_env(pg_dsn, redis_url, run_dir, **{"EXAMGATE_CAPTCHA_POOL_TARGET": "0", **extra})
+    log_path = run_dir / f"worker-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "worker"],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    process = Process(proc, log_path, "", {"run_dir": str(run_dir)})
+    deadline = time.monotonic() + timeout_s
+    while "running tasks" not in process.log():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            process.stop()
+            raise RuntimeError(f"the worker did not start:\n{process.log()}")
+        time.sleep(0.05)
     return process
 
 

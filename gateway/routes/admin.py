@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,6 +18,8 @@ from gateway.bodies import json_response, read_json
 from gateway.errors import ApiError, ValidationFailed
 from gateway.liveconfig import DEFAULT
 from gateway.stats import read_stats
+from queueing import writebehind
+from queueing.reconcile import reconcile as reconcile_holds
 
 PATCH_TYPES = ("application/merge-patch+json", "application/json")
 AUDIT_LIMIT_MAX = 500
@@ -128,10 +131,62 @@ async def create_loadtest_token(request: web.Request) -> web.Response:
                           "name": claims.name}, status=201, headers={"Cache-Control": "no-store"})
 
 
+@admin_only
+async def reconcile(request: web.Request) -> web.Response:
+    """Rebuild seat inventory and holds in Redis from PostgreSQL (``?exam_id=N`` for one exam): the drift report."""
+    raw = request.query.get("exam_id")
+    exam_id = None
+    if raw is not None:
+        if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 10):
+            raise ValidationFailed({"exam_id": "must be an exam id"}, "invalid query parameter")
+        exam_id = int(raw)
+        if await request.app[keys.PG].fetchval("SELECT 1 FROM exams WHERE id = $1", exam_id) is None:
+            raise ApiError("考试不存在", code="exam_not_found", status=404, details={"exam_id": exam_id})
+    report = await reconcile_holds(request.app[keys.PG], request.app[keys.REDIS_PY], exam_id)
+    return json_response(report.as_dict())
+
+
+DEAD_LETTERS_MAX = 1000
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}").fullmatch
+
+
+@admin_only
+async def list_dead_letters(request: web.Request) -> web.Response:
+    """Hold events the write-behind gave up on, oldest first (``?limit=``, ``?after=<id>`` to page on)."""
+    raw = request.query.get("limit", "100")
+    after = request.query.get("after", "-")
+    problems: dict[str, str] = {}
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= DEAD_LETTERS_MAX):
+        problems["limit"] = f"must be an integer from 1 to {DEAD_LETTERS_MAX}"
+    if after != "-" and _STREAM_ID(after) is None:
+        problems["after"] = "must be a dead-letter id like 1700000000000-0"
+    if problems:
+        raise ValidationFailed(problems, "invalid query parameter")
+    letters = await writebehind.list_dead_letters(request.app[keys.REDIS_PY], count=int(raw), after=after)
+    return json_response({"dead_letters": [letter._asdict() for letter in letters]})
+
+
+@admin_only
+async def replay_dead_letters(request: web.Request) -> web.Response:
+    """Put dead letters back on their streams: ``{"ids": [...]}``, or every one when ``ids`` is absent."""
+    body = await read_json(request, PATCH_TYPES) if request.can_read_body else {}
+    ids = body.get("ids")
+    unknown = {key: "is not a known field" for key in body if key != "ids"}
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) and _STREAM_ID(i) for i in ids)):
+        unknown["ids"] = "must be a list of dead-letter ids like 1700000000000-0"
+    if unknown:
+        raise ValidationFailed(unknown, "invalid replay request")
+    replayed = await writebehind.replay_dead_letters(request.app[keys.REDIS_PY], ids)
+    return json_response({"replayed": replayed})
+
+
 def setup(app: web.Application) -> None:
     """Add the operator routes."""
     app.router.add_get("/admin/api/v1/config", get_config, name="admin.config.get")
     app.router.add_patch("/admin/api/v1/config", patch_config, name="admin.config.patch")
     app.router.add_get("/admin/api/v1/audit", list_audit, name="admin.audit")
     app.router.add_get("/admin/api/v1/stats", stats, name="admin.stats")
+    app.router.add_post("/admin/api/v1/reconcile", reconcile, name="admin.reconcile")
+    app.router.add_get("/admin/api/v1/dead-letters", list_dead_letters, name="admin.dead_letters.list")
+    app.router.add_post("/admin/api/v1/dead-letters/replay", replay_dead_letters, name="admin.dead_letters.replay")
     app.router.add_post("/admin/api/v1/loadtest-tokens", create_loadtest_token, name="admin.loadtest_tokens.create")

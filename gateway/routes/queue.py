@@ -1,0 +1,93 @@
+"""The waiting room over HTTP: take a place, poll it, and get the admission token once admitted.
+
+The room of an exam exists only while live config enables it (``queue.exams{id}.enabled``);
+otherwise both routes answer 404 ``queue_not_enabled``. It opens at the exam's
+``registration_opens_at``: who joins before is drawn into a random order at the opening,
+who joins after is served first come, first served. ``examgate worker`` moves the serving
+counter at the live ``admit_per_s``.
+
+The status poll is the hot path: the session and the room's status script go out in one
+auto-pipelined batch (one Redis round trip, no PostgreSQL); the admission token is an HMAC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from core.catalogue import Exam
+from core.registrations import check_window
+from core.timeutil import utcnow
+from gateway import auth, keys
+from gateway.bodies import json_response
+from gateway.errors import NotFoundError
+from gateway.liveconfig import QueueExam
+from queueing import admission, waiting_room
+from queueing.errors import PlaceNotFound
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _room(request: web.Request) -> tuple[Exam, QueueExam]:
+    """The exam of the path and its live waiting-room settings; 404 unless the room is enabled."""
+    raw = request.match_info["exam_id"]
+    exam = request.app[keys.CATALOGUE].catalogue.exam(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else None
+    if exam is None:
+        raise NotFoundError("考试不存在", code="exam_not_found", details={"exam_id": raw})
+    config = request.app[keys.LIVE].current.queue_exams.get(exam.id)
+    if config is None or not config.enabled:
+        raise NotFoundError("该考试当前无需排队", code="queue_not_enabled", details={"exam_id": exam.id})
+    return exam, config
+
+
+async def join_queue(request: web.Request) -> web.Response:
+    """Take (or find again) the candidate's place: 202 ``{"ticket", "position", "serving", "ahead", "eta_s", "poll_after_s"}``."""
+    exam, config = _room(request)
+    candidate = await auth.candidate_id(request)
+    await auth.enforce_candidate_rules(request)
+    now = utcnow()
+    if now >= exam.registration_closes_at:
+        check_window(exam, now=now)  # raises registration_closed; before the opening joining is the point
+    place = await waiting_room.join(
+        request.app[keys.REDIS], exam.id, candidate, opens_at_s=exam.registration_opens_at.timestamp(),
+        place_ttl_s=config.place_ttl_s, admit_per_s=config.admit_per_s,
+    )  # fmt: skip
+    return json_response({
+        "ticket": place.ticket, "position": place.position, "serving": place.serving, "ahead": place.ahead,
+        "eta_s": place.eta_s, "poll_after_s": place.poll_after_s, "admitted": place.admitted,
+    }, status=202, headers=NO_STORE)
+
+
+async def queue_status(request: web.Request) -> web.Response:
+    """Poll a place: its numbers, or ``{"admitted": true, "admission_token", "expires_in"}``."""
+    exam, config = _room(request)
+    app = request.app
+    candidate, status = await asyncio.gather(
+        auth.candidate_id(request),
+        waiting_room.status(app[keys.REDIS], exam.id, request.match_info["ticket"], admit_per_s=config.admit_per_s),
+        return_exceptions=True,
+    )
+    if isinstance(candidate, BaseException):
+        raise candidate
+    if isinstance(status, BaseException):
+        raise status
+    if status.candidate_id != candidate:
+        raise PlaceNotFound(exam.id)  # someone else's ticket is as good as none
+    await auth.enforce_candidate_rules(request)
+    if status.admitted:
+        token = admission.issue(app[keys.ADMISSION_KEY], candidate, exam.id, ttl_s=config.admission_ttl_s,
+                                now_s=time.time())
+        return json_response({"admitted": True, "admission_token": token, "expires_in": config.admission_ttl_s},
+                             headers=NO_STORE)
+    return json_response({
+        "position": status.position, "serving": status.serving, "ahead": status.ahead, "eta_s": status.eta_s,
+        "poll_after_s": status.poll_after_s, "admitted": False,
+    }, headers=NO_STORE)
+
+
+def setup(app: web.Application) -> None:
+    """Add the waiting-room routes."""
+    app.router.add_post("/api/v1/exams/{exam_id}/queue", join_queue, name="queue.join")
+    app.router.add_get("/api/v1/exams/{exam_id}/queue/{ticket}", queue_status, name="queue.status")
