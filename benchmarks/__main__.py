@@ -17,6 +17,7 @@ BENCHMARKS = {
     "ratelimit": "benchmarks.bench_ratelimit",
     "login": "benchmarks.bench_login",
     "captcha": "benchmarks.bench_captcha",
+    "seats": "benchmarks.bench_seats",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -27,15 +27,22 @@ class WrkResult:
     mean_latency_ms: float
     non_2xx: int
     socket_errors: str | None
+    output: str = ""  # wrk's whole report, with whatever a Lua script's ``done()`` printed
 
 
 def run_wrk(url: str, *, duration_s: int = 8, connections: int = 64, threads: int = 1,
-            cpus: str | None = "1") -> WrkResult:
-    """Load ``url`` with wrk pinned to ``cpus`` (the gateway runs on the other core)."""
+            cpus: str | None = "1", script: str | None = None) -> WrkResult:
+    """Load ``url`` with wrk pinned to ``cpus`` (the gateway runs on the other core).
+
+    ``script`` is a wrk Lua file (``-s``) for requests that need a method, headers or a body.
+    """
     binary = shutil.which("wrk")
     if binary is None:
         raise WrkMissing("wrk is not installed: run scripts/bench-deps.sh (make bench does)")
-    command = [binary, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
+    command = [binary, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency"]
+    if script is not None:
+        command += ["-s", script]
+    command.append(url)
     if cpus is not None and shutil.which("taskset"):
         command = ["taskset", "-c", cpus, *command]
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration_s + 30).stdout
@@ -51,4 +58,5 @@ def run_wrk(url: str, *, duration_s: int = 8, connections: int = 64, threads: in
         mean_latency_ms=float(latency[1]) * _UNIT_MS[latency[2]] if latency else float("nan"),
         non_2xx=int(errors[1]) if errors else 0,
         socket_errors=sockets[0] if sockets else None,
+        output=out,
     )
