@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -18,7 +19,7 @@ from redis.exceptions import RedisError
 from captcha import pool as captcha_pool
 from core.catalogue import Catalogue, Exam
 from core.db import PoolSettings, create_pool
-from core.tasks import Supervisor
+from core.tasks import Supervisor, TaskFactory
 from gateway.catalogue import CatalogueCache
 from gateway.config import Settings
 from gateway.configstore import LiveConfigWatcher
@@ -33,6 +34,7 @@ from queueing.writebehind import run_consumer
 log = logging.getLogger("examgate.worker")
 
 HEARTBEAT_INTERVAL_S = 5.0
+CANCEL_RETRY_S = 0.05  # how often a child task that swallowed its cancellation is cancelled again
 CAPTCHA_REFILL_INTERVAL_S = 1.0
 
 
@@ -148,6 +150,24 @@ async def keep_captcha_pool(redis: aioredis.Redis, settings: Settings) -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
+async def until_cancelled(factory: TaskFactory) -> None:
+    """Run one supervised task in a child task that a cancellation always ends.
+
+    On Python 3.11 ``asyncio.wait_for`` can swallow a cancellation that lands as its awaitable
+    completes, and redis-py 8 sends every command under one, so a task cancelled mid-call may
+    carry on: then the worker would never exit. Here the supervisor's cancellation lands on
+    ``asyncio.wait`` (which never swallows one) and is passed on to the child until it ends.
+    """
+    child = asyncio.ensure_future(factory())
+    try:
+        await asyncio.wait({child})
+    finally:
+        while not child.done():
+            child.cancel()
+            await asyncio.wait({child}, timeout=CANCEL_RETRY_S)
+    await child  # its result, or its exception for the supervisor to log
+
+
 async def run_worker(settings: Settings) -> None:
     """Run every background task until SIGTERM or SIGINT."""
     pool = await create_pool(PoolSettings(settings.database_url, 1, max(2, settings.pg_pool_max // 2)))
@@ -160,9 +180,10 @@ async def run_worker(settings: Settings) -> None:
     with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
         await asyncio.wait_for(live.refresh(), timeout=2)
     stop = asyncio.Event()
-    # The loops that take a stop event get one that is never set: the supervisor stops them by
-    # cancelling. Sharing ``stop`` would let them return as it is set, racing the cancellation
-    # (wait_for can swallow a cancel that lands as its awaitable completes) and be restarted.
+    # The supervisor stops every task by cancelling it, and only so: the write-behind and the
+    # sweeper get no stop event (one that returned as ``stop`` is set would race the cancellation
+    # and be restarted), and each task runs under ``until_cancelled`` (a cancellation swallowed
+    # by a Redis call is delivered again).
 
     async def active_exams() -> list[int]:
         return active_exam_ids(catalogue.catalogue)
@@ -177,15 +198,14 @@ async def run_worker(settings: Settings) -> None:
         "heartbeat": lambda: heartbeat(redis, worker_id),
         "queue-advance": lambda: advance_rooms(redis, live, settings.queue_advance_interval_ms / 1000),
         "holds-writebehind": lambda: run_consumer(
-            redis, pool, consumer_name=worker_id, stop_event=asyncio.Event(), streams=active_streams,
+            redis, pool, consumer_name=worker_id, streams=active_streams,
             batch_size=settings.writebehind_batch_size, min_idle_ms=settings.writebehind_claim_min_idle_ms,
             streams_refresh_s=settings.worker_exams_refresh_s),
-        "holds-sweeper": lambda: run_sweeper(redis, exams=active_exams, stop_event=asyncio.Event(),
-                                             interval_s=settings.sweeper_interval_s),
+        "holds-sweeper": lambda: run_sweeper(redis, exams=active_exams, interval_s=settings.sweeper_interval_s),
     }
     if settings.captcha_pool_target > 0:
         tasks["captcha-pool"] = lambda: keep_captcha_pool(redis, settings)
-    supervisor = Supervisor(tasks)
+    supervisor = Supervisor({name: functools.partial(until_cancelled, factory) for name, factory in tasks.items()})
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

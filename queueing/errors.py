@@ -24,6 +24,19 @@ class PlaceExpired(QueueingError):
         self.candidate_id = candidate_id
 
 
+class AdmissionExpired(PlaceExpired):
+    """The place was admitted more than the admission TTL ago: its admission is over and the place given up.
+
+    A ``PlaceExpired`` (HTTP 410 ``queue_place_expired``): the candidate joins again, at the back.
+    """
+
+    def __init__(self, exam_id: int, candidate_id: int, admitted_at_s: int) -> None:
+        super().__init__(exam_id, candidate_id)
+        self.args = (f"admission of candidate {candidate_id} to exam {exam_id} (admitted at {admitted_at_s}) "
+                     f"has expired",)
+        self.admitted_at_s = admitted_at_s
+
+
 class AdmissionInvalid(QueueingError):
     """An admission token is missing, malformed, forged, expired or not this candidate's for this exam (HTTP 403).
 

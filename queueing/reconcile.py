@@ -7,20 +7,25 @@ when that is already past: the hold is restored with its past expiry and the swe
 releases it on its next pass, emitting the ``expire`` event that clears it in
 PostgreSQL. ``site_left`` = capacity − seats held (never below zero).
 
-Redis is rewritten to exactly that, per exam under WATCH (a hold script running
-meanwhile aborts the write and the exam is done again), and ``hold_last_event`` loses
-the entries of the registrations repaired, so events older than the repair are never
-applied over it.
+Redis is rewritten to exactly that, per exam under WATCH, with one exception: a
+registration whose latest hold event (``hold_last_event``) the write-behind has not yet
+acknowledged is ahead of PostgreSQL, so its hold in Redis is kept as it is (and counted in
+``site_left``), and its event applies later. Each attempt WATCHes the exam's hold keys,
+then reads the unacknowledged events, then PostgreSQL, then Redis, and writes in
+MULTI/EXEC: a hold taken at any point after the WATCH aborts the write and the exam is done
+again, so a hold a candidate was told about is never undone. ``hold_last_event`` loses the
+entries of the registrations repaired, so events older than the repair are never applied
+over it.
 
-Do not race the write-behind: an event still in the stream is a change PostgreSQL does
-not know yet, and reconciling would undo it. ``reconcile`` therefore first drains the
-exams' streams (``drain=True``, as consumer ``reconcile``). Entries another consumer has
-read but not acknowledged are only taken over after ``min_idle_ms``; run it with the
-worker's consumers stopped, or while nothing changes, for an exact result.
+``reconcile`` first drains the exams' streams (``drain_first``, as consumer ``reconcile``),
+so that the holds in flight are few. Dead letters are not in flight (they were
+acknowledged): a registration whose latest event is one is rebuilt from PostgreSQL.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +38,10 @@ from queueing import keys
 from queueing.errors import QueueingError
 from queueing.holds import datetime_to_ms
 from queueing.inventory import SEAT_TAKING_STATUSES
-from queueing.writebehind import drain
+from queueing.writebehind import drain, unapplied_events
 
 MAX_ATTEMPTS = 10
+RETRY_DELAY_S = 0.02  # backoff between attempts grows by this much each time (jittered)
 
 
 class ReconcileError(QueueingError):
@@ -72,6 +78,7 @@ class ExamDrift:
     holds_added: int = 0
     holds_removed: int = 0
     holds_changed: int = 0
+    holds_in_flight: int = 0
     oversold_sites: list[int] = field(default_factory=list)
 
     @property
@@ -101,7 +108,8 @@ class Report:
             "exams": [{
                 "exam_id": exam.exam_id, "drifted": exam.drifted, "holds_expected": exam.holds_expected,
                 "holds_added": exam.holds_added, "holds_removed": exam.holds_removed,
-                "holds_changed": exam.holds_changed, "oversold_sites": exam.oversold_sites,
+                "holds_changed": exam.holds_changed, "holds_in_flight": exam.holds_in_flight,
+                "oversold_sites": exam.oversold_sites,
                 "sites": [{"site_id": s.site_id, "capacity": s.capacity, "held": s.held,
                            "expected_left": s.expected_left, "found_left": s.found_left}
                           for s in exam.sites if s.drifted],
@@ -111,13 +119,16 @@ class Report:
 
 @dataclass(frozen=True)
 class _Truth:
-    capacity: dict[int, int]
     holds: dict[bytes, bytes]  # registration → site, as Redis stores them
     expiry: dict[bytes, int]  # registration → ms, the expiring holds only
 
 
+async def _capacities(pg: asyncpg.Connection | asyncpg.Pool, exam_id: int) -> dict[int, int]:
+    rows = await pg.fetch("SELECT id, capacity FROM exam_sites WHERE exam_id = $1 ORDER BY id", exam_id)
+    return {row["id"]: row["capacity"] for row in rows}
+
+
 async def _truth(pg: asyncpg.Connection | asyncpg.Pool, exam_id: int) -> _Truth:
-    sites = await pg.fetch("SELECT id, capacity FROM exam_sites WHERE exam_id = $1 ORDER BY id", exam_id)
     rows = await pg.fetch(
         """SELECT id, site_id, status, hold_expires_at FROM registrations
             WHERE exam_id = $1 AND site_id IS NOT NULL AND status = ANY($2::text[])""",
@@ -130,25 +141,51 @@ async def _truth(pg: asyncpg.Connection | asyncpg.Pool, exam_id: int) -> _Truth:
         holds[member] = str(row["site_id"]).encode()
         if row["status"] != "paid" and row["hold_expires_at"] is not None:
             expiry[member] = datetime_to_ms(row["hold_expires_at"])
-    return _Truth({row["id"]: row["capacity"] for row in sites}, holds, expiry)
+    return _Truth(holds, expiry)
+
+
+def _in_flight(unapplied: dict[int, set[int]], last_events: dict[bytes, bytes]) -> set[bytes]:
+    """Registrations whose latest event (``hold_last_event``) is one the write-behind has not acknowledged."""
+    return {member for member, number in last_events.items()
+            if int(number) in unapplied.get(int(member), ())}
 
 
 async def reconcile_exam(pg: asyncpg.Connection | asyncpg.Pool, redis: aioredis.Redis, exam_id: int) -> ExamDrift:
-    """Make the exam's holds and seat counts in Redis exactly what PostgreSQL says; the drift found."""
-    truth = await _truth(pg, exam_id)
-    held = Counter(int(site) for site in truth.holds.values())
-    expected_left = {site: max(0, cap - held[site]) for site, cap in truth.capacity.items()}
+    """Make the exam's holds and seat counts in Redis what PostgreSQL says; the drift found.
+
+    Registrations whose latest hold event is still on its way to PostgreSQL keep their hold in
+    Redis as it is (they are newer than PostgreSQL; their event applies later).
+    """
+    capacity = await _capacities(pg, exam_id)
     holds_key, expiry_key, last_key = keys.holds(exam_id), keys.hold_expiry(exam_id), keys.hold_last_event(exam_id)
-    left_keys = {site: keys.site_left(exam_id, site) for site in truth.capacity}
-    for _ in range(MAX_ATTEMPTS):
+    stream = keys.holds_stream(exam_id)
+    left_keys = {site: keys.site_left(exam_id, site) for site in capacity}
+    for attempt in range(MAX_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(random.uniform(0, RETRY_DELAY_S * attempt))  # let a burst of holds pass
         async with redis.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(holds_key, expiry_key, *left_keys.values())
+                # Every hold script writes hold_last_event, so any hold taken from here on aborts
+                # the write. The events not yet acknowledged are read before PostgreSQL: one
+                # acknowledged later was committed before it, and one applied later counts as not.
+                await pipe.watch(holds_key, expiry_key, last_key, *left_keys.values())
+                unapplied = await unapplied_events(redis, stream)
+                last_events: dict[bytes, bytes] = await pipe.hgetall(last_key) if unapplied else {}
+                truth = await _truth(pg, exam_id)
                 found_holds: dict[bytes, bytes] = await pipe.hgetall(holds_key)
                 found_expiry = {member: int(score) for member, score in
                                 await pipe.zrange(expiry_key, 0, -1, withscores=True)}
                 found_left = await pipe.mget(list(left_keys.values())) if left_keys else []
-                drift = ExamDrift(exam_id, holds_expected=len(truth.holds))
+                in_flight = _in_flight(unapplied, last_events)
+                for member in in_flight:  # Redis is ahead of PostgreSQL here: keep what it has
+                    truth.holds.pop(member, None)
+                    truth.expiry.pop(member, None)
+                    if member in found_holds:
+                        truth.holds[member] = found_holds[member]
+                        if member in found_expiry:
+                            truth.expiry[member] = found_expiry[member]
+                held = Counter(int(site) for site in truth.holds.values())
+                drift = ExamDrift(exam_id, holds_expected=len(truth.holds), holds_in_flight=len(in_flight))
                 repaired: set[bytes] = set()
                 for member, site in truth.holds.items():
                     if member not in found_holds:
@@ -163,9 +200,10 @@ async def reconcile_exam(pg: asyncpg.Connection | asyncpg.Pool, redis: aioredis.
                 # expiry entries without a hold (the sweeper would drop them) are repaired too
                 repaired.update(found_expiry.keys() - truth.expiry.keys() - found_holds.keys())
                 for site, value in zip(left_keys, found_left):
-                    drift.sites.append(SiteDrift(site, truth.capacity[site], held[site], expected_left[site],
+                    expected_left = max(0, capacity[site] - held[site])
+                    drift.sites.append(SiteDrift(site, capacity[site], held[site], expected_left,
                                                  None if value is None else int(value)))
-                    if held[site] > truth.capacity[site]:
+                    if held[site] > capacity[site]:
                         drift.oversold_sites.append(site)
                 pipe.multi()
                 if repaired:

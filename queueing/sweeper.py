@@ -9,7 +9,6 @@ to the exam's stream, so PostgreSQL follows through the write-behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Union
@@ -19,6 +18,7 @@ from redis.exceptions import NoScriptError
 
 from queueing import keys
 from queueing.holds import EXPIRE, clock_ms, event_keys
+from queueing.loops import pause, should_stop
 
 log = logging.getLogger("examgate.sweeper")
 
@@ -74,17 +74,18 @@ async def sweep_once(redis: aioredis.Redis, exam_ids: Iterable[int], *, now_ms: 
     return released
 
 
-async def run_sweeper(redis: aioredis.Redis, *, exams: ExamSource, stop_event: asyncio.Event,
+async def run_sweeper(redis: aioredis.Redis, *, exams: ExamSource, stop_event: asyncio.Event | None = None,
                       interval_s: float = 1.0, batch_size: int = 500) -> None:
-    """Sweep every ``interval_s`` until ``stop_event`` is set (a worker task).
+    """Sweep every ``interval_s`` until cancelled, or until ``stop_event`` (if given) is set (a worker task).
 
     ``exams`` is a list of exam ids or an async function returning the current list
     (e.g. ``active_exam_ids(catalogue)``). Several sweepers may run: each release is atomic.
+    Under a supervisor pass no ``stop_event``: cancelling the task is the one way to stop it,
+    and a cancellation swallowed by a Redis call below is raised again (``queueing.loops``).
     """
-    while not stop_event.is_set():
+    while not should_stop(stop_event):
         exam_ids = await exams() if callable(exams) else exams
         released = await sweep_once(redis, exam_ids, batch_size=batch_size)
         if released:
             log.info("sweeper released %d expired holds", released)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop_event.wait(), interval_s)
+        await pause(interval_s, stop_event)

@@ -22,6 +22,11 @@ How it works (the scripts are ``room_join.lua``, ``room_status.lua``, ``room_adv
   poll of a place that is dead (passed over, or simply not seen within the TTL) marks it expired
   for good and raises ``PlaceExpired``; joining again then gives a new place at the back (a place
   still in the draw before the opening is simply seen again, keeping its draw key).
+- **Admission.** The first poll that finds a place admitted records when (``room_admitted``, whole
+  seconds); every later poll answers the same ``admitted_at_s``, so the admission token it issues
+  expires at the same moment, ``admitted_at_s`` + the admission TTL: polling never renews it. A poll
+  after that raises ``AdmissionExpired`` (a ``PlaceExpired``) and gives the place up, so the candidate
+  joins again at the back.
 - **Numbers.** ``ahead`` counts positions between serving and the place (dead ones included, so
   it is an upper bound), and the ETA divides it by the *measured* rate at which serving passes
   positions (an exponential average over ``RATE_WINDOW_S``, dead places included, so the two
@@ -45,7 +50,7 @@ from typing import Any, NamedTuple
 from core.redis import AutoPipeline
 from core.scripts import Script, ScriptClient, load_scripts
 from queueing import keys
-from queueing.errors import PlaceExpired, PlaceNotFound
+from queueing.errors import AdmissionExpired, PlaceExpired, PlaceNotFound
 
 __all__ = [
     "Advance", "Place", "RoomStats", "Status",
@@ -80,7 +85,12 @@ class Place(NamedTuple):
 
 
 class Status(NamedTuple):
-    """One status poll: ``admitted`` once serving has reached the position (then issue an admission token)."""
+    """One status poll: ``admitted`` once serving has reached the position (then issue an admission token).
+
+    ``admitted_at_s`` (Redis clock, whole seconds) is when the place was first polled admitted, the
+    same on every later poll: the admission token expires at ``admitted_at_s`` + the admission TTL.
+    ``admission_left_s`` is what is left of it when the poll gave the TTL (else None).
+    """
 
     position: int
     serving: int
@@ -89,6 +99,8 @@ class Status(NamedTuple):
     poll_after_s: int
     admitted: bool
     candidate_id: int
+    admitted_at_s: int | None = None
+    admission_left_s: int | None = None
 
 
 class Advance(NamedTuple):
@@ -167,9 +179,10 @@ async def join(
     ``opens_at_s`` is when the room opens (epoch seconds); ``admit_per_s`` is only the ETA's
     fallback before the rate has been measured.
     """
+    meta, candidates, tickets, draw, order, _ = keys.room_keys(exam_id)
     reply = await _scripts()["room_join"].run(
         client,
-        keys.room_keys(exam_id),
+        (meta, candidates, tickets, draw, order),
         [candidate_id, secrets.token_urlsafe(TICKET_BYTES), secrets.randbits(DRAW_KEY_BITS),
          int(opens_at_s * 1000), _now_arg(now_s), int(place_ttl_s * 1000)],
     )  # fmt: skip
@@ -188,20 +201,34 @@ async def status(
     *,
     now_s: float | None = None,
     admit_per_s: float | None = None,
+    admission_ttl_s: int | None = None,
 ) -> Status:
-    """Poll a place (marking it seen): its numbers, or ``PlaceExpired`` / ``PlaceNotFound``. One script call."""
+    """Poll a place (marking it seen): its numbers, or ``PlaceExpired`` / ``PlaceNotFound``. One script call.
+
+    The first poll that finds the place admitted records when; with ``admission_ttl_s`` a poll
+    that long after that raises ``AdmissionExpired`` (a ``PlaceExpired``: the place is given up,
+    so joining again gives a new one). Polling never renews an admission.
+    """
     if not isinstance(ticket, str) or _TICKET(ticket) is None:
         raise PlaceNotFound(exam_id)
-    meta, _, tickets, draw, _ = keys.room_keys(exam_id)
-    reply = await _scripts()["room_status"].run(client, (meta, tickets, draw), [ticket, _now_arg(now_s)])
+    meta, _, tickets, draw, _, admitted_key = keys.room_keys(exam_id)
+    ttl_arg = "" if admission_ttl_s is None else str(int(admission_ttl_s) * 1000)
+    reply = await _scripts()["room_status"].run(client, (meta, tickets, draw, admitted_key),
+                                                [ticket, _now_arg(now_s), ttl_arg])
     if reply[0] == 0:
         raise PlaceNotFound(exam_id)
     if reply[0] == -1:
         raise PlaceExpired(exam_id, int(reply[1]))
-    _, candidate_id, position, serving, drawn, opens_at_ms, now_ms, measured, stored, ttl_ms = reply
+    if reply[0] == -2:
+        raise AdmissionExpired(exam_id, int(reply[1]), int(reply[2]) // 1000)
+    _, candidate_id, position, serving, drawn, opens_at_ms, now_ms, measured, stored, ttl_ms, admitted_at_ms = reply
     rate = _rate(measured, admit_per_s, stored)
     ahead, eta_s, poll_after_s, admitted = _numbers(position, serving, drawn, opens_at_ms, now_ms, rate, ttl_ms)
-    return Status(position, serving, ahead, eta_s, poll_after_s, admitted, int(candidate_id))
+    admitted_at_s = admitted_at_ms // 1000 if admitted_at_ms else None
+    left_s = None
+    if admitted_at_s is not None and admission_ttl_s is not None:
+        left_s = math.ceil((admitted_at_ms + int(admission_ttl_s) * 1000 - now_ms) / 1000)
+    return Status(position, serving, ahead, eta_s, poll_after_s, admitted, int(candidate_id), admitted_at_s, left_s)
 
 
 async def advance(
@@ -218,7 +245,7 @@ async def advance(
     """
     if not admit_per_s > 0:
         raise ValueError("admit_per_s must be positive")
-    meta, _, tickets, draw, order = keys.room_keys(exam_id)
+    meta, _, tickets, draw, order, _ = keys.room_keys(exam_id)
     serving, admitted, skipped, tail, opened = await _scripts()["room_advance"].run(
         client, (meta, tickets, draw, order), [repr(float(admit_per_s)), _now_arg(now_s), max_scan, RATE_WINDOW_S * 1000]
     )

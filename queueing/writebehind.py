@@ -42,6 +42,7 @@ from redis.exceptions import ResponseError
 
 from queueing import keys
 from queueing.holds import clock_ms, ms_to_datetime
+from queueing.loops import pause, should_stop
 
 log = logging.getLogger("examgate.writebehind")
 
@@ -174,6 +175,46 @@ async def apply_events(conn: asyncpg.Connection, redis: aioredis.Redis, events: 
                 [None if e.expires_at_ms is None else ms_to_datetime(e.expires_at_ms) for e in rows],
             )
         return len(chosen)
+
+
+async def unapplied_events(redis: aioredis.Redis, stream: str, group: str = GROUP,
+                           page_size: int = 1000) -> dict[int, set[int]]:
+    """Registration → numbers of its events in ``stream`` that ``group`` has not acknowledged yet.
+
+    Those are the events PostgreSQL may not reflect: entries not yet delivered to the group and
+    entries delivered but pending (a consumer acknowledges only after its transaction commits).
+    Without the group every entry counts; without the stream there are none.
+    """
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:  # no such stream
+        return {}
+    info = next((g for g in groups if _text(g["name"]) == group), None)
+    pending: set[str] = set()
+    if info is None:
+        start, last_delivered = "-", (0, 0)
+    else:
+        last_delivered = _parse_id(info["last-delivered-id"])
+        after = "-"
+        while int(info["pending"]):
+            page = await redis.xpending_range(stream, group, after, "+", page_size)
+            pending.update(_text(p["message_id"]) for p in page)
+            if len(page) < page_size:
+                break
+            after = "(" + _text(page[-1]["message_id"])
+        start = min(pending, key=_parse_id) if pending else "(" + _text(info["last-delivered-id"])
+    found: dict[int, set[int]] = defaultdict(set)
+    while True:
+        entries = await redis.xrange(stream, min=start, max="+", count=page_size)
+        for entry_id, fields in entries:
+            entry = _text(entry_id)
+            if entry in pending or _parse_id(entry) > last_delivered:
+                data = {_text(k): _text(v) for k, v in fields.items()}
+                with contextlib.suppress(KeyError, ValueError):  # a malformed entry changes no hold
+                    found[int(data["registration"])].add(int(data["event"]))
+        if len(entries) < page_size:
+            return dict(found)
+        start = "(" + _text(entries[-1][0])
 
 
 async def ensure_groups(redis: aioredis.Redis, streams: Iterable[str], group: str = GROUP) -> None:
@@ -367,8 +408,8 @@ async def run_consumer(
     pg_pool: asyncpg.Pool,
     *,
     consumer_name: str,
-    stop_event: asyncio.Event,
     streams: StreamSource,
+    stop_event: asyncio.Event | None = None,
     group: str = GROUP,
     batch_size: int = 500,
     block_ms: int = 1000,
@@ -377,24 +418,25 @@ async def run_consumer(
     streams_refresh_s: float = 10.0,
     trim_interval_s: float = 30.0,
 ) -> None:
-    """Consume the hold streams into PostgreSQL until ``stop_event`` is set (a worker task).
+    """Consume the hold streams into PostgreSQL until cancelled, or until ``stop_event`` (if given) is set.
 
     ``streams`` is a list of stream keys or an async function returning the current list
     (e.g. ``hold_streams(active_exam_ids(catalogue))``), refreshed every ``streams_refresh_s``.
-    ``redis`` must have no socket timeout shorter than ``block_ms``.
+    ``redis`` must have no socket timeout shorter than ``block_ms``. Under a supervisor (a
+    worker task) pass no ``stop_event``: cancelling the task is the one way to stop it, and a
+    cancellation swallowed by a Redis call below is raised again (``queueing.loops``).
     """
     loop = asyncio.get_running_loop()
     current: Sequence[str] = []
     refreshed_at = trimmed_at = float("-inf")
-    while not stop_event.is_set():
+    while not should_stop(stop_event):
         if callable(streams) and loop.time() - refreshed_at >= streams_refresh_s:
             current = list(await streams())
             refreshed_at = loop.time()
         elif not callable(streams):
             current = streams
         if not current:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop_event.wait(), block_ms / 1000)
+            await pause(block_ms / 1000, stop_event)
             continue
         result = await drain_once(redis, pg_pool, current, consumer_name=consumer_name, group=group,
                                   batch_size=batch_size, block_ms=block_ms, min_idle_ms=min_idle_ms,

@@ -13,7 +13,6 @@ auto-pipelined batch (one Redis round trip, no PostgreSQL); the admission token 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from aiohttp import web
 
@@ -22,10 +21,10 @@ from core.registrations import check_window
 from core.timeutil import utcnow
 from gateway import auth, keys
 from gateway.bodies import json_response
-from gateway.errors import NotFoundError
+from gateway.errors import ApiError, NotFoundError
 from gateway.liveconfig import QueueExam
 from queueing import admission, waiting_room
-from queueing.errors import PlaceNotFound
+from queueing.errors import AdmissionExpired, PlaceExpired, PlaceNotFound
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -61,25 +60,37 @@ async def join_queue(request: web.Request) -> web.Response:
 
 
 async def queue_status(request: web.Request) -> web.Response:
-    """Poll a place: its numbers, or ``{"admitted": true, "admission_token", "expires_in"}``."""
+    """Poll a place: its numbers, or ``{"admitted": true, "admission_token", "expires_in"}``.
+
+    The token expires ``admission_ttl_s`` after the first poll that found the place admitted, the
+    same for every later poll (polling never renews it); after that the poll answers 410
+    ``queue_place_expired`` (details ``reason: admission_expired``) and the candidate joins again.
+    """
     exam, config = _room(request)
     app = request.app
     candidate, status = await asyncio.gather(
         auth.candidate_id(request),
-        waiting_room.status(app[keys.REDIS], exam.id, request.match_info["ticket"], admit_per_s=config.admit_per_s),
+        waiting_room.status(app[keys.REDIS], exam.id, request.match_info["ticket"], admit_per_s=config.admit_per_s,
+                            admission_ttl_s=config.admission_ttl_s),
         return_exceptions=True,
     )
     if isinstance(candidate, BaseException):
         raise candidate
+    if isinstance(status, PlaceExpired) and status.candidate_id != candidate:
+        raise PlaceNotFound(exam.id)  # someone else's ticket is as good as none
+    if isinstance(status, AdmissionExpired):
+        raise ApiError("入场资格已过期，请重新排队", code="queue_place_expired", status=410,
+                       details={"exam_id": exam.id, "reason": "admission_expired"})
     if isinstance(status, BaseException):
         raise status
     if status.candidate_id != candidate:
-        raise PlaceNotFound(exam.id)  # someone else's ticket is as good as none
+        raise PlaceNotFound(exam.id)
     await auth.enforce_candidate_rules(request)
     if status.admitted:
+        assert status.admitted_at_s is not None and status.admission_left_s is not None
         token = admission.issue(app[keys.ADMISSION_KEY], candidate, exam.id, ttl_s=config.admission_ttl_s,
-                                now_s=time.time())
-        return json_response({"admitted": True, "admission_token": token, "expires_in": config.admission_ttl_s},
+                                now_s=status.admitted_at_s)
+        return json_response({"admitted": True, "admission_token": token, "expires_in": status.admission_left_s},
                              headers=NO_STORE)
     return json_response({
         "position": status.position, "serving": status.serving, "ahead": status.ahead, "eta_s": status.eta_s,

@@ -169,6 +169,53 @@ async def test_admission_token_gates_the_seat_route(gateway: Process, pg: asyncp
     assert resp.status == 403
 
 
+async def test_polling_again_never_renews_an_admission(gateway: Process, pg: asyncpg.Connection, redis_url: str,
+                                                       store: aioredis.Redis, http: aiohttp.ClientSession) -> None:
+    exam_id, (site_id,) = await exam_ready(pg, gateway, [("11", 10)])
+    await wait_inventory(store, exam_id, [site_id])
+    (alice,) = await make_candidates(pg, 1)
+    (alice_reg,) = await make_registrations(pg, exam_id, [alice])
+    (alice_token,) = await make_sessions(redis_url, [alice])
+    await enable_queue(gateway, exam_id, admit_per_s=1000, admission_ttl_s=300)
+    place = await join(http, gateway, exam_id, alice_token)
+    deadline = time.monotonic() + 5
+    while True:
+        status, body = await poll(http, gateway, exam_id, place["ticket"], alice_token)
+        assert status == 200, body
+        if body["admitted"]:
+            break
+        assert time.monotonic() < deadline, "not admitted at 1000/s"
+        await asyncio.sleep(0.05)
+    admitted_at_ms = int(await store.hget(qkeys.room_admitted(exam_id), place["ticket"]))
+    first = body["admission_token"]
+    assert int(first.split(".")[2]) == admitted_at_ms // 1000 + 300  # expiry = admitted_at + admission_ttl_s
+    assert 299 <= body["expires_in"] <= 300
+
+    await asyncio.sleep(1.1)
+    status, again = await poll(http, gateway, exam_id, place["ticket"], alice_token)
+    assert status == 200 and again["admission_token"] == first  # the same token: same expiry
+    assert again["expires_in"] < body["expires_in"]
+    rejoined = await join(http, gateway, exam_id, alice_token)  # joining again does not renew it either
+    assert rejoined["ticket"] == place["ticket"] and rejoined["admitted"] is True
+    status, again = await poll(http, gateway, exam_id, place["ticket"], alice_token)
+    assert status == 200 and again["admission_token"] == first
+
+    # 300 s later (time moved on by making the admission old): 410, the place given up, join again.
+    await store.hset(qkeys.room_admitted(exam_id), place["ticket"], admitted_at_ms - 300_000)
+    status, body = await poll(http, gateway, exam_id, place["ticket"], alice_token)
+    assert status == 410, body
+    assert_error_shape(body, "queue_place_expired")
+    assert body["error"]["details"] == {"exam_id": exam_id, "reason": "admission_expired"}
+    status, body = await poll(http, gateway, exam_id, place["ticket"], alice_token)
+    assert status == 410 and body["error"]["details"]["reason"] == "admission_expired"
+    fresh = await join(http, gateway, exam_id, alice_token)
+    assert fresh["ticket"] != place["ticket"] and fresh["position"] > place["position"]
+    # The token handed out before still works until its own expiry (it is stateless).
+    seat = f"{gateway.url}/api/v1/registrations/{alice_reg}/seat"
+    ok = await http.put(seat, json={"site_id": site_id}, headers=bearer(alice_token, **{"X-Admission-Token": first}))
+    assert ok.status == 200, await ok.text()
+
+
 async def test_early_joiners_are_drawn_later_ones_first_come(gateway: Process, pg: asyncpg.Connection,
                                                              redis_url: str, http: aiohttp.ClientSession) -> None:
     exam_id, _ = await exam_ready(pg, gateway, [("11", 10)], opens_in_s=3)

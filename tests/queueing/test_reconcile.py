@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections import Counter
 from datetime import timedelta
 
 import asyncpg
@@ -9,11 +12,25 @@ import redis.asyncio as aioredis
 
 from core.timeutil import utcnow
 from queueing import keys
-from queueing.holds import datetime_to_ms, hold_seat, make_permanent, release_seat
-from queueing.reconcile import reconcile
+from queueing.holds import (
+    SiteFull,
+    datetime_to_ms,
+    hold_seat,
+    make_permanent,
+    release_seat,
+)
+from queueing.reconcile import ReconcileError, reconcile, reconcile_exam
 from queueing.sweeper import sweep_exam
-from queueing.writebehind import drain_once
+from queueing.writebehind import (
+    GROUP,
+    drain,
+    drain_once,
+    ensure_groups,
+    run_consumer,
+    unapplied_events,
+)
 from tests.queueing.test_holds import exam_with_sites, make_registrations
+from tests.queueing.test_writebehind import pg_holds, redis_holds
 
 TTL_S = 1800
 
@@ -118,3 +135,104 @@ async def test_expired_holds_are_left_to_the_sweeper(pg: asyncpg.Connection, red
     rows = await pg.fetch("SELECT id FROM registrations WHERE exam_id = $1 AND site_id IS NOT NULL", exam_id)
     assert [row["id"] for row in rows] == [fresh]
     assert int(await redis.get(keys.site_left(exam_id, sites[0])) or 0) == 4
+
+
+async def test_holds_in_flight_are_kept_as_redis_has_them(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
+    exam_id, sites = await exam_with_sites(pg, redis, [5, 5])
+    regs = await make_registrations(pg, exam_id, 5)
+    stream = keys.holds_stream(exam_id)
+    for reg in regs[:3]:
+        await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S, admitted=True)
+    await drain_once(redis, pg, [stream], consumer_name="c")
+    # Not in PostgreSQL yet: a move, a release, a new hold (read by a consumer that never
+    # acknowledged it), and a new hold not even read.
+    await hold_seat(redis, exam_id, regs[0], sites[1], ttl_s=TTL_S, admitted=True)
+    await release_seat(redis, exam_id, regs[1])
+    await hold_seat(redis, exam_id, regs[3], sites[1], ttl_s=TTL_S, admitted=True)
+    await redis.xreadgroup(GROUP, "crashed", {stream: ">"}, count=3)
+    await hold_seat(redis, exam_id, regs[4], sites[0], ttl_s=TTL_S, admitted=True)
+    assert set(await unapplied_events(redis, stream)) == {regs[0], regs[1], regs[3], regs[4]}
+    before = await snapshot(redis, exam_id, sites)
+    await redis.set(keys.site_left(exam_id, sites[0]), 99)  # drift elsewhere is still repaired
+
+    drift = await reconcile_exam(pg, redis, exam_id)
+
+    assert await snapshot(redis, exam_id, sites) == before
+    assert drift.holds_in_flight == 4 and drift.holds_expected == 4
+    assert (drift.holds_added, drift.holds_removed, drift.holds_changed) == (0, 0, 0)
+    assert [(s.site_id, s.found_left, s.expected_left) for s in drift.sites if s.drifted] == [(sites[0], 99, 3)]
+    # the events are still the latest: the write-behind applies them afterwards
+    await drain_once(redis, pg, [stream], consumer_name="c", min_idle_ms=0)
+    assert await pg_holds(pg, exam_id) == await redis_holds(redis, exam_id)
+    assert await unapplied_events(redis, stream) == {}
+
+
+async def test_unapplied_events_without_a_group_or_a_stream(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
+    exam_id, sites = await exam_with_sites(pg, redis, [5])
+    (reg,) = await make_registrations(pg, exam_id, 1)
+    stream = keys.holds_stream(exam_id)
+    assert await unapplied_events(redis, stream) == {}
+    first = await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S, admitted=True)
+    second = await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S, admitted=True)
+    assert await unapplied_events(redis, stream) == {reg: {first.event, second.event}}  # no group yet
+    await ensure_groups(redis, [stream])
+    assert await unapplied_events(redis, stream, page_size=1) == {reg: {first.event, second.event}}
+    await drain_once(redis, pg, [stream], consumer_name="c")
+    assert await unapplied_events(redis, stream) == {}
+
+
+async def test_holds_taken_while_reconcile_runs_are_never_undone(pg_dsn: str, pg: asyncpg.Connection,
+                                                                   redis: aioredis.Redis) -> None:
+    capacity = 30
+    exam_id, sites = await exam_with_sites(pg, redis, [capacity, capacity])
+    regs = await make_registrations(pg, exam_id, 80)
+    stream = keys.holds_stream(exam_id)
+    pool = await asyncpg.create_pool(pg_dsn, min_size=2, max_size=6)
+    rng = random.Random(11)
+    acknowledged: dict[int, int] = {}  # registration → the site of its last hold answered with success
+    reconciled = contended = 0
+
+    async def take(reg: int, site: int, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        try:
+            await hold_seat(redis, exam_id, reg, site, ttl_s=TTL_S, admitted=True)
+        except SiteFull:
+            return
+        acknowledged[reg] = site
+
+    async def reconcile_repeatedly(until: asyncio.Task[list[None]], drain_first: bool) -> None:
+        nonlocal reconciled, contended
+        while not until.done():
+            try:
+                if drain_first:
+                    await reconcile(pool, redis, exam_id, min_idle_ms=60_000)
+                else:
+                    await reconcile_exam(pool, redis, exam_id)
+                reconciled += 1
+            except ReconcileError:
+                contended += 1
+
+    consumer = asyncio.create_task(run_consumer(redis, pool, consumer_name="w", streams=[stream], block_ms=5,
+                                                batch_size=7))
+    try:
+        for round_no in range(6):
+            burst = asyncio.gather(*(take(reg, rng.choice(sites), rng.uniform(0, 0.15))
+                                     for reg in rng.sample(regs, 50)))
+            burst_task = asyncio.ensure_future(burst)
+            await asyncio.gather(burst_task, reconcile_repeatedly(burst_task, drain_first=round_no % 2 == 0),
+                                 reconcile_repeatedly(burst_task, drain_first=False))
+            held = await redis_holds(redis, exam_id)
+            assert {reg: site for reg, (site, _) in held.items()} == acknowledged, f"round {round_no}"
+            counts = Counter(site for site, _ in held.values())
+            for site in sites:
+                left = int(await redis.get(keys.site_left(exam_id, site)) or -1)
+                assert counts[site] + left == capacity, f"round {round_no}, site {site}"
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+    assert reconciled > 0, f"every reconcile was contended ({contended})"
+    await drain(redis, pool, [stream], consumer_name="final", min_idle_ms=0)
+    await pool.close()
+    assert {reg: site for reg, (site, _) in (await pg_holds(pg, exam_id)).items()} == acknowledged
+    final = await reconcile(pg, redis, exam_id)
+    assert not final.drifted, final.as_dict()

@@ -4,6 +4,7 @@ a rate-bound serving counter, expired places skipped, status numbers, and each r
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ import redis.asyncio as aioredis
 from core.redis import AutoPipeline
 from core.scripts import Script, load_scripts
 from queueing import keys, waiting_room
-from queueing.errors import PlaceExpired, PlaceNotFound
+from queueing.errors import AdmissionExpired, PlaceExpired, PlaceNotFound
 from queueing.waiting_room import advance, join, stats, status
 
 EXAM = 42
@@ -69,7 +70,7 @@ def test_every_room_script_has_its_header(scripts: dict[str, Script]) -> None:
 
 async def test_room_join_lua_draw_then_fifo(scripts: dict[str, Script], redis: aioredis.Redis) -> None:
     join_lua = scripts["room_join"]
-    room = keys.room_keys(EXAM)
+    room = keys.room_keys(EXAM)[:5]
     meta, cand, tix, draw, order = room
     opens_ms = int(T0 * 1000)
 
@@ -96,27 +97,52 @@ async def test_room_join_lua_draw_then_fifo(scripts: dict[str, Script], redis: a
 
 async def test_room_status_lua_marks_seen_and_expires(scripts: dict[str, Script], redis: aioredis.Redis) -> None:
     status_lua = scripts["room_status"]
-    meta, _, tix, draw, _ = keys.room_keys(EXAM)
+    meta, _, tix, draw, _, adm = keys.room_keys(EXAM)
+    lua_keys = (meta, tix, draw, adm)
     await redis.hset(meta, mapping={"opens_at": 1000, "opened": 0, "tail": 3, "serving": 1, "ttl_ms": 30_000,
                                     "admit": "2.5"})  # fmt: skip
     await redis.hset(tix, mapping={"a" * 22: "5:3:100000", "b" * 22: "6:2:0"})
 
-    assert await status_lua.run(redis, (meta, tix, draw), ["x" * 22, 110_000]) == [0]
-    reply = await status_lua.run(redis, (meta, tix, draw), ["a" * 22, 110_000])
-    assert reply == [1, b"5", 3, 1, 0, 1000, 110_000, b"", b"2.5", 30_000]
+    assert await status_lua.run(redis, lua_keys, ["x" * 22, 110_000, ""]) == [0]
+    reply = await status_lua.run(redis, lua_keys, ["a" * 22, 110_000, ""])
+    assert reply == [1, b"5", 3, 1, 0, 1000, 110_000, b"", b"2.5", 30_000, 0]
     assert await redis.hget(tix, "a" * 22) == b"5:3:110000"
-    assert await status_lua.run(redis, (meta, tix, draw), ["b" * 22, 110_000]) == [-1, b"6"]
+    assert await status_lua.run(redis, lua_keys, ["b" * 22, 110_000, ""]) == [-1, b"6"]
     # Not seen for more than ttl_ms: expired, and it stays expired.
-    assert await status_lua.run(redis, (meta, tix, draw), ["a" * 22, 140_001]) == [-1, b"5"]
+    assert await status_lua.run(redis, lua_keys, ["a" * 22, 140_001, ""]) == [-1, b"5"]
     assert await redis.hget(tix, "a" * 22) == b"5:3:0"
-    assert await status_lua.run(redis, (meta, tix, draw), ["a" * 22, 140_002]) == [-1, b"5"]
+    assert await status_lua.run(redis, lua_keys, ["a" * 22, 140_002, ""]) == [-1, b"5"]
+    assert await redis.hlen(adm) == 0  # neither was ever admitted
+
+
+async def test_room_status_lua_records_the_admission_once(scripts: dict[str, Script], redis: aioredis.Redis) -> None:
+    status_lua = scripts["room_status"]
+    meta, _, tix, draw, _, adm = keys.room_keys(EXAM)
+    lua_keys = (meta, tix, draw, adm)
+    await redis.hset(meta, mapping={"opens_at": 1000, "opened": 0, "tail": 3, "serving": 2, "ttl_ms": 120_000})
+    await redis.hset(tix, mapping={"a" * 22: "5:2:100000", "c" * 22: "7:3:100000"})
+
+    assert (await status_lua.run(redis, lua_keys, ["c" * 22, 100_100, "60000"]))[-1] == 0  # not admitted yet
+    first = await status_lua.run(redis, lua_keys, ["a" * 22, 100_700, "60000"])
+    assert first[0] == 1 and first[-1] == 100_000  # whole seconds
+    assert await redis.hget(adm, "a" * 22) == b"100000"
+    again = await status_lua.run(redis, lua_keys, ["a" * 22, 150_000, "60000"])
+    assert again[0] == 1 and again[-1] == 100_000  # polling again does not renew it
+    assert (await status_lua.run(redis, lua_keys, ["a" * 22, 159_999, "60000"]))[:1] == [1]
+    # From admitted_at + the admission TTL on: expired, the place given up, and it stays so.
+    assert await status_lua.run(redis, lua_keys, ["a" * 22, 160_000, "60000"]) == [-2, b"5", 100_000]
+    assert await redis.hget(tix, "a" * 22) == b"5:2:0"
+    assert await status_lua.run(redis, lua_keys, ["a" * 22, 160_001, "60000"]) == [-2, b"5", 100_000]
+    # Without an admission TTL an admission never lapses (the place still does, unpolled).
+    await redis.hset(tix, "a" * 22, "5:2:200000")
+    assert (await status_lua.run(redis, lua_keys, ["a" * 22, 200_001, ""]))[-1] == 100_000
 
 
 async def test_room_advance_lua_spends_elapsed_time_on_live_places(
     scripts: dict[str, Script], redis: aioredis.Redis
 ) -> None:
     advance_lua = scripts["room_advance"]
-    meta, _, tix, draw, order = keys.room_keys(EXAM)
+    meta, _, tix, draw, order, _ = keys.room_keys(EXAM)
     lua_keys = (meta, tix, draw, order)
     assert await advance_lua.run(redis, lua_keys, ["10", 5000, 100, 30_000]) == [0, 0, 0, 0, 0]  # nothing to open
 
@@ -342,6 +368,41 @@ async def test_expired_places_are_skipped_and_their_polls_refused(pipeline: Auto
     assert again.ticket != places[0].ticket and again.position == 101
     with pytest.raises(PlaceExpired):
         await status(pipeline, EXAM, places[0].ticket, now_s=T0 + 33)
+
+
+async def test_an_admission_runs_from_the_first_admitted_poll_and_is_never_renewed(
+    pipelines: list[AutoPipeline],
+) -> None:
+    pipeline = pipelines[0]
+    place = await join_open(pipeline, 1, ttl_s=60)
+    await join_open(pipeline, 2, ttl_s=60)
+    await advance(pipeline, EXAM, admit_per_s=1, now_s=T0 + 1)  # serving 1: candidate 1 is admitted
+    # Polls racing from several connections, at moments seconds apart: one admission time, the first poll's.
+    polls = await asyncio.gather(*(status(pipelines[k % 4], EXAM, place.ticket, now_s=T0 + 1.2 + k / 10,
+                                          admission_ttl_s=300) for k in range(40)))  # fmt: skip
+    recorded = {poll.admitted_at_s for poll in polls}
+    assert len(recorded) == 1
+    (at,) = recorded
+    assert at is not None and T0 + 1 <= at <= T0 + 5
+    # Polling (and joining) again, within the place TTL, keeps the admission time: what is left shrinks.
+    for k in range(0, 6):
+        again = await join_open(pipeline, 1, now_s=T0 + 50 * k + 5.2, ttl_s=60)
+        assert again.ticket == place.ticket and again.admitted
+        later = await status(pipeline, EXAM, place.ticket, now_s=T0 + 50 * k + 5.5, admission_ttl_s=300)
+        assert later.admitted and later.admitted_at_s == at
+        assert later.admission_left_s == math.ceil(at + 300 - (T0 + 50 * k + 5.5))
+    # From admitted_at + 300 s on the admission is over and the place given up, for good.
+    with pytest.raises(AdmissionExpired) as caught:
+        await status(pipeline, EXAM, place.ticket, now_s=at + 300, admission_ttl_s=300)
+    assert isinstance(caught.value, PlaceExpired)
+    assert (caught.value.candidate_id, caught.value.admitted_at_s) == (1, at)
+    with pytest.raises(AdmissionExpired):
+        await status(pipeline, EXAM, place.ticket, now_s=at + 301, admission_ttl_s=300)
+    # Joining again gives a new place at the back, admitted only when served again.
+    rejoined = await join_open(pipeline, 1, now_s=at + 302, ttl_s=60)
+    assert rejoined.ticket != place.ticket and rejoined.position == 3 and not rejoined.admitted
+    fresh = await status(pipeline, EXAM, rejoined.ticket, now_s=at + 303, admission_ttl_s=300)
+    assert not fresh.admitted and fresh.admitted_at_s is None and fresh.admission_left_s is None
 
 
 async def test_a_polled_place_stays_alive(pipeline: AutoPipeline) -> None:
