@@ -41,7 +41,7 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-__all__ = ["AutoPipeline", "Endpoint", "parse_url"]
+__all__ = ["AutoPipeline", "Endpoint", "abandon", "parse_url"]
 
 Arg = Union[bytes, str, int, float, memoryview]
 
@@ -125,6 +125,17 @@ def _handshake(endpoint: Endpoint, client_name: str | None) -> list[bytes]:
     if client_name:
         commands.append(hiredis.pack_command(("CLIENT", "SETNAME", client_name)))
     return commands
+
+
+def abandon(future: asyncio.Future[Any]) -> None:
+    """Give up on a submitted command's reply: cancel it, or mark a failure it already has as seen.
+
+    For a caller that raised before awaiting every future it submitted; the command still runs.
+    """
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()  # retrieved: no "exception was never retrieved" at garbage collection
 
 
 def _expire(futures: list[asyncio.Future[Any]], timeout_ms: int) -> None:
@@ -404,6 +415,14 @@ class AutoPipeline:
         except TypeError as exc:
             raise DataError(f"invalid Redis command argument in {args[:1]!r}: {exc}") from exc
         return self._enqueue(packed)
+
+    def submit(self, *args: Arg) -> asyncio.Future[Any]:
+        """Queue one command in the current tick's batch and return the future of its raw reply.
+
+        ``execute`` without the coroutine: a caller issuing several commands back to back
+        awaits their futures directly, with no ``asyncio.gather`` and no Task per command.
+        """
+        return self._submit(args)
 
     def send_packed(self, packed: bytes) -> asyncio.Future[Any]:
         """Queue one command already encoded in RESP; its reply resolves the returned future.

@@ -38,6 +38,27 @@ class Script:
             await self.load(client)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
+    def submit(self, client: ScriptClient, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> asyncio.Future[Any]:
+        """EVALSHA issued now, its reply a future; pass that to ``result`` (which handles NOSCRIPT).
+
+        On an ``AutoPipeline`` this costs no coroutine and no Task, so several commands of one
+        request go out in one batch and are awaited one after the other; another client runs
+        ``run`` in a Task.
+        """
+        if isinstance(client, AutoPipeline):
+            return client.submit(b"EVALSHA", self.sha, len(keys), *keys, *args)
+        return asyncio.ensure_future(self.run(client, keys, args))
+
+    async def result(
+        self, client: ScriptClient, pending: asyncio.Future[Any], keys: Sequence[Any] = (), args: Sequence[Any] = ()
+    ) -> Any:
+        """The reply of a ``submit``ted call with the same ``keys`` and ``args``; on NOSCRIPT load and retry once."""
+        try:
+            return await pending
+        except NoScriptError:
+            await self.load(client)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
     async def load(self, client: ScriptClient) -> None:
         """SCRIPT LOAD, checking Redis computed the same SHA1."""
         sha = await client.script_load(self.source)

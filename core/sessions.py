@@ -38,7 +38,8 @@ from typing import Any, NamedTuple
 from core.redis import AutoPipeline
 from core.scripts import Script, ScriptClient, load_scripts
 
-__all__ = ["Session", "SessionSettings", "create", "resolve", "revoke", "revoke_all", "session_key", "index_key"]
+__all__ = ["PendingResolve", "Session", "SessionSettings", "create", "finish_resolve", "resolve", "revoke", "revoke_all", "session_key",
+           "index_key", "submit_resolve"]
 
 TOKEN_BYTES = 32
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}").fullmatch  # token_urlsafe(32): 32 bytes, base64url, no padding
@@ -83,6 +84,14 @@ class Session(NamedTuple):
 
     token: str
     expires_in_s: int
+
+
+class PendingResolve(NamedTuple):
+    """A session lookup issued by ``submit_resolve``: its script call and the future of the reply."""
+
+    keys: tuple[str]
+    args: tuple[int, int]
+    reply: asyncio.Future[Any]
 
 
 @functools.cache
@@ -144,11 +153,29 @@ async def create(
 
 async def resolve(client: ScriptClient, token: str, *, settings: SessionSettings = DEFAULT_SETTINGS) -> int | None:
     """The candidate a token signs in, renewing its idle timeout; None when unknown, expired or malformed."""
+    return await finish_resolve(client, submit_resolve(client, token, settings=settings))
+
+
+def submit_resolve(
+    client: ScriptClient, token: str, *, settings: SessionSettings = DEFAULT_SETTINGS
+) -> PendingResolve | None:
+    """Issue ``resolve``'s script call now (in this tick's batch) without awaiting it; None for a malformed token.
+
+    Lets a request send the session lookup and its own commands back to back and await them
+    in turn, without a Task per command; ``finish_resolve`` gives the answer.
+    """
     if not _well_formed(token):
         return None
-    reply = await _touch_script().run(
-        client, keys=(session_key(_token_hash(token)),), args=(settings.idle_ms, settings.renew_every_ms)
-    )
+    keys = (session_key(_token_hash(token)),)
+    args = (settings.idle_ms, settings.renew_every_ms)
+    return PendingResolve(keys, args, _touch_script().submit(client, keys, args))
+
+
+async def finish_resolve(client: ScriptClient, pending: PendingResolve | None) -> int | None:
+    """The answer of a ``submit_resolve``: the candidate, or None when unknown, expired or malformed."""
+    if pending is None:
+        return None
+    reply = await _touch_script().result(client, pending.reply, pending.keys, pending.args)
     return None if reply is None else int(reply)
 
 

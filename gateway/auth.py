@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Union
+
 from aiohttp import web
 
 from core import sessions
 from gateway import keys, throttle
 from gateway.errors import Unauthorized
+from ratelimit.rules import Rule
 
 CANDIDATE_ID = web.RequestKey("signed_in_candidate", int)
+# What ``submit_candidate`` hands to ``finish_candidate``: the id already known, or the lookup in flight.
+PendingCandidate = Union[int, sessions.PendingResolve, None]
 _CHALLENGE = 'Bearer realm="examgate"'
 
 
@@ -34,12 +39,28 @@ def bearer_token(request: web.Request) -> str:
 
 async def candidate_id(request: web.Request) -> int:
     """The signed-in candidate (renewing the session's idle timeout); raises NotSignedIn otherwise."""
+    return await finish_candidate(request, submit_candidate(request))
+
+
+def submit_candidate(request: web.Request) -> PendingCandidate:
+    """Start ``candidate_id``: issue the session lookup in this tick's batch; raises NotSignedIn without a token.
+
+    The handler issues its own Redis commands next (one write for all) and then awaits
+    ``finish_candidate`` before their replies: no Task per lookup, as ``asyncio.gather`` would make.
+    """
     found = request.get(CANDIDATE_ID)
     if found is not None:
         return found
     token = bearer_token(request)
     app = request.app
-    resolved = await sessions.resolve(app[keys.REDIS], token, settings=app[keys.SESSIONS])
+    return sessions.submit_resolve(app[keys.REDIS], token, settings=app[keys.SESSIONS])
+
+
+async def finish_candidate(request: web.Request, pending: PendingCandidate) -> int:
+    """The signed-in candidate of a ``submit_candidate``; raises NotSignedIn when the session is not live."""
+    if pending.__class__ is int:
+        return pending  # type: ignore[return-value]
+    resolved = await sessions.finish_resolve(request.app[keys.REDIS], pending)  # type: ignore[arg-type]
     if resolved is None:
         raise NotSignedIn("登录已失效，请重新登录", invalid=True)
     request[CANDIDATE_ID] = resolved
@@ -47,20 +68,26 @@ async def candidate_id(request: web.Request) -> int:
     return resolved
 
 
-async def enforce_candidate_rules(request: web.Request) -> None:
+async def enforce_candidate_rules(request: web.Request, rules: tuple[Rule, ...] | None = None) -> None:
     """Decide the route's rate limits keyed by candidate, once ``candidate_id`` has run.
 
     The throttle middleware runs before the handler knows the candidate, so it decides the
     ip and global rules and leaves these out; a route without such rules costs nothing here.
+    ``rules``: what ``candidate_rules`` answered, when the caller has already asked.
     """
+    if rules is None:
+        rules = candidate_rules(request)
+    if rules:
+        await throttle.enforce(request, rules=rules)
+
+
+def candidate_rules(request: web.Request) -> tuple[Rule, ...]:
+    """The rules ``enforce_candidate_rules`` decides for this request (no I/O); hot routes test it before awaiting."""
     live = request.app[keys.LIVE].current
+    if not live.rules:
+        return ()
     name = request.match_info.route.name or ""
     rules = live.rules_for(name)
-    if not rules:
-        return
-    if live.body_keyed(name):  # the middleware left every rule of the route to the handler
-        await throttle.enforce(request, rules=rules)
-        return
-    by_candidate = tuple(rule for rule in rules if rule.key == "candidate")
-    if by_candidate:
-        await throttle.enforce(request, rules=by_candidate)
+    if not rules or live.body_keyed(name):  # body keyed: the middleware left every rule of the route to the handler
+        return rules
+    return tuple(rule for rule in rules if rule.key == "candidate")

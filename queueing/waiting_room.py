@@ -40,6 +40,7 @@ means the Redis server's clock, one clock for every process.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import random
@@ -54,7 +55,7 @@ from queueing.errors import AdmissionExpired, PlaceExpired, PlaceNotFound
 
 __all__ = [
     "Advance", "Place", "RoomStats", "Status",
-    "advance", "clear", "join", "stats", "status",
+    "PendingStatus", "advance", "clear", "finish_status", "join", "stats", "status", "submit_status",
     "MAX_SCAN", "POLL_FRACTION", "POLL_MAX_S", "POLL_MIN_S", "RATE_WINDOW_S", "TICKET_BYTES",
 ]  # fmt: skip
 
@@ -127,6 +128,16 @@ class RoomStats(NamedTuple):
 @functools.cache
 def _scripts() -> dict[str, Script]:
     return load_scripts("queueing")
+
+
+@functools.cache
+def _status_script() -> Script:
+    return _scripts()["room_status"]
+
+
+@functools.lru_cache(maxsize=256)
+def _room_keys(exam_id: int) -> tuple[str, str, str, str, str, str]:
+    return keys.room_keys(exam_id)  # polled at peak: the six names built once per exam
 
 
 def _now_arg(now_s: float | None) -> str:
@@ -209,12 +220,49 @@ async def status(
     that long after that raises ``AdmissionExpired`` (a ``PlaceExpired``: the place is given up,
     so joining again gives a new one). Polling never renews an admission.
     """
+    pending = submit_status(client, exam_id, ticket, now_s=now_s, admit_per_s=admit_per_s,
+                            admission_ttl_s=admission_ttl_s)
+    return await finish_status(client, pending)
+
+
+class PendingStatus(NamedTuple):
+    """A status poll issued by ``submit_status``: what ``finish_status`` needs, and the future of the reply."""
+
+    exam_id: int
+    keys: tuple[str, str, str, str]
+    args: tuple[str, str, str]
+    admit_per_s: float | None
+    admission_ttl_s: int | None
+    reply: asyncio.Future[Any]
+
+
+def submit_status(
+    client: ScriptClient,
+    exam_id: int,
+    ticket: str,
+    *,
+    now_s: float | None = None,
+    admit_per_s: float | None = None,
+    admission_ttl_s: int | None = None,
+) -> PendingStatus:
+    """Issue ``status``'s script call now, in this tick's batch, without awaiting it; ``finish_status`` answers.
+
+    Raises ``PlaceNotFound`` at once for a malformed ticket (nothing is sent).
+    """
     if not isinstance(ticket, str) or _TICKET(ticket) is None:
         raise PlaceNotFound(exam_id)
-    meta, _, tickets, draw, _, admitted_key = keys.room_keys(exam_id)
+    meta, _, tickets, draw, _, admitted_key = _room_keys(exam_id)
+    script_keys = (meta, tickets, draw, admitted_key)
     ttl_arg = "" if admission_ttl_s is None else str(int(admission_ttl_s) * 1000)
-    reply = await _scripts()["room_status"].run(client, (meta, tickets, draw, admitted_key),
-                                                [ticket, _now_arg(now_s), ttl_arg])
+    args = (ticket, _now_arg(now_s), ttl_arg)
+    return PendingStatus(exam_id, script_keys, args, admit_per_s, admission_ttl_s,
+                         _status_script().submit(client, script_keys, args))
+
+
+async def finish_status(client: ScriptClient, pending: PendingStatus) -> Status:
+    """The answer of a ``submit_status``: the place's numbers, or ``PlaceExpired`` / ``PlaceNotFound``."""
+    reply = await _status_script().result(client, pending.reply, pending.keys, pending.args)
+    exam_id, admission_ttl_s = pending.exam_id, pending.admission_ttl_s
     if reply[0] == 0:
         raise PlaceNotFound(exam_id)
     if reply[0] == -1:
@@ -222,7 +270,7 @@ async def status(
     if reply[0] == -2:
         raise AdmissionExpired(exam_id, int(reply[1]), int(reply[2]) // 1000)
     _, candidate_id, position, serving, drawn, opens_at_ms, now_ms, measured, stored, ttl_ms, admitted_at_ms = reply
-    rate = _rate(measured, admit_per_s, stored)
+    rate = _rate(measured, pending.admit_per_s, stored)
     ahead, eta_s, poll_after_s, admitted = _numbers(position, serving, drawn, opens_at_ms, now_ms, rate, ttl_ms)
     admitted_at_s = admitted_at_ms // 1000 if admitted_at_ms else None
     left_s = None
