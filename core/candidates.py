@@ -10,7 +10,6 @@ never leave the old hash cached.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, ClassVar, NamedTuple, Union
 
@@ -26,7 +25,7 @@ from core.accounts import (
     normalise_name,
     normalise_username,
 )
-from core.errors import CoreError, NotFound, StorageUnavailable
+from core.errors import CoreError, NotFound, storage_errors
 from core.idcards import mask_id_number
 from core.redis import AutoPipeline
 from core.timeutil import iso_local
@@ -88,25 +87,6 @@ _CONFLICTS: dict[str, type[AccountConflict]] = {
     "candidates_username_key": UsernameTaken,
 }
 
-# Driver errors that mean "PostgreSQL is not answering", as opposed to a bug or a rule.
-_PG_DOWN = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-)
-
-
-@contextlib.asynccontextmanager
-async def _storage() -> AsyncIterator[None]:
-    """Driver errors that mean a store is not answering become ``StorageUnavailable``."""
-    try:
-        yield
-    except _PG_DOWN as exc:
-        raise StorageUnavailable("postgresql", str(exc) or type(exc).__name__) from exc
-    except RedisError as exc:
-        raise StorageUnavailable("redis", str(exc) or type(exc).__name__) from exc
 
 
 # -- records -----------------------------------------------------------------------------------------
@@ -157,7 +137,7 @@ async def create(
     """
     edus = reg.educations
     try:
-        async with _storage():
+        async with storage_errors():
             candidate_id = await pg.fetchval(
                 _CREATE,
                 reg.username, password_hash, reg.name, reg.id_type, reg.id_number, reg.phone, reg.email,
@@ -184,14 +164,14 @@ async def update_password(
     Raises ``NotFound`` for an unknown candidate, and ``StorageUnavailable('redis')`` when PostgreSQL
     was updated but the cache could not be refreshed (the old hash may then stay cached until its TTL).
     """
-    async with _storage():
+    async with storage_errors():
         username = await pg.fetchval(
             "UPDATE candidates SET password_hash = $2 WHERE id = $1 RETURNING username", candidate_id, new_hash
         )
     if username is None:
         raise NotFound("candidate", candidate_id)
     record = Credentials(candidate_id, username, new_hash)
-    async with _storage():
+    async with storage_errors():
         # A plain SET (not NX) wins over any concurrent fill, which uses NX.
         await redis.set(credentials_key(username), _encode(record), ex=ttl_s)
 
@@ -233,7 +213,7 @@ async def credentials(
     if not USERNAME_RE.fullmatch(name):
         return None
     key = credentials_key(name)
-    async with _storage():
+    async with storage_errors():
         raw = await redis.get(key)
     if raw == _UNKNOWN:
         return None
@@ -243,7 +223,7 @@ async def credentials(
             return cached
         with contextlib.suppress(RedisError):  # unreadable entry: replace it below
             await redis.delete(key)
-    async with _storage():
+    async with storage_errors():
         row = await pg.fetchrow("SELECT id, username, password_hash FROM candidates WHERE username = $1", name)
     record = None if row is None else Credentials(row["id"], row["username"], row["password_hash"])
     # Best effort: a failed fill only costs another PostgreSQL read later. NX so that a fill
@@ -268,7 +248,7 @@ FROM candidates c WHERE c.id = $1
 
 async def profile(pg: PG, candidate_id: int) -> dict[str, Any]:
     """The signed-in candidate's profile for ``GET /api/v1/me``, id number masked; ``NotFound`` if none."""
-    async with _storage():
+    async with storage_errors():
         row = await pg.fetchrow(_PROFILE, candidate_id)
     if row is None:
         raise NotFound("candidate", candidate_id)
@@ -302,7 +282,7 @@ async def find_by_name_and_id(
 ) -> RecoveryRecord | None:
     """The account whose name and id number (of ``id_type``, or of any type) both match, else None."""
     types = list(ID_TYPES) if id_type is None else [id_type]
-    async with _storage():
+    async with storage_errors():
         row = await pg.fetchrow(_FIND_FOR_RECOVERY, normalise_name(name), normalise_id_number(id_number), types)
     if row is None:
         return None

@@ -12,9 +12,8 @@ which lives in Redis (the caller checks it: core does not know the queueing pack
 
 from __future__ import annotations
 
-import contextlib
 import unicodedata
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Union
@@ -22,7 +21,7 @@ from typing import Any, ClassVar, Union
 import asyncpg
 
 from core.catalogue import Exam
-from core.errors import CoreError, NotFound, StorageUnavailable
+from core.errors import CoreError, NotFound, storage_errors
 from core.timeutil import iso_local, utcnow
 
 __all__ = [
@@ -260,22 +259,6 @@ def parse_request(
 
 # -- repository --------------------------------------------------------------------------------------
 
-# Driver errors that mean "PostgreSQL is not answering", as opposed to a bug or a rule.
-_PG_DOWN = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-)
-
-
-@contextlib.asynccontextmanager
-async def _storage() -> AsyncIterator[None]:
-    try:
-        yield
-    except _PG_DOWN as exc:
-        raise StorageUnavailable("postgresql", str(exc) or type(exc).__name__) from exc
 
 
 _CREATE = """
@@ -288,7 +271,7 @@ RETURNING id
 async def create(pg: PG, candidate_id: int, request: RegistrationRequest) -> int:
     """Insert a draft registration; its id, or ``AlreadyRegistered`` if the candidate has one for the exam."""
     try:
-        async with _storage():
+        async with storage_errors():
             registration_id = await pg.fetchval(
                 _CREATE, candidate_id, request.exam_id, request.province, request.city, request.level,
                 request.specialty, list(request.subjects), request.work_years,
@@ -318,7 +301,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 async def get(pg: PG, registration_id: int, candidate_id: int) -> dict[str, Any] | None:
     """The candidate's own registration for ``GET /api/v1/registrations/{id}``; None if absent or someone else's."""
-    async with _storage():
+    async with storage_errors():
         row = await pg.fetchrow(_GET, registration_id, candidate_id)
     if row is None:
         return None
@@ -355,7 +338,7 @@ async def confirm(pg: PG, registration_id: int, candidate_id: int, *, has_live_h
     Needs a live seat hold (``HoldRequired``); already confirmed is a no-op (False); paid, cancelled
     or expired is ``CannotConfirm``; a registration that is not the candidate's is ``NotFound``.
     """
-    async with _storage():
+    async with storage_errors():
         if has_live_hold and await pg.fetchval(_CONFIRM, registration_id, candidate_id) is not None:
             return True
         status = await pg.fetchval(_STATUS, registration_id, candidate_id)

@@ -51,16 +51,6 @@ def gateway(stack: tuple[Process, Process]) -> Process:
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A client on the test database, without flushing it under the running processes."""
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session

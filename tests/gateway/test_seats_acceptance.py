@@ -58,15 +58,6 @@ def worker(pg_dsn: str, gateway: Process) -> Iterator[Process]:
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
         yield session
