@@ -237,6 +237,43 @@ class Settings:
         default=5.0, metadata=_meta("WORKER_EXAMS_REFRESH_S", _float(0.1, 3600),
                                     "how often the worker re-reads which exams' hold streams and holds it watches")
     )
+    keys_dir: str = field(
+        default=".run/keys", metadata=_meta("KEYS_DIR", _str, "payment provider keys (`examgate keys generate` writes them)")
+    )
+    alipay_app_id: str = field(
+        default="2021000000000001", metadata=_meta("ALIPAY_APP_ID", _str, "our Alipay app id; notifications for another are rejected")
+    )
+    wechat_app_id: str = field(
+        default="wx00000000000000e1", metadata=_meta("WECHAT_APP_ID", _str, "our WeChat Pay app id")
+    )
+    wechat_mch_id: str = field(
+        default="1900000001", metadata=_meta("WECHAT_MCH_ID", _str, "our WeChat Pay merchant id")
+    )
+    paysim_url: str = field(
+        default="http://127.0.0.1:8090",
+        metadata=_meta("PAYSIM_URL", _url("http", "https"), "payment provider base URL (pay pages, trade create and query)"),
+    )
+    public_url: str = field(
+        default="http://127.0.0.1:8080",
+        metadata=_meta("PUBLIC_URL", _url("http", "https"), "the gateway's own base URL, where providers send notifications"),
+    )
+    paysim_port: int = field(default=8090, metadata=_meta("PAYSIM_PORT", _int(1, 65535), "port `examgate paysim` binds"))
+    paysim_time_scale: float = field(
+        default=1.0, metadata=_meta("PAYSIM_TIME_SCALE", _float(0.00001, 1000),
+                                    "the simulator's retry schedules are multiplied by this (0.001: a 4 min wait takes 0.24 s)")
+    )
+    order_query_after_s: float = field(
+        default=300.0, metadata=_meta("ORDER_QUERY_AFTER_S", _float(0.01, 86400),
+                                      "a pending order without a notification this long is queried at the provider")
+    )
+    payments_interval_s: float = field(
+        default=5.0, metadata=_meta("PAYMENTS_INTERVAL_S", _float(0.01, 3600),
+                                    "how often the worker reconciles pending and expired orders")
+    )
+    notify_group_max: int = field(
+        default=256, metadata=_meta("NOTIFY_GROUP_MAX", _int(1, 10000),
+                                    "most payment notifications committed in one transaction (group commit)")
+    )
     secret_key: str = field(
         default="",
         metadata=_meta("SECRET_KEY", _secret, "HMAC key for signed tokens (generated into the secrets file if unset)", True),
