@@ -215,6 +215,55 @@ def render_outbox(messages: list[Any]) -> str:
     return "\n".join(lines)
 
 
+@main.group("keys")
+def keys_group() -> None:
+    """Payment provider keys (development and tests keep both sides' keys in one directory)."""
+
+
+@keys_group.command("generate")
+@click.option("--dir", "keys_dir", type=click.Path(file_okay=False), help="Where to write (default EXAMGATE_KEYS_DIR).")
+@click.option("--force", is_flag=True, help="Replace keys that already exist.")
+def keys_generate(keys_dir: str | None, force: bool) -> None:
+    """Write a development key set: RSA-2048 pairs for both providers, WeChat serials and API v3 key."""
+    from payments import keys as payment_keys
+
+    target = keys_dir or _settings().keys_dir
+    try:
+        written = payment_keys.generate(target, force=force)
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write keys to {target}: {exc}") from None
+    for path in written:
+        click.echo(str(path))
+    click.echo(f"payment keys: {len(written)} files written to {target} (mode 0600)")
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default EXAMGATE_PAYSIM_PORT).")
+@click.option("--host", help="Bind address (default EXAMGATE_HOST).")
+@click.option("--time-scale", type=click.FloatRange(0.00001, 1000),
+              help="Multiply the providers' retry schedules by this (default EXAMGATE_PAYSIM_TIME_SCALE).")
+def paysim(port: int | None, host: str | None, time_scale: float | None) -> None:
+    """Run the payment provider simulator (Alipay and WeChat Pay, state in memory)."""
+    from gateway.logs import configure_logging
+    from payments import keys as payment_keys
+    from payments.errors import KeysInvalid, KeysMissing
+    from payments.paysim import serve as serve_paysim
+
+    settings = _settings(paysim_port=port, paysim_time_scale=time_scale)
+    try:
+        keys = payment_keys.load(settings.keys_dir)
+    except (KeysMissing, KeysInvalid) as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(settings.log_level, "paysim")
+    bind = host or settings.host
+    try:
+        _run(serve_paysim(keys, bind, settings.paysim_port, time_scale=settings.paysim_time_scale))
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve on {bind}:{settings.paysim_port}: {exc}") from None
+
+
 main.add_command(ctl)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""Real processes for tests, benchmarks and load tests: the gateway, the worker and private redis-servers."""
+"""Real processes for tests, benchmarks and load tests: the gateway, the worker, the payment simulator and private redis-servers."""
 
 from __future__ import annotations
 
@@ -150,6 +150,34 @@ def start_worker(pg_dsn: str, redis_url: str, *, run_dir: Path | None = None, ti
             process.stop()
             raise RuntimeError(f"the worker did not start:\n{process.log()}")
         time.sleep(0.05)
+    return process
+
+
+def start_paysim(keys_dir: str | Path, *, time_scale: float = 1.0, run_dir: Path | None = None,
+                 timeout_s: float = 30, **extra: str) -> Process:
+    """Run ``examgate paysim`` on a free port with the keys in ``keys_dir`` and wait until it answers."""
+    port = free_port()
+    run_dir = run_dir or Path(tempfile.mkdtemp(prefix="examgate-paysim-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXAMGATE_", "PROMETHEUS_"))}
+    env.update({
+        "EXAMGATE_RUN_DIR": str(run_dir),
+        "EXAMGATE_SECRETS_FILE": str(run_dir / "secrets.json"),
+        "EXAMGATE_KEYS_DIR": str(keys_dir),
+        "EXAMGATE_PAYSIM_TIME_SCALE": repr(time_scale),
+    })
+    env.update(extra)
+    log_path = run_dir / f"paysim-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "paysim", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    process = Process(proc, log_path, f"http://127.0.0.1:{port}", {"run_dir": str(run_dir)})
+    try:
+        wait_http(process.url + "/sim/healthz", timeout_s=timeout_s, proc=process)
+    except Exception:
+        process.stop()
+        raise
     return process
 
 

@@ -1,0 +1,206 @@
+"""Provider keys: generate a development set, load it into ``PaymentKeys``.
+
+One directory holds both sides for development and tests: our Alipay app key pair and
+WeChat merchant key pair (we sign requests, the provider verifies), and the providers'
+platform key pairs (the provider signs notifications and responses, we verify), plus the
+WeChat API v3 key that encrypts notification resources. In production the gateway's
+directory would hold only our private keys, the platforms' public keys and the v3 key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from payments.errors import KeysInvalid, KeysMissing
+
+__all__ = ["FILES", "KeysInvalid", "KeysMissing", "PaymentKeys", "ensure", "generate", "load"]
+
+RSA_BITS = 2048
+APIV3_KEY_LEN = 32
+
+# The RSA key pairs: (private file, public file) per name.
+PAIRS = ("alipay_app", "alipay_platform", "wechat_merchant", "wechat_platform")
+SERIALS = ("wechat_merchant", "wechat_platform")
+APIV3_FILE = "wechat_apiv3_key.txt"
+FILES: tuple[str, ...] = (
+    *(f"{name}_{half}.pem" for name in PAIRS for half in ("private", "public")),
+    *(f"{name}_serial.txt" for name in SERIALS),
+    APIV3_FILE,
+)
+
+
+@dataclass(frozen=True)
+class PaymentKeys:
+    """Every key of both providers, both sides, as loaded from one keys directory."""
+
+    alipay_app_private: rsa.RSAPrivateKey
+    alipay_app_public: rsa.RSAPublicKey
+    alipay_platform_private: rsa.RSAPrivateKey
+    alipay_platform_public: rsa.RSAPublicKey
+    wechat_merchant_private: rsa.RSAPrivateKey
+    wechat_merchant_public: rsa.RSAPublicKey
+    wechat_merchant_serial: str
+    wechat_platform_private: rsa.RSAPrivateKey
+    wechat_platform_public: rsa.RSAPublicKey
+    wechat_platform_serial: str
+    wechat_apiv3_key: bytes
+
+    def __repr__(self) -> str:  # never print key material
+        return (f"PaymentKeys(wechat_merchant_serial={self.wechat_merchant_serial!r}, "
+                f"wechat_platform_serial={self.wechat_platform_serial!r})")
+
+
+def generate(keys_dir: str | Path, force: bool = False) -> list[Path]:
+    """Write a fresh development key set (files 0600, a new directory 0700); return the files written.
+
+    Raises ``FileExistsError`` naming the files already there unless ``force``.
+    """
+    directory = Path(keys_dir)
+    existing = [directory / name for name in FILES if (directory / name).exists()]
+    if existing and not force:
+        raise FileExistsError(f"payment keys already exist ({', '.join(map(str, existing))}); "
+                              "use --force to replace them")
+    _make_private_dir(directory)
+    written = []
+    for name, content in _new_key_files().items():
+        written.append(_write_private(directory / name, content))
+    return written
+
+
+def load(keys_dir: str | Path) -> PaymentKeys:
+    """Read every key from ``keys_dir``; ``KeysMissing`` names a missing file and the command that writes it."""
+    directory = Path(keys_dir)
+    values: dict[str, object] = {}
+    for name in PAIRS:
+        private = _load_private(directory, f"{name}_private.pem")
+        public = _load_public(directory, f"{name}_public.pem")
+        if private.public_key().public_numbers() != public.public_numbers():
+            raise KeysInvalid(directory / f"{name}_public.pem", f"does not match {name}_private.pem")
+        values[f"{name}_private"], values[f"{name}_public"] = private, public
+    for name in SERIALS:
+        values[f"{name}_serial"] = _load_serial(directory, f"{name}_serial.txt")
+    values["wechat_apiv3_key"] = _load_apiv3_key(directory)
+    return PaymentKeys(**values)  # type: ignore[arg-type]
+
+
+def ensure(keys_dir: str | Path) -> PaymentKeys:
+    """Generate the key set if the directory has none of its files, then load it (tests, ``make demo``)."""
+    directory = Path(keys_dir)
+    _make_private_dir(directory)
+    with _locked(directory):  # two processes starting at once must not write two different sets
+        if not any((directory / name).exists() for name in FILES):
+            generate(directory)
+    return load(directory)
+
+
+def _new_key_files() -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for name in PAIRS:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        files[f"{name}_private.pem"] = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        files[f"{name}_public.pem"] = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for name in SERIALS:
+        # A certificate serial number as WeChat shows it: 40 upper-case hex digits.
+        files[f"{name}_serial.txt"] = (secrets.token_hex(20).upper() + "\n").encode()
+    # WeChat's API v3 key is a 32-character string set in the merchant console; used as bytes.
+    alphabet = string.ascii_letters + string.digits
+    files[APIV3_FILE] = ("".join(secrets.choice(alphabet) for _ in range(APIV3_KEY_LEN)) + "\n").encode()
+    return files
+
+
+def _make_private_dir(directory: Path) -> None:
+    """Create ``directory`` 0700 if missing (an existing one keeps its mode: it may be shared, like /tmp)."""
+    try:
+        directory.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _write_private(path: Path, content: bytes) -> Path:
+    """Write through a temporary file created 0600, then rename: never readable by others, never half-written."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    fd = os.open(directory / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _read(directory: Path, name: str) -> bytes:
+    path = directory / name
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise KeysMissing(path, directory) from None
+    except OSError as exc:
+        raise KeysInvalid(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _load_private(directory: Path, name: str) -> rsa.RSAPrivateKey:
+    path = directory / name
+    try:
+        key = serialization.load_pem_private_key(_read(directory, name), password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeysInvalid(path, f"not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise KeysInvalid(path, f"not an RSA private key ({type(key).__name__})")
+    _check_size(key.key_size, path)
+    return key
+
+
+def _load_public(directory: Path, name: str) -> rsa.RSAPublicKey:
+    path = directory / name
+    try:
+        key = serialization.load_pem_public_key(_read(directory, name))
+    except (ValueError, TypeError) as exc:
+        raise KeysInvalid(path, f"not a PEM public key ({exc})") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise KeysInvalid(path, f"not an RSA public key ({type(key).__name__})")
+    _check_size(key.key_size, path)
+    return key
+
+
+def _check_size(bits: int, path: Path) -> None:
+    if bits < RSA_BITS:
+        raise KeysInvalid(path, f"RSA key of {bits} bits, at least {RSA_BITS} needed")
+
+
+def _load_serial(directory: Path, name: str) -> str:
+    serial = _read(directory, name).decode("ascii", "replace").strip()
+    if not serial or not all(c in string.hexdigits for c in serial):
+        raise KeysInvalid(directory / name, "not a hexadecimal certificate serial number")
+    return serial.upper()
+
+
+def _load_apiv3_key(directory: Path) -> bytes:
+    key = _read(directory, APIV3_FILE).strip()
+    if len(key) != APIV3_KEY_LEN:
+        raise KeysInvalid(directory / APIV3_FILE, f"the API v3 key must be {APIV3_KEY_LEN} bytes, found {len(key)}")
+    return key
