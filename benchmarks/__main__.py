@@ -18,6 +18,7 @@ BENCHMARKS = {
     "login": "benchmarks.bench_login",
     "captcha": "benchmarks.bench_captcha",
     "seats": "benchmarks.bench_seats",
+    "payments": "benchmarks.bench_payments",
 }
 RESULTS = Path(__file__).parent / "results"
 

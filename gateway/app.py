@@ -102,6 +102,25 @@ async def _seats(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _payments(app: web.Application) -> AsyncIterator[None]:
+    # Without provider keys the gateway still serves everything else; payment routes answer 503.
+    from payments.errors import PaymentError
+    from payments.keys import load as load_keys
+    from payments.runtime import PaymentsRuntime
+
+    settings = app[appkeys.SETTINGS]
+    try:
+        keys = load_keys(settings.keys_dir)
+    except PaymentError as exc:
+        log.error("payments disabled: %s", exc)
+        app[appkeys.PAYMENTS] = None
+        yield
+        return
+    runtime = app[appkeys.PAYMENTS] = PaymentsRuntime(settings, keys, app[appkeys.PG], app[appkeys.REDIS])
+    yield
+    await runtime.aclose()
+
+
 async def _live(app: web.Application) -> AsyncIterator[None]:
     redis_py = app[appkeys.REDIS_PY]
     app[appkeys.CONFIG_STORE] = ConfigStore(redis_py, app[appkeys.PG])
@@ -147,6 +166,7 @@ def create_app(settings: Settings) -> web.Application:
         captcha,
         exams,
         health,
+        payments,
         queue,
         recovery,
         registrations,
@@ -168,7 +188,7 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.CAPTCHA_TAKES] = TakeCounters()
     app[appkeys.ADMISSION_KEY] = settings.derived_key("admission")
     app[appkeys.REGISTRATION_REFS] = RegistrationRefs()
-    app.cleanup_ctx.extend([_postgres, _redis, _live, _accounts, _seats, _background])
+    app.cleanup_ctx.extend([_postgres, _redis, _live, _accounts, _seats, _payments, _background])
     health.setup(app)
     exams.setup(app)
     captcha.setup(app)
@@ -177,6 +197,7 @@ def create_app(settings: Settings) -> web.Application:
     recovery.setup(app)
     queue.setup(app)
     registrations.setup(app)
+    payments.setup(app)
     admin.setup(app)
     if settings.bench_routes:
         bench.setup(app)

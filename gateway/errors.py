@@ -30,6 +30,8 @@ from core.registrations import (
 from core.timeutil import iso_local
 from gateway.configstore import ConfigCorrupt, VersionMismatch
 from gateway.liveconfig import InvalidConfig
+from payments.errors import ProviderRejected, ProviderUnavailable, TradeAlreadyPaid
+from payments.orders import OrderRefused
 from queueing.errors import AdmissionInvalid, PlaceExpired, PlaceNotFound
 from queueing.holds import HoldContention, InventoryMissing, SeatLocked, SiteFull
 from queueing.reconcile import ReconcileError
@@ -307,6 +309,27 @@ def _reconcile_error(exc: ReconcileError) -> ApiError:
                     details={"exam_id": exc.exam_id})
 
 
+def _order_refused(exc: OrderRefused) -> ApiError:
+    details: dict[str, Any] = {"registration_id": exc.registration_id}
+    if exc.status is not None:
+        details["status"] = exc.status
+    return Conflict(exc.message, code=exc.code, details=details)
+
+
+def _provider_unavailable(exc: ProviderUnavailable) -> ApiError:
+    return Overloaded("支付平台暂时无法连接，请稍后重试", code="service_unavailable", retry_after_s=5,
+                      details={"reason": "payment_provider_unavailable", "provider": exc.provider})
+
+
+def _trade_paid(exc: TradeAlreadyPaid) -> ApiError:
+    return Conflict("该订单已支付，正在确认支付结果，请稍后刷新", code="payment_processing")
+
+
+def _provider_rejected(exc: ProviderRejected) -> ApiError:
+    return Conflict("支付平台拒绝了该订单，请稍后重新下单", code="order_rejected_by_provider",
+                    details={"provider": exc.provider, "reason": exc.code})
+
+
 # The one table: package error class → the ApiError answered for it. Every package's
 # errors are added here; more specific classes first, the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
@@ -340,6 +363,10 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (PlaceNotFound, _place_not_found),
     (PlaceExpired, _place_expired),
     (ReconcileError, _reconcile_error),
+    (OrderRefused, _order_refused),
+    (ProviderUnavailable, _provider_unavailable),
+    (TradeAlreadyPaid, _trade_paid),
+    (ProviderRejected, _provider_rejected),
 ]
 
 

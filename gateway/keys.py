@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gateway.registration_refs import RegistrationRefs
     from gateway.shedding import Shedder
     from gateway.stats import StatsRecorder
+    from payments.runtime import PaymentsRuntime
     from ratelimit.limiter import Limiter
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -44,3 +45,4 @@ RECOVERY_KEY = web.AppKey("recovery_key", bytes)
 CAPTCHA_TAKES = web.AppKey("captcha_takes", TakeCounters)
 ADMISSION_KEY = web.AppKey("admission_key", bytes)
 REGISTRATION_REFS: web.AppKey[RegistrationRefs] = web.AppKey("registration_refs")
+PAYMENTS: web.AppKey[PaymentsRuntime | None] = web.AppKey("payments")

@@ -285,6 +285,51 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "/api/v1/registrations/{registration_id}/orders": {
+        "post": {
+            "summary": "Open the registration's order (or return its pending one) and the provider's pay URL",
+            "security": [{"session": []}],
+            "parameters": [REGISTRATION_ID],
+            "requestBody": _body({"type": "object", "required": ["provider"], "additionalProperties": False,
+                                  "properties": {"provider": {"enum": ["alipay", "wechat"]}}}),
+            "responses": {
+                "201": _json("order opened", {"$ref": "#/components/schemas/Order"}),
+                "200": _json("the pending order, as opened before", {"$ref": "#/components/schemas/Order"}),
+                "401": _error("not signed in"),
+                "404": _error("registration_not_found"),
+                "409": _error("not_confirmed, already_paid, registration_inactive, hold_required, payment_processing, "
+                              "order_rejected_by_provider"),
+                "422": _error("validation_failed (provider)"),
+                "503": _error("service_unavailable (payment provider unreachable, or payment keys missing)"),
+            },
+        }
+    },
+    "/api/v1/payments/notify/alipay": {
+        "post": {
+            "summary": "Alipay asynchronous notification (RSA2-signed form); text success only after the commit",
+            "requestBody": {"required": True,
+                            "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": {"description": "success: recorded (paid, duplicate or refund_pending)",
+                        "content": {"text/plain": {}}},
+                "400": {"description": "fail: rejected and recorded (bad signature, unknown order, app id, amount)",
+                        "content": {"text/plain": {}}},
+                "503": {"description": "fail: not committed (store down); Alipay retries", "content": {"text/plain": {}}},
+            },
+        }
+    },
+    "/api/v1/payments/notify/wechat": {
+        "post": {
+            "summary": "WeChat Pay v3 notification (signed headers, AES-256-GCM resource); 204 only after the commit",
+            "requestBody": _body({"type": "object"}),
+            "responses": {
+                "204": {"description": "recorded (paid, duplicate or refund_pending)"},
+                "400": _json("rejected and recorded", {"type": "object", "required": ["code", "message"]}),
+                "500": _json("not committed (store down); WeChat Pay retries",
+                             {"type": "object", "required": ["code", "message"]}),
+            },
+        }
+    },
     "/api/v1/registrations/{registration_id}/confirm": {
         "post": {
             "summary": "Make the registration's details final (needs a live seat hold)",
@@ -357,6 +402,17 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/admin/api/v1/refunds": {
+        "get": {
+            "summary": "Payments recorded refund_pending (late, for a closed order, or a second trade), newest first",
+            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+            "responses": {
+                "200": _json("refunds", {"type": "object", "required": ["refunds"]}),
+                "401": _error("no or wrong admin token"),
+                "422": _error("bad limit"),
+            },
+        }
+    },
     "/admin/api/v1/dead-letters": {
         "get": {
             "summary": "Hold events the write-behind gave up on, oldest first",
@@ -399,6 +455,13 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 SCHEMAS: dict[str, Any] = {
+    "Order": {
+        "type": "object",
+        "required": ["order_no", "provider", "amount_fen", "pay_url", "expires_at"],
+        "properties": {"order_no": {"type": "string"}, "provider": {"enum": ["alipay", "wechat"]},
+                       "amount_fen": {"type": "integer"}, "pay_url": {"type": "string"},
+                       "expires_at": {"type": "string", "format": "date-time"}},
+    },
     "Error": {
         "type": "object",
         "required": ["error"],

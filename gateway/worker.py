@@ -23,6 +23,11 @@ from core.tasks import Supervisor, TaskFactory
 from gateway.catalogue import CatalogueCache
 from gateway.config import Settings
 from gateway.configstore import LiveConfigWatcher
+from payments.clients import ProviderClient
+from payments.errors import PaymentError
+from payments.keys import load as load_payment_keys
+from payments.reconcile import run_reconciler
+from payments.runtime import expected as payment_expectations
 from queueing import keys, waiting_room
 from queueing.errors import QueueingError
 from queueing.holds import active_exam_ids, hold_streams
@@ -168,6 +173,16 @@ async def until_cancelled(factory: TaskFactory) -> None:
     await child  # its result, or its exception for the supervisor to log
 
 
+def _provider_client(settings: Settings) -> ProviderClient | None:
+    """The client order reconciliation asks providers with; None (and no such task) without keys."""
+    try:
+        keys = load_payment_keys(settings.keys_dir)
+    except PaymentError as exc:
+        log.error("order reconciliation disabled: %s", exc)
+        return None
+    return ProviderClient(settings, keys)
+
+
 async def run_worker(settings: Settings) -> None:
     """Run every background task until SIGTERM or SIGINT."""
     pool = await create_pool(PoolSettings(settings.database_url, 1, max(2, settings.pg_pool_max // 2)))
@@ -205,6 +220,11 @@ async def run_worker(settings: Settings) -> None:
     }
     if settings.captcha_pool_target > 0:
         tasks["captcha-pool"] = lambda: keep_captcha_pool(redis, settings)
+    provider = _provider_client(settings)
+    if provider is not None:
+        tasks["payments-reconcile"] = lambda: run_reconciler(
+            pool, redis, provider, payment_expectations(settings), query_after_s=settings.order_query_after_s,
+            interval_s=settings.payments_interval_s)
     supervisor = Supervisor({name: functools.partial(until_cancelled, factory) for name, factory in tasks.items()})
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -213,6 +233,8 @@ async def run_worker(settings: Settings) -> None:
     try:
         await supervisor.run(stop)
     finally:
+        if provider is not None:
+            await provider.aclose()
         await redis.aclose()
         await pool.close()
         log.info("worker %s stopped", worker_id)

@@ -18,6 +18,7 @@ from gateway.bodies import json_response, read_json
 from gateway.errors import ApiError, ValidationFailed
 from gateway.liveconfig import DEFAULT
 from gateway.stats import read_stats
+from payments import settle
 from queueing import writebehind
 from queueing.reconcile import reconcile as reconcile_holds
 
@@ -180,6 +181,18 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
     return json_response({"replayed": replayed})
 
 
+@admin_only
+async def list_refunds(request: web.Request) -> web.Response:
+    """Payments that must go back (late, for a closed order, or a second one), newest first (``?limit=``)."""
+    raw = request.query.get("limit", "100")
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= REFUNDS_MAX):
+        raise ValidationFailed({"limit": f"must be an integer from 1 to {REFUNDS_MAX}"}, "invalid query parameter")
+    return json_response({"refunds": await settle.refunds(request.app[keys.PG], limit=int(raw))})
+
+
+REFUNDS_MAX = 1000
+
+
 def setup(app: web.Application) -> None:
     """Add the operator routes."""
     app.router.add_get("/admin/api/v1/config", get_config, name="admin.config.get")
@@ -189,4 +202,5 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/admin/api/v1/reconcile", reconcile, name="admin.reconcile")
     app.router.add_get("/admin/api/v1/dead-letters", list_dead_letters, name="admin.dead_letters.list")
     app.router.add_post("/admin/api/v1/dead-letters/replay", replay_dead_letters, name="admin.dead_letters.replay")
+    app.router.add_get("/admin/api/v1/refunds", list_refunds, name="admin.refunds.list")
     app.router.add_post("/admin/api/v1/loadtest-tokens", create_loadtest_token, name="admin.loadtest_tokens.create")
