@@ -276,3 +276,22 @@ def deadletters_replay(ctx: click.Context, ids: tuple[str, ...]) -> None:
     body = {"ids": list(ids)} if ids else {}
     answer = _client(ctx).call("POST", "/admin/api/v1/dead-letters/replay", body)
     click.echo(f"replayed {answer['replayed']} dead letter(s)")
+
+
+@ctl.command("refunds")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_context
+def refunds(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Payments that must go back: made after the order expired or closed, or a second trade for a paid order."""
+    answer = _client(ctx).call("GET", f"/admin/api/v1/refunds?limit={limit}")
+    found = answer["refunds"]
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    if not found:
+        click.echo("(no payments waiting for a refund)")
+        return
+    rows = [[r["received_at"], r["provider"], r["order_no"], r["registration_id"], f"{r['amount_fen'] / 100:.2f}",
+             r["trade_no"], r["reason"]] for r in found]
+    click.echo(_table(["received", "provider", "order", "registration", "yuan", "trade", "reason"], rows))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start (or stop) the demo: gateway (2 processes) and worker, in the background under .run/.
+# Start (or stop) the demo: gateway (2 processes), worker and payment simulator, in the background under .run/.
 # `make demo` runs services, migrate and seed first, then this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,12 @@ RUN=.run
 BIN=.venv/bin
 HOST=${EXAMGATE_HOST:-127.0.0.1}
 PORT=${EXAMGATE_PORT:-8080}
+PAYSIM_PORT=${EXAMGATE_PAYSIM_PORT:-8090}
+KEYS=${EXAMGATE_KEYS_DIR:-$RUN/keys}
+# The simulator finishes its retry schedules 100x faster than the real providers in the demo.
+export EXAMGATE_PAYSIM_TIME_SCALE=${EXAMGATE_PAYSIM_TIME_SCALE:-0.01}
+export EXAMGATE_PAYSIM_URL=${EXAMGATE_PAYSIM_URL:-http://$HOST:$PAYSIM_PORT}
+export EXAMGATE_PUBLIC_URL=${EXAMGATE_PUBLIC_URL:-http://$HOST:$PORT}
 WORKERS=${DEMO_WORKERS:-2}
 mkdir -p "$RUN"
 
@@ -61,6 +67,12 @@ case "${1:-start}" in
             say "port $PORT on $HOST is taken by another program; set EXAMGATE_PORT=… and try again" >&2
             exit 1
         fi
+        if [[ ! -f $KEYS/alipay_app_private.pem ]]; then
+            "$BIN/examgate" keys generate --dir "$KEYS" >/dev/null
+            say "generated development payment keys in $KEYS"
+        fi
+        export EXAMGATE_KEYS_DIR=$KEYS
+        start paysim "$BIN/examgate" paysim --host "$HOST" --port "$PAYSIM_PORT"
         start gateway "$BIN/examgate" serve --workers "$WORKERS" --host "$HOST" --port "$PORT"
         start worker "$BIN/examgate" worker
         wait_ready
@@ -76,17 +88,20 @@ examgate demo is running.
   sites          $base/api/v1/exams/<id>/sites?province=11
   metrics        $base/metrics
   API contract   $base/api/v1/openapi.json
+  payments       simulator at $EXAMGATE_PAYSIM_URL (pay pages /pay/<order_no>), keys in $KEYS
+  refunds        .venv/bin/examgate ctl refunds
   admin token    in .run/secrets.json ("admin_tokens")
-  logs           $RUN/gateway.log, $RUN/worker.log
+  logs           $RUN/gateway.log, $RUN/worker.log, $RUN/paysim.log
   stop           make demo-stop
 EOT
         ;;
     stop)
         stop worker
         stop gateway
+        stop paysim
         ;;
     status)
-        for name in gateway worker; do
+        for name in gateway worker paysim; do
             if running "$name"; then say "$name running (pid $(cat "$RUN/$name.pid"))"; else say "$name stopped"; fi
         done
         ;;
