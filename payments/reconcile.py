@@ -10,6 +10,9 @@ notification for ``query_after_s`` or have expired, and asks their provider:
   not already done so; a payment racing the close is found by the next query and settled
   (or, once the order is closed, recorded ``refund_pending``);
 - not paid, not expired → left alone until it expires.
+
+Each pass takes the due orders asked least recently (``orders.last_queried_at``), so a
+backlog of unpaid pending orders cannot hide a newer paid one from the queries.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ _DUE = """
 SELECT o.order_no, o.provider, o.expires_at, o.registration_id, r.exam_id
   FROM orders o JOIN registrations r ON r.id = o.registration_id
  WHERE o.status = 'pending' AND (o.created_at < $1 OR o.expires_at < $2)
- ORDER BY o.created_at
+ ORDER BY o.last_queried_at NULLS FIRST, o.created_at
  LIMIT $3
 """
+_QUERIED = "UPDATE orders SET last_queried_at = $2 WHERE order_no = ANY($1::text[])"
 _CLOSE = "UPDATE orders SET status = 'closed' WHERE order_no = $1 AND status = 'pending' RETURNING registration_id"
 
 
@@ -114,6 +118,7 @@ async def reconcile_orders(pool: asyncpg.Pool, redis: ScriptClient, client: Prov
     moment = now or utcnow()
     async with storage_errors():
         rows = await pool.fetch(_DUE, moment - timedelta(seconds=query_after_s), moment, batch)
+        await pool.execute(_QUERIED, [row["order_no"] for row in rows], moment)
     report = ReconcileReport(checked=len(rows))
     gate = asyncio.Semaphore(CONCURRENCY)
 

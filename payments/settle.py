@@ -412,7 +412,7 @@ def _store_down(exc: BaseException) -> bool:
 _REFUNDS = """
 SELECT n.id, n.provider, n.event_id, n.order_no, n.amount_fen, n.reason, n.received_at,
        o.registration_id, o.status AS order_status, n.payload ->> 'trade_no' AS alipay_trade_no,
-       n.payload ->> 'transaction_id' AS wechat_transaction_id
+       COALESCE(n.payload -> 'resource' ->> 'transaction_id', n.payload ->> 'transaction_id') AS wechat_transaction_id
   FROM payment_notifications n LEFT JOIN orders o ON o.order_no = n.order_no
  WHERE n.outcome = 'refund_pending'
  ORDER BY n.received_at DESC, n.id DESC
