@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -121,6 +122,16 @@ async def _payments(app: web.Application) -> AsyncIterator[None]:
     await runtime.aclose()
 
 
+async def _lookups(app: web.Application) -> AsyncIterator[None]:
+    from lookups.service import Lookups
+
+    settings = app[appkeys.SETTINGS]
+    app[appkeys.LOOKUPS] = Lookups(app[appkeys.PG], app[appkeys.REDIS],
+                                   max_pg_in_flight=settings.lookup_pg_max_in_flight,
+                                   memory_ttl_s=settings.lookup_memory_ttl_s)
+    yield
+
+
 async def _live(app: web.Application) -> AsyncIterator[None]:
     redis_py = app[appkeys.REDIS_PY]
     app[appkeys.CONFIG_STORE] = ConfigStore(redis_py, app[appkeys.PG])
@@ -157,6 +168,15 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+TICKET_LINK_PURPOSE = "ticket-pdf"  # lookups.links.KEY_PURPOSE, without importing fpdf2 at start-up
+
+
+def _ticket_link(key: bytes, ttl_s: int, ticket_no: str) -> str:
+    from lookups.links import sign_link
+
+    return sign_link(key, ticket_no, ttl_s=ttl_s)
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway application for ``settings``."""
     from gateway.routes import (
@@ -166,6 +186,7 @@ def create_app(settings: Settings) -> web.Application:
         captcha,
         exams,
         health,
+        lookups,
         payments,
         queue,
         recovery,
@@ -187,8 +208,10 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.RECOVERY_KEY] = settings.derived_key("recovery")
     app[appkeys.CAPTCHA_TAKES] = TakeCounters()
     app[appkeys.ADMISSION_KEY] = settings.derived_key("admission")
+    pdf_key = app[appkeys.TICKET_PDF_KEY] = settings.derived_key(TICKET_LINK_PURPOSE)
+    app[appkeys.TICKET_LINKS] = functools.partial(_ticket_link, pdf_key, settings.ticket_link_ttl_s)
     app[appkeys.REGISTRATION_REFS] = RegistrationRefs()
-    app.cleanup_ctx.extend([_postgres, _redis, _live, _accounts, _seats, _payments, _background])
+    app.cleanup_ctx.extend([_postgres, _redis, _live, _accounts, _seats, _payments, _lookups, _background])
     health.setup(app)
     exams.setup(app)
     captcha.setup(app)
@@ -198,6 +221,7 @@ def create_app(settings: Settings) -> web.Application:
     queue.setup(app)
     registrations.setup(app)
     payments.setup(app)
+    lookups.setup(app)
     admin.setup(app)
     if settings.bench_routes:
         bench.setup(app)

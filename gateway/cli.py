@@ -111,6 +111,46 @@ def worker() -> None:
     _run(run_worker(settings))
 
 
+@main.command("prewarm")
+@click.option("--exam", "exam_id", type=click.IntRange(1), required=True, help="The exam whose records to load.")
+def prewarm_command(exam_id: int) -> None:
+    """Load every ticket and score record of an exam into Redis (lookups then never ask PostgreSQL)."""
+    settings = _settings()
+    try:
+        report = _run(_prewarm(settings, exam_id))
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach Redis or PostgreSQL: {exc}") from None
+    click.echo(f"exam {report['exam_id']}: {report['tickets']:,} ticket records, {report['scores']:,} with scores, "
+               f"loaded in {report['seconds']} s")
+
+
+async def _prewarm(settings: configmod.Settings, exam_id: int) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
+    from core import db
+    from lookups.prewarm import prewarm
+
+    pool = await db.create_pool(db.PoolSettings(settings.database_url, 1, 2))
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        if await pool.fetchval("SELECT 1 FROM exams WHERE id = $1", exam_id) is None:
+            raise click.ClickException(f"no exam {exam_id}")
+        with click.progressbar(length=100, label=f"prewarming exam {exam_id}", file=sys.stderr) as bar:
+            shown = [0]
+
+            def progress(done: int, total: int) -> None:
+                percent = int(done * 100 / max(total, 1))
+                if percent > shown[0]:
+                    bar.update(percent - shown[0])
+                    shown[0] = percent
+
+            report = await prewarm(pool, redis, exam_id, progress=progress)
+        return report.as_dict()
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
 @main.command("reconcile")
 @click.option("--exam", "exam_id", type=click.IntRange(1), help="Only this exam (default: every exam).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

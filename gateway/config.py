@@ -274,6 +274,25 @@ class Settings:
         default=256, metadata=_meta("NOTIFY_GROUP_MAX", _int(1, 10000),
                                     "most payment notifications committed in one transaction (group commit)")
     )
+    lookup_pg_max_in_flight: int = field(
+        default=16, metadata=_meta("LOOKUP_PG_MAX_IN_FLIGHT", _int(1, 1000),
+                                   "ticket/score lookups answered from PostgreSQL at once per process (503 beyond)")
+    )
+    lookup_memory_ttl_s: float = field(
+        default=10.0, metadata=_meta("LOOKUP_MEMORY_TTL_S", _float(0, 3600),
+                                     "how long an answer PostgreSQL gave a lookup (found or not) is kept in process memory")
+    )
+    prewarm_before_s: float = field(
+        default=3600.0, metadata=_meta("PREWARM_BEFORE_S", _float(0, 7 * 86400),
+                                       "the worker prewarms an exam's tickets and scores this long before they open")
+    )
+    ticket_link_ttl_s: int = field(
+        default=600, metadata=_meta("TICKET_LINK_TTL_S", _int(10, 86400), "how long a ticket PDF link stays valid")
+    )
+    ticket_font: str = field(
+        default="/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+        metadata=_meta("TICKET_FONT", _str, "TrueType font with Chinese glyphs for ticket PDFs"),
+    )
     secret_key: str = field(
         default="",
         metadata=_meta("SECRET_KEY", _secret, "HMAC key for signed tokens (generated into the secrets file if unset)", True),

@@ -30,6 +30,8 @@ from core.registrations import (
 from core.timeutil import iso_local
 from gateway.configstore import ConfigCorrupt, VersionMismatch
 from gateway.liveconfig import InvalidConfig
+from lookups.pdf import PdfError
+from lookups.service import LookupsBusy
 from payments.errors import ProviderRejected, ProviderUnavailable, TradeAlreadyPaid
 from payments.orders import OrderRefused
 from queueing.errors import AdmissionInvalid, PlaceExpired, PlaceNotFound
@@ -330,6 +332,16 @@ def _provider_rejected(exc: ProviderRejected) -> ApiError:
                     details={"provider": exc.provider, "reason": exc.code})
 
 
+def _pdf_unavailable(exc: PdfError) -> ApiError:
+    return Overloaded("准考证文件暂时无法生成，请稍后重试", code="service_unavailable", retry_after_s=30,
+                      details={"reason": "ticket_pdf_unavailable"})
+
+
+def _lookups_busy(exc: LookupsBusy) -> ApiError:
+    return Overloaded("查询人数较多，请稍后重试", code="overloaded", retry_after_s=1,
+                      details={"reason": "lookup_fallback_full"})
+
+
 # The one table: package error class → the ApiError answered for it. Every package's
 # errors are added here; more specific classes first, the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
@@ -364,6 +376,8 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (PlaceExpired, _place_expired),
     (ReconcileError, _reconcile_error),
     (OrderRefused, _order_refused),
+    (LookupsBusy, _lookups_busy),
+    (PdfError, _pdf_unavailable),
     (ProviderUnavailable, _provider_unavailable),
     (TradeAlreadyPaid, _trade_paid),
     (ProviderRejected, _provider_rejected),

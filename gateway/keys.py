@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gateway.registration_refs import RegistrationRefs
     from gateway.shedding import Shedder
     from gateway.stats import StatsRecorder
+    from lookups.service import Lookups
     from payments.runtime import PaymentsRuntime
     from ratelimit.limiter import Limiter
 
@@ -46,3 +47,6 @@ CAPTCHA_TAKES = web.AppKey("captcha_takes", TakeCounters)
 ADMISSION_KEY = web.AppKey("admission_key", bytes)
 REGISTRATION_REFS: web.AppKey[RegistrationRefs] = web.AppKey("registration_refs")
 PAYMENTS: web.AppKey[PaymentsRuntime | None] = web.AppKey("payments")
+LOOKUPS: web.AppKey[Lookups] = web.AppKey("lookups")
+TICKET_LINKS: web.AppKey[Callable[[str], str]] = web.AppKey("ticket_links")  # ticket number → signed PDF path
+TICKET_PDF_KEY = web.AppKey("ticket_pdf_key", bytes)

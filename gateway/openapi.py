@@ -304,6 +304,57 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/api/v1/tickets/lookup": {
+        "post": {
+            "summary": "The admission ticket inside the print window, with a signed PDF link",
+            "parameters": [LOADTEST_HEADER],
+            "requestBody": _body({"type": "object", "required": ["exam_id", "name"],
+                                  "properties": {"exam_id": {"type": "integer"}, "name": {"type": "string"},
+                                                 "id_number": {"type": "string"}, "captcha": CAPTCHA}}),
+            "responses": {
+                "200": _json("the ticket", {"type": "object", "required": ["ticket_no", "name", "site", "room", "seat_no",
+                                                                          "subjects", "pdf_url"]}),
+                "400": _error("captcha_invalid"),
+                "404": _error("not_found (same body for a wrong id or name), exam_not_found"),
+                "422": _error("validation_failed"),
+                "425": _error("not_yet_available (details.available_from, available_until)"),
+                "429": _error("too_many_requests"),
+                "503": _error("overloaded (PostgreSQL fallback full)"),
+            },
+        }
+    },
+    "/api/v1/tickets/{ticket_no}.pdf": {
+        "get": {
+            "summary": "The admission ticket as a PDF, behind the signed expiring link the ticket lookup gave",
+            "parameters": [{"name": "ticket_no", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "exp", "in": "query", "required": True, "schema": {"type": "integer"}},
+                           {"name": "sig", "in": "query", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "the PDF", "content": {"application/pdf": {}}},
+                "403": _error("link_invalid (tampered, another ticket's, or expired)"),
+                "404": _error("not_found"),
+            },
+        }
+    },
+    "/api/v1/scores/lookup": {
+        "post": {
+            "summary": "The candidate's scores once released, by id number or ticket number",
+            "parameters": [LOADTEST_HEADER],
+            "requestBody": _body({"type": "object", "required": ["exam_id", "name"],
+                                  "properties": {"exam_id": {"type": "integer"}, "name": {"type": "string"},
+                                                 "id_number": {"type": "string"}, "ticket_no": {"type": "string"}, "captcha": CAPTCHA}}),
+            "responses": {
+                "200": _json("the scores", {"type": "object", "required": ["exam_id", "name", "ticket_no", "subjects",
+                                                                          "passed_all"]}),
+                "400": _error("captcha_invalid"),
+                "404": _error("not_found (same body for a wrong id, ticket number or name), exam_not_found"),
+                "422": _error("validation_failed"),
+                "425": _error("not_yet_released (details.release_at)"),
+                "429": _error("too_many_requests"),
+                "503": _error("overloaded (PostgreSQL fallback full)"),
+            },
+        }
+    },
     "/api/v1/payments/notify/alipay": {
         "post": {
             "summary": "Alipay asynchronous notification (RSA2-signed form); text success only after the commit",
@@ -399,6 +450,17 @@ PATHS: dict[str, dict[str, Any]] = {
                 "401": _error("no or wrong admin token"),
                 "404": _error("exam_not_found"),
                 "422": _error("exam_id is not an id"),
+            },
+        }
+    },
+    "/admin/api/v1/exams/{exam_id}/prewarm": {
+        "post": {
+            "summary": "Load every ticket and score record of the exam into Redis",
+            "parameters": [EXAM_ID],
+            "responses": {
+                "200": _json("what was loaded", {"type": "object", "required": ["scores", "tickets", "seconds"]}),
+                "401": _error("no or wrong admin token"),
+                "404": _error("exam_not_found"),
             },
         }
     },

@@ -23,6 +23,7 @@ from core.tasks import Supervisor, TaskFactory
 from gateway.catalogue import CatalogueCache
 from gateway.config import Settings
 from gateway.configstore import LiveConfigWatcher
+from lookups.prewarm import keep_prewarmed
 from payments.clients import ProviderClient
 from payments.errors import PaymentError
 from payments.keys import load as load_payment_keys
@@ -220,6 +221,8 @@ async def run_worker(settings: Settings) -> None:
     }
     if settings.captcha_pool_target > 0:
         tasks["captcha-pool"] = lambda: keep_captcha_pool(redis, settings)
+    tasks["prewarm"] = lambda: keep_prewarmed(pool, redis, lambda: catalogue.catalogue.exams.values(),
+                                              before_s=settings.prewarm_before_s)
     provider = _provider_client(settings)
     if provider is not None:
         tasks["payments-reconcile"] = lambda: run_reconciler(

@@ -18,6 +18,7 @@ from gateway.bodies import json_response, read_json
 from gateway.errors import ApiError, ValidationFailed
 from gateway.liveconfig import DEFAULT
 from gateway.stats import read_stats
+from lookups.prewarm import prewarm
 from payments import settle
 from queueing import writebehind
 from queueing.reconcile import reconcile as reconcile_holds
@@ -182,6 +183,19 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
 
 
 @admin_only
+async def prewarm_exam(request: web.Request) -> web.Response:
+    """Load the exam's ticket and score records into Redis: ``{"scores", "tickets", "seconds"}``."""
+    raw = request.match_info["exam_id"]
+    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 10):
+        raise ApiError("考试不存在", code="exam_not_found", status=404, details={"exam_id": raw})
+    exam_id = int(raw)
+    if await request.app[keys.PG].fetchval("SELECT 1 FROM exams WHERE id = $1", exam_id) is None:
+        raise ApiError("考试不存在", code="exam_not_found", status=404, details={"exam_id": exam_id})
+    report = await prewarm(request.app[keys.PG], request.app[keys.REDIS_PY], exam_id)
+    return json_response(report.as_dict())
+
+
+@admin_only
 async def list_refunds(request: web.Request) -> web.Response:
     """Payments that must go back (late, for a closed order, or a second one), newest first (``?limit=``)."""
     raw = request.query.get("limit", "100")
@@ -203,4 +217,5 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/admin/api/v1/dead-letters", list_dead_letters, name="admin.dead_letters.list")
     app.router.add_post("/admin/api/v1/dead-letters/replay", replay_dead_letters, name="admin.dead_letters.replay")
     app.router.add_get("/admin/api/v1/refunds", list_refunds, name="admin.refunds.list")
+    app.router.add_post("/admin/api/v1/exams/{exam_id}/prewarm", prewarm_exam, name="admin.prewarm")
     app.router.add_post("/admin/api/v1/loadtest-tokens", create_loadtest_token, name="admin.loadtest_tokens.create")

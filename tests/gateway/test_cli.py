@@ -80,7 +80,7 @@ def test_migrate_creates_the_database_and_is_idempotent(tmp_path: Path, pg_dsn: 
             finally:
                 await conn.close()
 
-        assert asyncio.run(versions()) == [1, 2]
+        assert asyncio.run(versions()) == [1, 2, 3]
     finally:
         asyncio.run(db.drop_database(dsn))
 

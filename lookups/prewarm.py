@@ -1,0 +1,136 @@
+"""Prewarm: every ticket and score record of an exam loaded into Redis before the peak.
+
+The records are read from PostgreSQL with a server-side cursor (``FETCH_ROWS`` at a time),
+encoded, grouped by hash bucket and written with one ``HSET`` per bucket per chunk through
+a pipeline, while the next chunk is fetched. Running it again overwrites with the current
+values; a record deleted in PostgreSQL stays in Redis until the exam's keys are dropped
+(``drop``) — lookups compare the name anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from core.catalogue import Exam
+from core.timeutil import utcnow
+from lookups import records
+
+log = logging.getLogger("examgate.lookups")
+
+FETCH_ROWS = 20_000
+SCORES_HOT = timedelta(days=7)  # scores are looked up heavily for a week after release
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class PrewarmReport:
+    """What a prewarm loaded: records with scores, records with tickets (every record has one), seconds."""
+
+    exam_id: int
+    scores: int
+    tickets: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"exam_id": self.exam_id, "scores": self.scores, "tickets": self.tickets, "seconds": self.seconds}
+
+
+async def _write(redis: aioredis.Redis, exam_id: int, batch: list[records.Record]) -> None:
+    fields: dict[str, dict[str, bytes]] = defaultdict(dict)
+    for record in batch:
+        value = records.encode(record)
+        for mode, key in (("id_number", record.id_number), ("ticket_no", record.ticket_no)):
+            name = records.field_name(mode, key)
+            fields[records.bucket_key(exam_id, name)][name] = value
+    async with redis.pipeline(transaction=False) as pipe:
+        for key, mapping in fields.items():
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        await pipe.execute()
+
+
+async def prewarm(pool: asyncpg.Pool, redis: aioredis.Redis, exam_id: int, *,
+                  progress: Progress | None = None) -> PrewarmReport:
+    """Load the exam's records into Redis; ``progress(done, total)`` after each chunk."""
+    started = time.perf_counter()
+    scores = tickets = 0
+    async with pool.acquire() as conn:
+        total = await conn.fetchval("SELECT count(*) FROM admission_tickets WHERE exam_id = $1", exam_id)
+        async with conn.transaction(readonly=True):
+            cursor = await conn.cursor(records.RECORDS_SQL, exam_id)
+            writing: asyncio.Task[None] | None = None
+            try:
+                while True:
+                    rows = await cursor.fetch(FETCH_ROWS)
+                    if not rows:
+                        break
+                    batch = [records.from_row(row) for row in rows]
+                    tickets += len(batch)
+                    scores += sum(1 for record in batch if record.scores)
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(_write(redis, exam_id, batch))
+                    if progress is not None:
+                        progress(tickets, total)
+                if writing is not None:
+                    await writing
+                    writing = None
+            finally:
+                if writing is not None:
+                    writing.cancel()
+    seconds = round(time.perf_counter() - started, 2)
+    await redis.hset(records.meta_key(exam_id), mapping={"tickets": tickets, "scores": scores,
+                                                          "prewarmed_at": int(time.time()), "seconds": seconds})
+    return PrewarmReport(exam_id, scores, tickets, seconds)
+
+
+async def drop(redis: aioredis.Redis, exam_id: int) -> int:
+    """Delete every lookup key of the exam (after it is over); the number of keys deleted."""
+    deleted = 0
+    async for key in redis.scan_iter(match=f"eg:lk:{exam_id}:*", count=1000):
+        deleted += await redis.delete(key)
+    return deleted
+
+
+def windows(exam: Exam, before_s: float) -> list[tuple[datetime, datetime]]:
+    """When the exam's records must be warm: from ``before_s`` ahead of the ticket print window to its end,
+    and from ``before_s`` ahead of the score release to a week after it."""
+    ahead = timedelta(seconds=before_s)
+    return [(exam.ticket_print_opens_at - ahead, exam.ticket_print_closes_at),
+            (exam.score_release_at - ahead, exam.score_release_at + SCORES_HOT)]
+
+
+async def prewarm_due(pool: asyncpg.Pool, redis: aioredis.Redis, exams: Iterable[Exam], *, before_s: float,
+                      now: datetime | None = None) -> list[PrewarmReport]:
+    """Prewarm every exam entering a window whose records were not loaded since the window began."""
+    moment = now or utcnow()
+    done = []
+    for exam in exams:
+        starts = [start for start, end in windows(exam, before_s) if start <= moment < end]
+        if not starts:
+            continue
+        loaded = await redis.hget(records.meta_key(exam.id), "prewarmed_at")
+        if loaded is not None and int(loaded) >= max(starts).timestamp():
+            continue
+        report = await prewarm(pool, redis, exam.id)
+        log.info("prewarmed exam %d: %d ticket records, %d with scores, %.1f s", exam.id, report.tickets,
+                 report.scores, report.seconds)
+        done.append(report)
+    return done
+
+
+async def keep_prewarmed(pool: asyncpg.Pool, redis: aioredis.Redis, exams: Callable[[], Iterable[Exam]], *,
+                         before_s: float, interval_s: float = 30.0) -> None:
+    """The worker's ``prewarm`` task: ``prewarm_due`` every ``interval_s``."""
+    while True:
+        await prewarm_due(pool, redis, exams(), before_s=before_s)
+        await asyncio.sleep(interval_s)
