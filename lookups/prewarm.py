@@ -49,9 +49,8 @@ async def _write(redis: aioredis.Redis, exam_id: int, batch: list[records.Record
     fields: dict[str, dict[str, bytes]] = defaultdict(dict)
     for record in batch:
         value = records.encode(record)
-        for mode, key in (("id_number", record.id_number), ("ticket_no", record.ticket_no)):
-            name = records.field_name(mode, key)
-            fields[records.bucket_key(exam_id, name)][name] = value
+        for key, name in records.placements(exam_id, record):
+            fields[key][name] = value
     async with redis.pipeline(transaction=False) as pipe:
         for key, mapping in fields.items():
             pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]

@@ -31,6 +31,12 @@ def field_name(mode: str, value: str) -> str:
     return ("i:" if mode == "id_number" else "t:") + value
 
 
+def placements(exam_id: int, record: "Record") -> list[tuple[str, str]]:
+    """(hash key, field) of both places Redis keeps ``record``: by id number and by ticket number."""
+    names = (field_name("id_number", record.id_number), field_name("ticket_no", record.ticket_no))
+    return [(bucket_key(exam_id, name), name) for name in names]
+
+
 def meta_key(exam_id: int) -> str:
     """Hash of what the last prewarm of the exam loaded (counts, when)."""
     return f"eg:lk:{exam_id}:meta"

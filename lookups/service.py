@@ -129,10 +129,9 @@ class Lookups:
 
     def _write_back(self, exam_id: int, record: records.Record) -> None:
         value = records.encode(record)
-        for mode, key in (("id_number", record.id_number), ("ticket_no", record.ticket_no)):
-            name = records.field_name(mode, key)
+        for key, name in records.placements(exam_id, record):
             try:
-                pending = self.redis.submit(b"HSET", records.bucket_key(exam_id, name), name, value)
+                pending = self.redis.submit(b"HSET", key, name, value)
             except _REDIS_DOWN:
                 return
             pending.add_done_callback(_ignore_result)
