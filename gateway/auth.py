@@ -88,6 +88,6 @@ def candidate_rules(request: web.Request) -> tuple[Rule, ...]:
         return ()
     name = request.match_info.route.name or ""
     rules = live.rules_for(name)
-    if not rules or live.body_keyed(name):  # body keyed: the middleware left every rule of the route to the handler
+    if not rules or throttle.handler_decides(live, name):  # the middleware left every rule to the handler
         return rules
     return tuple(rule for rule in rules if rule.key == "candidate")

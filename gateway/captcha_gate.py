@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -56,18 +56,25 @@ async def enforce_body_rules(request: web.Request, *, account: str | None = None
     live = request.app[keys.LIVE].current
     name = route_name(request)
     # The same test as the throttle middleware: it leaves a route to its handler only then.
-    if live.body_keyed(name):
+    if throttle.handler_decides(live, name):
         await throttle.enforce(request, account=account, id_number=id_number, rules=live.rules_for(name))
 
 
+async def _call(submit: Callable[[], object]) -> None:
+    submit()
+
+
 async def guard(request: web.Request, body: dict[str, Any], *, account: str | None = None,
-                id_number: str | None = None) -> None:
-    """Captcha and body-keyed rate limits at once; raise the throttle's refusal first, then the captcha's."""
-    throttled, captcha = await asyncio.gather(
-        enforce_body_rules(request, account=account, id_number=id_number),
-        check_captcha(request, body),
-        return_exceptions=True,
-    )
+                id_number: str | None = None, alongside: Callable[[], object] | None = None) -> None:
+    """Captcha and body-keyed rate limits at once; raise the throttle's refusal first, then the captcha's.
+
+    ``alongside`` (no I/O of its own: it submits Redis commands) is called in the same tick as the
+    checks send theirs, so its commands leave in their auto-pipelined batch.
+    """
+    checks = [enforce_body_rules(request, account=account, id_number=id_number), check_captcha(request, body)]
+    if alongside is not None:
+        checks.append(_call(alongside))
+    throttled, captcha, *_ = await asyncio.gather(*checks, return_exceptions=True)
     if isinstance(throttled, BaseException):
         raise throttled
     if isinstance(captcha, BaseException):

@@ -2,9 +2,9 @@
 
 Rules keyed by ip, global or candidate are resolved from the request itself, by the
 middleware. Rules with ``counts: failures`` (wrong passwords per account) are only checked
-here; the handler reports a failure with ``record_failure``, which consumes them. Routes whose rules key on what the body says (account, id_number) are left
+here; the handler reports a failure with ``record_failure``, which consumes them. Routes whose rules key on what the body says (account, id_number), and the lookups, are left
 to their handler, which calls ``enforce`` once it has parsed the body, so that all of the
-request's rules still go to Redis together.
+request's rules still go to Redis together (for the lookups, with the captcha and the record read).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from aiohttp import web
 from multidict import istr
 
 from gateway import keys
+from gateway.liveconfig import LiveConfig
 from ratelimit.headers import ratelimit_header, ratelimit_policy_header
 from ratelimit.limiter import Verdict
 from ratelimit.rules import Rule
@@ -25,6 +26,14 @@ POLICY_HEADER = istr("RateLimit-Policy")
 RATELIMIT_HEADER = istr("RateLimit")
 CANDIDATE_KEY = web.RequestKey("candidate_id", str)
 GLOBAL_SUBJECT = "all"
+# Routes whose handler decides all their rules itself, in the same batch as its other Redis work
+# (the lookups send throttle, captcha and the record read together), whatever the rules key on.
+HANDLER_DECIDES = frozenset({"tickets.lookup", "scores.lookup"})
+
+
+def handler_decides(live: LiveConfig, route_name: str) -> bool:
+    """True when the middleware leaves the route's rules to its handler (body-keyed rules, or a guarded route)."""
+    return route_name in HANDLER_DECIDES or live.body_keyed(route_name)
 
 
 def _checks(request: web.Request, rules: tuple[Rule, ...], account: str | None,
@@ -93,7 +102,7 @@ async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse
     rules = live.rules_for(name)
     if not rules:
         return await handler(request)
-    if not live.body_keyed(name):  # else the handler enforces, once it has read the body
+    if not handler_decides(live, name):  # else the handler enforces, once it has read the body
         await enforce(request, rules=rules)
     response = await handler(request)
     verdict = request.get(VERDICT_KEY)

@@ -2,10 +2,10 @@
 
 Outside the window (before ``score_release_at`` for scores; outside the print window for
 tickets) the answer is 425 with the time, decided from the in-memory catalogue before any
-captcha, Redis or PostgreSQL work. Inside it, the record's Redis read is issued first and
-leaves in the same auto-pipelined batch as the captcha check (the ip throttle was decided
-by the middleware); the name is compared in constant time and a wrong id, ticket or name
-all get the same 404. A miss goes to PostgreSQL through ``lookups.service.Lookups``.
+captcha, Redis or PostgreSQL work. Inside it, the throttle (all the route's rules: the
+middleware leaves them to the handler), the captcha check and the record's Redis read are
+sent in the same tick, so they leave together (the limiter's script on its own connection);
+the name is compared in constant time and a wrong id, ticket or name all get the same 404. A miss goes to PostgreSQL through ``lookups.service.Lookups``.
 """
 
 from __future__ import annotations
@@ -98,15 +98,16 @@ def same_name(stored: str, given: str) -> bool:
 
 async def _record(request: web.Request, body: dict[str, Any], exam: Exam, mode: str, value: str,
                   name: str) -> records.Record:
-    """The matching record (read issued before the captcha is checked, both in one batch); 404 otherwise."""
+    """The matching record (its read sent in the captcha's and the throttle's batch); 404 otherwise."""
     service = request.app[keys.LOOKUPS]
-    pending = service.submit(exam.id, mode, value)
+    pending: list[asyncio.Future[Any] | None] = []
     try:
-        await captcha_gate.guard(request, body, id_number=value if mode == "id_number" else None)
+        await captcha_gate.guard(request, body, id_number=value if mode == "id_number" else None,
+                                 alongside=lambda: pending.append(service.submit(exam.id, mode, value)))
     except BaseException:
-        service.abandon(pending)
+        service.abandon(pending[0] if pending else None)
         raise
-    record = await service.finish(exam.id, mode, value, pending)
+    record = await service.finish(exam.id, mode, value, pending[0])
     if record is None or not same_name(record.name, name):
         raise _not_found()
     return record

@@ -205,3 +205,40 @@ async def test_the_ticket_pdf_behind_its_signed_link(client: TestClient, pg: asy
     answers = [await client.get(u) for u in (tampered, expired, other)]
     assert [a.status for a in answers] == [403, 403, 403]
     assert {(await a.json())["error"]["code"] for a in answers} == {"link_invalid"}
+
+
+async def test_throttle_captcha_and_record_read_leave_in_one_batch(client: TestClient, pg: asyncpg.Connection,
+                                                                   redis: aioredis.Redis) -> None:
+    import secrets
+
+    from captcha import keys as captcha_keys
+
+    exam_id, people = await make_results(pg, 1)
+    await _refresh(client)
+    resp = await client.patch("/admin/api/v1/config", headers=h.admin(), json={
+        "captcha": {"routes": {"scores.lookup": "image"}},
+        "ratelimit": {"rules": [{"id": "lookup-ip", "routes": ["scores.lookup"], "key": "ip", "rate": 2,
+                                 "period_s": 3600, "burst": 2, "mode": "enforce", "on_redis_error": "open"}]}})
+    assert resp.status == 200, await resp.text()
+    await client.app[keys.LIVE].refresh()
+    person = people[0]
+    body = {"exam_id": exam_id, "name": person["name"], "id_number": person["id_number"]}
+    await prewarm.prewarm(client.app[keys.PG], redis, exam_id)  # the record is read from Redis
+    pipelines = (client.app[keys.REDIS], client.app[keys.LIMITER].client)  # the limiter has its own connection
+
+    async def lookup() -> tuple[int, dict[str, Any], list[tuple[int, int]]]:
+        image_id = secrets.token_urlsafe(16)
+        await redis.set(captcha_keys.answer_key(image_id), "12345", ex=60)
+        before = [(p.batches_sent, p.commands_sent) for p in pipelines]
+        resp = await client.post(SCORES, json={**body, "captcha": {"kind": "image", "id": image_id, "answer": "12345"}})
+        sent = [(p.batches_sent - b, p.commands_sent - c) for p, (b, c) in zip(pipelines, before)]
+        return resp.status, await resp.json(), sent
+
+    for _ in range(2):
+        status, answer, sent = await lookup()
+        assert status == 200, answer
+        # GETDEL of the captcha answer and HGET of the record in one batch; the GCRA script beside it
+        assert sent == [(1, 2), (1, 1)]
+    status, answer, sent = await lookup()
+    assert status == 429 and answer["error"]["code"] == "too_many_requests"
+    assert sent == [(1, 2), (1, 1)]
