@@ -52,7 +52,7 @@ import asyncpg
 import redis
 
 from benchmarks.common import scrape_metrics, scratch_stores, wait_config_version
-from benchmarks.wrk import WrkResult, run_wrk
+from benchmarks.wrk import LUA_STATUS_COUNTER, WrkResult, run_wrk, statuses
 from core import sessions
 from core.redis import AutoPipeline
 from core.scripts import preload
@@ -77,7 +77,6 @@ GENEROUS = {"rate": 10_000_000, "period_s": 60, "burst": 10_000_000, "mode": "en
 QUEUE = {"enabled": True, "admit_per_s": 1, "place_ttl_s": 600, "admission_ttl_s": 3600}
 SECRET_KEY = secrets.token_urlsafe(32)
 _REQUESTS = re.compile(r"(\d+) requests in")
-_STATUS = re.compile(r"^status (\d+) (\d+)$", re.M)
 
 
 def admission_key(secret_key: str) -> bytes:
@@ -174,17 +173,6 @@ def _lua_string(text: str) -> str:
     return f'"{text}"'
 
 
-_LUA_COMMON = """
-statuses = {}
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
-function done(summary, latency, requests)
-  for _, thread in ipairs(threads) do
-    for status, count in pairs(thread:get("statuses")) do io.write(string.format("status %d %d\\n", status, count)) end
-  end
-end
-"""
 
 
 def write_seat_script(directory: Path, data: dict[str, Any], start: int) -> str:
@@ -213,7 +201,7 @@ function request()
   n = n + 1
   return moves[pick]
 end
-{_LUA_COMMON}""")
+{LUA_STATUS_COUNTER}""")
     return str(path)
 
 
@@ -237,15 +225,11 @@ function request()
   n = n + 1
   return poll
 end
-{_LUA_COMMON}""")
+{LUA_STATUS_COUNTER}""")
     return str(path)
 
 
 # -- figures 1 and 2 ----------------------------------------------------------------------------
-
-
-def _statuses(output: str) -> dict[str, int]:
-    return {status: int(count) for status, count in _STATUS.findall(output)}
 
 
 def _metric_sum(metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -266,7 +250,7 @@ class Loads:
         self.socket_errors: list[str] = []
 
     def _count(self, name: str, result: WrkResult) -> None:
-        counted = _statuses(result.output)
+        counted = statuses(result.output)
         if not counted:
             raise RuntimeError(f"the wrk script of {name} reported no statuses:\n{result.output}")
         if result.non_2xx != sum(n for status, n in counted.items() if not 200 <= int(status) < 400):

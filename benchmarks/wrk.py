@@ -12,6 +12,26 @@ _LATENCY = re.compile(r"Latency\s+([\d.]+)(us|ms|s)")
 _ERRORS = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _SOCKET_ERRORS = re.compile(r"Socket errors:.*")
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_STATUS = re.compile(r"^status (\d+) (\d+)$", re.M)
+
+# Appended to a wrk Lua script: counts every answer's status per thread and prints them when
+# the run is done (read back with ``statuses``), so a benchmark can fail on unexpected answers.
+LUA_STATUS_COUNTER = """
+statuses = {}
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do io.write(string.format("status %d %d\\n", status, count)) end
+  end
+end
+"""
+
+
+def statuses(output: str) -> dict[str, int]:
+    """The answers counted by ``LUA_STATUS_COUNTER``, by status: {"200": 51234, …}."""
+    return {status: int(count) for status, count in _STATUS.findall(output)}
 
 
 class WrkMissing(RuntimeError):

@@ -4,7 +4,7 @@ The route's captcha mode is live config (``captcha.routes``). A valid ``X-Loadte
 (issued by ``POST /admin/api/v1/loadtest-tokens``) skips the captcha while it lasts. The
 captcha check and the rate-limit decision are started together, so their Redis commands
 leave in the same tick; when both refuse, the throttle's answer wins (a throttled client
-learns nothing about its captcha).
+learns nothing about its captcha, which is spent all the same).
 """
 
 from __future__ import annotations
@@ -34,15 +34,20 @@ def loadtest_claims(request: web.Request) -> loadtest.LoadtestClaims | None:
     token = request.headers.get(LOADTEST_HEADER)
     if token is None:
         return None
-    return loadtest.read(request.app[keys.LOADTEST_KEY], token)
+    return loadtest.read_remembered(request.app[keys.LOADTEST_KEY], token)
 
 
-async def check_captcha(request: web.Request, body: dict[str, Any]) -> None:
-    """Pass, or raise ``CaptchaInvalid``: the body's ``captcha`` against the route's live mode."""
-    app = request.app
-    mode = app[keys.LIVE].current.captcha_for(route_name(request))
+def captcha_due(request: web.Request) -> str | None:
+    """The route's captcha mode when this request must pass one (None: off, or a valid load-test token)."""
+    mode = request.app[keys.LIVE].current.captcha_for(route_name(request))
     if mode == "off" or loadtest_claims(request) is not None:
-        return
+        return None
+    return mode
+
+
+async def consume_captcha(request: web.Request, body: dict[str, Any], mode: str) -> None:
+    """Pass, or raise ``CaptchaInvalid``: the body's ``captcha`` consumed against ``mode``."""
+    app = request.app
     try:
         await check.consume(app[keys.REDIS], body.get("captcha"), mode=mode, hmac_key=app[keys.POW_KEY])
     except CaptchaInvalid as exc:
@@ -50,32 +55,34 @@ async def check_captcha(request: web.Request, body: dict[str, Any]) -> None:
         raise
 
 
-async def enforce_body_rules(request: web.Request, *, account: str | None = None,
-                             id_number: str | None = None) -> None:
-    """Decide the route's rate limits when they key on the body (the middleware decided the others already)."""
-    live = request.app[keys.LIVE].current
-    name = route_name(request)
-    # The same test as the throttle middleware: it leaves a route to its handler only then.
-    if throttle.handler_decides(live, name):
-        await throttle.enforce(request, account=account, id_number=id_number, rules=live.rules_for(name))
-
-
-async def _call(submit: Callable[[], object]) -> None:
-    submit()
+def _seen(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # a refusal nobody awaits any more (the throttle answered first) is not an error
 
 
 async def guard(request: web.Request, body: dict[str, Any], *, account: str | None = None,
                 id_number: str | None = None, alongside: Callable[[], object] | None = None) -> None:
-    """Captcha and body-keyed rate limits at once; raise the throttle's refusal first, then the captcha's.
+    """Captcha and the route's handler-decided rate limits at once; the throttle's refusal first, then the captcha's.
 
-    ``alongside`` (no I/O of its own: it submits Redis commands) is called in the same tick as the
-    checks send theirs, so its commands leave in their auto-pipelined batch.
+    Both checks send their Redis command in this event-loop tick, and ``alongside`` (which only
+    submits commands, such as a record's read) is called in it too, so the commands leave together.
+    No task is made unless both checks need Redis: a coroutine awaited at once sends its command
+    before the auto-pipelined flush runs, and tasks cost more than the rest of the check.
     """
-    checks = [enforce_body_rules(request, account=account, id_number=id_number), check_captcha(request, body)]
+    live = request.app[keys.LIVE].current
+    name = route_name(request)
+    rules = live.rules_for(name) if throttle.handler_decides(live, name) else ()
+    mode = captcha_due(request)
+    captcha = None
+    if mode is not None and rules:
+        # Made before ``alongside`` submits: its first step runs before the flush that submit schedules.
+        captcha = asyncio.ensure_future(consume_captcha(request, body, mode))
+        captcha.add_done_callback(_seen)
     if alongside is not None:
-        checks.append(_call(alongside))
-    throttled, captcha, *_ = await asyncio.gather(*checks, return_exceptions=True)
-    if isinstance(throttled, BaseException):
-        raise throttled
-    if isinstance(captcha, BaseException):
-        raise captcha
+        alongside()
+    if rules:
+        await throttle.enforce(request, account=account, id_number=id_number, rules=rules)
+    if captcha is not None:
+        await captcha
+    elif mode is not None:
+        await consume_captcha(request, body, mode)

@@ -1,8 +1,9 @@
 """Prewarm: every ticket and score record of an exam loaded into Redis before the peak.
 
 The records are read from PostgreSQL with a server-side cursor (``FETCH_ROWS`` at a time),
-encoded, grouped by hash bucket and written with one ``HSET`` per bucket per chunk through
-a pipeline, while the next chunk is fetched. Running it again overwrites with the current
+already encoded as the value Redis keeps (``records.RECORDS_SQL``), grouped by hash bucket
+and written with one ``HSET`` per bucket per chunk through a pipeline, while the next chunk
+is fetched. Running it again overwrites with the current
 values; a record deleted in PostgreSQL stays in Redis until the exam's keys are dropped
 (``drop``) — lookups compare the name anyway.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+import hiredis
 import redis.asyncio as aioredis
 
 from core.catalogue import Exam
@@ -26,7 +28,7 @@ from lookups import records
 
 log = logging.getLogger("examgate.lookups")
 
-FETCH_ROWS = 20_000
+FETCH_ROWS = 100_000  # ~16,000 HSETs per chunk whatever its size: bigger chunks, fewer replies
 SCORES_HOT = timedelta(days=7)  # scores are looked up heavily for a week after release
 
 Progress = Callable[[int, int], None]
@@ -45,16 +47,28 @@ class PrewarmReport:
         return {"exam_id": self.exam_id, "scores": self.scores, "tickets": self.tickets, "seconds": self.seconds}
 
 
-async def _write(redis: aioredis.Redis, exam_id: int, batch: list[records.Record]) -> None:
-    fields: dict[str, dict[str, bytes]] = defaultdict(dict)
-    for record in batch:
-        value = records.encode(record)
-        for key, name in records.placements(exam_id, record):
-            fields[key][name] = value
-    async with redis.pipeline(transaction=False) as pipe:
-        for key, mapping in fields.items():
-            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-        await pipe.execute()
+async def _write(redis: aioredis.Redis, exam_id: int, rows: list[asyncpg.Record]) -> None:
+    by_bucket: dict[int, list[str]] = defaultdict(list)
+    bucket = records.bucket
+    for id_number, ticket_no, _, value in rows:
+        by_id, by_ticket = "i:" + id_number, "t:" + ticket_no
+        by_bucket[bucket(by_id)] += (by_id, value)
+        by_bucket[bucket(by_ticket)] += (by_ticket, value)
+    prefix = records.bucket_prefix(exam_id)
+    # Packed by hiredis and written as one buffer: redis-py's own pipeline packs in Python,
+    # which was more than half of a prewarm's time (measured: 2.6 of 4.5 s per 100,000 records).
+    packed = b"".join([hiredis.pack_command(("HSET", prefix + str(number), *flat))
+                       for number, flat in by_bucket.items()])
+    conn = await redis.connection_pool.get_connection()
+    try:
+        await conn.send_packed_command(packed, check_health=False)
+        for _ in range(len(by_bucket)):
+            await conn.read_response()  # an error reply raises here
+    except BaseException:
+        await conn.disconnect()  # replies may be left unread: the connection cannot be reused
+        raise
+    finally:
+        await redis.connection_pool.release(conn)
 
 
 async def prewarm(pool: asyncpg.Pool, redis: aioredis.Redis, exam_id: int, *,
@@ -72,12 +86,11 @@ async def prewarm(pool: asyncpg.Pool, redis: aioredis.Redis, exam_id: int, *,
                     rows = await cursor.fetch(FETCH_ROWS)
                     if not rows:
                         break
-                    batch = [records.from_row(row) for row in rows]
-                    tickets += len(batch)
-                    scores += sum(1 for record in batch if record.scores)
+                    tickets += len(rows)
+                    scores += sum(1 for row in rows if row[2])
                     if writing is not None:
                         await writing
-                    writing = asyncio.create_task(_write(redis, exam_id, batch))
+                    writing = asyncio.create_task(_write(redis, exam_id, rows))
                     if progress is not None:
                         progress(tickets, total)
                 if writing is not None:

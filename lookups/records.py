@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import orjson
 
@@ -21,9 +20,19 @@ BUCKETS = 16384
 MODES = ("id_number", "ticket_no")
 
 
+def bucket(field: str) -> int:
+    """The number of the hash holding ``field`` (0 … BUCKETS - 1)."""
+    return zlib.crc32(field.encode()) % BUCKETS
+
+
 def bucket_key(exam_id: int, field: str) -> str:
     """The hash holding ``field`` of an exam's records."""
-    return f"eg:lk:{exam_id}:{zlib.crc32(field.encode()) % BUCKETS}"
+    return f"eg:lk:{exam_id}:{bucket(field)}"
+
+
+def bucket_prefix(exam_id: int) -> str:
+    """Every bucket key of the exam is this prefix and the bucket's number."""
+    return f"eg:lk:{exam_id}:"
 
 
 def field_name(mode: str, value: str) -> str:
@@ -31,9 +40,9 @@ def field_name(mode: str, value: str) -> str:
     return ("i:" if mode == "id_number" else "t:") + value
 
 
-def placements(exam_id: int, record: "Record") -> list[tuple[str, str]]:
-    """(hash key, field) of both places Redis keeps ``record``: by id number and by ticket number."""
-    names = (field_name("id_number", record.id_number), field_name("ticket_no", record.ticket_no))
+def placements(exam_id: int, id_number: str, ticket_no: str) -> list[tuple[str, str]]:
+    """(hash key, field) of both places Redis keeps a record: by id number and by ticket number."""
+    names = ("i:" + id_number, "t:" + ticket_no)
     return [(bucket_key(exam_id, name), name) for name in names]
 
 
@@ -55,40 +64,36 @@ class Record(NamedTuple):
     scores: Mapping[str, str]  # subject code → score as text ("78.5"); empty before scores exist
 
 
-def encode(record: Record) -> bytes:
-    """The compact JSON Redis keeps."""
-    return orjson.dumps([record.name, record.id_number, record.ticket_no, record.site_id, record.room,
-                         record.seat_no, list(record.subjects), dict(record.scores)])
-
-
-def decode(raw: bytes) -> Record:
-    """The record of ``encode``'s bytes."""
+def decode(raw: bytes | str) -> Record:
+    """The record of a stored value: ``[name, id_number, ticket_no, site_id, room, seat_no, [subjects], {scores}]``."""
     name, id_number, ticket_no, site_id, room, seat_no, subjects, scores = orjson.loads(raw)
     return Record(name, id_number, ticket_no, site_id, room, seat_no, tuple(subjects), scores)
 
 
-def _score_text(value: Decimal | float | str) -> str:
-    return format(Decimal(str(value)).normalize(), "f")
-
-
-def from_row(row: Mapping[str, Any]) -> Record:
-    """A record from a row of ``RECORDS_SQL`` / ``ONE_SQL``."""
-    codes = row["score_codes"] or []
-    values = row["score_values"] or []
-    return Record(row["name"], row["id_number"], row["ticket_no"], row["site_id"], row["room"], row["seat_no"],
-                  tuple(row["subjects"]), {code: _score_text(v) for code, v in zip(codes, values)})
-
-
-_SELECT = """
-SELECT c.name, c.id_number, t.ticket_no, t.site_id, t.room, t.seat_no, r.subjects,
-       s.codes AS score_codes, s.values AS score_values
+# PostgreSQL writes the stored value itself (JSON text; scores without trailing zeros, "78.5",
+# "80"), so a prewarm moves text from the database to Redis without building a record in
+# Python: the value is the one format, whether it reaches Redis by prewarm or by write-back.
+_VALUE = """json_build_array(c.name, c.id_number, t.ticket_no, t.site_id, t.room, t.seat_no, r.subjects,
+                        COALESCE(s.scores, '{}'::json))::text AS value"""
+_SCORES = "json_object_agg(sc.subject_code, trim_scale(sc.score)::text ORDER BY sc.subject_code)"
+_FROM = """
   FROM admission_tickets t
   JOIN registrations r ON r.id = t.registration_id
   JOIN candidates c ON c.id = r.candidate_id
-  LEFT JOIN LATERAL (SELECT array_agg(sc.subject_code ORDER BY sc.subject_code) AS codes,
-                            array_agg(sc.score ORDER BY sc.subject_code) AS values
-                       FROM scores sc WHERE sc.registration_id = r.id) s ON true
 """
-RECORDS_SQL = _SELECT + " WHERE t.exam_id = $1"
-ONE_BY_ID_SQL = _SELECT + " WHERE t.exam_id = $1 AND c.id_number = $2"
-ONE_BY_TICKET_SQL = _SELECT + " WHERE t.exam_id = $1 AND t.ticket_no = $2"
+# Every record of an exam: the scores aggregated once for the exam, joined by hash.
+RECORDS_SQL = f"""
+SELECT c.id_number, t.ticket_no, (s.scores IS NOT NULL) AS has_scores, {_VALUE}
+{_FROM}
+  LEFT JOIN (SELECT sc.registration_id, {_SCORES} AS scores
+               FROM scores sc WHERE sc.exam_id = $1 GROUP BY sc.registration_id) s ON s.registration_id = r.id
+ WHERE t.exam_id = $1
+"""
+# One record: its scores read through the registration's index.
+_ONE = f"""
+SELECT {_VALUE}
+{_FROM}
+  LEFT JOIN LATERAL (SELECT {_SCORES} AS scores FROM scores sc WHERE sc.registration_id = r.id) s ON true
+"""
+ONE_BY_ID_SQL = _ONE + " WHERE t.exam_id = $1 AND c.id_number = $2"
+ONE_BY_TICKET_SQL = _ONE + " WHERE t.exam_id = $1 AND t.ticket_no = $2"

@@ -97,7 +97,8 @@ class Lookups:
         flight = self._flights[key] = asyncio.get_running_loop().create_future()
         self.pg_in_flight += 1
         try:
-            record = await self._query(key)
+            value = await self._query(key)
+            record = None if value is None else records.decode(value)
         except BaseException as exc:
             flight.set_exception(exc)
             flight.exception()  # marked retrieved: nobody else may be waiting
@@ -107,17 +108,17 @@ class Lookups:
             del self._flights[key]
         flight.set_result(record)
         self._remember(key, record)
-        if record is not None and write_back:
-            self._write_back(key[0], record)
+        if record is not None and value is not None and write_back:
+            self._write_back(key[0], record, value)
         return record
 
-    async def _query(self, key: Key) -> records.Record | None:
+    async def _query(self, key: Key) -> str | None:
+        """The record's stored value as PostgreSQL writes it, or None."""
         exam_id, mode, value = key
         sql = records.ONE_BY_ID_SQL if mode == "id_number" else records.ONE_BY_TICKET_SQL
         self.pg_queries += 1
         async with storage_errors():
-            row = await self.pool.fetchrow(sql, exam_id, value)
-        return None if row is None else records.from_row(row)
+            return await self.pool.fetchval(sql, exam_id, value)
 
     def _remember(self, key: Key, record: records.Record | None) -> None:
         now = time.monotonic()
@@ -127,9 +128,8 @@ class Lookups:
                 self._recent.clear()
         self._recent[key] = (now + self.memory_ttl_s, record)
 
-    def _write_back(self, exam_id: int, record: records.Record) -> None:
-        value = records.encode(record)
-        for key, name in records.placements(exam_id, record):
+    def _write_back(self, exam_id: int, record: records.Record, value: str) -> None:
+        for key, name in records.placements(exam_id, record.id_number, record.ticket_no):
             try:
                 pending = self.redis.submit(b"HSET", key, name, value)
             except _REDIS_DOWN:

@@ -1,7 +1,8 @@
 """Calibration routes for the benchmarks (served only with ``EXAMGATE_BENCH_ROUTES=true``).
 
 They measure the cost of the building blocks side by side: nothing at all, one Redis GET
-through the auto-pipelined client, and the same GET through plain redis-py.
+through the auto-pipelined client, the same GET through plain redis-py, and the naive
+designs the real routes are compared with (a score lookup read straight from PostgreSQL).
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from core.errors import storage_errors
 from gateway import keys
+from gateway.bodies import read_json
+from gateway.routes.lookups import released_exam, scores_response
+from lookups import records
 
 BENCH_KEY = "eg:bench:value"
 _BODY = b'{"ok":true}'
@@ -60,6 +65,16 @@ async def limits_moving_window(request: web.Request) -> web.Response:
     return web.Response(body=_BODY, content_type="application/json")
 
 
+async def scores_lookup_pg(request: web.Request) -> web.Response:
+    """``POST /api/v1/scores/lookup`` done the naive way: no captcha, no throttle, every record read from PostgreSQL."""
+    body = await read_json(request)
+    exam, name, mode, value = released_exam(request, body)
+    sql = records.ONE_BY_ID_SQL if mode == "id_number" else records.ONE_BY_TICKET_SQL
+    async with storage_errors():
+        row = await request.app[keys.PG].fetchrow(sql, exam.id, value)
+    return scores_response(exam, None if row is None else records.from_row(row), name)
+
+
 async def _limits_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         from limits import RateLimitItemPerSecond
@@ -88,5 +103,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/_bench/sleep", sleep, name="bench.sleep")
     app.router.add_get("/_bench/throttled", throttled, name="bench.throttled")
     app.router.add_get("/_bench/limits", limits_moving_window, name="bench.limits")
+    app.router.add_post("/_bench/scores-lookup-pg", scores_lookup_pg, name="bench.scores_lookup_pg")
     app.cleanup_ctx.append(_limits_ctx)
     app.on_startup.append(_prime)

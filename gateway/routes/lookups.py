@@ -113,16 +113,19 @@ async def _record(request: web.Request, body: dict[str, Any], exam: Exam, mode: 
     return record
 
 
-async def lookup_score(request: web.Request) -> web.Response:
-    """``POST /api/v1/scores/lookup``: the candidate's scores once released."""
-    body = await read_json(request)
+def released_exam(request: web.Request, body: dict[str, Any]) -> tuple[Exam, str, str, str]:
+    """(exam, name, mode, value) of a score lookup; 422, 404 for an unknown exam, 425 before the release."""
     exam_id, name, mode, value = parse_query(body, ticket_allowed=True)
     exam = _exam(request, exam_id)
     if utcnow() < exam.score_release_at:
         raise _too_early("成绩尚未发布", "not_yet_released", exam.score_release_at,
                          {"release_at": iso_local(exam.score_release_at)})
-    record = await _record(request, body, exam, mode, value, name)
-    if not record.scores:
+    return exam, name, mode, value
+
+
+def scores_response(exam: Exam, record: records.Record | None, name: str) -> web.Response:
+    """The candidate's scores; the one 404 for no record, another name or no scores."""
+    if record is None or not same_name(record.name, name) or not record.scores:
         raise _not_found()
     subjects = []
     for code, score in sorted(record.scores.items()):
@@ -133,6 +136,13 @@ async def lookup_score(request: web.Request) -> web.Response:
     return json_response({"exam_id": exam.id, "name": record.name, "ticket_no": record.ticket_no,
                           "subjects": subjects, "passed_all": all(s["passed"] for s in subjects)},
                          headers=NO_STORE)
+
+
+async def lookup_score(request: web.Request) -> web.Response:
+    """``POST /api/v1/scores/lookup``: the candidate's scores once released."""
+    body = await read_json(request)
+    exam, name, mode, value = released_exam(request, body)
+    return scores_response(exam, await _record(request, body, exam, mode, value, name), name)
 
 
 def ticket_body(request: web.Request, exam: Exam, record: records.Record) -> dict[str, Any]:

@@ -144,16 +144,27 @@ async def test_before_the_release_the_answer_is_425_and_postgresql_is_not_asked(
 async def test_prewarm_loads_what_postgresql_has(client: TestClient, pg: asyncpg.Connection,
                                                  redis: aioredis.Redis) -> None:
     exam_id, people = await make_results(pg, 40)
+    # one record without scores, one with a whole-number score: both kept as the single-record query writes them
+    await pg.execute("DELETE FROM scores WHERE registration_id = (SELECT registration_id FROM admission_tickets "
+                     "WHERE ticket_no = $1)", people[0]["ticket_no"])
+    await pg.execute("UPDATE scores SET score = 80.0 WHERE subject_code = '101' AND registration_id = "
+                     "(SELECT registration_id FROM admission_tickets WHERE ticket_no = $1)", people[1]["ticket_no"])
     resp = await client.post(f"/admin/api/v1/exams/{exam_id}/prewarm", headers=h.admin())
     assert resp.status == 200, await resp.text()
     report = await resp.json()
     expected = await pg.fetchval("SELECT count(*) FROM admission_tickets WHERE exam_id = $1", exam_id)
-    assert (report["tickets"], report["scores"]) == (expected, expected) == (40, 40)
+    assert (report["tickets"], report["scores"]) == (expected, expected - 1) == (40, 39)
     for person in people:
+        one = records.decode(await pg.fetchval(records.ONE_BY_ID_SQL, exam_id, person["id_number"]))
         for mode in ("id_number", "ticket_no"):
             field = records.field_name(mode, person[mode])
             record = records.decode(await redis.hget(records.bucket_key(exam_id, field), field))
-            assert (record.name, record.ticket_no, record.scores["102"]) == (person["name"], person["ticket_no"], "72.5")
+            assert record == one
+            assert (record.name, record.ticket_no, record.subjects) == (person["name"], person["ticket_no"],
+                                                                        ("101", "102"))
+    first, second = [records.decode(await pg.fetchval(records.ONE_BY_TICKET_SQL, exam_id, p["ticket_no"]))
+                     for p in people[:2]]
+    assert first.scores == {} and second.scores == {"101": "80", "102": "72.5"}
     await _refresh(client)
     resp = await client.post(SCORES, json={"exam_id": exam_id, "name": people[3]["name"],
                                            "id_number": people[3]["id_number"]})
