@@ -17,7 +17,8 @@ do-nothing route, each ratio the median of the per-round ratios:
 - *captcha and throttles off* (``scores.lookup`` captcha ``off``, no rate-limit rules): the
   lookup served from Redis (target ≥ 0.8 × noop), and beside it the naive design,
   ``POST /_bench/scores-lookup-pg``: the same parsing and answer, the record read straight
-  from PostgreSQL (no target: the baseline);
+  from PostgreSQL (no target: the baseline); and ``POST /_bench/post-json``, which reads the
+  same body and answers a fixed one: what a POST with a JSON body costs before any lookup work;
 - *captcha and throttles on*: captcha ``either`` passed with an operator-issued load-test token
   (``X-Loadtest-Token``), and the production ``lookup-ip`` rule plus an ``id_number`` rule,
   both generous so that no lookup is refused: every lookup runs the rate-limit script
@@ -56,6 +57,7 @@ TARGET_OFF = 0.8
 TARGET_ON = 0.5
 SCORES = "/api/v1/scores/lookup"
 NAIVE = "/_bench/scores-lookup-pg"
+POST_JSON = "/_bench/post-json"
 GENEROUS = {"rate": 10_000_000, "period_s": 60, "burst": 10_000_000, "mode": "enforce", "on_redis_error": "open"}
 OFF = {"captcha": {"routes": {"scores.lookup": "off"}}, "ratelimit": {"rules": []}}
 ON = {"captcha": {"routes": {"scores.lookup": "either"}},
@@ -213,7 +215,7 @@ def measure_lookups(gateway: Process, exam_id: int, candidates: int, directory: 
     token = _loadtest_token(gateway)
     results: dict[str, Any] = {}
     for label, patch, loads in [
-        ("off", OFF, {"lookup_redis": (SCORES, {}), "lookup_postgresql": (NAIVE, {})}),
+        ("off", OFF, {"lookup_redis": (SCORES, {}), "lookup_postgresql": (NAIVE, {}), "post_json": (POST_JSON, {})}),
         ("on", ON, {"lookup_redis": (SCORES, {"X-Loadtest-Token": token})}),
     ]:
         wait_config_version(gateway.url, gateway.patch_config(patch))
@@ -248,6 +250,7 @@ def run(candidates: int = CANDIDATES) -> list[dict[str, Any]]:
     off_ratio = statistics.median(off["per_round"]["lookup_redis"])
     pg_ratio = statistics.median(off["per_round"]["lookup_postgresql"])
     on_ratio = statistics.median(on["per_round"]["lookup_redis"])
+    post_ratio = statistics.median(off["per_round"]["post_json"])
     setup = {"gateway_processes": 1, "gateway_cpus": "0", "wrk_cpus": "1", "connections": CONNECTIONS,
              "rounds": ROUNDS, "round_s": ROUND_S, "keys": KEYS, "candidates": candidates,
              "elapsed_s": round(time.perf_counter() - started, 1)}
@@ -266,6 +269,10 @@ def run(candidates: int = CANDIDATES) -> list[dict[str, Any]]:
         {"benchmark": "lookups", "metric": "score_lookup_postgresql_direct_vs_noop", "value": round(pg_ratio, 3),
          "unit": "×", "target": "naive baseline", "passed": None if not off["unexpected"]["lookup_postgresql"] else False,
          "details": {"redis_vs_postgresql": round(off_ratio / pg_ratio, 2) if pg_ratio else None}},
+        {"benchmark": "lookups", "metric": "post_json_body_vs_noop", "value": round(post_ratio, 3), "unit": "×",
+         "target": "calibration", "passed": None if not off["unexpected"]["post_json"] else False,
+         "details": {"meaning": "the same POST bodies read and answered with a fixed body: what the request's "
+                                "shape costs before any lookup work"}},
         {"benchmark": "lookups", "metric": "score_lookup_vs_noop_captcha_throttle_on", "value": round(on_ratio, 3),
          "unit": "×", "target": f">= {TARGET_ON}",
          "passed": on_ratio >= TARGET_ON and not on["unexpected"]["lookup_redis"],

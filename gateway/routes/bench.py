@@ -27,6 +27,12 @@ async def noop(request: web.Request) -> web.Response:
     return web.Response(body=_BODY, content_type="application/json")
 
 
+async def post_json(request: web.Request) -> web.Response:
+    """Read a JSON body and answer a fixed one: what a POST with a small JSON body costs before any work."""
+    await read_json(request)
+    return web.Response(body=_BODY, content_type="application/json")
+
+
 async def redis_get(request: web.Request) -> web.Response:
     """One GET through the auto-pipelined client."""
     value = await request.app[keys.REDIS].get(BENCH_KEY)
@@ -99,6 +105,7 @@ def setup(app: web.Application) -> None:
     """Add the calibration routes."""
     app.router.add_get("/_bench/noop", noop, name="bench.noop")
     app.router.add_get("/_bench/redis-get", redis_get, name="bench.redis_get")
+    app.router.add_post("/_bench/post-json", post_json, name="bench.post_json")
     app.router.add_get("/_bench/redis-get-plain", redis_get_plain, name="bench.redis_get_plain")
     app.router.add_get("/_bench/sleep", sleep, name="bench.sleep")
     app.router.add_get("/_bench/throttled", throttled, name="bench.throttled")
