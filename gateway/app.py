@@ -184,9 +184,11 @@ def create_app(settings: Settings) -> web.Application:
         admin,
         bench,
         captcha,
+        console,
         exams,
         health,
         lookups,
+        pages,
         payments,
         queue,
         recovery,
@@ -223,6 +225,8 @@ def create_app(settings: Settings) -> web.Application:
     payments.setup(app)
     lookups.setup(app)
     admin.setup(app)
+    pages.setup(app)
+    console.setup(app)
     if settings.bench_routes:
         bench.setup(app)
     return app

@@ -82,6 +82,8 @@ case "${1:-start}" in
         cat <<EOT
 
 examgate demo is running.
+  pages          $base/   (candidates: $base/register, /login, /tickets, /scores)
+  console        $base/console   (operators; the admin token is in .run/secrets.json)
   gateway        $base  ($WORKERS processes)
   readiness      $base/readyz
   exams          $base/api/v1/exams   → $exams

@@ -3,6 +3,8 @@
 #   - a TrueType font with Chinese glyphs for ticket PDFs (Debian package fonts-droid-fallback,
 #     the default of EXAMGATE_TICKET_FONT)
 #   - pdftotext (Debian package poppler-utils), with which the tests read the PDFs back
+#   - headless Chromium (Debian package chromium, /usr/bin/chromium), which the browser tests drive
+#     through Playwright; Playwright never downloads a browser of its own
 # Called by `make test`, `make demo` and `make bench`. Quiet when all is present; never prompts
 # (CI runs with no stdin); as root it uses apt-get directly, otherwise `sudo -n`.
 set -euo pipefail
@@ -48,5 +50,14 @@ ensure_pdftotext() {
     have pdftotext || die "pdftotext is still not on PATH after installing package poppler-utils"
 }
 
+CHROMIUM=/usr/bin/chromium
+
+ensure_chromium() {
+    [[ -x $CHROMIUM ]] && return 0
+    apt_install chromium "headless Chromium $CHROMIUM (used by the browser tests in tests/browser)"
+    [[ -x $CHROMIUM ]] || die "package chromium is installed but $CHROMIUM is not there"
+}
+
 ensure_font
 ensure_pdftotext
+ensure_chromium

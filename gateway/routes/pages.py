@@ -1,0 +1,114 @@
+"""Candidate pages and static assets: HTML shells from memory that call the JSON API from the browser.
+
+Every page is a static shell (``gateway/web/templates``) plus plain JavaScript and CSS
+(``gateway/web/static``); rendering one reads neither Redis nor PostgreSQL, so no page is
+slower than the API it calls. Their routes are named ``pages.*`` (``pages.static`` for the
+assets): they serve HTML, not the JSON API, so the OpenAPI document leaves them out. They are
+GET routes, so overload shedding counts them as candidate reads: a page is refused exactly when
+the reads it would make are.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway import keys
+from gateway.errors import NotFoundError
+from gateway.web.assets import (
+    IMMUTABLE,
+    REVALIDATE,
+    STATIC_PREFIX,
+    AssetStore,
+    accepts_gzip,
+)
+from gateway.web.shells import PAGE_HEADERS, PageSpec, ShellRenderer
+
+ASSETS = web.AppKey("web_assets", AssetStore)
+SHELLS = web.AppKey("web_shells", ShellRenderer)
+ROUTE_PREFIX = "pages."
+
+COMMON = "js/common.js"
+CAPTCHA = "js/captcha.js"
+PAGES: tuple[PageSpec, ...] = (
+    PageSpec("home", "/", "首页", "home", (COMMON, "js/pages/home.js")),
+    PageSpec("register", "/register", "考生注册", "register", (COMMON, CAPTCHA, "js/pages/register.js"),
+             captcha_routes=("accounts.create",)),
+    PageSpec("login", "/login", "考生登录", "login", (COMMON, CAPTCHA, "js/pages/login.js"),
+             captcha_routes=("sessions.create",)),
+    PageSpec("enrol", "/exams/{exam_id:[0-9]{1,10}}/enrol", "网上报名", "enrol", (COMMON, "js/pages/enrol.js")),
+    PageSpec("queue", "/exams/{exam_id:[0-9]{1,10}}/queue", "排队等候", "queue", (COMMON, "js/pages/queue.js")),
+    PageSpec("seat", "/registrations/{registration_id:[0-9]{1,18}}/seat", "选择考点", "seat",
+             (COMMON, "js/pages/seat.js")),
+    PageSpec("pay", "/registrations/{registration_id:[0-9]{1,18}}/pay", "确认与缴费", "pay",
+             (COMMON, "js/pages/pay.js")),
+    PageSpec("tickets", "/tickets", "准考证打印", "tickets", (COMMON, CAPTCHA, "js/pages/tickets.js"),
+             captcha_routes=("tickets.lookup",)),
+    PageSpec("scores", "/scores", "成绩查询", "scores", (COMMON, CAPTCHA, "js/pages/scores.js"),
+             captcha_routes=("scores.lookup",)),
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    return any(tag.strip().removeprefix("W/") in (etag, "*") for tag in if_none_match.split(","))
+
+
+def _respond(request: web.Request, body: bytes, gzipped: bytes | None, etag: str,
+             headers: dict[str, str]) -> web.Response:
+    """200 with the gzipped body when the client takes it, or 304 when its copy is current."""
+    common = {**headers, "ETag": etag, "Vary": "Accept-Encoding"}
+    if _matches(request.headers.get("If-None-Match"), etag):
+        common.pop("Content-Type", None)
+        return web.Response(status=304, headers=common)
+    if gzipped is not None and accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        return web.Response(body=gzipped, headers={**common, "Content-Encoding": "gzip"})
+    return web.Response(body=body, headers=common)
+
+
+def page_handler(name: str) -> Handler:
+    """The handler serving page ``name``'s shell under the current live config."""
+
+    async def serve_page(request: web.Request) -> web.Response:
+        shell = request.app[SHELLS].shell(name, request.app[keys.LIVE].current)
+        return _respond(request, shell.body, shell.gzipped, shell.etag, PAGE_HEADERS)
+
+    serve_page.__doc__ = f"The {name} page's shell."
+    return serve_page
+
+
+async def static_asset(request: web.Request) -> web.Response:
+    """A static asset; cached for a year when the URL names its current digest, revalidated otherwise."""
+    asset = request.app[ASSETS].get(request.match_info["path"])
+    if asset is None:
+        raise NotFoundError("文件不存在", code="not_found")
+    fresh = request.match_info["digest"] == asset.digest
+    headers = {"Content-Type": asset.content_type, "Cache-Control": IMMUTABLE if fresh else REVALIDATE,
+               "X-Content-Type-Options": "nosniff"}
+    return _respond(request, asset.body, asset.gzipped, f'"{asset.digest}"', headers)
+
+
+def shells(app: web.Application) -> ShellRenderer:
+    """The application's shell renderer, made (with the asset store) on first use."""
+    if SHELLS not in app:
+        assets = app[ASSETS] = AssetStore()
+        app[SHELLS] = ShellRenderer(assets)
+        app.router.add_get(STATIC_PREFIX + "/{digest:[0-9a-f]{1,64}}/{path:.+}", static_asset,
+                           name=ROUTE_PREFIX + "static")
+    return app[SHELLS]
+
+
+def add_page(app: web.Application, spec: PageSpec) -> None:
+    """Assemble ``spec``'s shell and route ``GET spec.path`` to it as ``pages.<name>``."""
+    shells(app).add(spec)
+    app.router.add_get(spec.path, page_handler(spec.name), name=ROUTE_PREFIX + spec.name)
+
+
+def setup(app: web.Application) -> None:
+    """Add the candidate pages and the static assets."""
+    for spec in PAGES:
+        add_page(app, spec)

@@ -1,0 +1,56 @@
+/* 考生登录: username, password and the captcha; on success back to where the candidate was going. */
+(function () {
+  "use strict";
+
+  const EG = window.EG;
+
+  document.addEventListener("DOMContentLoaded", function () {
+    const form = EG.$("[data-form]");
+    const captcha = EG.captchaOf(form);
+    const params = new URLSearchParams(location.search);
+    const notice = EG.$("[data-notice]");
+    if (params.get("registered")) {
+      notice.textContent = "注册成功，请登录。";
+      notice.hidden = false;
+      EG.$("#username").value = params.get("registered");
+      EG.$("#password").focus();
+    } else if (params.get("expired")) {
+      notice.textContent = "登录已失效，请重新登录。";
+      notice.hidden = false;
+    }
+    if (EG.session.token() && !params.get("expired")) {
+      notice.textContent = "您已登录为 " + EG.session.username() + "；重新登录将替换当前账号。";
+      notice.hidden = false;
+    }
+
+    form.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      EG.clearErrors(form);
+      const values = EG.formValues(form);
+      let missing = false;
+      ["username", "password"].forEach(function (name) {
+        if (!values[name]) { EG.fieldError(form, name, "此项必填"); missing = true; }
+      });
+      if (missing) {
+        EG.alert(EG.$("[data-alert]", form), "请填写用户名和密码。");
+        form.querySelector('[aria-invalid="true"]').focus();
+        return;
+      }
+      await EG.busy(form, async function () {
+        const body = { username: values.username, password: values.password };
+        const proof = await captcha.value();
+        if (proof === null) return;
+        if (proof !== undefined) body.captcha = proof;
+        const result = await EG.api("POST", "/api/v1/sessions", { json: body, token: null });
+        if (result.status !== 422) captcha.renew();
+        if (!result.ok) {
+          EG.showError(form, result, { labels: { username: "用户名", password: "密码" },
+                                       fieldFor: { captcha_invalid: "captcha", invalid_credentials: "password" } });
+          return;
+        }
+        EG.session.save(result.data.token, values.username);
+        location.assign(EG.safeNext(params.get("next"), "/"));
+      });
+    });
+  });
+})();

@@ -1,0 +1,130 @@
+"""The pages over HTTP, in-process: shells served from memory (no PostgreSQL), versioned assets cached for a year."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.liveconfig import DEFAULT, merge_patch, validate
+from gateway.routes import pages
+from gateway.routes.console import CONSOLE
+from gateway.shedding import route_class
+from gateway.web.assets import IMMUTABLE, STATIC_DIR, AssetStore
+from gateway.web.shells import ShellRenderer
+from tests.gateway.test_app import make_settings
+
+# Nothing listens on port 1: a page that touched PostgreSQL would fail or hang.
+NO_POSTGRES = "postgresql://postgres@127.0.0.1:1/examgate_nowhere"
+PAGE_PATHS = {
+    "home": "/", "register": "/register", "login": "/login", "enrol": "/exams/7/enrol", "queue": "/exams/7/queue",
+    "seat": "/registrations/12/seat", "pay": "/registrations/12/pay", "tickets": "/tickets", "scores": "/scores",
+    "console": "/console",
+}
+ASSET_URL = re.compile(r'(?:src|href|data-pow-worker)="(/static/[^"]+)"')
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, redis_url: str, tmp_path: Path) -> AsyncIterator[TestClient]:
+    """A gateway whose PostgreSQL does not exist (Redis is the test database, not flushed)."""
+    app = create_app(make_settings(NO_POSTGRES, redis_url, tmp_path))
+    yield await aiohttp_client(app)
+
+
+async def test_every_page_is_a_shell_served_without_postgresql(client: TestClient) -> None:
+    assert (await client.get("/readyz")).status == 503  # PostgreSQL really is missing
+    for name, path in PAGE_PATHS.items():
+        resp = await client.get(path)
+        assert resp.status == 200, (path, await resp.text())
+        assert resp.content_type == "text/html" and resp.charset == "utf-8"
+        text = await resp.text()
+        assert '<html lang="zh-CN">' in text
+        assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in text
+        assert f'data-page="{name}"' in text
+        assert "<script>" not in text and "style=" not in text  # the CSP forbids inline code
+        assert resp.headers["Cache-Control"] == "no-cache"
+        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["X-Request-Id"]
+        assert resp.headers["ETag"]
+        again = await client.get(path, headers={"If-None-Match": resp.headers["ETag"]})
+        assert again.status == 304
+
+
+async def test_page_assets_have_versioned_urls_cached_for_a_year(client: TestClient) -> None:
+    seen: set[str] = set()
+    for path in PAGE_PATHS.values():
+        seen.update(ASSET_URL.findall(await (await client.get(path)).text()))
+    assert any(url.endswith("/css/app.css") for url in seen)
+    assert any(url.endswith("/js/pow-worker.js") for url in seen)
+    for url in seen:
+        digest, file = url.removeprefix("/static/").split("/", 1)
+        assert digest == hashlib.sha256((STATIC_DIR / file).read_bytes()).hexdigest()[:12]
+        resp = await client.get(url, headers={"Accept-Encoding": "identity"})
+        assert resp.status == 200, url
+        assert resp.headers["Cache-Control"] == IMMUTABLE == "public, max-age=31536000, immutable"
+        assert resp.headers["Content-Type"].startswith("text/css" if url.endswith(".css") else "text/javascript")
+        assert await resp.read() == (STATIC_DIR / file).read_bytes()
+
+
+async def test_assets_are_sent_gzipped_and_revalidated_by_etag(client: TestClient) -> None:
+    url = AssetStore().url("js/common.js")
+    plain = (STATIC_DIR / "js/common.js").read_bytes()
+    resp = await client.get(url, headers={"Accept-Encoding": "gzip, deflate"}, auto_decompress=False)
+    assert resp.headers["Content-Encoding"] == "gzip"
+    assert resp.headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(await resp.read()) == plain
+    refused = await client.get(url, headers={"Accept-Encoding": "gzip;q=0"}, auto_decompress=False)
+    assert "Content-Encoding" not in refused.headers and await refused.read() == plain
+    assert (await client.get(url, headers={"If-None-Match": resp.headers["ETag"]})).status == 304
+
+
+async def test_an_old_digest_gets_the_current_file_uncached_and_an_unknown_file_a_404(client: TestClient) -> None:
+    stale = await client.get("/static/000000000000/js/common.js")
+    assert stale.status == 200
+    assert stale.headers["Cache-Control"] == "no-cache"
+    missing = await client.get("/static/000000000000/js/nothing.js")
+    assert missing.status == 404
+    assert (await missing.json())["error"]["code"] == "not_found"
+    assert (await client.get("/static/../../gateway/app.py")).status == 404
+    assert (await client.get("/exams/abc/enrol")).status == 404
+
+
+async def test_page_routes_are_named_pages_and_shed_as_candidate_reads(client: TestClient) -> None:
+    named = {r.name: r for r in client.app.router.routes() if (r.name or "").startswith(pages.ROUTE_PREFIX)}
+    expected = {f"pages.{spec.name}" for spec in (*pages.PAGES, CONSOLE)} | {"pages.static"}
+    assert set(named) == expected
+    for name, route in named.items():
+        assert route.method == "GET"
+        assert route_class(name, "GET") == "candidate_read"
+
+
+def test_a_shell_carries_the_live_captcha_mode_of_its_routes() -> None:
+    renderer = ShellRenderer(AssetStore())
+    spec = next(spec for spec in pages.PAGES if spec.name == "login")
+    renderer.add(spec)
+    default = renderer.shell("login", validate(DEFAULT, 0))
+    assert b"data-live=\"{&quot;captcha&quot;:{&quot;sessions.create&quot;:&quot;either&quot;}}\"" in default.body
+    changed = validate(merge_patch(DEFAULT, {"captcha": {"routes": {"sessions.create": "pow"}}}), 1)
+    shell = renderer.shell("login", changed)
+    assert b"&quot;sessions.create&quot;:&quot;pow&quot;" in shell.body
+    assert shell.etag != default.etag
+    assert renderer.shell("login", changed) is shell  # cached per version
+
+
+def test_a_missing_browser_skips_here_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.browser.conftest import unavailable
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="cannot run under CI: no browser"):
+        unavailable("no browser")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no browser"):
+        unavailable("no browser")
