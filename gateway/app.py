@@ -171,10 +171,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 TICKET_LINK_PURPOSE = "ticket-pdf"  # lookups.links.KEY_PURPOSE, without importing fpdf2 at start-up
 
 
-def _ticket_link(key: bytes, ttl_s: int, ticket_no: str) -> str:
+def _ticket_link(key: bytes, ttl_s: int, ticket_no: str, exam_id: int) -> str:
     from lookups.links import sign_link
 
-    return sign_link(key, ticket_no, ttl_s=ttl_s)
+    return sign_link(key, ticket_no, exam_id=exam_id, ttl_s=ttl_s)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -48,5 +48,6 @@ ADMISSION_KEY = web.AppKey("admission_key", bytes)
 REGISTRATION_REFS: web.AppKey[RegistrationRefs] = web.AppKey("registration_refs")
 PAYMENTS: web.AppKey[PaymentsRuntime | None] = web.AppKey("payments")
 LOOKUPS: web.AppKey[Lookups] = web.AppKey("lookups")
-TICKET_LINKS: web.AppKey[Callable[[str], str]] = web.AppKey("ticket_links")  # ticket number → signed PDF path
+# (ticket number, exam id) → signed PDF path
+TICKET_LINKS: web.AppKey[Callable[[str, int], str]] = web.AppKey("ticket_links")
 TICKET_PDF_KEY = web.AppKey("ticket_pdf_key", bytes)

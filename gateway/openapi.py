@@ -327,6 +327,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "summary": "The admission ticket as a PDF, behind the signed expiring link the ticket lookup gave",
             "parameters": [{"name": "ticket_no", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "exam", "in": "query", "required": True, "schema": {"type": "integer"}},
                            {"name": "exp", "in": "query", "required": True, "schema": {"type": "integer"}},
                            {"name": "sig", "in": "query", "required": True, "schema": {"type": "string"}}],
             "responses": {

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import re
 import unicodedata
 from datetime import datetime
 from typing import Any
@@ -171,12 +170,11 @@ async def lookup_ticket(request: web.Request) -> web.Response:
                           "available_until": iso_local(exam.ticket_print_closes_at)})
     record = await _record(request, body, exam, mode, value, name)
     answer = ticket_body(request, exam, record)
-    answer["pdf_url"] = request.app[keys.TICKET_LINKS](record.ticket_no)
+    answer["pdf_url"] = request.app[keys.TICKET_LINKS](record.ticket_no, exam.id)
     return json_response(answer, headers=NO_STORE)
 
 
 PDF_CACHE_TTL_S = 86400
-_TICKET_NO = re.compile(r"[0-9]{17}").fullmatch
 
 
 def _pdf_key(ticket_no: str) -> str:
@@ -193,21 +191,20 @@ def _ticket_doc(exam: Exam, record: records.Record) -> pdf.TicketDoc:
 
 
 async def ticket_pdf(request: web.Request) -> web.Response:
-    """``GET /api/v1/tickets/{ticket_no}.pdf?exp=&sig=``: the ticket PDF behind a signed, expiring link.
+    """``GET /api/v1/tickets/{ticket_no}.pdf?exam=&exp=&sig=``: the ticket PDF behind a signed, expiring link.
 
     Rendered once per ticket (in a thread) and kept in Redis for a day; 403 for a tampered,
     foreign or expired link, the same answer for each.
     """
     ticket_no = request.match_info["ticket_no"]
     app = request.app
+    query = request.query
     try:
-        links.verify_link(app[keys.TICKET_PDF_KEY], ticket_no, request.query.get("exp", ""),
-                          request.query.get("sig", ""))
+        exam_id = links.verify_link(app[keys.TICKET_PDF_KEY], ticket_no, query.get("exam", ""), query.get("exp", ""),
+                                    query.get("sig", ""))
     except links.LinkError:
         raise ApiError("下载链接无效或已过期，请重新查询准考证", code="link_invalid", status=403) from None
-    if _TICKET_NO(ticket_no) is None:
-        raise _not_found()
-    exam = _exam(request, int(ticket_no[:4]))
+    exam = _exam(request, exam_id)
     redis = app[keys.REDIS]
     cached = None
     with contextlib.suppress(RedisError, ConnectionError, TimeoutError, OSError):

@@ -96,7 +96,7 @@ async def test_ticket_lookup_answers_the_seat_and_a_signed_pdf_link(client: Test
     body = await resp.json()
     assert (body["ticket_no"], body["room"], body["seat_no"]) == (person["ticket_no"], 1, 1)
     assert body["site"]["name"] == "第1考点" and [s["code"] for s in body["subjects"]] == ["101", "102"]
-    assert body["pdf_url"].startswith(f"/api/v1/tickets/{person['ticket_no']}.pdf?exp=")
+    assert body["pdf_url"].startswith(f"/api/v1/tickets/{person['ticket_no']}.pdf?exam={exam_id}&exp=")
 
 
 async def test_a_wrong_name_and_a_wrong_id_get_the_same_404(client: TestClient, pg: asyncpg.Connection) -> None:
@@ -211,7 +211,7 @@ async def test_the_ticket_pdf_behind_its_signed_link(client: TestClient, pg: asy
 
     tampered = url.replace("sig=", "sig=A")
     key = client.app[keys.TICKET_PDF_KEY]
-    expired = links.sign_link(key, person["ticket_no"], ttl_s=10, now=time.time() - 60)
+    expired = links.sign_link(key, person["ticket_no"], exam_id=exam_id, ttl_s=10, now=time.time() - 60)
     other = url.replace(person["ticket_no"], person["ticket_no"][:-1] + "9")
     answers = [await client.get(u) for u in (tampered, expired, other)]
     assert [a.status for a in answers] == [403, 403, 403]
