@@ -9,13 +9,18 @@ PORT ?= 8080
 
 export EXAMGATE_SECRETS_FILE ?= $(CURDIR)/.run/secrets.json
 
-.PHONY: help venv services services-stop system-deps migrate seed demo demo-stop test bench lint clean
+LOADTEST_USERS ?= 20
+LOADTEST_DURATION ?= 10s
+LOADTEST_SCENARIOS := login-storm registration-opening payment-flood score-release ticket-printing mixed-peak
+
+.PHONY: help venv services services-stop system-deps migrate seed demo demo-stop test bench loadtest lint clean
 
 help:
 	@echo "make demo           set everything up and start gateway, worker and payment simulator"
 	@echo "make demo-stop      stop what make demo started"
 	@echo "make test           set everything up, then run the whole test suite"
 	@echo "make bench          run the benchmarks (writes benchmarks/results/)"
+	@echo "make loadtest       a short load-test smoke of every scenario against make demo (loadtest/reports/)"
 	@echo "make services       reuse or start Redis and PostgreSQL"
 	@echo "make services-stop  stop the private Redis/PostgreSQL started under .run/"
 	@echo "make system-deps    install the ticket PDF font and pdftotext with apt if missing"
@@ -54,6 +59,17 @@ test: venv services system-deps
 bench: venv services system-deps
 	@scripts/bench-deps.sh
 	$(BIN)/python -m benchmarks
+
+loadtest: venv
+	@curl -fsS -o /dev/null "http://127.0.0.1:$(PORT)/readyz" 2>/dev/null || \
+		{ echo "loadtest: no ready gateway on http://127.0.0.1:$(PORT); start it with make demo" >&2; exit 1; }
+	@failed=""; for scenario in $(LOADTEST_SCENARIOS); do \
+		$(EXAMGATE) loadtest $$scenario --host "http://127.0.0.1:$(PORT)" --users $(LOADTEST_USERS) \
+			--duration $(LOADTEST_DURATION) --candidates $(DEMO_CANDIDATES) || failed="$$failed $$scenario"; \
+		echo; \
+	done; \
+	if [ -n "$$failed" ]; then echo "loadtest: failed:$$failed" >&2; exit 1; fi; \
+	echo "loadtest: every scenario passed"
 
 clean: demo-stop services-stop
 	rm -rf .run $(VENV)

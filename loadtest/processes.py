@@ -376,3 +376,19 @@ def start_postgres() -> PostgresServer:
     except Exception:
         server.destroy()
         raise
+
+
+# --- Locust -----------------------------------------------------------------------------------------------
+
+def start_locust(locustfiles: list[Path], args: list[str], *, log_path: Path,
+                 env: dict[str, str] | None = None) -> Process:
+    """Run ``python -m locust -f FILES ARGS`` in the repository, its output in ``log_path`` (not waited for).
+
+    Locust monkey-patches with gevent when imported, so it only ever runs in a process of its own.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "locust", "-f", ",".join(str(f) for f in locustfiles), *args]
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env if env is not None else dict(os.environ),
+                                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return Process(proc, log_path)

@@ -1,0 +1,1 @@
+"""One locustfile per scenario (see ``loadtest.scenarios``); ``examgate loadtest`` runs them."""

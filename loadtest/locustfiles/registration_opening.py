@@ -1,0 +1,7 @@
+"""Registration opening: waiting room → poll → hold a seat → confirm → order → pay → paid (``examgate loadtest registration-opening``)."""
+
+from __future__ import annotations
+
+import loadtest.locust_hooks  # noqa: F401  (registers the run's options and the summary)
+from loadtest.shape import PeakShape  # noqa: F401
+from loadtest.users.registration import RegistrationUser  # noqa: F401

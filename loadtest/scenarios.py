@@ -1,0 +1,38 @@
+"""The load-test scenarios: each a locustfile under ``loadtest/locustfiles/`` and what it needs to run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+LOCUSTFILES = Path(__file__).resolve().parent / "locustfiles"
+
+
+class Scenario(NamedTuple):
+    """A peak rehearsed by one locustfile."""
+
+    name: str
+    locustfile: Path
+    about: str
+    payment_keys: bool = False  # signs provider notifications itself (the keys directory must be readable)
+    waiting_room: bool = False  # goes through the waiting room of the open exam (turned on for the run)
+    holds_seats: bool = False  # enrols candidates in the open exam, holds seats and opens orders
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("login-storm", LOCUSTFILES / "login_storm.py",
+             "sign in, read the profile, sign out; again with the next candidate"),
+    Scenario("registration-opening", LOCUSTFILES / "registration_opening.py",
+             "waiting room, poll, enrol, hold a seat, confirm, order, pay at the simulator, poll until paid",
+             waiting_room=True, holds_seats=True),
+    Scenario("payment-flood", LOCUSTFILES / "payment_flood.py",
+             "open orders, then post signed provider notifications for them, each resent as providers do",
+             payment_keys=True, holds_seats=True),
+    Scenario("score-release", LOCUSTFILES / "score_release.py",
+             "look up the finished exam's scores by id number or ticket number"),
+    Scenario("ticket-printing", LOCUSTFILES / "ticket_printing.py",
+             "look up the admission ticket, then download its PDF"),
+    Scenario("mixed-peak", LOCUSTFILES / "mixed_peak.py",
+             "all of the above at once, weighted as on a registration day",
+             payment_keys=True, waiting_room=True, holds_seats=True),
+)}

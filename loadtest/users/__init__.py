@@ -1,0 +1,1 @@
+"""Locust users: candidates and payment providers as the gateway sees them at a peak."""
