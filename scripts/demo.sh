@@ -15,6 +15,12 @@ export EXAMGATE_PAYSIM_TIME_SCALE=${EXAMGATE_PAYSIM_TIME_SCALE:-0.01}
 export EXAMGATE_PAYSIM_URL=${EXAMGATE_PAYSIM_URL:-http://$HOST:$PAYSIM_PORT}
 export EXAMGATE_PUBLIC_URL=${EXAMGATE_PUBLIC_URL:-http://$HOST:$PORT}
 WORKERS=${DEMO_WORKERS:-2}
+# Served on loopback only, the demo trusts X-Forwarded-For from loopback, so a local load test
+# (make loadtest) is throttled per simulated candidate rather than as one address. Set
+# EXAMGATE_TRUSTED_PROXIES= (empty) to turn it off, or to your proxy's address when serving wider.
+if [[ $HOST == 127.0.0.1 ]]; then
+    export EXAMGATE_TRUSTED_PROXIES=${EXAMGATE_TRUSTED_PROXIES-127.0.0.1}
+fi
 mkdir -p "$RUN"
 
 say() { echo "demo: $*"; }
