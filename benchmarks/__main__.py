@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,12 @@ def main(names: list[str]) -> int:
     figures: list[dict[str, Any]] = []
     for index, name in enumerate(chosen, 1):
         print(f"== {name} ({index}/{len(chosen)}, {(time.perf_counter() - started) / 60:.1f} min so far)", flush=True)
-        figures.extend(importlib.import_module(BENCHMARKS[name]).run())
+        try:
+            figures.extend(importlib.import_module(BENCHMARKS[name]).run())
+        except Exception as exc:  # one broken benchmark must not lose the others' figures
+            traceback.print_exc()
+            figures.append({"benchmark": name, "metric": "did_not_finish", "value": type(exc).__name__, "unit": "",
+                            "target": "finishes", "passed": False, "details": {"error": str(exc)[:2000]}})
     elapsed_s = time.perf_counter() - started
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     about = machine()

@@ -77,8 +77,8 @@ async def scores_lookup_pg(request: web.Request) -> web.Response:
     exam, name, mode, value = released_exam(request, body)
     sql = records.ONE_BY_ID_SQL if mode == "id_number" else records.ONE_BY_TICKET_SQL
     async with storage_errors():
-        row = await request.app[keys.PG].fetchrow(sql, exam.id, value)
-    return scores_response(exam, None if row is None else records.from_row(row), name)
+        stored = await request.app[keys.PG].fetchval(sql, exam.id, value)
+    return scores_response(exam, None if stored is None else records.decode(stored), name)
 
 
 async def _limits_ctx(app: web.Application) -> AsyncIterator[None]:
