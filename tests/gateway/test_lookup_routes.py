@@ -254,3 +254,20 @@ async def test_throttle_captcha_and_record_read_leave_in_one_batch(client: TestC
     status, answer, sent = await lookup()
     assert status == 429 and answer["error"]["code"] == "too_many_requests"
     assert sent == [(1, 2), (1, 1)]
+
+
+async def test_the_naive_postgresql_lookup_answers_like_the_real_one(aiohttp_client: Any, pg_dsn: str, redis_url: str,
+                                                                      pg: asyncpg.Connection, tmp_path: Path,
+                                                                      client: TestClient) -> None:
+    """The benchmarks' baseline (``/_bench/scores-lookup-pg``) must answer what the real route does."""
+    exam_id, people = await make_results(pg, 2)
+    await _refresh(client)
+    bench = await aiohttp_client(create_app(h.settings(pg_dsn, redis_url, tmp_path, EXAMGATE_BENCH_ROUTES="true")))
+    for person in people:
+        body = {"exam_id": exam_id, "name": person["name"], "id_number": person["id_number"]}
+        real, naive = await client.post(SCORES, json=body), await bench.post("/_bench/scores-lookup-pg", json=body)
+        assert real.status == naive.status == 200, await naive.text()
+        assert await real.json() == await naive.json()
+    wrong = await bench.post("/_bench/scores-lookup-pg", json={"exam_id": exam_id, "name": "李四",
+                                                               "id_number": people[0]["id_number"]})
+    assert wrong.status == 404
