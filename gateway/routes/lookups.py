@@ -95,9 +95,12 @@ def same_name(stored: str, given: str) -> bool:
     return hmac.compare_digest(unicodedata.normalize("NFC", stored.strip()).encode(), given.encode())
 
 
-async def _record(request: web.Request, body: dict[str, Any], exam: Exam, mode: str, value: str,
-                  name: str) -> records.Record:
-    """The matching record (its read sent in the captcha's and the throttle's batch); 404 otherwise."""
+async def _record(request: web.Request, body: dict[str, Any], exam: Exam, mode: str,
+                  value: str) -> records.Record | None:
+    """The record found by ``mode``/``value`` or None (its read sent in the captcha's and the throttle's batch).
+
+    The caller compares the name: the one 404 covers no record and another name alike.
+    """
     service = request.app[keys.LOOKUPS]
     pending: list[asyncio.Future[Any] | None] = []
     try:
@@ -106,10 +109,7 @@ async def _record(request: web.Request, body: dict[str, Any], exam: Exam, mode: 
     except BaseException:
         service.abandon(pending[0] if pending else None)
         raise
-    record = await service.finish(exam.id, mode, value, pending[0])
-    if record is None or not same_name(record.name, name):
-        raise _not_found()
-    return record
+    return await service.finish(exam.id, mode, value, pending[0])
 
 
 def released_exam(request: web.Request, body: dict[str, Any]) -> tuple[Exam, str, str, str]:
@@ -141,7 +141,7 @@ async def lookup_score(request: web.Request) -> web.Response:
     """``POST /api/v1/scores/lookup``: the candidate's scores once released."""
     body = await read_json(request)
     exam, name, mode, value = released_exam(request, body)
-    return scores_response(exam, await _record(request, body, exam, mode, value, name), name)
+    return scores_response(exam, await _record(request, body, exam, mode, value), name)
 
 
 def ticket_body(request: web.Request, exam: Exam, record: records.Record) -> dict[str, Any]:
@@ -168,7 +168,9 @@ async def lookup_ticket(request: web.Request) -> web.Response:
         raise _too_early("当前不在准考证打印时间内", "not_yet_available", exam.ticket_print_opens_at,
                          {"available_from": iso_local(exam.ticket_print_opens_at),
                           "available_until": iso_local(exam.ticket_print_closes_at)})
-    record = await _record(request, body, exam, mode, value, name)
+    record = await _record(request, body, exam, mode, value)
+    if record is None or not same_name(record.name, name):
+        raise _not_found()
     answer = ticket_body(request, exam, record)
     answer["pdf_url"] = request.app[keys.TICKET_LINKS](record.ticket_no, exam.id)
     return json_response(answer, headers=NO_STORE)

@@ -400,11 +400,20 @@
     return examsPromise;
   };
 
-  /** Fill a <select> with the exams; ``selected`` (an id) chosen when present. */
-  EG.examOptions = function (select, exams, selected) {
-    select.replaceChildren.apply(select, exams.map(function (exam) {
+  /** Fill the form's #exam_id <select> with the exams (the ``?exam=`` one chosen); false, with the
+   *  reason in the form's alert, when the list cannot be had. */
+  EG.fillExamSelect = async function (form) {
+    const exams = await EG.exams();
+    if (!exams.ok) {
+      EG.alert(EG.$("[data-alert]", form), "考试列表加载失败：" + exams.error.message, null, exams.retryAfterS);
+      return false;
+    }
+    const select = EG.$("#exam_id", form);
+    const selected = new URLSearchParams(location.search).get("exam");
+    select.replaceChildren.apply(select, exams.data.map(function (exam) {
       return EG.el("option", { value: String(exam.id), text: exam.name, selected: String(exam.id) === String(selected) });
     }));
+    return true;
   };
 
   // --- header -----------------------------------------------------------------------------------------

@@ -19,12 +19,7 @@
         EG.$("[data-alert]", form).focus();
       }
     });
-    const exams = await EG.exams();
-    if (!exams.ok) {
-      EG.alert(EG.$("[data-alert]", form), "考试列表加载失败：" + exams.error.message, null, exams.retryAfterS);
-      return;
-    }
-    EG.examOptions(EG.$("#exam_id"), exams.data, new URLSearchParams(location.search).get("exam"));
+    if (!(await EG.fillExamSelect(form))) return;
 
     form.addEventListener("submit", async function (event) {
       event.preventDefault();
