@@ -106,7 +106,7 @@ def run(rounds: int = 3, duration_s: int = 5) -> list[dict[str, Any]]:
                     print(f"  round {round_no + 1}/{rounds} {path}: {result.requests_per_s:,.0f} req/s"
                           + (f" (pool {checks[-1]['pool_before']:,} → {checks[-1]['pool_after']:,})"
                              if name == "captcha" else ""), flush=True)
-            empty = scrape_metrics(url).get('examgate_captcha_takes{outcome="empty"}', 0.0)
+            empty = scrape_metrics(url, gateway.metrics_token()).get('examgate_captcha_takes{outcome="empty"}', 0.0)
         finally:
             gateway.stop()
     issued = statistics.median(samples["captcha"])

@@ -185,11 +185,11 @@ def _measure_throughput(url: str, bodies: list[dict[str, str]]) -> dict[str, lis
     return samples
 
 
-def _overload(url: str, bodies: list[dict[str, str]], rate_per_s: float) -> dict[str, Any]:
-    before = scrape_metrics(url)
+def _overload(url: str, token: str, bodies: list[dict[str, str]], rate_per_s: float) -> dict[str, Any]:
+    before = scrape_metrics(url, token)
     result = run_load({"mode": "open", "url": url + "/api/v1/sessions", "bodies": bodies,
                        "rate_per_s": rate_per_s, "duration_s": OVERLOAD_S, "timeout_s": 10})
-    after = scrape_metrics(url)
+    after = scrape_metrics(url, token)
     samples = result["samples"]
     admitted = [ms for status, ms, _ in samples if status == 201]
     refused = [ms for status, ms, _ in samples if status == 503]
@@ -218,7 +218,7 @@ def run() -> list[dict[str, Any]]:
         gateway = start_gateway(pg_dsn, redis_url, workers=1, cpus="0", **_gateway_env(PASSWORDS))
         try:
             wait_config_version(gateway.url, gateway.patch_config(LIVE_PATCH))
-            capacity = scrape_metrics(gateway.url).get('examgate_password_pool_jobs{state="capacity"}')
+            capacity = scrape_metrics(gateway.url, gateway.metrics_token()).get('examgate_password_pool_jobs{state="capacity"}')
             if capacity != PASSWORDS.capacity:
                 raise RuntimeError(f"the gateway's hashing pool takes {capacity} jobs, expected {PASSWORDS.capacity}")
             bodies = _bodies()
@@ -226,7 +226,7 @@ def run() -> list[dict[str, Any]]:
             sustainable = statistics.median(samples["login_per_s"])
             print(f"  overload: {OVERLOAD_FACTOR} × {sustainable:.1f} = {OVERLOAD_FACTOR * sustainable:.0f} "
                   f"logins/s, open loop, {OVERLOAD_S:g} s", flush=True)
-            overload = _overload(gateway.url, bodies, OVERLOAD_FACTOR * sustainable)
+            overload = _overload(gateway.url, gateway.metrics_token(), bodies, OVERLOAD_FACTOR * sustainable)
             print(f"  overload: {overload['outcomes']}, admitted p99 {overload['admitted_ms']['p99']} ms, "
                   f"503 p99 {overload['refused_ms']['p99']} ms, loop lag p99 {overload['loop_lag_ms']['p99']} ms",
                   flush=True)

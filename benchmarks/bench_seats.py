@@ -239,8 +239,9 @@ def _metric_sum(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 class Loads:
     """The three loads of the interleaved rounds, with what each wrk run answered."""
 
-    def __init__(self, url: str, data: dict[str, Any], directory: Path) -> None:
+    def __init__(self, url: str, metrics_token: str, data: dict[str, Any], directory: Path) -> None:
         self.url = url
+        self.metrics_token = metrics_token
         self.data = data
         self.directory = directory
         self.seat_requests = 0  # requests sent so far: the next seat run continues the A/B alternation
@@ -265,9 +266,9 @@ class Loads:
 
     def seat(self, duration_s: int, *, measured: bool = True) -> float:
         script = write_seat_script(self.directory, self.data, self.seat_requests)
-        before = scrape_metrics(self.url)
+        before = scrape_metrics(self.url, self.metrics_token)
         result = run_wrk(self.url + "/", duration_s=duration_s, connections=CONNECTIONS, script=script)
-        after = scrape_metrics(self.url)
+        after = scrape_metrics(self.url, self.metrics_token)
         done = _REQUESTS.search(result.output)
         answered = int(done[1]) if done else 0
         self.seat_requests += answered
@@ -439,7 +440,7 @@ def run() -> list[dict[str, Any]]:
             wait_config_version(gateway.url, version)
             _load_inventory(gateway.url, data, redis_url)
             _check_route(gateway.url, data)
-            loads = Loads(gateway.url, data, Path(tmp))
+            loads = Loads(gateway.url, gateway.metrics_token(), data, Path(tmp))
             samples = measure(loads)
         finally:
             gateway.stop()

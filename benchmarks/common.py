@@ -76,11 +76,16 @@ def median_rps(samples: dict[str, list[float]]) -> dict[str, float]:
     return {name: round(statistics.median(values)) for name, values in samples.items()}
 
 
-def scrape_metrics(base_url: str) -> dict[str, float]:
-    """The gateway's ``/metrics`` as ``{'name{labels}': value}`` (comments dropped)."""
+def scrape_metrics(base_url: str, token: str) -> dict[str, float]:
+    """The gateway's ``/metrics`` as ``{'name{labels}': value}`` (comments dropped), scraped with ``token``.
+
+    A process renders at most once per ``EXAMGATE_METRICS_CACHE_S`` (1 s): two scrapes less
+    than that apart may read the same figures.
+    """
     import urllib.request
 
-    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as resp:
+    request = urllib.request.Request(base_url + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
         text = resp.read().decode()
     values: dict[str, float] = {}
     for line in text.splitlines():

@@ -114,6 +114,13 @@ def _secret(raw: str) -> str:
     return raw
 
 
+def _scrape_token(raw: str) -> str:
+    token = raw.strip()
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise ValueError("must be a token of 16+ characters without spaces")
+    return token
+
+
 def _meta(env: str, parse: Callable[[str], Any], help: str, secret: bool = False) -> dict[str, Any]:
     return {"env": PREFIX + env, "parse": parse, "help": help, "secret": secret}
 
@@ -237,6 +244,11 @@ class Settings:
         default=5.0, metadata=_meta("WORKER_EXAMS_REFRESH_S", _float(0.1, 3600),
                                     "how often the worker re-reads which exams' hold streams and holds it watches")
     )
+    worker_heartbeat_s: float = field(
+        default=5.0, metadata=_meta("WORKER_HEARTBEAT_S", _float(0.05, 600),
+                                    "how often the worker says it is alive; readiness counts it gone after 3 missed "
+                                    "beats (set the same for the gateway and the worker)")
+    )
     keys_dir: str = field(
         default=".run/keys", metadata=_meta("KEYS_DIR", _str, "payment provider keys (`examgate keys generate` writes them)")
     )
@@ -300,6 +312,20 @@ class Settings:
     admin_tokens: Mapping[str, str] = field(
         default_factory=dict,
         metadata=_meta("ADMIN_TOKENS", _tokens, "operator bearer tokens, name:token,… (generated if unset)", True),
+    )
+    metrics_token: str = field(
+        default="",
+        metadata=_meta("METRICS_TOKEN", _scrape_token,
+                       "bearer token the metrics scraper sends to /metrics (admin tokens work too; generated if unset)",
+                       True),
+    )
+    metrics_cache_s: float = field(
+        default=1.0, metadata=_meta("METRICS_CACHE_S", _float(0, 60),
+                                    "a /metrics render is reused this long per process (scrapes meanwhile share it)")
+    )
+    ready_cache_s: float = field(
+        default=1.0, metadata=_meta("READY_CACHE_S", _float(0, 60),
+                                    "a /readyz verdict is reused this long per process (calls meanwhile share it)")
     )
     secrets_file: str = field(
         default=".run/secrets.json", metadata=_meta("SECRETS_FILE", _str, "where generated secrets are kept (mode 0600)")
@@ -375,7 +401,7 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
     if settings.session_idle_timeout_s > settings.session_absolute_timeout_s:
         raise ConfigError(f"{PREFIX}SESSION_IDLE_TIMEOUT_S ({settings.session_idle_timeout_s:g}) exceeds "
                           f"{PREFIX}SESSION_ABSOLUTE_TIMEOUT_S ({settings.session_absolute_timeout_s:g})")
-    if not settings.secret_key or not settings.admin_tokens:
+    if not settings.secret_key or not settings.admin_tokens or not settings.metrics_token:
         settings = _with_generated_secrets(settings)
     return settings
 
@@ -396,15 +422,23 @@ def _with_generated_secrets(settings: Settings) -> Settings:
     if "admin_tokens" not in stored:
         stored["admin_tokens"] = {"operator": secrets.token_urlsafe(32)}
         changed = True
+    if "metrics_token" not in stored:
+        stored["metrics_token"] = secrets.token_urlsafe(32)
+        changed = True
     if changed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(stored, fh)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(stored, fh)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise ConfigError(f"{PREFIX}SECRETS_FILE: cannot write {path} ({exc.strerror}); set {PREFIX}SECRET_KEY, "
+                              f"{PREFIX}ADMIN_TOKENS and {PREFIX}METRICS_TOKEN instead") from None
     return replace(
         settings,
         secret_key=settings.secret_key or stored["secret_key"],
         admin_tokens=settings.admin_tokens or dict(stored["admin_tokens"]),
+        metrics_token=settings.metrics_token or stored["metrics_token"],
     )

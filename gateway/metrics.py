@@ -56,6 +56,10 @@ PASSWORD_POOL = Gauge("examgate_password_pool_jobs", "Password hashing pool: job
 PASSWORD_REJECTED = Gauge("examgate_password_pool_rejected", "Hashing jobs refused because the pool was full, since start",
                           multiprocess_mode="livesum")
 REDIS_COMMANDS = Gauge("examgate_redis_commands_sent", "Auto-pipelined commands written", multiprocess_mode="livesum")
+RENDERS = Counter("examgate_metrics_renders_total", "Times this exposition was rendered (at most one per cache interval "
+                  "per process, however many scrapes)")
+READINESS_CHECKS = Counter("examgate_readiness_checks_total", "Readiness verdicts computed, each asking Redis and "
+                           "PostgreSQL once (at most one per cache interval per process)")
 
 
 class RequestMetrics:
@@ -80,6 +84,7 @@ class RequestMetrics:
 
 def render() -> tuple[bytes, str]:
     """The exposition text: every process's samples when in multiprocess mode, else this one's."""
+    RENDERS.inc()  # before rendering, so the text counts itself
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -20,6 +20,7 @@ from captcha import pool as captcha_pool
 from core.catalogue import Catalogue, Exam
 from core.db import PoolSettings, create_pool
 from core.tasks import Supervisor, TaskFactory
+from gateway import heartbeats
 from gateway.catalogue import CatalogueCache
 from gateway.config import Settings
 from gateway.configstore import LiveConfigWatcher
@@ -39,14 +40,8 @@ from queueing.writebehind import run_consumer
 
 log = logging.getLogger("examgate.worker")
 
-HEARTBEAT_INTERVAL_S = 5.0
 CANCEL_RETRY_S = 0.05  # how often a child task that swallowed its cancellation is cancelled again
 CAPTCHA_REFILL_INTERVAL_S = 1.0
-
-
-def heartbeat_key(worker_id: str) -> str:
-    """Key a live worker refreshes; operators' stats list them."""
-    return f"eg:worker:{worker_id}"
 
 
 def inventory_marker(exam_id: int) -> str:
@@ -117,11 +112,11 @@ async def advance_rooms(redis: aioredis.Redis, live: LiveConfigWatcher, interval
         await asyncio.sleep(interval_s)
 
 
-async def heartbeat(redis: aioredis.Redis, worker_id: str) -> None:
-    """Say this worker is alive, every few seconds, with an expiry."""
+async def heartbeat(redis: aioredis.Redis, worker_id: str, interval_s: float) -> None:
+    """Say this worker is alive every ``interval_s``; readiness and the admin stats read it."""
     while True:
-        await redis.set(heartbeat_key(worker_id), "1", ex=int(HEARTBEAT_INTERVAL_S * 3))
-        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+        await heartbeats.beat(redis, worker_id, interval_s)
+        await asyncio.sleep(interval_s)
 
 
 def captcha_executor(settings: Settings) -> ProcessPoolExecutor:
@@ -211,7 +206,7 @@ async def run_worker(settings: Settings) -> None:
         "catalogue": catalogue.run,
         "live-config": live.run,
         "inventory": lambda: keep_inventory(pool, redis, catalogue, settings),
-        "heartbeat": lambda: heartbeat(redis, worker_id),
+        "heartbeat": lambda: heartbeat(redis, worker_id, settings.worker_heartbeat_s),
         "queue-advance": lambda: advance_rooms(redis, live, settings.queue_advance_interval_ms / 1000),
         "holds-writebehind": lambda: run_consumer(
             redis, pool, consumer_name=worker_id, streams=active_streams,
@@ -238,6 +233,8 @@ async def run_worker(settings: Settings) -> None:
     finally:
         if provider is not None:
             await provider.aclose()
+        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(heartbeats.forget(redis, worker_id), timeout=1)  # gone now, not 3 beats later
         await redis.aclose()
         await pool.close()
         log.info("worker %s stopped", worker_id)

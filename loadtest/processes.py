@@ -47,6 +47,13 @@ class Process:
         secrets = json.loads((Path(self.extra["run_dir"]) / "secrets.json").read_text())
         return str(next(iter(secrets["admin_tokens"].values())))
 
+    def metrics_token(self) -> str:
+        """The scrape token of a gateway started by ``start_gateway`` (``Authorization: Bearer`` on /metrics)."""
+        import json
+
+        secrets = json.loads((Path(self.extra["run_dir"]) / "secrets.json").read_text())
+        return str(secrets["metrics_token"])
+
     def patch_config(self, patch: dict[str, object]) -> int:
         """PATCH the gateway's live config through the admin API; returns the new version."""
         import json

@@ -39,6 +39,7 @@ __all__ = [
     "TicketFontInvalid",
     "TicketFontMissing",
     "TicketSubject",
+    "check_ticket_font",
     "format_exam_time",
     "load_ticket_font",
     "mask_id_number",
@@ -122,6 +123,11 @@ def format_exam_time(starts_at: datetime, ends_at: datetime) -> str:
 
 def _date(moment: datetime) -> str:
     return f"{moment.year}年{moment.month}月{moment.day}日"
+
+
+def check_ticket_font(font_path: str) -> None:
+    """Raise TicketFontMissing unless ``font_path`` is a file: one stat, no parsing (for start-up and readiness)."""
+    _font_file(font_path)
 
 
 def load_ticket_font(font_path: str) -> None:
@@ -331,13 +337,18 @@ _cache: dict[tuple[str, int, int], _ParsedFont] = {}
 _cache_lock = threading.Lock()
 
 
-def _parsed_font(path: str) -> _ParsedFont:
+def _font_file(path: str) -> os.stat_result:
     try:
         info = os.stat(path)
     except OSError:
         raise TicketFontMissing(path) from None
     if not stat.S_ISREG(info.st_mode):
         raise TicketFontMissing(path)
+    return info
+
+
+def _parsed_font(path: str) -> _ParsedFont:
+    info = _font_file(path)
     key = (path, info.st_mtime_ns, info.st_size)  # a replaced file is parsed again
     font = _cache.get(key)
     if font is not None:

@@ -94,7 +94,7 @@ examgate demo is running.
   readiness      $base/readyz
   exams          $base/api/v1/exams   → $exams
   sites          $base/api/v1/exams/<id>/sites?province=11
-  metrics        $base/metrics
+  metrics        $base/metrics   (Authorization: Bearer <"metrics_token" in .run/secrets.json, or an admin token>)
   API contract   $base/api/v1/openapi.json
   payments       simulator at $EXAMGATE_PAYSIM_URL (pay pages /pay/<order_no>), keys in $KEYS
   refunds        .venv/bin/examgate ctl refunds

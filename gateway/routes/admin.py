@@ -16,6 +16,7 @@ from gateway import keys
 from gateway.adminauth import ADMIN_NAME, admin_only
 from gateway.bodies import json_response, read_json
 from gateway.errors import ApiError, ValidationFailed
+from gateway.heartbeats import read_workers
 from gateway.liveconfig import DEFAULT
 from gateway.stats import read_stats
 from lookups.prewarm import prewarm
@@ -77,11 +78,13 @@ async def list_audit(request: web.Request) -> web.Response:
 
 @admin_only
 async def stats(request: web.Request) -> web.Response:
-    """Live figures of all processes: request and rejection rates, plus every provider's section."""
+    """Live figures of all processes: request and rejection rates, every provider's section, the workers' heartbeats."""
     app = request.app
     figures = await read_stats(app[keys.REDIS_PY], STATS_WINDOW_S)
     figures.update(await app[keys.STATS].sections())
     figures["config_version"] = app[keys.LIVE].current.version
+    workers = await read_workers(app[keys.REDIS_PY], app[keys.SETTINGS].worker_heartbeat_s)
+    figures["workers"] = [worker._asdict() for worker in workers]
     return json_response(figures)
 
 

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from gateway import keys
+from gateway import heartbeats, keys
 from gateway.app import create_app
 from gateway.configstore import CONFIG_KEY
 from gateway.liveconfig import DEFAULT
@@ -212,6 +212,18 @@ async def test_stats_answers_with_rates_and_sections(client: TestClient, redis: 
     assert stats["totals"]["requests_per_s"] >= 3.0
     assert stats["queues"] == {"waiting": 3}
     assert stats["broken"] == {"error": "RuntimeError"}
+    assert stats["workers"] == []  # no worker has beaten in this Redis db
+
+
+async def test_stats_list_the_workers_heartbeats(client: TestClient, redis: aioredis.Redis) -> None:
+    interval_s = client.app[keys.SETTINGS].worker_heartbeat_s
+    await heartbeats.beat(redis, "host-a:101", interval_s)
+    await redis.zadd(heartbeats.WORKERS, {"host-b:202": time.time() - 4 * interval_s})  # missed 4 beats
+    resp = await client.get("/admin/api/v1/stats", headers=auth())
+    assert resp.status == 200
+    workers = (await resp.json())["workers"]
+    assert [(w["id"], w["alive"]) for w in workers] == [("host-a:101", True), ("host-b:202", False)]
+    assert workers[0]["last_seen_s"] < 1 and workers[1]["last_seen_s"] >= 4 * interval_s - 0.1
 
 
 async def test_corrupt_stored_config_is_reported_and_replaceable(client: TestClient, redis: aioredis.Redis) -> None:

@@ -188,11 +188,16 @@ async def test_readyz_names_redis_when_it_is_unreachable(
 ) -> None:
     server = start_redis()
     try:
-        app = create_app(make_settings(pg_dsn, server.url, tmp_path))
+        # Verdicts not reused: each call below asks the stores again.
+        app = create_app(make_settings(pg_dsn, server.url, tmp_path, EXAMGATE_READY_CACHE_S="0"))
         client = await aiohttp_client(app)
         ready = await client.get("/readyz")
         assert ready.status == 200, await ready.text()
-        assert (await ready.json())["checks"] == {"redis": "ok", "postgresql": "ok", "migrations": "ok"}
+        body = await ready.json()
+        # No worker runs beside this app: ready to serve, degraded.
+        assert body["checks"] == {"redis": "ok", "postgresql": "ok", "migrations": "ok", "worker": "missing",
+                                  "pdf_font": "ok"}
+        assert body["status"] == "degraded" and body["degraded"] == ["worker"]
 
         server.stop()
         resp = await client.get("/readyz")
@@ -200,6 +205,7 @@ async def test_readyz_names_redis_when_it_is_unreachable(
         body = await resp.json()
         assert_error_shape(body, "not_ready")
         assert body["error"]["details"]["missing"] == ["redis"]
+        assert body["error"]["details"]["checks"]["worker"] == "unknown"
         assert resp.headers["Retry-After"] == "1"
         assert (await client.get("/healthz")).status == 200
 

@@ -207,7 +207,8 @@ async def test_worker_refills_the_pool_in_other_processes(redis: aioredis.Redis,
 
 async def test_metrics_show_the_pools(client: TestClient, redis: aioredis.Redis) -> None:
     await captcha_pool.refill(redis, target=2, batch=2, inline=True)
-    text = await (await client.get("/metrics")).text()
+    token = client.app[keys.SETTINGS].metrics_token
+    text = await (await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text()
     assert "examgate_captcha_pool_images 2.0" in text
     assert 'examgate_password_pool_jobs{state="capacity"} 66.0' in text
     assert "examgate_password_pool_rejected" in text and "examgate_captcha_refill_images_per_second" in text

@@ -48,7 +48,8 @@ async def test_two_processes_serve_and_metrics_add_up(gateway: Process) -> None:
             sent += len(replies)
 
     async with aiohttp.ClientSession() as session:
-        async with session.get(gateway.url + "/metrics") as resp:
+        scraper = {"Authorization": f"Bearer {gateway.metrics_token()}"}
+        async with session.get(gateway.url + "/metrics", headers=scraper) as resp:
             text = await resp.text()
     assert metric_total(text, "/healthz") == sent
     assert "examgate_request_duration_seconds_bucket" in text

@@ -60,7 +60,9 @@ def gateway(pg_dsn: str) -> Iterator[Process]:
 
     with redis.Redis.from_url(TEST_REDIS_URL) as client:
         client.flushdb()
-    process = start_gateway(pg_dsn, TEST_REDIS_URL, workers=2, EXAMGATE_BENCH_ROUTES="true")
+    # Metrics rendered on every scrape: the shadow-denial count is read right before and after.
+    process = start_gateway(pg_dsn, TEST_REDIS_URL, workers=2, EXAMGATE_BENCH_ROUTES="true",
+                            EXAMGATE_METRICS_CACHE_S="0")
     process.extra["workers"] = "2"
     yield process
     assert process.stop() == 0, process.log()
@@ -142,7 +144,9 @@ async def test_shadow_rules_block_nothing_and_count_would_be_denials(gateway: Pr
 
 
 async def shadow_denials(session: aiohttp.ClientSession, gateway: Process) -> float:
-    async with session.get(gateway.url + "/metrics") as resp:
+    scraper = {"Authorization": f"Bearer {gateway.metrics_token()}"}
+    async with session.get(gateway.url + "/metrics", headers=scraper) as resp:
+        assert resp.status == 200, await resp.text()
         text = await resp.text()
     found = re.findall(r'^examgate_ratelimit_events\{event="shadow_denials"\} (\S+)$', text, re.M)
     return float(found[0]) if found else 0.0

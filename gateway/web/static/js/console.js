@@ -2,7 +2,7 @@
  *
  * The admin token the operator types is kept in sessionStorage (this tab only) and sent as
  * Authorization: Bearer. Figures come from GET /admin/api/v1/stats (all processes, last 10 s)
- * and a few series of /metrics; every change is a JSON merge patch sent with If-Match: <version>,
+ * and a few series of /metrics (same token); every change is a JSON merge patch sent with If-Match: <version>,
  * so a change made meanwhile by someone else is reported (412) instead of overwritten.
  */
 (function () {
@@ -88,7 +88,7 @@
   /** The samples of a few /metrics series: name → [{labels, value}]. */
   async function metricSamples() {
     try {
-      const resp = await fetch("/metrics", { cache: "no-store" });
+      const resp = await fetch("/metrics", { cache: "no-store", headers: { Authorization: "Bearer " + token } });
       if (!resp.ok) return null;
       const samples = {};
       (await resp.text()).split("\n").forEach(function (line) {
