@@ -11,7 +11,8 @@ machine, see captcha/pool.py), so ``DISTINCT_IMAGES`` real images are drawn (``c
 worker does) and ``refill`` cycles through them: every entry still gets its own fresh id, so each
 ``take`` pops a real ~2 KB entry and arms its own answer key, exactly as in production. A round
 counts only if the pool still had images when it ended and wrk saw no non-2xx answer (an empty
-pool answers 503).
+pool answers 503). The issuance throttles (``captcha-image-ip``, ``captcha-image-global``) are
+turned off: from one address wrk would measure their 429s, not issuance.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def run(rounds: int = 3, duration_s: int = 5) -> list[dict[str, Any]]:
         gateway = start_gateway(pg_dsn, redis_url, workers=1, cpus="0", EXAMGATE_BENCH_ROUTES="true")
         try:
             url = gateway.url
+            gateway.patch_config({"ratelimit": {"rules": []}})  # applied within a second, long before round 1
             asyncio.run(_top_up(redis_url, images, POOL_PER_ROUND))
             for path in ROUTES.values():
                 run_wrk(url + path, duration_s=2)

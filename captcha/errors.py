@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["REASONS", "CaptchaError", "CaptchaInvalid", "PoolEmpty"]
+__all__ = ["REASONS", "CaptchaError", "CaptchaInvalid", "CaptchaRequired", "PoolEmpty"]
 
 # Why a captcha was refused. All answer 400 ``captcha_invalid``; the reason is for logs
 # and metrics (telling a client "expired" versus "wrong" helps nobody but a bot).
@@ -29,6 +29,14 @@ class CaptchaInvalid(CaptchaError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"captcha invalid: {reason}")
         self.reason = reason
+
+
+class CaptchaRequired(CaptchaError):
+    """This request must carry a captcha of ``kind`` (an escalation) and did not (HTTP 400 ``captcha_required``)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"a {kind} captcha is required")
+        self.kind = kind
 
 
 class PoolEmpty(CaptchaError):

@@ -165,7 +165,9 @@ async def refill(
 
     Drawing runs in ``executor`` (None: the loop's default thread pool), ``concurrency``
     batches at once (give a process pool as many workers); ``inline=True`` draws on the
-    loop itself (tests, one-off tools). Several refillers may overshoot ``target`` by at
+    loop itself (tests, one-off tools). Each batch is pushed as soon as it is drawn and the
+    next one started in its place, so no drawer waits for a slower one and a draining pool
+    gets images back a batch at a time. Several refillers may overshoot ``target`` by at
     most ``batch × concurrency`` each; each RPUSH's reply stops a refill the others filled.
     """
     if target < 0 or batch < 1 or concurrency < 1:
@@ -173,15 +175,26 @@ async def refill(
     started = time.perf_counter()
     missing = target - await redis.llen(keys.POOL)
     added = 0
-    while missing > 0:
-        counts = [min(batch, missing - i * batch) for i in range(concurrency) if missing - i * batch > 0]
-        drawn = await asyncio.gather(*(_draw(draw, count, executor, inline) for count in counts))
-        entries = [encode_entry(new_image_id(), item.answer, item.png) for group in drawn for item in group]
-        if not entries:
-            break
-        length = await redis.rpush(keys.POOL, *entries)
-        added += len(entries)
-        missing = min(missing - len(entries), target - length)
+    drawing: dict[asyncio.Future[Sequence[Drawn]], int] = {}
+    try:
+        while True:
+            while len(drawing) < concurrency and missing - sum(drawing.values()) > 0:
+                count = min(batch, missing - sum(drawing.values()))
+                drawing[asyncio.ensure_future(_draw(draw, count, executor, inline))] = count
+            if not drawing:
+                break
+            done, _ = await asyncio.wait(drawing, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                missing -= drawing.pop(future)
+                entries = [encode_entry(new_image_id(), item.answer, item.png) for item in future.result()]
+                if entries:
+                    # What is still being drawn counts as missing in both figures.
+                    missing = min(missing, target - await redis.rpush(keys.POOL, *entries))
+                    added += len(entries)
+    finally:
+        for future in drawing:
+            future.cancel()
+        await asyncio.gather(*drawing, return_exceptions=True)
     elapsed_s = time.perf_counter() - started
     rate_per_s = added / elapsed_s if added and elapsed_s > 0 else 0.0
     await _record(redis, target=target, added=added, rate_per_s=rate_per_s)

@@ -5,6 +5,12 @@ The route's captcha mode is live config (``captcha.routes``). A valid ``X-Loadte
 captcha check and the rate-limit decision are started together, so their Redis commands
 leave in the same tick; when both refuse, the throttle's answer wins (a throttled client
 learns nothing about its captcha, which is spent all the same).
+
+A refusal by rules that live config escalates (``captcha.escalate``, such as ``login-account``
+once an account's wrong passwords spent it) is not answered 429: the request must carry the
+harder captcha instead (400 ``captcha_required`` otherwise, before anything else is looked at),
+which it spends, and then passes the route's other rules. A load-test token does not stand in
+for it. So an account's owner can still sign in while each further guess costs a solved image.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from typing import Any, Callable
 from aiohttp import web
 
 from captcha import check, loadtest
-from captcha.errors import CaptchaInvalid
+from captcha.errors import CaptchaInvalid, CaptchaRequired
 from gateway import keys, throttle
+from ratelimit.errors import RateLimited
+from ratelimit.rules import Rule
 
 log = logging.getLogger("examgate.captcha")
 
@@ -81,8 +89,34 @@ async def guard(request: web.Request, body: dict[str, Any], *, account: str | No
     if alongside is not None:
         alongside()
     if rules:
-        await throttle.enforce(request, account=account, id_number=id_number, rules=rules)
+        try:
+            await throttle.enforce(request, account=account, id_number=id_number, rules=rules)
+        except RateLimited as refused:
+            kind = live.escalation_for(refused.rule_ids)
+            if kind is None:
+                raise
+            others = tuple(rule for rule in rules if rule.id not in refused.rule_ids)
+            await _escalated(request, body, kind, mode, captcha, others, account=account, id_number=id_number)
+            return
     if captcha is not None:
         await captcha
     elif mode is not None:
         await consume_captcha(request, body, mode)
+
+
+async def _escalated(request: web.Request, body: dict[str, Any], kind: str, mode: str | None,
+                     captcha: asyncio.Future[None] | None, others: tuple[Rule, ...], *,
+                     account: str | None, id_number: str | None) -> None:
+    """Pass a request whose refusal escalates: its captcha must be of ``kind``, then the rules that did not refuse.
+
+    The refused check consumed no rule's quota, so the others (per-ip, global) are decided again.
+    """
+    sent = body.get("captcha")
+    if not isinstance(sent, dict) or sent.get("kind") != kind:
+        raise CaptchaRequired(kind)
+    if captcha is not None and mode is not None and check.accepts(mode, kind):
+        await captcha  # already checking the same captcha
+    else:  # the route's mode refused this kind (or it had no captcha): check it as the escalation's kind
+        await consume_captcha(request, body, kind)
+    if others:
+        await throttle.enforce(request, account=account, id_number=id_number, rules=others)

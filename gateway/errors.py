@@ -8,7 +8,7 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
-from captcha.errors import CaptchaInvalid, PoolEmpty
+from captcha.errors import CaptchaInvalid, CaptchaRequired, PoolEmpty
 from core.accounts import AccountInvalid
 from core.candidates import AccountConflict
 from core.errors import CoreError, NotFound, StorageUnavailable
@@ -136,9 +136,36 @@ class InvalidCredentials(ApiError):
     status, code, message = 401, "invalid_credentials", "用户名或密码错误"
 
 
+class MalformedRequest(ApiError):
+    """The request is not valid HTTP: its request line, a header or its framing (400)."""
+
+    status, code, message = 400, "malformed_request", "请求格式无效"
+
+
+class RequestTimeout(ApiError):
+    """The body did not arrive within the time allowed (408; the connection is closed)."""
+
+    status, code, message = 408, "request_timeout", "请求发送超时，请检查网络后重试"
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
     """The JSON body every error response carries."""
-    return orjson.dumps({"error": {"code": code, "message": message, "details": details or {}}})
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # details echo the request, whose headers may hold bytes that are not UTF-8
+        return orjson.dumps(_valid_utf8(body))
+
+
+def _valid_utf8(value: Any) -> Any:
+    """``value`` with every string made valid UTF-8 (a lone surrogate written as its escape, ``\\udcb2``)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_valid_utf8(key): _valid_utf8(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_valid_utf8(item) for item in value]
+    return value
 
 
 def retry_after_header(seconds: float) -> str:
@@ -202,6 +229,12 @@ def _limiter_unavailable(exc: LimiterUnavailable) -> ApiError:
 def _captcha_invalid(exc: CaptchaInvalid) -> ApiError:
     # The reason stays in logs: telling a client "expired" rather than "wrong" only helps a bot.
     return ApiError("验证码错误或已失效，请重新获取", code="captcha_invalid", status=400)
+
+
+def _captcha_required(exc: CaptchaRequired) -> ApiError:
+    # details.captcha tells the page which captcha to show; the answer is the same whether the account exists.
+    return ApiError("为保护账号安全，请完成图片验证码后重试", code="captcha_required", status=400,
+                    details={"captcha": exc.kind})
 
 
 def _pool_empty(exc: PoolEmpty) -> ApiError:
@@ -353,6 +386,7 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (StorageUnavailable, _storage_unavailable),
     (NotFound, _not_found),
     (CaptchaInvalid, _captcha_invalid),
+    (CaptchaRequired, _captcha_required),
     (PoolEmpty, _pool_empty),
     (AccountInvalid, _account_invalid),
     (AccountConflict, _account_conflict),

@@ -16,6 +16,8 @@ from ratelimit.errors import InvalidRule
 from ratelimit.rules import BODY_KEY_KINDS, Rule, parse_rule, parse_rules
 
 CAPTCHA_MODES = ("image", "pow", "either", "off")
+# The captcha an escalated rule asks for: a kind a bot farm cannot solve by spending CPU.
+ESCALATION_KINDS = ("image",)
 SHEDDING_CLASSES = ("candidate_read", "candidate_write", "login", "payment_notify", "admin")
 SECTIONS = ("ratelimit", "captcha", "queue", "seats", "shedding", "maintenance")
 QUEUE_EXAM_DEFAULTS: dict[str, Any] = {"enabled": False, "admit_per_s": 50, "place_ttl_s": 120, "admission_ttl_s": 600}
@@ -38,12 +40,32 @@ DEFAULT: dict[str, Any] = {
          "burst": 10, "mode": "enforce", "on_redis_error": "local"},
         {"id": "recovery-id", "routes": ["password_resets.question.start", "password_resets.sms.start"],
          "key": "id_number", "rate": 5, "period_s": 3600, "burst": 5, "mode": "enforce", "on_redis_error": "local"},
+        # Images: a person needs one per attempt, a class behind one NAT a few dozen at once. The global
+        # rate stays below what the worker draws (~300-800/s on 2 cores) and the burst below the pool's
+        # target (EXAMGATE_CAPTCHA_POOL_TARGET), so no flood, from however many addresses, empties it.
+        {"id": "captcha-image-ip", "routes": ["captcha.image"], "key": "ip", "rate": 60, "period_s": 60,
+         "burst": 30, "mode": "enforce", "on_redis_error": "local"},
+        {"id": "captcha-image-global", "routes": ["captcha.image"], "key": "global", "rate": 300, "period_s": 1,
+         "burst": 2000, "mode": "enforce", "on_redis_error": "local"},
+        # Accounts: a school computer room registers a class at once behind one address, then a few more
+        # an hour; the global rate bounds the PostgreSQL writes and password hashing one day's bots cost.
+        {"id": "accounts-ip", "routes": ["accounts.create"], "key": "ip", "rate": 30, "period_s": 3600,
+         "burst": 20, "mode": "enforce", "on_redis_error": "local"},
+        {"id": "accounts-global", "routes": ["accounts.create"], "key": "global", "rate": 200, "period_s": 1,
+         "burst": 200, "mode": "enforce", "on_redis_error": "local"},
+        # Payment notifications: only failed verifications count, so a provider's signed ones never
+        # spend it; a sender of 30 forgeries is refused before its body is parsed, one more per 2 s.
+        {"id": "notify-failures-ip", "routes": ["payments.notify.*"], "key": "ip", "rate": 30, "period_s": 60,
+         "burst": 30, "mode": "enforce", "on_redis_error": "local", "counts": "failures"},
     ]},
     "captcha": {
         "routes": {"accounts.create": "either", "sessions.create": "either",
                    "password_resets.question.start": "either", "password_resets.sms.start": "either",
                    "tickets.lookup": "either", "scores.lookup": "either"},
         "pow_maxnumber": 100_000,
+        # Once an account's wrong passwords spend login-account, its sign-ins need an image captcha
+        # (one guess per image solved) instead of a 429 that would lock its owner out too.
+        "escalate": {"login-account": "image"},
     },
     "queue": {"exams": {}},
     "seats": {"hold_ttl_s": 1800},
@@ -82,6 +104,7 @@ class LiveConfig:
     rules: tuple[Rule, ...]
     captcha_routes: Mapping[str, str]
     pow_maxnumber: int
+    captcha_escalate: Mapping[str, str]
     queue_exams: Mapping[int, QueueExam]
     hold_ttl_s: int
     shedding: Mapping[str, int]
@@ -123,6 +146,13 @@ class LiveConfig:
             mode = self._captcha_by_route[route_name] = _lookup(self.captcha_routes, route_name) or "off"
         return mode
 
+    def escalation_for(self, rule_ids: tuple[str, ...]) -> str | None:
+        """The captcha kind that stands in for a refusal by exactly these rules, or None (answer it 429)."""
+        kinds = {self.captcha_escalate.get(rule_id) for rule_id in rule_ids}
+        if len(kinds) != 1 or None in kinds:
+            return None
+        return kinds.pop()
+
 
 def _lookup(table: Mapping[str, str], route_name: str) -> str | None:
     if route_name in table:
@@ -159,11 +189,12 @@ class _Checker:
             self.problems[join_path(path, key)] = "is required"
         return value
 
-    def section(self, parent: dict, name: str, fields: tuple[str, ...]) -> dict:
-        """A top-level section; a missing one is reported once, not with each of its fields."""
+    def section(self, parent: dict, name: str, fields: tuple[str, ...],
+                required: tuple[str, ...] | None = None) -> dict:
+        """A top-level section (every field required unless told); a missing one is reported once."""
         if name not in parent:
             return {}
-        return self.obj(parent[name], name, fields, fields)
+        return self.obj(parent[name], name, fields, fields if required is None else required)
 
     def integer(self, value: Any, path: str, lo: int, hi: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -213,6 +244,19 @@ def _rules(c: _Checker, section: dict) -> tuple[Rule, ...]:
     return ()
 
 
+def _escalate(c: _Checker, raw: Any, rules: tuple[Rule, ...]) -> dict[str, str]:
+    """``captcha.escalate``: rule id → captcha kind. An id no rule has does nothing (rules may be replaced alone)."""
+    escalate = c.obj(raw, "captcha.escalate", None)
+    counts = {rule.id: rule.counts for rule in rules}
+    for rule_id, kind in escalate.items():
+        path = join_path("captcha.escalate", rule_id)
+        if kind not in ESCALATION_KINDS:
+            c.problems[path] = f"must be one of {', '.join(ESCALATION_KINDS)}"
+        elif counts.get(rule_id, "failures") != "failures":
+            c.problems[path] = 'must name a rule with counts: "failures" (others refuse every request alike)'
+    return escalate
+
+
 def _queue_exams(c: _Checker, raw: Any) -> dict[int, QueueExam]:
     exams: dict[int, QueueExam] = {}
     for key, spec in c.obj(raw, "queue.exams", None).items():
@@ -238,13 +282,14 @@ def validate(doc: Any, version: int = 0) -> LiveConfig:
     root = c.obj(doc, "", SECTIONS, SECTIONS)
     rules = _rules(c, c.section(root, "ratelimit", ("rules",)))
 
-    captcha = c.section(root, "captcha", ("routes", "pow_maxnumber"))
+    captcha = c.section(root, "captcha", ("routes", "pow_maxnumber", "escalate"), ("routes", "pow_maxnumber"))
     captcha_routes = c.obj(captcha.get("routes", {}), "captcha.routes", None)
     for route, mode in captcha_routes.items():
         c.route_key(route, join_path("captcha.routes", route))
         if mode not in CAPTCHA_MODES:
             c.problems[join_path("captcha.routes", route)] = f"must be one of {', '.join(CAPTCHA_MODES)}"
     pow_maxnumber = c.integer(captcha.get("pow_maxnumber", 1000), "captcha.pow_maxnumber", 1000, 10_000_000)
+    escalate = _escalate(c, captcha.get("escalate", {}), rules)
 
     queue = c.section(root, "queue", ("exams",))
     exams = _queue_exams(c, queue.get("exams", {}))
@@ -270,6 +315,7 @@ def validate(doc: Any, version: int = 0) -> LiveConfig:
         rules=rules,
         captcha_routes=MappingProxyType(dict(captcha_routes)),
         pow_maxnumber=pow_maxnumber,
+        captcha_escalate=MappingProxyType(dict(escalate)),
         queue_exams=MappingProxyType(exams),
         hold_ttl_s=hold_ttl_s,
         shedding=MappingProxyType(limits),

@@ -3,6 +3,10 @@
 Login: captcha and the per-ip/per-account throttle (one limiter call) → the credential record
 (Redis-cached) → argon2id verify in the bounded pool → a session. An unknown username is
 verified against a dummy hash, so it costs and answers exactly what a wrong password does.
+Once a username's wrong passwords spend ``login-account``, its sign-ins need an image captcha
+(``captcha.escalate``) rather than being refused, so guessing does not lock the owner out; the
+rule keys on the username as typed (normalised), never on an account, so an unknown username
+escalates exactly like a known one.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ async def _record_failure(request: web.Request, username: str) -> None:
 
 
 async def create_session(request: web.Request) -> web.Response:
-    """Sign in: 201 ``{"token", "expires_in"}``; 401 ``invalid_credentials``; 429 ``too_many_attempts``."""
+    """Sign in: 201 ``{"token", "expires_in"}``; 401 ``invalid_credentials``; 429; 400 ``captcha_required``."""
     body = await read_json(request)
     username, password = _login_fields(body)
     # Refuse a login the hashing pool cannot take before spending any Redis round trip on it.

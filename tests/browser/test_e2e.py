@@ -5,6 +5,8 @@
   holds a seat with the keyboard, pays at the simulator's cashier page and comes back to "paid" and
   the ticket number, then looks the admission ticket up and downloads its PDF.
 - Another candidate looks a score up (a wrong name first, then by id number and by ticket number).
+- A candidate whose account took wrong passwords is asked for an image captcha on the sign-in page
+  and signs in with it.
 - An operator signs in to the console, sees the live figures, lowers a throttle (a bad value is
   named next to its input first), and the candidate's page then shows the 429 message with when to
   retry; a stale edit gets the 412 message; a maintenance switch shows on the candidate page as a 503.
@@ -20,13 +22,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import redis
 
+from captcha import keys as captcha_keys
 from core import db
 from core.timeutil import utcnow
 from gateway.liveconfig import DEFAULT
 from tests.browser.conftest import DESKTOP, PHONE, Shots, Stack, in_ci, run_async
 from tests.factories import make_exam
-from tests.gateway.candidate_http import PASSWORD, phone, resident_id
+from tests.gateway.candidate_http import PASSWORD, phone, registration, resident_id
 from tests.gateway.seat_stack import make_candidates, make_registrations, make_sessions
 
 if not in_ci():  # under CI a missing Playwright is a failure, as a missing browser is
@@ -327,6 +331,43 @@ def test_a_candidate_looks_up_scores(stack: Stack, context_factory: Any, shots: 
     page.get_by_role("button", name="查询成绩").click()
     expect(table).to_contain_text("有科目未达到合格标准", timeout=20_000)
     expect(rows.nth(0).locator(".fail")).to_have_text("不合格")
+
+
+def test_wrong_passwords_make_the_sign_in_page_ask_for_an_image(stack: Stack, context_factory: Any,
+                                                                 shots: Shots) -> None:
+    admin = {"Authorization": f"Bearer {stack.admin_token()}"}
+    status, issued = stack.call("POST", "/admin/api/v1/loadtest-tokens", {"ttl_s": 300}, headers=admin)
+    assert status == 201
+    skip_captcha = {"X-Loadtest-Token": issued["token"]}
+    account = registration()
+    assert stack.call("POST", "/api/v1/accounts", account, headers=skip_captcha)[0] == 201
+    for _ in range(5):  # the default login-account burst, spent by someone guessing
+        status, _ = stack.call("POST", "/api/v1/sessions", {"username": account["username"], "password": "Wrong#pass1"},
+                               headers=skip_captcha)
+        assert status == 401
+
+    page = shots.watch(context_factory(PHONE).new_page())
+    page.goto(stack.url + "/login")
+    page.get_by_label("用户名").fill(account["username"])
+    page.get_by_label("密码", exact=True).fill(PASSWORD)
+    expect(page.locator("[data-pow-state]")).to_have_text("✓ 安全验证已完成", timeout=20_000)
+    page.get_by_role("button", name="登录").click()
+    expect(page.get_by_role("alert")).to_have_text("为保护账号安全，请完成图片验证码后重试。")
+    expect(page.get_by_label("请输入图中的 5 位数字")).to_be_focused()
+    image = page.get_by_role("img", name="图片验证码：请输入图中的 5 位数字")
+    expect(image).to_have_attribute("src", re.compile(r"^data:image/png;base64,"), timeout=15_000)
+    expect(page.locator("[data-captcha-switch]")).to_have_count(0)  # the image, not the proof-of-work, from now on
+    check_page(page)
+    shots.take(page, "login-image-required")
+
+    image_id = page.evaluate("() => document.querySelector('[data-captcha]')._captcha.imageId")
+    with redis.Redis.from_url(stack.redis_url) as client:
+        answer = client.get(captcha_keys.answer_key(image_id))
+    assert answer is not None
+    page.get_by_label("请输入图中的 5 位数字").fill(answer.decode())
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_url(stack.url + "/")
+    expect(page.get_by_text(account["username"])).to_be_visible()
 
 
 # --- 3. the operators' console ------------------------------------------------------------------------------

@@ -92,8 +92,9 @@ def gateway(pg_dsn: str) -> Iterator[Process]:
 
     with redis.Redis.from_url(TEST_REDIS_URL) as client:
         client.flushdb()
+    # Trusting X-Forwarded-For from loopback, each racing client registers from an address of its own.
     process = start_gateway(pg_dsn, TEST_REDIS_URL, workers=2, EXAMGATE_HASHER_MAX_QUEUE="512",
-                           EXAMGATE_HASHER_MAX_WAIT_MS="0", **h.FAST_ARGON)
+                           EXAMGATE_HASHER_MAX_WAIT_MS="0", EXAMGATE_TRUSTED_PROXIES="127.0.0.1", **h.FAST_ARGON)
     yield process
     assert process.stop() == 0, process.log()
 
@@ -107,12 +108,13 @@ async def test_fifty_racing_registrations_of_one_id_number(gateway: Process) -> 
             assert resp.status == 201, await resp.text()
             token = (await resp.json())["token"]
 
-        async def register() -> tuple[int, dict[str, Any]]:
+        async def register(index: int) -> tuple[int, dict[str, Any]]:
             body = h.registration(id_number=id_number)
-            async with session.post(gateway.url + ACCOUNTS, json=body, headers={"X-Loadtest-Token": token}) as resp:
+            headers = {"X-Loadtest-Token": token, "X-Forwarded-For": f"198.51.100.{index + 1}"}
+            async with session.post(gateway.url + ACCOUNTS, json=body, headers=headers) as resp:
                 return resp.status, await resp.json()
 
-        replies = await asyncio.gather(*(register() for _ in range(50)))
+        replies = await asyncio.gather(*(register(index) for index in range(50)))
     statuses = Counter(status for status, _ in replies)
     assert statuses == {201: 1, 409: 49}, replies
     assert {body["error"]["code"] for status, body in replies if status == 409} == {"id_number_taken"}

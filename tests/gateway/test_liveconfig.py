@@ -87,6 +87,39 @@ def test_single_problems(patch: dict[str, Any], path: str, problem: str) -> None
     assert problems_of(merge_patch(DEFAULT, patch)) == {path: problem}
 
 
+def test_default_throttles_image_captchas_and_account_creation() -> None:
+    from gateway.config import Settings
+
+    live = validate(DEFAULT, 0)
+    assert {rule.id: rule.key for rule in live.rules_for("captcha.image")} == {
+        "captcha-image-ip": "ip", "captcha-image-global": "global"}
+    assert {rule.id: rule.key for rule in live.rules_for("accounts.create")} == {
+        "accounts-ip": "ip", "accounts-global": "global"}
+    assert live.rules_for("captcha.pow") == ()
+    # A flood from any number of addresses cannot take more than the worker keeps drawn ahead.
+    image_global = next(rule for rule in live.rules if rule.id == "captcha-image-global")
+    assert image_global.burst < Settings().captcha_pool_target
+
+
+def test_escalations_name_failure_counting_rules() -> None:
+    live = validate(DEFAULT, 0)
+    assert dict(live.captcha_escalate) == {"login-account": "image"}
+    assert live.escalation_for(("login-account",)) == "image"
+    assert live.escalation_for(("login-ip",)) is None
+    assert live.escalation_for(("login-account", "login-ip")) is None  # a per-address refusal stays a 429
+    assert live.escalation_for(()) is None
+    assert problems_of(merge_patch(DEFAULT, {"captcha": {"escalate": {"login-account": "pow"}}})) == {
+        "captcha.escalate.login-account": "must be one of image"}
+    assert problems_of(merge_patch(DEFAULT, {"captcha": {"escalate": {"login-ip": "image"}}})) == {
+        'captcha.escalate.login-ip': 'must name a rule with counts: "failures" (others refuse every request alike)'}
+    assert problems_of(merge_patch(DEFAULT, {"captcha": {"escalate": ["login-account"]}})) == {
+        "captcha.escalate": "must be an object"}
+    # Optional, and an entry whose rule is gone does nothing: the rules can be replaced on their own.
+    assert dict(validate(merge_patch(DEFAULT, {"captcha": {"escalate": None}})).captcha_escalate) == {}
+    alone = validate(merge_patch(DEFAULT, {"ratelimit": {"rules": []}}))
+    assert alone.escalation_for(("login-account",)) == "image" and alone.rules == ()
+
+
 def test_document_must_be_an_object() -> None:
     assert problems_of([1]) == {"$": "must be an object"}
     assert set(problems_of({})) == {"ratelimit", "captcha", "queue", "seats", "shedding", "maintenance"}

@@ -11,9 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
+from captcha import keys as captcha_keys
+from captcha import pool as captcha_pool
 from core import candidates
 from core.passwords import PasswordHasher, PasswordSettings
-from gateway import keys, throttle
+from gateway import keys
 from gateway.app import create_app
 from tests.gateway import candidate_http as h
 from tests.gateway.test_app import assert_error_shape
@@ -147,24 +149,69 @@ async def test_login_pool_full_answers_503_at_once(aiohttp_client: Any, pg_dsn: 
     assert_error_shape(await refused.json(), "overloaded")
 
 
-@pytest.mark.xfail(not hasattr(throttle, "record_failure"),
-                   reason="gateway.throttle.record_failure (counts: failures) is not there yet", strict=True)
-async def test_failed_logins_lock_the_account(client: TestClient) -> None:
-    account = await h.register(client)
-    await h.set_live(client, {"ratelimit": {"rules": [
-        {"id": "login-account", "routes": ["sessions.create"], "key": "account", "rate": 3, "period_s": 600,
-         "burst": 3, "mode": "enforce", "on_redis_error": "local", "counts": "failures"},
-    ]}})
+FAILURES_RULE = {"id": "login-account", "routes": ["sessions.create"], "key": "account", "rate": 3, "period_s": 600,
+                 "burst": 3, "mode": "enforce", "on_redis_error": "local", "counts": "failures"}
+
+
+async def fail_three_times(client: TestClient, username: str) -> None:
     for _ in range(3):
-        resp = await client.post("/api/v1/sessions", json={"username": account["username"], "password": "Bad#pass123"})
+        resp = await client.post("/api/v1/sessions", json={"username": username, "password": "Bad#pass123"})
         assert resp.status == 401
+
+
+async def test_failed_logins_ask_for_an_image_captcha(client: TestClient) -> None:
+    account = await h.register(client)
+    await h.set_live(client, {"ratelimit": {"rules": [FAILURES_RULE]}})
+    await fail_three_times(client, account["username"])
+    resp = await client.post("/api/v1/sessions", json={"username": account["username"], "password": h.PASSWORD})
+    assert resp.status == 400 and "Retry-After" not in resp.headers
+    body = await resp.json()
+    assert_error_shape(body, "captcha_required")
+    assert body["error"]["details"] == {"captcha": "image"}
+    # Another account is not affected; successes never count.
+    other = await h.register(client)
+    for _ in range(5):
+        await h.login(client, other["username"])
+
+
+async def test_an_escalated_login_takes_an_image_even_where_the_route_takes_pow_only(
+        client: TestClient, redis: aioredis.Redis) -> None:
+    account = await h.register(client)
+    await h.set_live(client, {"ratelimit": {"rules": [FAILURES_RULE]},
+                              "captcha": {"routes": {"sessions.create": "pow"}}})
+    token = await h.loadtest_token(client)
+    await captcha_pool.refill(redis, target=3, batch=3, inline=True)
+    for _ in range(3):
+        resp = await client.post("/api/v1/sessions", json={"username": account["username"], "password": "Bad#pass123"},
+                                 headers={"X-Loadtest-Token": token})
+        assert resp.status == 401
+
+    async def image() -> dict[str, str]:
+        issued = await (await client.get("/api/v1/captcha/image")).json()
+        answer = (await redis.get(captcha_keys.answer_key(issued["id"]))).decode()
+        return {"kind": "image", "id": issued["id"], "answer": answer}
+
+    wrong = await image()
+    wrong["answer"] = str((int(wrong["answer"]) + 1) % 100_000).zfill(5)
+    for captcha in (None, wrong):  # the load-test token does not stand in for the image; a wrong answer fails
+        body = {"username": account["username"], "password": h.PASSWORD}
+        if captcha is not None:
+            body["captcha"] = captcha
+        resp = await client.post("/api/v1/sessions", json=body, headers={"X-Loadtest-Token": token})
+        assert resp.status == 400
+        assert_error_shape(await resp.json(), "captcha_required" if captcha is None else "captcha_invalid")
+    resp = await client.post("/api/v1/sessions", json={"username": account["username"], "password": h.PASSWORD,
+                                                       "captcha": await image()})
+    assert resp.status == 201, await resp.text()
+
+
+async def test_failed_logins_lock_the_account_without_escalation(client: TestClient) -> None:
+    account = await h.register(client)
+    await h.set_live(client, {"ratelimit": {"rules": [FAILURES_RULE]}, "captcha": {"escalate": None}})
+    await fail_three_times(client, account["username"])
     resp = await client.post("/api/v1/sessions", json={"username": account["username"], "password": h.PASSWORD})
     assert resp.status == 429
     assert int(resp.headers["Retry-After"]) >= 1 and "RateLimit-Policy" in resp.headers
     body = await resp.json()
     assert_error_shape(body, "too_many_attempts")
     assert body["error"]["details"]["rules"] == ["login-account"]
-    # Another account is not affected; successes never count.
-    other = await h.register(client)
-    for _ in range(5):
-        await h.login(client, other["username"])

@@ -23,6 +23,15 @@
       notice.hidden = false;
     }
 
+    /* The account's failed sign-ins asked for a harder captcha (details.captcha): show that kind from now on. */
+    function requireKind(kind) {
+      captcha.mode = kind;
+      captcha.kind = kind;
+      captcha.container.hidden = false;
+      captcha.build();
+      captcha.start();
+    }
+
     form.addEventListener("submit", async function (event) {
       event.preventDefault();
       EG.clearErrors(form);
@@ -42,10 +51,13 @@
         if (proof === null) return;
         if (proof !== undefined) body.captcha = proof;
         const result = await EG.api("POST", "/api/v1/sessions", { json: body, token: null });
-        if (result.status !== 422) captcha.renew();
+        const required = result.error && result.error.code === "captcha_required" && (result.error.details || {}).captcha;
+        if (required) requireKind(required);
+        else if (result.status !== 422) captcha.renew();
         if (!result.ok) {
           EG.showError(form, result, { labels: { username: "用户名", password: "密码" },
                                        fieldFor: { captcha_invalid: "captcha", invalid_credentials: "password" } });
+          if (required) captcha.answer.focus();  // the alert says why; the image is loading beside it
           return;
         }
         EG.session.save(result.data.token, values.username);
