@@ -134,12 +134,13 @@ async def _lookups(app: web.Application) -> AsyncIterator[None]:
 
 async def _live(app: web.Application) -> AsyncIterator[None]:
     redis_py = app[appkeys.REDIS_PY]
-    app[appkeys.CONFIG_STORE] = ConfigStore(redis_py, app[appkeys.PG])
-    watcher = app[appkeys.LIVE] = LiveConfigWatcher(redis_py)
+    store = app[appkeys.CONFIG_STORE] = ConfigStore(redis_py, app[appkeys.PG])
+    watcher = app[appkeys.LIVE] = LiveConfigWatcher(redis_py, rebuild=store.rebuild)
     stats = app[appkeys.STATS] = StatsRecorder()
-    # Start with the stored config when Redis answers; the watcher keeps trying otherwise.
+    # Start with the stored config, restored from the audit if Redis lost it. Until one is known
+    # the guarded routes answer 503 config_unavailable and the watcher keeps trying.
     with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-        await asyncio.wait_for(watcher.refresh(), timeout=2)
+        await asyncio.wait_for(watcher.refresh(ask_audit=True), timeout=5)
     tasks = [
         asyncio.create_task(watcher.run(), name="live-config"),
         asyncio.create_task(stats.flush_forever(redis_py), name="stats-flush"),

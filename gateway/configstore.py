@@ -2,11 +2,15 @@
 
 Redis hash ``eg:config`` holds ``version`` and ``doc`` together; a change is stored only if
 the version is still the one it was made against, so two concurrent changes cannot both win.
+The audit is the source of truth: when Redis loses its data (an empty restart, an old
+snapshot) the newest audited config is restored into it before anything else is stored or
+applied, so versions keep growing and no process falls back to the defaults.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import inspect
@@ -16,7 +20,7 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from core.scripts import Script, load_scripts
 from gateway.liveconfig import (
@@ -34,8 +38,15 @@ log = logging.getLogger("examgate.liveconfig")
 CONFIG_KEY = "eg:config"
 CHANNEL = "eg:config:changed"
 _REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+_AUDIT_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+REBUILD_TIMEOUT_S = 3.0
+# The newest row is the config in force. Its version is the highest one except in audits written
+# before versions were enforced (0004_config_versions); the highest is taken, so changes go on above it.
+_NEWEST_AUDITED = """SELECT (SELECT max(version) FROM config_audit) AS version, config
+                       FROM config_audit ORDER BY id DESC LIMIT 1"""
 
 Listener = Callable[[LiveConfig], "Awaitable[None] | None"]
+Rebuild = Callable[[], Awaitable[int]]
 
 
 class VersionMismatch(LiveConfigError):
@@ -44,6 +55,10 @@ class VersionMismatch(LiveConfigError):
     def __init__(self, current: int) -> None:
         super().__init__(f"the config is at version {current}")
         self.current = current
+
+
+class _BehindAudit(LiveConfigError):
+    """Redis holds an older version than the audit: it lost its data, restore before changing."""
 
 
 class ConfigCorrupt(LiveConfigError):
@@ -58,6 +73,11 @@ class ConfigCorrupt(LiveConfigError):
 @functools.cache
 def _cas_script() -> Script:
     return load_scripts("gateway")["config_cas"]
+
+
+@functools.cache
+def _restore_script() -> Script:
+    return load_scripts("gateway")["config_restore"]
 
 
 def _decode(version: bytes | None, raw: bytes | None) -> tuple[int, dict[str, Any]]:
@@ -91,8 +111,10 @@ class ConfigStore:
         self._attempts = attempts
 
     async def get(self) -> tuple[int, dict[str, Any]]:
-        """The stored (version, document); raises ConfigCorrupt when it cannot be read."""
+        """The stored (version, document), restored from the audit if Redis has none; raises ConfigCorrupt."""
         version, raw = await self._redis.hmget(self._key, ["version", "doc"])
+        if version is None and raw is None and await self.rebuild():
+            version, raw = await self._redis.hmget(self._key, ["version", "doc"])
         return _decode(version, raw)
 
     async def _current(self) -> tuple[int, dict[str, Any]]:
@@ -119,6 +141,9 @@ class ConfigStore:
                 return validate(current, version)
             try:
                 await self._store(version, merged, actor, changes)
+            except _BehindAudit:
+                await self.rebuild()  # then merge again onto the audited config
+                continue
             except VersionMismatch:
                 if if_match is not None:
                     raise
@@ -133,12 +158,21 @@ class ConfigStore:
 
     async def _store(self, version: int, doc: dict[str, Any], actor: str, changes: list[dict[str, Any]]) -> None:
         # The audit row commits only if the check-and-set won: no unaudited change, no phantom row.
+        # The table lock (the audit's notes take it too) keeps the audited version read here the
+        # newest until this change commits; a Redis behind it lost its data and is restored first.
         async with self._pg.acquire() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE config_audit IN SHARE ROW EXCLUSIVE MODE")
+            audited = await conn.fetchval("SELECT coalesce(max(version), 0) FROM config_audit")
+            if version < audited:
+                raise _BehindAudit()
             await conn.execute(
                 "INSERT INTO config_audit (version, actor, diff, config) VALUES ($1, $2, $3, $4)",
                 version + 1, actor, changes, doc,
             )
-            stored, current = await _cas_script().run(self._redis, [self._key], [version, orjson.dumps(doc)])
+            stored, current = await _cas_script().run(self._redis, [self._key],
+                                                      [version, orjson.dumps(doc), audited])
+            if stored == -1:
+                raise _BehindAudit()
             if not stored:
                 raise VersionMismatch(int(current))
 
@@ -150,61 +184,62 @@ class ConfigStore:
             )
         return [dict(row) for row in rows]
 
-    async def rebuild(self) -> int | None:
-        """Put the last audited config back into an empty Redis; the version restored, or None."""
+    async def rebuild(self) -> int:
+        """Restore the newest audited config into Redis unless it holds that version or a newer one.
+
+        Returns the newest audited version, 0 when nothing was ever audited (the defaults are in
+        force). Any number of processes may call it at once: the restore script lets one write.
+        """
         async with self._pg.acquire() as conn:
-            row = await conn.fetchrow("SELECT version, config FROM config_audit ORDER BY id DESC LIMIT 1")
+            row = await conn.fetchrow(_NEWEST_AUDITED)
         if row is None:
-            return None
-        async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(self._key)
-            if await pipe.exists(self._key):
-                return None
-            pipe.multi()
-            pipe.hset(self._key, mapping={"version": row["version"], "doc": orjson.dumps(row["config"])})
-            try:
-                await pipe.execute()
-            except WatchError:  # a change was stored meanwhile; it wins
-                return None
-        await self._redis.publish(self._channel, str(row["version"]))
-        return int(row["version"])
+            return 0
+        version = int(row["version"])
+        if await _restore_script().run(self._redis, [self._key], [version, orjson.dumps(row["config"])]):
+            log.warning("config version %d restored from the audit: Redis held an older one or none", version)
+            with contextlib.suppress(*_REDIS_DOWN):  # the version poll of every process finds it too
+                await self._redis.publish(self._channel, str(version))
+        return version
 
 
 class LiveConfigWatcher:
-    """This process's live config: follows the stored one (pub/sub plus a version poll), keeps the last good."""
+    """This process's live config: follows the stored one (pub/sub plus a version poll), keeps the last good.
+
+    ``known`` is False until a config this process can trust is applied, and again from the
+    moment Redis is found to have lost its data until the audit has been read (``rebuild``):
+    meanwhile the guarded routes refuse rather than run on defaults or on an outdated config.
+    """
 
     def __init__(self, redis: aioredis.Redis, poll_interval_s: float = 0.5, *, key: str = CONFIG_KEY,
-                 channel: str = CHANNEL) -> None:
+                 channel: str = CHANNEL, rebuild: Rebuild | None = None) -> None:
         self.current: LiveConfig = validate(DEFAULT, 0)
+        self.known = False
         self._redis = redis
         self._poll_interval_s = poll_interval_s
         self._key = key
         self._channel = channel
+        self._rebuild = rebuild
         self._listeners: list[Listener] = []
         self._rejected: bytes | None = None
+        self._audit_failing = False
         self._lock = asyncio.Lock()
 
     def add_listener(self, callback: Listener) -> None:
         """Call ``callback(config)`` (plain or async) after every applied change."""
         self._listeners.append(callback)
 
-    async def refresh(self) -> bool:
-        """Apply the stored config if its version differs from ours; True when a new one was applied."""
+    async def refresh(self, *, ask_audit: bool = False) -> bool:
+        """Apply the stored config if it differs from ours; True when one was applied.
+
+        With ``rebuild``, Redis holding no config or an older one than ours has lost its data:
+        the audit is read and restored into Redis before anything is applied. ``ask_audit``
+        reads it in any case (at start and after a reconnect, when Redis may have restarted).
+        Without ``rebuild``, nothing stored means keep what we have.
+        """
         async with self._lock:
-            version = await self._redis.hget(self._key, "version")
-            # Nothing stored (a flushed or replaced Redis): keep what we have rather than fall back.
-            if version is None or version in (b"%d" % self.current.version, self._rejected):
-                return False
-            raw_version, raw = await self._redis.hmget(self._key, ["version", "doc"])
-            try:
-                number, doc = _decode(raw_version, raw)
-                live = validate(doc, number)
-            except (ConfigCorrupt, InvalidConfig) as exc:
-                self._rejected = raw_version
-                log.error("config version %r rejected, keeping version %d: %s",
-                          raw_version, self.current.version, exc)
-                return False
-            self.current, self._rejected = live, None
+            live = await self._read(ask_audit)
+        if live is None:
+            return False
         log.info("config version %d applied", live.version)
         for listener in self._listeners:
             try:
@@ -214,6 +249,66 @@ class LiveConfigWatcher:
             except Exception:
                 log.exception("config listener %r failed", listener)
         return True
+
+    async def _read(self, ask_audit: bool) -> LiveConfig | None:
+        """The config to apply now (made ``current``), or None to keep ours."""
+        version = await self._redis.hget(self._key, "version")
+        lost = self._lost(version)
+        if lost or (ask_audit and self._rebuild is not None):
+            if lost and self.known:
+                self.known = False
+                log.warning("Redis holds config version %r, this process applied %d: the config is unknown "
+                            "until the audit is read", version, self.current.version)
+            audited = await self._read_audit()
+            if audited is None and lost:
+                return None
+            if audited is not None:
+                version = await self._redis.hget(self._key, "version")
+                if version is None and audited == 0 and not (self.known and self.current.version == 0):
+                    # Nothing was ever stored anywhere: the defaults are the config.
+                    self.current, self.known = validate(DEFAULT, 0), True
+                    return self.current
+        if version is None or version == self._rejected or (self.known and version == b"%d" % self.current.version):
+            return None
+        raw_version, raw = await self._redis.hmget(self._key, ["version", "doc"])
+        if raw_version is None:  # emptied since: the next round sees the loss
+            return None
+        try:
+            number, doc = _decode(raw_version, raw)
+            live = validate(doc, number)
+        except (ConfigCorrupt, InvalidConfig) as exc:
+            self._rejected = raw_version
+            log.error("config version %r rejected, keeping version %d: %s", raw_version, self.current.version, exc)
+            return None
+        self.current, self._rejected, self.known = live, None, True
+        return live
+
+    def _lost(self, version: bytes | None) -> bool:
+        """True when Redis, which the audit can restore, cannot be holding our config or a newer one."""
+        if self._rebuild is None:
+            return False
+        if version is None:
+            # Nothing stored is expected only while the defaults are in force (nothing was ever stored).
+            return not self.known or self.current.version > 0
+        try:
+            return int(version) < self.current.version
+        except ValueError:
+            return False
+
+    async def _read_audit(self) -> int | None:
+        """The newest audited version, restored into Redis if it was behind; None when PostgreSQL cannot be read."""
+        assert self._rebuild is not None
+        try:
+            audited = await asyncio.wait_for(self._rebuild(), REBUILD_TIMEOUT_S)
+        except _AUDIT_DOWN as exc:
+            if not self._audit_failing:
+                log.warning("cannot read the config audit (%r); %s", exc,
+                            "keeping version %d" % self.current.version if self.known
+                            else "the guarded routes are refused until it answers")
+            self._audit_failing = True
+            return None
+        self._audit_failing = False
+        return audited
 
     async def run(self) -> None:
         """Follow changes until cancelled: pub/sub for speed, the version poll in case a message is lost."""
@@ -240,7 +335,8 @@ class LiveConfigWatcher:
             try:
                 await pubsub.subscribe(self._channel)
                 backoff_s = 0.1
-                await self.refresh()  # changes published while we were not subscribed
+                # Changes published while we were not subscribed; Redis may have restarted meanwhile.
+                await self.refresh(ask_audit=True)
                 while True:
                     if await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is not None:
                         await self.refresh()

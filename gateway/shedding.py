@@ -5,7 +5,9 @@ notifications, admin). A class has a maximum of in-flight requests per process (
 config ``shedding``); past it, requests get 503 + Retry-After immediately instead of
 queueing. When the event loop lags beyond ``max_loop_lag_ms``, candidate classes are shed
 too, but payment notifications and admin never are: they are shed last, only by their own
-limits, because a lost notification costs more than a slow page.
+limits, because a lost notification costs more than a slow page. While this process's live config
+is unknown (Redis lost it and the audit is not read yet), the candidate API routes, which its
+waiting room, captcha and throttles may guard, are refused with 503 ``config_unavailable``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ ROUTE_CLASSES: tuple[tuple[str, str | None], ...] = (
 )
 LAG_EXEMPT = frozenset({"payment_notify", "admin"})
 RETRY_AFTER_S = 1.0
+# Classes whose routes may carry a guard of the live config (waiting room, captcha, throttle): while
+# the config is unknown they are refused, pages (static shells) excepted.
+CONFIG_GUARDED = frozenset({"candidate_read", "candidate_write", "login"})
+PAGES_PREFIX = "pages."
+CONFIG_RETRY_AFTER_S = 2.0
 
 
 def route_class(route_name: str, method: str) -> str | None:
@@ -57,6 +64,12 @@ class Shedder:
         return self._classes[key]
 
 
+def _config_unavailable(klass: str) -> errors.ApiError:
+    metrics.SHED.labels(klass, "config_unavailable").inc()
+    return errors.ApiError("系统配置正在恢复，请稍后重试", code="config_unavailable", status=503,
+                           retry_after_s=CONFIG_RETRY_AFTER_S)
+
+
 def _shed(klass: str, reason: str) -> errors.Overloaded:
     metrics.SHED.labels(klass, reason).inc()
     return errors.Overloaded(retry_after_s=RETRY_AFTER_S, details={"reason": reason})
@@ -64,10 +77,11 @@ def _shed(klass: str, reason: str) -> errors.Overloaded:
 
 @web.middleware
 async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Maintenance message, then per-class in-flight limit, then loop-lag shedding."""
+    """Maintenance message, unknown config, then per-class in-flight limit, then loop-lag shedding."""
     app = request.app
     route_name = request.match_info.route.name or "unmatched"
-    live = app[keys.LIVE].current
+    watcher = app[keys.LIVE]
+    live = watcher.current
     message = live.maintenance_for(route_name)
     if message is not None:
         raise errors.ApiError(message, code="maintenance", status=503, retry_after_s=60)
@@ -75,6 +89,8 @@ async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse
     klass = shedder.classify(route_name, request.method)
     if klass is None:
         return await handler(request)
+    if not watcher.known and klass in CONFIG_GUARDED and not route_name.startswith(PAGES_PREFIX):
+        raise _config_unavailable(klass)
     limit = live.shedding.get(klass)
     if limit is not None and shedder.in_flight[klass] >= limit:
         raise _shed(klass, "in_flight")

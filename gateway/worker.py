@@ -23,7 +23,7 @@ from core.tasks import Supervisor, TaskFactory
 from gateway import heartbeats
 from gateway.catalogue import CatalogueCache
 from gateway.config import Settings
-from gateway.configstore import LiveConfigWatcher
+from gateway.configstore import ConfigStore, LiveConfigWatcher
 from lookups.prewarm import keep_prewarmed
 from payments.clients import ProviderClient
 from payments.errors import PaymentError
@@ -185,11 +185,11 @@ async def run_worker(settings: Settings) -> None:
     redis = aioredis.Redis.from_url(settings.redis_url)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     catalogue = CatalogueCache(pool, settings.worker_exams_refresh_s)
-    live = LiveConfigWatcher(redis)
+    live = LiveConfigWatcher(redis, rebuild=ConfigStore(redis, pool).rebuild)
     with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
         await asyncio.wait_for(catalogue.refresh(), timeout=5)
     with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-        await asyncio.wait_for(live.refresh(), timeout=2)
+        await asyncio.wait_for(live.refresh(ask_audit=True), timeout=5)
     stop = asyncio.Event()
     # The supervisor stops every task by cancelling it, and only so: the write-behind and the
     # sweeper get no stop event (one that returned as ``stop`` is set would race the cancellation

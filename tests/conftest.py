@@ -33,6 +33,26 @@ def pg_dsn() -> Iterator[str]:
     asyncio.run(db.drop_database(dsn))
 
 
+async def _forget_live_config(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("TRUNCATE config_audit")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_live_config_stored(request: pytest.FixtureRequest) -> None:
+    """Each test module using PostgreSQL starts with no live config audited.
+
+    A gateway finding Redis empty restores the newest audited config, so a flushed Redis alone
+    would carry an earlier module's config into this one.
+    """
+    if any("pg_dsn" in getattr(item, "fixturenames", ()) for item in request.session.items
+           if getattr(item, "module", None) is request.module):
+        asyncio.run(_forget_live_config(request.getfixturevalue("pg_dsn")))
+
+
 @pytest.fixture
 async def pg(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the test database."""

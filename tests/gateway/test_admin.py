@@ -30,9 +30,13 @@ def auth(token: str = ALICE, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, pg_dsn: str, redis_url: str, redis: aioredis.Redis,
+async def client(aiohttp_client: Any, pg_dsn: str, redis_url: str, redis: aioredis.Redis, pg: asyncpg.Connection,
                  tmp_path: Path) -> TestClient:
-    settings = make_settings(pg_dsn, redis_url, tmp_path, EXAMGATE_ADMIN_TOKENS=f"alice:{ALICE},bob:{BOB}")
+    # Nothing stored anywhere: an empty Redis alone would be restored from the audit.
+    await pg.execute("TRUNCATE config_audit")
+    # The whole live config must fit in a PATCH (the shared test settings keep bodies to 2 KB).
+    settings = make_settings(pg_dsn, redis_url, tmp_path, EXAMGATE_ADMIN_TOKENS=f"alice:{ALICE},bob:{BOB}",
+                             EXAMGATE_MAX_BODY_BYTES="16384")
     return await aiohttp_client(create_app(settings))
 
 

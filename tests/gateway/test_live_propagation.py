@@ -1,7 +1,8 @@
 """Live config across real processes: ``examgate ctl`` changes are in force everywhere within a second.
 
 Also the watcher on its own: the version poll as a backstop, Redis going away and coming
-back, an invalid stored document, and rebuilding the stored config from the audit.
+back, an invalid stored document; rebuilding the stored config from the audit, the scripts
+that keep versions growing, and the audit refusing versions that do not grow.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
 
+from core import db
 from core.db import PoolSettings, create_pool
+from core.scripts import load_scripts
 from gateway.configstore import CHANNEL, CONFIG_KEY, ConfigStore, LiveConfigWatcher
 from gateway.liveconfig import DEFAULT, LiveConfig, merge_patch
 from loadtest.processes import (
@@ -245,21 +249,93 @@ async def wait_for_version(watcher: LiveConfigWatcher, version: int, seconds: fl
         await asyncio.sleep(0.02)
 
 
-async def test_stored_config_is_rebuilt_from_the_audit(pg_dsn: str) -> None:
+async def test_stored_config_is_rebuilt_from_the_audit(pg_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
     server = start_redis()
     client = aioredis.Redis.from_url(server.url)
-    pool = await create_pool(PoolSettings(pg_dsn, 1, 2))
+    pool = await create_pool(PoolSettings(pg_dsn, 1, 4))
     try:
         configs = ConfigStore(client, pool)
+        audited = await configs.rebuild()  # what this run audited so far (0 when nothing)
+        await configs.patch({"seats": {"hold_ttl_s": 650}}, "tester")
         live = await configs.patch({"seats": {"hold_ttl_s": 700}}, "tester")
-        assert live.version == 1
-        assert await configs.rebuild() is None  # something is stored: left alone
+        assert live.version == audited + 2
+        caplog.clear()
+        assert await configs.rebuild() == live.version  # Redis holds it: left alone
         await client.flushdb()
-        assert await configs.get() == (0, DEFAULT)
-        assert await configs.rebuild() == 1  # an empty Redis takes the newest audited config
-        assert await configs.get() == (1, live.document)
+        # Every process rebuilding at once: one restores, all agree on the audited version.
+        assert await asyncio.gather(*(configs.rebuild() for _ in range(8))) == [live.version] * 8
+        assert caplog.text.count("restored from the audit") == 1
+        assert await configs.get() == (live.version, live.document)
         assert (await configs.audit(1))[0]["actor"] == "tester"
+
+        # An older snapshot (version 1) is brought up to the audit; a change after a loss continues above it.
+        await client.hset(CONFIG_KEY, mapping={"version": 1, "doc": orjson.dumps(DEFAULT)})
+        assert await configs.rebuild() == live.version and await configs.get() == (live.version, live.document)
+        await client.flushdb()
+        assert (await configs.patch({"seats": {"hold_ttl_s": 800}}, "tester")).version == live.version + 1
+        await client.hset(CONFIG_KEY, mapping={"version": 1, "doc": orjson.dumps(DEFAULT)})
+        after = await configs.patch({"maintenance": {"scores.*": "维护中"}}, "tester")
+        assert after.version == live.version + 2
+        assert after.document == merge_patch(live.document, {"seats": {"hold_ttl_s": 800},
+                                                             "maintenance": {"scores.*": "维护中"}})
     finally:
         await pool.close()
         await client.aclose()
         server.stop()
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[aioredis.Redis]:
+    """A client on a redis-server of its own (the module's gateway follows the test database)."""
+    server = start_redis()
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def test_check_and_set_refuses_versions_the_audit_holds(private_redis: aioredis.Redis) -> None:
+    cas, client = load_scripts("gateway")["config_cas"], private_redis
+    doc = orjson.dumps(DEFAULT)
+    assert await cas.run(client, [CONFIG_KEY], [0, doc, 5]) == [-1, 0]  # Redis lost what the audit holds
+    assert not await client.exists(CONFIG_KEY)
+    assert await cas.run(client, [CONFIG_KEY], [0, doc, 0]) == [1, 1]
+    assert await cas.run(client, [CONFIG_KEY], [0, doc, 0]) == [0, 1]  # another change won
+    assert await cas.run(client, [CONFIG_KEY], [1, doc, 1]) == [1, 2]
+
+
+async def test_restore_never_lowers_the_stored_version(private_redis: aioredis.Redis) -> None:
+    restore, client = load_scripts("gateway")["config_restore"], private_redis
+    assert await restore.run(client, [CONFIG_KEY], [5, b'{"v": 5}']) == 1
+    assert await restore.run(client, [CONFIG_KEY], [5, b'{"v": "again"}']) == 0
+    assert await restore.run(client, [CONFIG_KEY], [4, b'{"v": 4}']) == 0
+    assert await client.hmget(CONFIG_KEY, ["version", "doc"]) == [b"5", b'{"v": 5}']
+    await client.hset(CONFIG_KEY, "version", "garbage")
+    assert await restore.run(client, [CONFIG_KEY], [6, b'{"v": 6}']) == 1
+
+
+async def test_audit_versions_only_grow(pg_dsn: str) -> None:
+    first, second = await db.connect(pg_dsn), await db.connect(pg_dsn)
+    insert = "INSERT INTO config_audit (version, actor, diff, config) VALUES ($1, 'tester', $2, $3)"
+    try:
+        newest = await first.fetchrow("SELECT version, config FROM config_audit ORDER BY id DESC LIMIT 1")
+        version, doc = (newest["version"], newest["config"]) if newest else (0, DEFAULT)
+        changed = merge_patch(doc, {"seats": {"hold_ttl_s": 1200}})
+        for stale in (version, version - 1):  # a repeat or an older version of a change
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await first.execute(insert, stale, [{"path": "seats.hold_ttl_s"}], changed)
+        await first.execute(insert, version + 1, [{"path": "seats.hold_ttl_s"}], changed)
+        await first.execute(insert, version + 1, [{"path": "loadtest_tokens"}], changed)  # a note beside it
+        # Two writers of the same next version: the second waits for the first and is refused.
+        async with first.transaction():
+            await first.execute(insert, version + 2, [{"path": "seats.hold_ttl_s"}], doc)
+            waiting = asyncio.ensure_future(second.execute(insert, version + 2, [{"path": "x"}], changed))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await waiting
+    finally:
+        await first.close()
+        await second.close()
