@@ -41,7 +41,9 @@ from queueing.writebehind import run_consumer
 log = logging.getLogger("examgate.worker")
 
 CANCEL_RETRY_S = 0.05  # how often a child task that swallowed its cancellation is cancelled again
-CAPTCHA_REFILL_INTERVAL_S = 1.0
+# How soon the worker notices images taken: a check is one LLEN and one small HSET, and once short
+# it draws without pause until the pool is full again, so checking often starts each refill early.
+CAPTCHA_REFILL_INTERVAL_S = 0.25
 
 
 def inventory_marker(exam_id: int) -> str:
@@ -134,7 +136,7 @@ async def refill_captcha_pool(redis: aioredis.Redis, settings: Settings, executo
 
 
 async def keep_captcha_pool(redis: aioredis.Redis, settings: Settings) -> None:
-    """Keep the image pool at its target: check every second, draw in other processes when it is short.
+    """Keep the image pool at its target: check 4 times a second, draw in other processes when it is short.
 
     The task owns its process pool, so a restart after a failure (a drawing process killed,
     a broken pool) starts with fresh processes.
