@@ -151,6 +151,30 @@ class Settings:
     max_body_bytes: int = field(
         default=64 * 1024, metadata=_meta("MAX_BODY_BYTES", _int(1024, 16 * 1024 * 1024), "largest request body (413 above)")
     )
+    header_timeout_s: float = field(
+        default=10.0, metadata=_meta("HEADER_TIMEOUT_S", _float(0.1, 600),
+                                     "a new connection's first request must have sent its headers within this; "
+                                     "else the connection is closed")
+    )
+    body_timeout_s: float = field(
+        default=10.0, metadata=_meta("BODY_TIMEOUT_S", _float(0.1, 600),
+                                     "a request's body must be in within this of its headers (408 and close after)")
+    )
+    keepalive_timeout_s: float = field(
+        default=75.0, metadata=_meta("KEEPALIVE_TIMEOUT_S", _float(1, 3600),
+                                     "an idle connection is closed this long after its last answer; the next "
+                                     "request's headers must be in by then")
+    )
+    max_connections_per_address: int = field(
+        default=512, metadata=_meta("MAX_CONNECTIONS_PER_ADDRESS", _int(0, 1_000_000),
+                                    "open connections per client address and process, beyond which new ones are "
+                                    "closed at once (trusted proxies exempt; 0: no cap)")
+    )
+    max_in_flight_per_address: int = field(
+        default=128, metadata=_meta("MAX_IN_FLIGHT_PER_ADDRESS", _int(0, 1_000_000),
+                                   "requests being handled per client address and process, beyond which 429 "
+                                   "(payment notifications exempt; 0: no cap)")
+    )
     shutdown_timeout_s: float = field(
         default=10.0, metadata=_meta("SHUTDOWN_TIMEOUT_S", _float(0, 600), "how long SIGTERM waits for in-flight requests")
     )
@@ -285,6 +309,17 @@ class Settings:
     notify_group_max: int = field(
         default=256, metadata=_meta("NOTIFY_GROUP_MAX", _int(1, 10000),
                                     "most payment notifications committed in one transaction (group commit)")
+    )
+    notify_rejected_interval_s: float = field(
+        default=60.0, metadata=_meta("NOTIFY_REJECTED_INTERVAL_S", _float(0.1, 86400),
+                                     "a notification failing verification is recorded (as a summary) once per "
+                                     "provider, reason and sender address per this interval and process; "
+                                     "the others are counted")
+    )
+    notify_rejected_rows_max: int = field(
+        default=100, metadata=_meta("NOTIFY_REJECTED_ROWS_MAX", _int(0, 100_000),
+                                    "most summaries of notifications failing verification recorded per interval "
+                                    "and process")
     )
     lookup_pg_max_in_flight: int = field(
         default=16, metadata=_meta("LOOKUP_PG_MAX_IN_FLIGHT", _int(1, 1000),

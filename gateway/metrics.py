@@ -43,6 +43,9 @@ RATELIMIT = Gauge("examgate_ratelimit_events", "Rate-limiter decisions and fallb
                   ["event"], multiprocess_mode="livesum")
 SHED = Counter("examgate_shed_total", "Requests refused at once to protect the process",
                ["route_class", "reason"])
+PAYMENT_REJECTED = Counter("examgate_payment_notifications_rejected", "Payment notifications answered as rejected "
+                           "(failed verification or not matching their order), recorded in the ledger or not",
+                           ["provider", "reason"])
 CAPTCHA_POOL = Gauge("examgate_captcha_pool_images", "Pre-drawn captcha images waiting in Redis (all processes see one pool)",
                      multiprocess_mode="mostrecent")
 CAPTCHA_POOL_TARGET = Gauge("examgate_captcha_pool_target", "Images the worker keeps drawn ahead",

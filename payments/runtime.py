@@ -1,15 +1,16 @@
-"""What one gateway process needs for payments: keys, the provider client and the group committer."""
+"""What one gateway process needs for payments: keys, provider client, group committer, rejection sampler."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import asyncpg
 
 from core.scripts import ScriptClient
-from payments import alipay, settle, wechat
+from payments import alipay, rejections, settle, wechat
 from payments.clients import ProviderClient
 from payments.errors import BadNotification, BadSignature
 from payments.keys import PaymentKeys
@@ -37,29 +38,49 @@ class PaymentsRuntime:
         self.expected = expected(settings)
         self.committer = settle.GroupCommitter(
             lambda items: settle.settle(pool, redis, items, self.expected), settings.notify_group_max)
+        self.rejections = rejections.RejectionSampler(settings.notify_rejected_interval_s,
+                                                      settings.notify_rejected_rows_max)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def verify_alipay(self, form: Mapping[str, str]) -> settle.Incoming:
-        """An Alipay form as something to settle: the verified notice, or why it was rejected."""
+    def verify_alipay_body(self, body: bytes, sender: str = "") -> settle.Incoming:
+        """An Alipay notification as posted (a form-encoded body) as something to settle."""
+        try:
+            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            return self._rejected("alipay", "malformed_body", body, sender)
+        return self.verify_alipay(form, body=body, sender=sender)
+
+    def verify_alipay(self, form: Mapping[str, str], *, body: bytes | None = None,
+                      sender: str = "") -> settle.Incoming:
+        """An Alipay form as something to settle: the verified notice, or why it was rejected.
+
+        A rejected one carries the summary of ``body`` (the form encoded again when not given).
+        """
         try:
             notice = alipay.parse_notification(form, self.keys)
-        except BadSignature as exc:
-            return settle.Incoming("alipay", None, exc.reason, dict(form))
-        except BadNotification as exc:
-            return settle.Incoming("alipay", None, exc.reason, dict(form))
+        except (BadSignature, BadNotification) as exc:
+            return self._rejected("alipay", exc.reason, urlencode(form).encode() if body is None else body, sender)
         return settle.Incoming("alipay", notice, None, notice.payload)
 
-    def verify_wechat(self, headers: Mapping[str, str], body: bytes) -> settle.Incoming:
+    def verify_wechat(self, headers: Mapping[str, str], body: bytes, sender: str = "") -> settle.Incoming:
         """A WeChat Pay v3 notification as something to settle (the payload kept is the decrypted transaction)."""
         try:
             notice = wechat.parse_notification(headers, body, self.keys)
         except (BadSignature, BadNotification) as exc:
-            received = {"headers": {name: headers.get(name) for name in _WECHAT_HEADERS},
-                        "body": body[:4096].decode("utf-8", errors="replace")}
-            return settle.Incoming("wechat", None, exc.reason, received)
+            return self._rejected("wechat", exc.reason, body, sender,
+                                  {name: headers.get(name) for name in _WECHAT_HEADERS})
         return settle.Incoming("wechat", notice, None, notice.payload)
+
+    def _rejected(self, provider: str, reason: str, body: bytes, sender: str,
+                  headers: Mapping[str, str | None] | None = None) -> settle.Incoming:
+        """A failed verification: its summary when the sampler records it, else only counted (``record`` False)."""
+        unrecorded_before = self.rejections.admit(provider, reason, sender)
+        if unrecorded_before is None:
+            return settle.Incoming(provider, None, reason, {}, record=False)
+        return settle.Incoming(provider, None, reason, rejections.summary(
+            body, sender, unrecorded_before=unrecorded_before, headers=headers))
 
     async def create_trade(self, order: Order, subject: str) -> str:
         """The pay URL of ``order``'s trade at its provider (registered there now; repeating it is harmless)."""

@@ -17,8 +17,11 @@
    or with the site full since — is recorded ``refund_pending`` (``examgate ctl refunds``);
 5. every new event gets a ledger row (``payment_notifications``, unique per provider and
    event id), rejected ones under ``rejected:<digest of the body>`` so a forged event can
-   never occupy a real event's id.
+   never occupy a real event's id; a notification that failed verification keeps only its
+   summary (``payments.rejections``), and only when the runtime chose to record it.
 
+Before the transaction every item is made storable (``payments.storable``: NUL escaped, lone
+surrogates replaced), so a notification carrying them, signed or not, cannot fail its group.
 If the transaction fails (PostgreSQL or Redis down), every notification of the group is
 answered with a failure and the provider sends it again; a seat made permanent just before
 a failed commit is made permanent again, harmlessly, on the retry.
@@ -27,6 +30,7 @@ a failed commit is made permanent again, harmlessly, on the retry.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -40,11 +44,14 @@ from core import tickets
 from core.errors import StorageUnavailable, storage_errors
 from core.scripts import ScriptClient
 from core.timeutil import iso_local, utcnow
+from payments.storable import is_storable, storable, storable_text
 from queueing import holds
 
 log = logging.getLogger("examgate.payments")
 
 BEIJING = timezone(timedelta(hours=8))
+_INT4 = range(-2**31, 2**31)  # payment_notifications.amount_fen is an integer column
+_NOTICE_TEXT = ("event_id", "order_no", "trade_no", "app_id", "merchant_id", "status")
 
 
 class Incoming(NamedTuple):
@@ -53,7 +60,8 @@ class Incoming(NamedTuple):
     provider: str
     notice: Any | None  # payments Notice (verified), None when rejected by the adapter
     reason: str | None  # why the adapter rejected it (bad_signature, malformed, ...)
-    payload: Mapping[str, Any]  # what was received, for the ledger
+    payload: Mapping[str, Any]  # what was received (a rejected one: its summary), for the ledger
+    record: bool = True  # False: a rejection only counted, with no ledger row (payments.rejections)
 
 
 class Outcome(NamedTuple):
@@ -148,10 +156,26 @@ def paid_at(notice: Any, default: datetime) -> datetime:
         return default
     try:
         if "T" in raw:
-            return datetime.fromisoformat(raw)
+            moment = datetime.fromisoformat(raw)
+            # Without an offset it is Beijing time; a naive datetime would break the comparisons.
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=BEIJING)
         return datetime.strptime(raw, "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
     except ValueError:
         return default
+
+
+def storable_item(item: Incoming) -> Incoming:
+    """``item`` as the ledger can hold it: itself unless a string in it cannot be stored (one serialisation)."""
+    notice = item.notice
+    fields = () if notice is None else tuple(getattr(notice, name) for name in _NOTICE_TEXT)
+    # A verified item's payload is usually its notice's: checked once then.
+    extra = None if notice is None or notice.payload is item.payload else notice.payload
+    if is_storable((fields, item.payload, extra)):
+        return item
+    if notice is not None:
+        notice = dataclasses.replace(notice, payload=storable(notice.payload),
+                                     **{name: storable_text(value) for name, value in zip(_NOTICE_TEXT, fields)})
+    return item._replace(notice=notice, payload=storable(item.payload))
 
 
 def _mismatch(notice: Any, order: _OrderRow | None, expected: Expected) -> str | None:
@@ -201,15 +225,17 @@ class _Group:
 
     def record(self, provider: str, event_id: str, notice: Any | None, outcome: str, reason: str | None,
                payload: Mapping[str, Any]) -> None:
+        amount = None if notice is None or notice.amount_fen not in _INT4 else notice.amount_fen
         self.ledger.append(_LedgerRow(
-            provider, event_id, None if notice is None else notice.order_no,
-            None if notice is None else notice.amount_fen, None if notice is None else notice.app_id,
-            outcome, reason, payload))
+            provider, event_id, None if notice is None else notice.order_no, amount,
+            None if notice is None else notice.app_id, outcome, reason, payload))
 
     def decide(self, item: Incoming) -> None:
         notice = item.notice
         if notice is None:
-            self.record(item.provider, rejected_event_id(item.payload), None, "rejected", item.reason, item.payload)
+            if item.record:
+                self.record(item.provider, rejected_event_id(item.payload), None, "rejected", item.reason,
+                            item.payload)
             self.answer(Outcome("rejected", item.reason))
             return
         key = (notice.provider, notice.event_id)
@@ -288,6 +314,7 @@ async def settle(pool: asyncpg.Pool, redis: ScriptClient, items: Sequence[Incomi
                  now: datetime | None = None) -> list[Outcome]:
     """Settle a group of notifications in one transaction; one ``Outcome`` per item, in order."""
     moment = now or utcnow()
+    items = [storable_item(item) for item in items]
     verified = [item.notice for item in items if item.notice is not None]
     async with storage_errors():
         async with pool.acquire() as conn, conn.transaction():

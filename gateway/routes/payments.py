@@ -5,9 +5,14 @@ order and registers the trade at the provider, which gives the pay URL. The noti
 verify the provider's signature, then hand the notification to the process's
 ``GroupCommitter`` (``payments.settle``): the reply — Alipay's ``success``, WeChat Pay's
 204 — is sent only after the ledger row and the order's move are committed. A rejected
-notification (bad signature, unknown order, wrong app id, merchant or amount) is recorded
-and answered with a failure; PostgreSQL or Redis down is answered with a failure too, and
-the provider's retries settle it later.
+notification (bad signature, unknown order, wrong app id, merchant or amount) is answered
+with a failure and counted (``examgate_payment_notifications_rejected_total``); PostgreSQL
+or Redis down is answered with a failure too, and the provider's retries settle it later.
+
+A notification failing verification could come from anyone: it counts against its sender
+address (the ``counts: failures`` rules of the notify routes, which then refuse that address
+with 429 before its body is read), and the ledger keeps only a sampled summary of it
+(``payments.rejections``); the others are answered without touching PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,13 +20,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from core.errors import NotFound
 from core.timeutil import iso_local
-from gateway import auth, keys
+from gateway import auth, keys, metrics, throttle
 from gateway.bodies import json_response, read_json
 from gateway.errors import ApiError, Overloaded, ValidationFailed
 from gateway.routes.registrations import _not_found, _registration_id
@@ -78,8 +82,28 @@ async def create_order(request: web.Request) -> web.Response:
                          status=201 if order.created else 200, headers=NO_STORE)
 
 
+def _sender(request: web.Request) -> str:
+    return request.app[keys.CLIENT_IP].of(request)
+
+
+async def _failed_verification(request: web.Request, incoming: settle.Incoming) -> settle.Outcome | None:
+    """Count a notification that failed verification; its outcome when it is not recorded (no commit needed)."""
+    metrics.PAYMENT_REJECTED.labels(incoming.provider, incoming.reason).inc()
+    await throttle.record_failure(request)
+    if incoming.record:
+        log.warning("payment notification from %s failed verification: %s (sender %s, %s bytes; recorded, "
+                    "%s left out before)", incoming.provider, incoming.reason, incoming.payload["sender"],
+                    incoming.payload["size_bytes"], incoming.payload["unrecorded_before"])
+        return None
+    return settle.Outcome("rejected", incoming.reason)
+
+
 async def _settle(request: web.Request, incoming: settle.Incoming) -> settle.Outcome | None:
     """The outcome after the commit, or None when it could not be committed (the provider retries)."""
+    if incoming.notice is None:
+        counted = await _failed_verification(request, incoming)
+        if counted is not None:
+            return counted
     try:
         outcome = await _runtime(request).committer.submit(incoming)
     except ApiError:
@@ -87,7 +111,8 @@ async def _settle(request: web.Request, incoming: settle.Incoming) -> settle.Out
     except Exception as exc:  # store down, or a bug: never acknowledge what was not committed
         log.warning("payment notification from %s not settled: %s", incoming.provider, exc)
         return None
-    if not outcome.acknowledged:
+    if not outcome.acknowledged and incoming.notice is not None:  # signed, but not for this order or us
+        metrics.PAYMENT_REJECTED.labels(incoming.provider, outcome.reason).inc()
         log.warning("payment notification from %s rejected: %s (order %s)", incoming.provider, outcome.reason,
                     outcome.order_no)
     return outcome
@@ -96,12 +121,7 @@ async def _settle(request: web.Request, incoming: settle.Incoming) -> settle.Out
 async def notify_alipay(request: web.Request) -> web.Response:
     """Alipay's asynchronous notification: text ``success`` after the commit, ``fail`` otherwise."""
     runtime = _runtime(request)
-    raw = await request.read()
-    try:
-        form = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError:
-        return web.Response(text="fail", status=400)
-    incoming = runtime.verify_alipay(form)
+    incoming = runtime.verify_alipay_body(await request.read(), _sender(request))
     outcome = await _settle(request, incoming)
     if outcome is None:
         return web.Response(text="fail", status=503)
@@ -118,7 +138,7 @@ async def notify_wechat(request: web.Request) -> web.Response:
     """WeChat Pay's v3 notification: 204 after the commit, ``{"code": "FAIL", "message"}`` otherwise."""
     runtime = _runtime(request)
     body = await request.read()
-    incoming = runtime.verify_wechat(request.headers, body)
+    incoming = runtime.verify_wechat(request.headers, body, _sender(request))
     outcome = await _settle(request, incoming)
     if outcome is None:
         return _wechat_fail(500, "not settled, retry")

@@ -8,6 +8,7 @@ accepted ledger row per event, one ticket per paid registration and no seat give
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import secrets
 from collections.abc import Iterator
@@ -123,6 +124,6 @@ async def test_rejected_notifications_are_answered_as_failures_and_recorded(
                              "AND order_no = ANY($1::text[])", [wrong_amount.order_no, wrong_app.order_no])
     assert sorted(r["reason"] for r in reasons) == ["amount_mismatch", "app_id_mismatch"]
     assert await pg.fetchval("SELECT count(*) FROM payment_notifications WHERE reason = 'bad_signature' "
-                             "AND payload ->> 'out_trade_no' = $1", forged.order_no) == 1
+                             "AND payload ->> 'sha256' = $1", hashlib.sha256(tampered[2]).hexdigest()) == 1
     assert await pg.fetchval("SELECT count(*) FROM orders WHERE order_no = ANY($1::text[]) AND status = 'pending'",
                              [wrong_amount.order_no, wrong_app.order_no, forged.order_no]) == 3

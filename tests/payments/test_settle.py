@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 import pytest
@@ -31,6 +33,8 @@ class _Settings:
     paysim_url = "http://127.0.0.1:9"
     public_url = "http://127.0.0.1:9"
     notify_group_max = 64
+    notify_rejected_interval_s = 60.0
+    notify_rejected_rows_max = 100
 
 
 @pytest.fixture
@@ -122,11 +126,20 @@ async def test_mismatches_and_bad_signatures_are_rejected_and_recorded(
     assert all(r["event_id"].startswith("rejected:") for r in recorded)
     assert await pg.fetchval("SELECT count(*) FROM orders WHERE order_no = ANY($1::text[]) AND status = 'pending'",
                              [a.order_no, b.order_no, c.order_no]) == 3
-    # the same forgery again is one ledger row, still rejected
-    (again,) = await settle.settle(pool, redis, [runtime.verify_alipay(forged)], EXPECTED)
-    assert again.result == "rejected"
+    # the ledger keeps a summary of a forgery, not what was sent
+    sent = urlencode(forged).encode()
+    digest = hashlib.sha256(sent).hexdigest()
+    (summary,) = await pg.fetch("SELECT payload FROM payment_notifications WHERE reason = 'bad_signature' "
+                                "AND payload ->> 'sha256' = $1", digest)
+    assert summary["payload"] == {"sender": "", "size_bytes": len(sent), "sha256": digest,
+                                  "prefix": sent[:512].decode(), "unrecorded_before": 0}
+    # the same forgery again within the interval is only counted, still rejected
+    again = runtime.verify_alipay(forged)
+    assert not again.record
+    (outcome,) = await settle.settle(pool, redis, [again], EXPECTED)
+    assert outcome.result == "rejected"
     assert await pg.fetchval("SELECT count(*) FROM payment_notifications WHERE reason = 'bad_signature' "
-                             "AND payload ->> 'out_trade_no' = $1", a.order_no) == 1
+                             "AND payload ->> 'sha256' = $1", digest) == 1
 
 
 async def test_a_late_payment_ends_refund_pending(
@@ -182,3 +195,24 @@ async def test_group_committer_answers_each_with_its_own_outcome(
     assert outcomes[7].result == "rejected"
     assert runtime.committer.groups < 40  # they were grouped
     assert runtime.committer.settled == 40
+
+
+async def test_text_postgresql_refuses_is_stored_escaped_and_the_group_settles(
+        pg: asyncpg.Connection, redis: aioredis.Redis, runtime: PaymentsRuntime, keys: PaymentKeys, pool: Any) -> None:
+    import dataclasses
+
+    exam_id, site_id = await _exam_site(pg)
+    plain, with_nul, with_surrogate = await make_orders(pg, redis, exam_id, site_id, 3,
+                                                              providers=("alipay", "wechat", "wechat"))
+    nul = runtime.verify_wechat(*wechat_request(keys, with_nul, description="考试\x00报名费"))
+    headers, body = wechat_request(keys, with_surrogate)
+    verified = runtime.verify_wechat(headers, body).notice
+    surrogate = dataclasses.replace(verified, payload={**verified.payload, "summary": "a\ud800b"})
+    outcomes = await settle.settle(pool, redis, [runtime.verify_alipay(alipay_form(keys, plain)), nul,
+                                                 settle.Incoming("wechat", surrogate, None, surrogate.payload)],
+                                   EXPECTED)
+    assert [o.result for o in outcomes] == ["paid", "paid", "paid"]
+    stored = dict(await pg.fetch("SELECT order_no, payload FROM payment_notifications WHERE order_no = ANY($1::text[])",
+                                 [with_nul.order_no, with_surrogate.order_no]))
+    assert stored[with_nul.order_no]["resource"]["description"] == "考试\\u0000报名费"
+    assert stored[with_surrogate.order_no]["summary"] == "a\ufffdb"
