@@ -16,12 +16,14 @@ from typing import Any
 
 from core import idcards
 from core.errors import CoreError
+# The normalisers live in core.identity (every lookup and throttle uses them); re-exported here.
+from core.identity import MIDDLE_DOT, normalise_id_number, normalise_name, normalise_phone, normalise_username
 from core.passwords import check_policy, normalise_answer
 from core.timeutil import SHANGHAI, utcnow
 
 __all__ = [
     "AccountInvalid", "Education", "Registration", "parse_registration",
-    "normalise_id_number", "normalise_name", "normalise_username",
+    "normalise_id_number", "normalise_name", "normalise_phone", "normalise_username",
     "ID_TYPES", "EDUCATION_LEVELS", "EDUCATION_MODES", "USERNAME_RE",
 ]  # fmt: skip
 
@@ -52,10 +54,6 @@ _ID_FORMATS = {
 NAME_MIN_CHARS, NAME_MAX_CHARS = 2, 30
 # Names in Latin letters (passport holders) are often longer than 30; the column allows 64.
 LATIN_NAME_MAX_CHARS = 64
-MIDDLE_DOT = "·"
-# Dots people type for the middle dot of minority and foreign names, all stored as U+00B7.
-_DOT_VARIANTS = str.maketrans({"•": MIDDLE_DOT, "・": MIDDLE_DOT, "‧": MIDDLE_DOT, "∙": MIDDLE_DOT,
-                               "⋅": MIDDLE_DOT, "［": "[", "］": "]"})  # fmt: skip
 # CJK Unified Ideographs and every extension block (A–I), plus 〇 (used in names) and the twelve
 # unified ideographs of the compatibility block (NFC maps all the others to unified ones).
 _CJK_RANGES = (
@@ -111,25 +109,6 @@ class Registration:
     security_question: str
     security_answer: str = field(repr=False)
     educations: tuple[Education, ...]
-
-
-# -- normalisers shared with lookups (login, recovery) ----------------------------------------------
-
-
-def normalise_username(username: str) -> str:
-    """Usernames are case-insensitive: stored and looked up lower-cased."""
-    return username.strip().lower()
-
-
-def normalise_name(name: str) -> str:
-    """NFC, runs of whitespace made one space, dot and full-width bracket variants made canonical."""
-    return " ".join(unicodedata.normalize("NFC", name).split()).translate(_DOT_VARIANTS)
-
-
-def normalise_id_number(id_number: str) -> str:
-    """NFKC (full-width digits and letters to ASCII), whitespace removed at the ends, upper case, no final 号."""
-    value = unicodedata.normalize("NFKC", id_number).strip().upper()
-    return value[:-1] if value.endswith("号") else value
 
 
 # -- field checks: each returns (normalised value, None) or (None, problem code) ----------------------
@@ -351,8 +330,9 @@ def parse_registration(
 
     raw = problems.string(body, "username", "username")
     if raw is not None:
-        if USERNAME_RE.fullmatch(raw.strip()):
-            out["username"] = normalise_username(raw)
+        username = normalise_username(raw)
+        if USERNAME_RE.fullmatch(username):
+            out["username"] = username
         else:
             problems.add("username", "invalid_format")
 
@@ -389,7 +369,7 @@ def parse_registration(
 
     raw = problems.string(body, "phone", "phone")
     if raw is not None:
-        phone = unicodedata.normalize("NFKC", raw).strip()
+        phone = normalise_phone(raw)
         if PHONE_RE.fullmatch(phone):
             out["phone"] = phone
         else:

@@ -17,22 +17,16 @@ import asyncpg
 import orjson
 from redis.exceptions import RedisError
 
-from core.accounts import (
-    ID_TYPES,
-    USERNAME_RE,
-    Registration,
-    normalise_id_number,
-    normalise_name,
-    normalise_username,
-)
+from core.accounts import ID_TYPES, USERNAME_RE, Registration
 from core.errors import CoreError, NotFound, storage_errors
 from core.idcards import mask_id_number
+from core.identity import normalise_id_number, normalise_username
 from core.redis import AutoPipeline
 from core.timeutil import iso_local
 
 __all__ = [
     "AccountConflict", "Credentials", "IdNumberTaken", "PhoneTaken", "RecoveryRecord", "UsernameTaken",
-    "create", "credentials", "credentials_key", "find_by_name_and_id", "forget_credentials", "profile",
+    "create", "credentials", "credentials_key", "find_by_id_number", "forget_credentials", "profile",
     "update_password", "CREDENTIALS_TTL_S", "CREDENTIALS_NEGATIVE_TTL_S",
 ]  # fmt: skip
 
@@ -101,9 +95,10 @@ class Credentials(NamedTuple):
 
 
 class RecoveryRecord(NamedTuple):
-    """What password recovery needs once a name and id number match."""
+    """What password recovery needs of the account an id number names (``name`` as stored: normalised)."""
 
     candidate_id: int
+    name: str
     phone: str
     security_question: str
     security_answer_hash: str
@@ -268,22 +263,21 @@ async def profile(pg: PG, candidate_id: int) -> dict[str, Any]:
 
 
 # The id type leads the unique index; listing every type lets PostgreSQL probe it once per type
-# instead of scanning the table when the caller does not know the type.
+# instead of scanning the table when the caller does not know the type. The name is not in the
+# query: recovery compares it afterwards, so a wrong name costs what a right one does.
 _FIND_FOR_RECOVERY = """
-SELECT id, phone, security_question, security_answer_hash FROM candidates
-WHERE id_type = ANY($3::text[]) AND id_number = $2 AND name = $1
+SELECT id, name, phone, security_question, security_answer_hash FROM candidates
+WHERE id_type = ANY($2::text[]) AND id_number = $1
 ORDER BY id_type = 'resident_id' DESC, id
 LIMIT 1
 """
 
 
-async def find_by_name_and_id(
-    pg: PG, name: str, id_number: str, *, id_type: str | None = None
-) -> RecoveryRecord | None:
-    """The account whose name and id number (of ``id_type``, or of any type) both match, else None."""
+async def find_by_id_number(pg: PG, id_number: str, *, id_type: str | None = None) -> RecoveryRecord | None:
+    """The account of an id number (of ``id_type``, or of any type, a resident id first), else None."""
     types = list(ID_TYPES) if id_type is None else [id_type]
     async with storage_errors():
-        row = await pg.fetchrow(_FIND_FOR_RECOVERY, normalise_name(name), normalise_id_number(id_number), types)
+        row = await pg.fetchrow(_FIND_FOR_RECOVERY, normalise_id_number(id_number), types)
     if row is None:
         return None
-    return RecoveryRecord(row["id"], row["phone"], row["security_question"], row["security_answer_hash"])
+    return RecoveryRecord(row["id"], row["name"], row["phone"], row["security_question"], row["security_answer_hash"])

@@ -1,10 +1,13 @@
 """Password recovery: by security question, or by a code sent through the SMS outbox.
 
-Both flows answer unknown name/id pairs exactly like known ones. A question reset for an
-unknown pair gets a random reset id and a decoy question (chosen from the id number with
-an HMAC, so asking again shows the same one); finishing it spends attempts and runs a dummy
-argon2 verify like a real one, and fails like a wrong answer. An SMS reset for a pair that
-does not match sends nothing but passes the same throttle and makes the same round trips.
+Neither flow confirms that a name goes with an id number. The question shown depends on the
+id number alone: a registered one shows its account's question whatever the name, an unknown
+one a decoy (chosen from the id number with an HMAC, so asking again shows the same one).
+A reset started with the wrong name keeps the account's answer hash but no candidate: its
+answers cost a real argon2 verify, spend attempts and fail exactly like wrong answers, and
+the right answer changes nothing. An unknown id number's reset runs a dummy verify and fails
+alike. An SMS reset that does not match (name, id number and phone) sends nothing but passes
+the same throttle and makes the same round trips.
 
 Keys (each script touches one key):
     eg:recovery:question:<sha256 of reset id>   hash: left, candidate, answer (argon2 hash) — TTL reset_ttl_s
@@ -31,8 +34,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from core import candidates, sessions, sms
-from core.accounts import normalise_id_number
 from core.errors import CoreError
+from core.identity import normalise_id_number, normalise_name, normalise_phone
 from core.passwords import PoolFull, check_policy, normalise_answer
 from core.scripts import Script, ScriptClient, load_scripts
 
@@ -193,6 +196,11 @@ def decoy_question(secret: bytes, id_number: str) -> str:
     return DECOY_QUESTIONS[int.from_bytes(digest[:8], "big") % len(DECOY_QUESTIONS)]
 
 
+def _same_name(stored: str, given: str) -> bool:
+    # Constant time; the stored name is already normalised (registration stores it so).
+    return hmac.compare_digest(stored.encode(), normalise_name(given).encode())
+
+
 def _code_digest(secret: bytes, phone: str, code: str) -> str:
     # Keyed: a million codes are no secret from a plain hash in a Redis dump.
     return hmac.new(secret, f"{phone}:{code}".encode(), hashlib.sha256).hexdigest()
@@ -249,15 +257,22 @@ async def start_question(
     secret: bytes,
     settings: RecoverySettings = DEFAULT_SETTINGS,
 ) -> QuestionChallenge:
-    """Open a question reset for a name and id number; unknown pairs get a decoy that behaves alike."""
-    found = await candidates.find_by_name_and_id(pg, name, id_number)
+    """Open a question reset; the question depends on the id number alone, and only the right name can finish it.
+
+    A registered id number shows its account's question whatever the name; with the wrong name
+    the reset holds no candidate, so even the right answer fails like a wrong one. An unknown id
+    number gets a decoy question that behaves alike.
+    """
+    found = await candidates.find_by_id_number(pg, id_number)
     reset_id = secrets.token_urlsafe(32)
     if found is None:
         question = decoy_question(secret, id_number)
         fields = {"candidate": "0", "answer": ""}
     else:
         question = found.security_question
-        fields = {"candidate": str(found.candidate_id), "answer": found.security_answer_hash}
+        candidate = found.candidate_id if _same_name(found.name, name) else 0
+        # The real hash either way: a wrong name's answers cost the same verify as the owner's.
+        fields = {"candidate": str(candidate), "answer": found.security_answer_hash}
     await _put(redis, question_key(reset_id), settings.reset_ttl_s, settings.reset_attempts, fields)
     return QuestionChallenge(reset_id, question)
 
@@ -319,6 +334,7 @@ async def start_sms(
     ``sms_min_interval_s`` or ``sms_max_per_window`` in ``sms_window_s`` — counted for every request,
     matching or not, so the throttle reveals nothing. A new code replaces the phone's previous one.
     """
+    phone = normalise_phone(phone) if isinstance(phone, str) else phone
     if not isinstance(phone, str) or _PHONE(phone) is None:
         return  # no account has such a phone (the column's CHECK); the gateway answers 422 before this
     wait_ms = await _scripts()["sms_throttle"].run(
@@ -333,10 +349,10 @@ async def start_sms(
     )
     if wait_ms:
         raise SendThrottled(max(1, math.ceil(int(wait_ms) / 1000)))
-    found = await candidates.find_by_name_and_id(pg, name, id_number)
+    found = await candidates.find_by_id_number(pg, id_number)
     code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     digest = _code_digest(secret, phone, code)
-    if found is not None and hmac.compare_digest(found.phone, phone):
+    if found is not None and _same_name(found.name, name) and hmac.compare_digest(found.phone, phone):
         fields = {"candidate": str(found.candidate_id), "code": digest}
         body = sms.render(SMS_TEMPLATE, code=code, minutes=math.ceil(settings.code_ttl_s / 60))
         await asyncio.gather(
@@ -364,6 +380,7 @@ async def confirm_sms(
     Raises ``CodeInvalid`` (wrong, expired, used, or after ``code_attempts`` tries), ``PasswordRejected``
     (right code, bad password: the code stays usable) or ``PoolFull`` (the attempt is given back).
     """
+    phone = normalise_phone(phone) if isinstance(phone, str) else phone
     if not isinstance(phone, str) or not isinstance(code, str) or _PHONE(phone) is None or _CODE(code) is None:
         raise CodeInvalid()
     key = code_key(phone)

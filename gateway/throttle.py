@@ -14,6 +14,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 from multidict import istr
 
+from core.identity import normalise_id_number, normalise_username
 from gateway import keys
 from gateway.liveconfig import LiveConfig
 from ratelimit.headers import ratelimit_header, ratelimit_policy_header
@@ -38,7 +39,11 @@ def handler_decides(live: LiveConfig, route_name: str) -> bool:
 
 def _checks(request: web.Request, rules: tuple[Rule, ...], account: str | None,
             id_number: str | None) -> list[tuple[Rule, str]]:
-    """Each rule with its subject for this request; a rule whose subject is missing does not apply."""
+    """Each rule with its subject for this request; a rule whose subject is missing does not apply.
+
+    Accounts and id numbers are keyed in the form registration stores, so every spelling that
+    reaches an account (full-width, another case, spaces) spends that account's one budget.
+    """
     checks = []
     ip = None
     for rule in rules:
@@ -54,10 +59,10 @@ def _checks(request: web.Request, rules: tuple[Rule, ...], account: str | None,
             if candidate is not None:  # an anonymous request
                 checks.append((rule, candidate))
         elif kind == "account":
-            if account:
-                checks.append((rule, account.strip().lower()))
-        elif id_number:
-            checks.append((rule, id_number.strip().upper()))
+            if account and (subject := normalise_username(account)):
+                checks.append((rule, subject))
+        elif id_number and (subject := normalise_id_number(id_number)):
+            checks.append((rule, subject))
     return checks
 
 

@@ -18,6 +18,7 @@ from gateway.bodies import json_response, read_json
 from gateway.errors import ApiError, ValidationFailed
 from gateway.heartbeats import read_workers
 from gateway.liveconfig import DEFAULT
+from gateway.pathids import path_id
 from gateway.stats import read_stats
 from lookups.prewarm import prewarm
 from payments import settle
@@ -189,9 +190,9 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
 async def prewarm_exam(request: web.Request) -> web.Response:
     """Load the exam's ticket and score records into Redis: ``{"scores", "tickets", "seconds"}``."""
     raw = request.match_info["exam_id"]
-    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 10):
+    exam_id = path_id(raw)
+    if exam_id is None:
         raise ApiError("考试不存在", code="exam_not_found", status=404, details={"exam_id": raw})
-    exam_id = int(raw)
     if await request.app[keys.PG].fetchval("SELECT 1 FROM exams WHERE id = $1", exam_id) is None:
         raise ApiError("考试不存在", code="exam_not_found", status=404, details={"exam_id": exam_id})
     report = await prewarm(request.app[keys.PG], request.app[keys.REDIS_PY], exam_id)

@@ -10,6 +10,7 @@ from core.catalogue import Exam
 from gateway import keys
 from gateway.bodies import json_response
 from gateway.errors import NotFoundError, ValidationFailed
+from gateway.pathids import path_id
 from queueing import inventory
 from queueing import keys as qkeys
 
@@ -21,7 +22,8 @@ async def list_exams(request: web.Request) -> web.Response:
 
 def _exam(request: web.Request) -> Exam:
     raw = request.match_info["exam_id"]
-    exam = request.app[keys.CATALOGUE].catalogue.exam(int(raw)) if raw.isdigit() else None
+    exam_id = path_id(raw)
+    exam = request.app[keys.CATALOGUE].catalogue.exam(exam_id) if exam_id is not None else None
     if exam is None:
         raise NotFoundError("考试不存在", code="exam_not_found", details={"exam_id": raw})
     return exam

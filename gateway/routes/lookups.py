@@ -22,6 +22,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from core.catalogue import Exam
+from core.identity import normalise_id_number, normalise_name
 from core.timeutil import iso_local, utcnow
 from gateway import captcha_gate, keys
 from gateway.bodies import json_response, read_json
@@ -72,8 +73,9 @@ def parse_query(body: dict[str, Any], *, ticket_allowed: bool) -> tuple[int, str
         problems["id_number"] = "required"
     if problems:
         raise ValidationFailed(problems)
-    mode, value = ("id_number", id_number) if id_number is not None else ("ticket_no", ticket_no)
-    return int(exam_id), name, mode, value  # type: ignore[return-value]
+    # In the forms registration stores: the record's key, the throttle's subject, the name compared.
+    mode, value = ("id_number", normalise_id_number(id_number)) if id_number is not None else ("ticket_no", ticket_no)
+    return int(exam_id), normalise_name(name), mode, value  # type: ignore[arg-type, return-value]
 
 
 def _exam(request: web.Request, exam_id: int) -> Exam:
@@ -91,8 +93,8 @@ def _too_early(message: str, code: str, at: datetime, details: dict[str, Any]) -
 
 
 def same_name(stored: str, given: str) -> bool:
-    """Constant-time comparison of the names (NFC, surrounding spaces ignored)."""
-    return hmac.compare_digest(unicodedata.normalize("NFC", stored.strip()).encode(), given.encode())
+    """Constant-time comparison of a stored name (normalised by registration) with a given one normalised alike."""
+    return hmac.compare_digest(stored.encode(), given.encode())
 
 
 async def _record(request: web.Request, body: dict[str, Any], exam: Exam, mode: str,

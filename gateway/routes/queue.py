@@ -22,6 +22,7 @@ from gateway import auth, keys
 from gateway.bodies import json_response
 from gateway.errors import ApiError, NotFoundError
 from gateway.liveconfig import QueueExam
+from gateway.pathids import path_id
 from queueing import admission, waiting_room
 from queueing.errors import AdmissionExpired, PlaceExpired, PlaceNotFound
 
@@ -31,7 +32,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 def _room(request: web.Request) -> tuple[Exam, QueueExam]:
     """The exam of the path and its live waiting-room settings; 404 unless the room is enabled."""
     raw = request.match_info["exam_id"]
-    exam = request.app[keys.CATALOGUE].catalogue.exam(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else None
+    exam_id = path_id(raw)
+    exam = request.app[keys.CATALOGUE].catalogue.exam(exam_id) if exam_id is not None else None
     if exam is None:
         raise NotFoundError("考试不存在", code="exam_not_found", details={"exam_id": raw})
     config = request.app[keys.LIVE].current.queue_exams.get(exam.id)

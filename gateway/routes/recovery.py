@@ -1,7 +1,8 @@
 """Password recovery over HTTP: by security question, or by a code sent through the SMS outbox.
 
-Unknown name/id pairs answer exactly like known ones (``core.recovery`` makes decoys); every
-start is captcha-guarded per live config and throttled by the rules keyed on the id number.
+No answer depends on whether a name goes with an id number (``core.recovery``: the question is
+the id number's, a decoy for an unknown one); every start is captcha-guarded per live config and
+throttled by the rules keyed on the id number, in the one form registration stores it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from core import recovery
 from core.accounts import ANSWER_MAX_CHARS, LATIN_NAME_MAX_CHARS, PHONE_RE
+from core.identity import normalise_phone
 from core.passwords import PASSWORD_MAX_CHARS
 from core.timeutil import utcnow
 from gateway import keys
@@ -51,14 +53,14 @@ def _fields(body: dict[str, Any], limits: dict[str, int]) -> dict[str, str]:
 
 
 def _phone(raw: str) -> str:
-    phone = unicodedata.normalize("NFKC", raw).strip()
+    phone = normalise_phone(raw)
     if not PHONE_RE.fullmatch(phone):
         raise ValidationFailed({"phone": "invalid_format"})
     return phone
 
 
 async def start_question(request: web.Request) -> web.Response:
-    """Open a reset by security question: 200 ``{"reset_id", "question"}`` (a decoy for unknown pairs)."""
+    """Open a reset by security question: 200 ``{"reset_id", "question"}`` (the id number's, whatever the name)."""
     body = await read_json(request)
     values = _fields(body, {"name": MAX_NAME_CHARS, "id_number": MAX_ID_NUMBER_CHARS})
     await guard(request, body, id_number=values["id_number"])

@@ -17,7 +17,6 @@ registrations get 409 ``registration_inactive``.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any, Awaitable, TypeVar
 
 from aiohttp import web
@@ -30,6 +29,7 @@ from gateway import auth, keys
 from gateway.admission_gate import require_admission
 from gateway.bodies import json_response, read_json
 from gateway.errors import Conflict, NotFoundError, ValidationFailed
+from gateway.pathids import path_id
 from gateway.registration_refs import RegistrationRef
 from queueing import holds
 from queueing import keys as qkeys
@@ -37,7 +37,6 @@ from queueing import keys as qkeys
 T = TypeVar("T")
 NO_STORE = {"Cache-Control": "no-store"}
 SEAT_STATUSES = ("draft", "confirmed", "paid")  # paid: the hold script answers (same seat, or seat_locked)
-_ID = re.compile(r"[1-9][0-9]{0,17}").fullmatch
 
 
 def _not_found() -> NotFoundError:
@@ -45,10 +44,10 @@ def _not_found() -> NotFoundError:
 
 
 def _registration_id(request: web.Request) -> int:
-    raw = request.match_info["registration_id"]
-    if _ID(raw) is None:
+    registration_id = path_id(request.match_info["registration_id"])
+    if registration_id is None:
         raise _not_found()
-    return int(raw)
+    return registration_id
 
 
 async def _signed_in_with(request: web.Request, other: Awaitable[T]) -> tuple[int, T]:

@@ -147,6 +147,8 @@ async def test_unknown_pairs_answer_like_known_ones(
     for challenge in (known, unknown, wrong_name):
         assert re.fullmatch(r"[A-Za-z0-9_-]{43}", challenge.reset_id)
         assert challenge.question in recovery.DECOY_QUESTIONS
+    # The question is the id number's, whatever the name: it confirms no name/id pair.
+    assert wrong_name.question == known.question == me.question
     # The decoy is stable for an id number, and the reset ids are always new.
     again = await recovery.start_question(pg, redis, "王五", unknown_id, secret=SECRET)
     assert again.question == unknown.question and again.reset_id != unknown.reset_id
@@ -168,10 +170,16 @@ async def test_unknown_pairs_answer_like_known_ones(
         )
     expected = [ResetInvalid] * 4 + [AttemptsExhausted, ResetInvalid]
     assert seen == [expected] * 3
-    # The right answer to an unknown pair's reset is still a wrong one.
+    # The right answer to an unknown pair's reset is still a wrong one, under the wrong name too.
     decoy = await recovery.start_question(pg, redis, "王五", unknown_id, secret=SECRET)
     with pytest.raises(ResetInvalid):
         await recovery.finish_question(pg, redis, hasher, decoy.reset_id, ANSWER, NEW_PASSWORD)
+    wrong_name = await recovery.start_question(pg, redis, "王五", me.id_number, secret=SECRET)
+    for _ in range(4):
+        with pytest.raises(ResetInvalid):
+            await recovery.finish_question(pg, redis, hasher, wrong_name.reset_id, ANSWER, NEW_PASSWORD)
+    with pytest.raises(AttemptsExhausted):
+        await recovery.finish_question(pg, redis, hasher, wrong_name.reset_id, ANSWER, NEW_PASSWORD)
     assert await password_is(pg, hasher, me.id, OLD_PASSWORD)
 
 

@@ -48,7 +48,7 @@ async def make_candidates(conn: asyncpg.Connection, count: int) -> list[int]:
     rows = await conn.fetch(
         """INSERT INTO candidates (username, password_hash, name, id_type, id_number, phone, email,
                                    security_question, security_answer_hash)
-           SELECT 'u' || $1 || '-' || g, 'x', '考生' || g, 'passport', 'P' || $1 || g,
+           SELECT 'u' || $1 || '-' || g, 'x', '考生' || g, 'passport', 'P' || upper($1) || g,
                   '13' || lpad(($2 + g)::text, 9, '0'), 'c' || $1 || g || '@example.com', 'q', 'x'
              FROM generate_series(1, $3::int) AS g
            RETURNING id""",

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from core import recovery, sms
+from gateway import keys
 from gateway.app import create_app
 from tests.gateway import candidate_http as h
 from tests.gateway.test_app import assert_error_shape
@@ -63,21 +64,31 @@ async def test_question_flow_end_to_end(client: TestClient) -> None:
                        400, "reset_invalid")  # used up
 
 
-async def test_unknown_pairs_get_a_decoy_question(client: TestClient) -> None:
+def decoy_question(client: TestClient, id_number: str) -> str:
+    return recovery.decoy_question(client.app[keys.RECOVERY_KEY], id_number)
+
+
+async def test_the_question_is_the_id_numbers_and_only_the_right_name_finishes(client: TestClient) -> None:
     account = await h.register(client)
-    for name, id_number in (("李四", account["id_number"]), ("张三", h.resident_id())):
+    await h.set_live(client, {"ratelimit": {"rules": []}})  # more tries than recovery-ip allows
+    # A wrong name gets the account's own question (nothing tells it apart); an unknown id a decoy.
+    for name, id_number, question in (("李四", account["id_number"], account["security_question"]),
+                                      ("张三", h.resident_id(), None)):
         resp = await client.post(QUESTION, json={"name": name, "id_number": id_number})
         assert resp.status == 200
-        decoy = await resp.json()
-        assert set(decoy) == {"reset_id", "question"} and decoy["question"] in recovery.DECOY_QUESTIONS
+        started = await resp.json()
+        assert set(started) == {"reset_id", "question"}
+        assert started["question"] == (question or decoy_question(client, id_number))
         again = await (await client.post(QUESTION, json={"name": name, "id_number": id_number})).json()
-        assert again["question"] == decoy["question"] and again["reset_id"] != decoy["reset_id"]
-    finish = f"{QUESTION}/{decoy['reset_id']}"
-    for _ in range(recovery.DEFAULT_SETTINGS.reset_attempts - 1):
+        assert again["question"] == started["question"] and again["reset_id"] != started["reset_id"]
+        # Even the right answer fails, as a wrong one does, until the reset is spent.
+        finish = f"{QUESTION}/{started['reset_id']}"
+        for _ in range(recovery.DEFAULT_SETTINGS.reset_attempts - 1):
+            await assert_error(await client.post(finish, json={"answer": "实验小学", "new_password": NEW_PASSWORD}),
+                               400, "reset_invalid")
         await assert_error(await client.post(finish, json={"answer": "实验小学", "new_password": NEW_PASSWORD}),
-                           400, "reset_invalid")
-    await assert_error(await client.post(finish, json={"answer": "实验小学", "new_password": NEW_PASSWORD}),
-                       400, "reset_attempts_exhausted")
+                           400, "reset_attempts_exhausted")
+    await h.login(client, account["username"])  # the password did not change
     await assert_error(await client.post(f"{QUESTION}/not-a-reset-id", json={"answer": "a", "new_password": "b"}),
                        400, "reset_invalid")
 
