@@ -105,7 +105,12 @@
 
   /** A same-site path to go on to (never another site): ``next`` if it is one, else ``fallback``. */
   EG.safeNext = function (next, fallback) {
-    return next && next.charAt(0) === "/" && next.charAt(1) !== "/" && next.charAt(1) !== "\\" ? next : fallback;
+    if (!next) return fallback;
+    // Parsed as the browser will navigate it: it drops tabs and newlines and reads "\\" as "/", so
+    // "/\t/evil.example" is "//evil.example", another site. Only this origin's paths are followed.
+    let url;
+    try { url = new URL(next, location.origin); } catch (err) { return fallback; }
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : fallback;
   };
 
   // Registrations the candidate made in this browser, per user: exam id → registration id.
