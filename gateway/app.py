@@ -203,8 +203,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[appkeys.SETTINGS] = settings
     app[appkeys.LOOP_LAG] = LoopLagMonitor()
-    app[appkeys.SHEDDER] = Shedder()
-    app[appkeys.CLIENT_IP] = ClientIp(settings.trusted_proxies)
+    client_ip = app[appkeys.CLIENT_IP] = ClientIp(settings.trusted_proxies)
+    app[appkeys.SHEDDER] = Shedder(client_ip, max_in_flight_per_address=settings.max_in_flight_per_address,
+                                   body_timeout_s=settings.body_timeout_s)
     app[appkeys.SESSIONS] = session_settings(settings)
     app[appkeys.POW_KEY] = settings.derived_key("captcha-pow")
     app[appkeys.LOADTEST_KEY] = settings.derived_key("loadtest")

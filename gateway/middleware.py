@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 
 import asyncpg
 import redis.exceptions
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway import errors, keys, metrics
 
@@ -24,6 +24,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = "X-Request-Id"
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 _MAX_REQUEST_ID = 128
+# Sent instead of aiohttp's "Python/3.x aiohttp/3.x": versions help only those looking for a known hole.
+SERVER_NAME = "examgate"
 
 # Failures of a store are answered 503 (retry later), never 500 with a trace.
 STORE_ERRORS: tuple[type[BaseException], ...] = (
@@ -38,8 +40,8 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _request_ids() -> Callable[[], str]:
-    # A random per-process prefix plus a counter: unique, and cheaper than uuid4 per request.
+def request_ids() -> Callable[[], str]:
+    """A source of request ids: a random per-process prefix plus a counter, cheaper than uuid4 per request."""
     prefix = f"{secrets.token_hex(4)}{os.getpid():x}"
     counter = count(1)
     return lambda: f"{prefix}-{next(counter):x}"
@@ -51,7 +53,7 @@ def _valid_request_id(value: str) -> bool:
 
 def make_edge_middleware(max_body_bytes: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Build the middleware; ``max_body_bytes`` is checked against Content-Length before reading."""
-    next_id = _request_ids()
+    next_id = request_ids()
     recorder = metrics.RequestMetrics()
     clock = metrics.monotonic
 
@@ -66,7 +68,9 @@ def make_edge_middleware(max_body_bytes: int) -> Callable[[web.Request, Handler]
             response = await _handle(request, handler, max_body_bytes)
         finally:
             metrics.IN_FLIGHT.dec()
-        response.headers[REQUEST_ID] = request_id
+        headers = response.headers
+        headers[REQUEST_ID] = request_id
+        headers[hdrs.SERVER] = SERVER_NAME
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
         recorder.observe(name, request.method, response.status, clock() - started)
@@ -87,6 +91,9 @@ async def _handle(request: web.Request, handler: Handler, max_body_bytes: int) -
     except web.HTTPException as exc:
         return _http_exception(exc)
     except STORE_ERRORS as exc:
+        if _client_went_away(request, exc):
+            log.debug("%s %s: client went away (%r)", request.method, request.path, exc)
+            return errors.to_response(errors.ApiError("客户端已断开连接", code="client_closed_request", status=499))
         log.warning("store unavailable on %s %s: %r", request.method, request.path, exc)
         return errors.to_response(
             errors.Overloaded("服务暂时不可用，请稍后重试", code="service_unavailable", retry_after_s=2)
@@ -98,6 +105,14 @@ async def _handle(request: web.Request, handler: Handler, max_body_bytes: int) -
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path,
                       request.get(REQUEST_ID_KEY))
         return errors.to_response(errors.ApiError("服务内部错误，请稍后重试", code="internal_error", status=500))
+
+
+def _client_went_away(request: web.Request, exc: BaseException) -> bool:
+    """True when ``exc`` is the client's connection closing (reading its body, or with it closed already).
+
+    A store's driver raises ConnectionError too; those are told apart by where the error comes from.
+    """
+    return exc is request.content.exception() or (isinstance(exc, ConnectionResetError) and request.transport is None)
 
 
 def _http_exception(exc: web.HTTPException) -> web.StreamResponse:

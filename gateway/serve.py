@@ -3,6 +3,8 @@
 The parent owns no socket: each child binds the port with SO_REUSEPORT and the kernel
 spreads connections across them. The parent restarts a child that dies, forwards
 SIGTERM/SIGINT, and gives the children ``shutdown_timeout_s`` to drain in-flight requests.
+Each child serves through a guarded site (``gateway/connections.py``): connections per client
+address capped, headers and bodies due in bounded time, bad HTTP answered in JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +26,25 @@ log = logging.getLogger("examgate.serve")
 # A child that dies this soon after starting, this many times in a row, means start-up is broken.
 EARLY_EXIT_S = 3.0
 MAX_EARLY_EXITS = 3
+# Used when the hard limit on open files is "unlimited", which setrlimit may refuse as a soft limit.
+OPEN_FILES_CEILING = 1 << 20
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (each connection is one); the limit now."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open files limit stays %d (raising it to %d failed: %s)", soft, target, exc)
+            return soft
+        log.info("open files limit raised from %d to %d", soft, target)
+        return target
+    return soft
 
 
 def run_child(settings: Settings, index: int) -> None:
@@ -33,6 +54,7 @@ def run_child(settings: Settings, index: int) -> None:
     from gateway.logs import configure_logging
 
     configure_logging(settings.log_level, f"gateway-{index}")
+    raise_open_files_limit()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
     uvloop.run(_serve_forever(settings))
 
@@ -41,16 +63,14 @@ async def _serve_forever(settings: Settings) -> None:
     from aiohttp import web
 
     from gateway.app import create_app
+    from gateway.connections import ConnectionGuard, GuardedSite, handler_options
 
     app = create_app(settings)
-    runner = web.AppRunner(
-        app,
-        access_log=logging.getLogger("examgate.access") if settings.access_log else None,
-        handle_signals=False,
-        shutdown_timeout=settings.shutdown_timeout_s,
-    )
+    options = handler_options(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s, **options)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=2048)
+    site = GuardedSite(runner, ConnectionGuard(settings), settings.host, settings.port, backlog=2048,
+                       options=options)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,6 +8,12 @@ too, but payment notifications and admin never are: they are shed last, only by 
 limits, because a lost notification costs more than a slow page. While this process's live config
 is unknown (Redis lost it and the audit is not read yet), the candidate API routes, which its
 waiting room, captcha and throttles may guard, are refused with 503 ``config_unavailable``.
+
+A request counts against its class only once its body is in: one that did not come with its
+headers is waited for up to ``body_timeout_s`` (408 after), so clients sending a byte at a time
+hold no place of anyone's. A client address may have ``max_in_flight_per_address`` requests in
+flight per process (429 beyond), payment notifications excepted: providers send many from few
+addresses, and their class limit bounds them.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from gateway import errors, keys, metrics
+from gateway.bodies import await_body
+from gateway.clientip import ClientIp
+from gateway.connections import GuardedRequestHandler
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -33,6 +42,7 @@ ROUTE_CLASSES: tuple[tuple[str, str | None], ...] = (
     ("password_resets.*", "login"),
 )
 LAG_EXEMPT = frozenset({"payment_notify", "admin"})
+ADDRESS_EXEMPT = frozenset({"payment_notify"})
 RETRY_AFTER_S = 1.0
 # Classes whose routes may carry a guard of the live config (waiting room, captcha, throttle): while
 # the config is unknown they are refused, pages (static shells) excepted.
@@ -50,11 +60,32 @@ def route_class(route_name: str, method: str) -> str | None:
 
 
 class Shedder:
-    """In-flight counts per class in this process, checked against the live limits."""
+    """In-flight counts per class and per client address in this process, checked against their limits."""
 
-    def __init__(self) -> None:
+    def __init__(self, client_ip: ClientIp, *, max_in_flight_per_address: int = 0,
+                 body_timeout_s: float = 10.0) -> None:
         self.in_flight: Tally[str] = Tally()
+        self.by_address: dict[str, int] = {}  # only addresses with requests in flight
+        self.client_ip = client_ip
+        self.max_in_flight_per_address = max_in_flight_per_address  # 0: no maximum
+        self.body_timeout_s = body_timeout_s
         self._classes: dict[tuple[str, str], str | None] = {}
+
+    def enter(self, address: str) -> bool:
+        """Count a request of ``address`` in flight; False (not counted) when it has its maximum already."""
+        count = self.by_address.get(address, 0)
+        if count >= self.max_in_flight_per_address:
+            return False
+        self.by_address[address] = count + 1
+        return True
+
+    def leave(self, address: str) -> None:
+        """A request ``enter`` counted is answered."""
+        count = self.by_address[address] - 1
+        if count:
+            self.by_address[address] = count
+        else:
+            del self.by_address[address]
 
     def classify(self, route_name: str, method: str) -> str | None:
         """The class of a route, cached."""
@@ -70,6 +101,22 @@ def _config_unavailable(klass: str) -> errors.ApiError:
                            retry_after_s=CONFIG_RETRY_AFTER_S)
 
 
+def _address_busy(klass: str) -> errors.ApiError:
+    metrics.SHED.labels(klass, "address_in_flight").inc()
+    return errors.ApiError("您的网络地址同时发出的请求过多，请稍后重试", code="too_many_requests", status=429,
+                           retry_after_s=RETRY_AFTER_S,
+                           details={"retry_after_s": RETRY_AFTER_S, "rules": [], "reason": "address_in_flight"})
+
+
+def _body_too_slow(request: web.Request, timeout_s: float) -> web.Response:
+    """408, the connection closed after it: the rest of the body is not waited for."""
+    response = errors.to_response(errors.RequestTimeout(details={"timeout_s": timeout_s}))
+    response.force_close()
+    if isinstance(request.protocol, GuardedRequestHandler):
+        request.protocol.close_unread()
+    return response
+
+
 def _shed(klass: str, reason: str) -> errors.Overloaded:
     metrics.SHED.labels(klass, reason).inc()
     return errors.Overloaded(retry_after_s=RETRY_AFTER_S, details={"reason": reason})
@@ -77,7 +124,7 @@ def _shed(klass: str, reason: str) -> errors.Overloaded:
 
 @web.middleware
 async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Maintenance message, unknown config, then per-class in-flight limit, then loop-lag shedding."""
+    """Maintenance message, unknown config, the body, then in-flight limits (class, loop lag, address)."""
     app = request.app
     route_name = request.match_info.route.name or "unmatched"
     watcher = app[keys.LIVE]
@@ -91,14 +138,23 @@ async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     if not watcher.known and klass in CONFIG_GUARDED and not route_name.startswith(PAGES_PREFIX):
         raise _config_unavailable(klass)
+    if not request.content.is_eof() and not await await_body(request, shedder.body_timeout_s):
+        return _body_too_slow(request, shedder.body_timeout_s)
     limit = live.shedding.get(klass)
     if limit is not None and shedder.in_flight[klass] >= limit:
         raise _shed(klass, "in_flight")
     if (klass not in LAG_EXEMPT and live.max_loop_lag_ms
             and app[keys.LOOP_LAG].lag_s * 1000 > live.max_loop_lag_ms):
         raise _shed(klass, "loop_lag")
+    address = None
+    if shedder.max_in_flight_per_address and klass not in ADDRESS_EXEMPT:
+        address = shedder.client_ip.of(request)
+        if not shedder.enter(address):
+            raise _address_busy(klass)
     shedder.in_flight[klass] += 1
     try:
         return await handler(request)
     finally:
         shedder.in_flight[klass] -= 1
+        if address is not None:
+            shedder.leave(address)

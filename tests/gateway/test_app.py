@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +118,21 @@ async def test_json_body_round_trip(client: TestClient) -> None:
     resp = await client.post("/test/echo", json={"name": "王晓[沛]"})
     assert resp.status == 200
     assert await resp.json() == {"name": "王晓[沛]"}
+
+
+async def in_pieces(*parts: bytes, pause_s: float) -> AsyncIterator[bytes]:
+    """A request body sent a part at a time (chunked), ``pause_s`` apart."""
+    for part in parts:
+        yield part
+        await asyncio.sleep(pause_s)
+
+
+async def test_a_body_sent_in_pieces_is_read_whole(client: TestClient) -> None:
+    resp = await client.post("/test/echo", data=in_pieces('{"name": "王'.encode(), '晓"}'.encode(), pause_s=0.2),
+                             headers={"Content-Type": "application/json"})
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"name": "王晓"}
+    assert resp.headers["Server"] == "examgate"
 
 
 @pytest.mark.parametrize(

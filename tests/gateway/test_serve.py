@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -85,3 +87,14 @@ def test_sigterm_drains_in_flight_requests(pg_dsn: str) -> None:
         assert "draining" in process.log()
     finally:
         process.stop()
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
+    script = ("import resource; from gateway.serve import raise_open_files_limit; "
+              "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard)); "
+              "print(raise_open_files_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30)
+    limit, soft, hard = (int(part) for part in done.stdout.split())
+    assert limit == soft
+    assert soft == hard or hard == -1  # -1: unlimited, raised to a ceiling instead

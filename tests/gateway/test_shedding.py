@@ -13,8 +13,9 @@ from aiohttp.test_utils import TestClient
 
 from gateway import keys
 from gateway.app import create_app
-from gateway.shedding import route_class
-from tests.gateway.test_app import assert_error_shape, make_settings
+from gateway.clientip import ClientIp
+from gateway.shedding import ADDRESS_EXEMPT, Shedder, route_class
+from tests.gateway.test_app import assert_error_shape, in_pieces, make_settings
 
 TOKEN = "shed-admin-token-0123456789abcdef"
 
@@ -30,6 +31,12 @@ async def client(aiohttp_client: Any, pg_dsn: str, redis_url: str, redis: aiored
 async def configure(client: TestClient, patch: dict[str, Any]) -> None:
     await client.app[keys.CONFIG_STORE].patch(patch, actor="test")
     await client.app[keys.LIVE].refresh()
+
+
+async def post_in_pieces(client: TestClient, *parts: bytes, pause_s: float) -> Any:
+    """POST /_bench/post-json with a body sent a part at a time."""
+    return await client.post("/_bench/post-json", data=in_pieces(*parts, pause_s=pause_s),
+                             headers={"Content-Type": "application/json"})
 
 
 def test_route_classes() -> None:
@@ -98,3 +105,39 @@ async def test_maintenance_switch_answers_503_with_the_message(client: TestClien
     assert (await client.get("/api/v1/exams")).status == 200
     await configure(client, {"maintenance": {"sites.list": None}})
     assert (await client.get("/api/v1/exams/999999999/sites")).status == 404
+
+
+async def test_a_request_counts_against_its_class_once_its_body_is_in(client: TestClient) -> None:
+    await configure(client, {"shedding": {"candidate_write": 1}})
+    slow = asyncio.ensure_future(post_in_pieces(client, b'{"a"', b": 1}", pause_s=0.6))
+    await asyncio.sleep(0.2)
+    resp = await client.post("/_bench/post-json", json={"a": 1})
+    assert resp.status == 200, await resp.text()
+    assert (await slow).status == 200
+
+
+async def test_a_body_not_in_within_the_timeout_gets_408(aiohttp_client: Any, pg_dsn: str, redis_url: str,
+                                                          redis: aioredis.Redis, tmp_path: Path) -> None:
+    settings = make_settings(pg_dsn, redis_url, tmp_path, EXAMGATE_BENCH_ROUTES="true", EXAMGATE_BODY_TIMEOUT_S="0.3")
+    client = await aiohttp_client(create_app(settings))
+    started = time.monotonic()
+    resp = await post_in_pieces(client, b"{", b"}", pause_s=1.0)
+    assert resp.status == 408
+    assert time.monotonic() - started < 0.9
+    body = await resp.json()
+    assert_error_shape(body, "request_timeout")
+    assert body["error"]["details"] == {"timeout_s": 0.3}
+    assert resp.headers["Connection"] == "close" and resp.headers["X-Request-Id"]
+
+
+def test_in_flight_per_address() -> None:
+    shedder = Shedder(ClientIp(()), max_in_flight_per_address=2)
+    assert shedder.enter("198.51.100.1") and shedder.enter("198.51.100.1")
+    assert not shedder.enter("198.51.100.1")
+    assert shedder.enter("198.51.100.2")
+    shedder.leave("198.51.100.1")
+    assert shedder.enter("198.51.100.1")
+    for address in ("198.51.100.1", "198.51.100.1", "198.51.100.2"):
+        shedder.leave(address)
+    assert shedder.by_address == {}  # nothing kept for addresses with nothing in flight
+    assert "payment_notify" in ADDRESS_EXEMPT  # providers send many from few addresses
