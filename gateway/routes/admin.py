@@ -38,7 +38,7 @@ def _if_match(request: web.Request) -> int | None:
     if raw is None or raw.strip() == "*":
         return None
     value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise ApiError("If-Match must be a config version, like 7", code="invalid_if_match",
                        details={"if_match": raw[:64]})
     return int(value)
@@ -68,7 +68,7 @@ async def patch_config(request: web.Request) -> web.Response:
 async def list_audit(request: web.Request) -> web.Response:
     """The latest config changes, newest first."""
     raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= AUDIT_LIMIT_MAX:
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= AUDIT_LIMIT_MAX):
         raise ValidationFailed({"limit": f"must be an integer from 1 to {AUDIT_LIMIT_MAX}"},
                                "invalid query parameter")
     rows = await request.app[keys.CONFIG_STORE].audit(int(raw))
@@ -153,7 +153,8 @@ async def reconcile(request: web.Request) -> web.Response:
 
 
 DEAD_LETTERS_MAX = 1000
-_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}").fullmatch
+# At most 19 digits a part: a stream id's parts are 64-bit, and Redis refuses a larger one with an error.
+_STREAM_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}").fullmatch
 
 
 @admin_only
@@ -175,10 +176,12 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 @admin_only
 async def replay_dead_letters(request: web.Request) -> web.Response:
     """Put dead letters back on their streams: ``{"ids": [...]}``, or every one when ``ids`` is absent."""
-    body = await read_json(request, PATCH_TYPES) if request.can_read_body else {}
+    # body_exists, not can_read_body: a body the gateway waited for is read already, yet still the request's.
+    body = await read_json(request, PATCH_TYPES) if request.body_exists else {}
     ids = body.get("ids")
     unknown = {key: "is not a known field" for key in body if key != "ids"}
-    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) and _STREAM_ID(i) for i in ids)):
+    # Only an absent ids means every dead letter: a null is a mistake, not a request to replay them all.
+    if "ids" in body and (not isinstance(ids, list) or not all(isinstance(i, str) and _STREAM_ID(i) for i in ids)):
         unknown["ids"] = "must be a list of dead-letter ids like 1700000000000-0"
     if unknown:
         raise ValidationFailed(unknown, "invalid replay request")

@@ -33,7 +33,7 @@ async def list_sites(request: web.Request) -> web.Response:
     """Sites of an exam (optionally one province) with seats available, read from Redis."""
     exam = _exam(request)
     province = request.query.get("province")
-    if province is not None and not (len(province) == 2 and province.isdigit()):
+    if province is not None and not (len(province) == 2 and province.isascii() and province.isdigit()):
         raise ValidationFailed({"province": "must be a two-digit province code, e.g. 11"})
     sites = exam.sites_in(province)
     if not sites:
