@@ -23,7 +23,8 @@ from tests.conftest import TEST_REDIS_URL
 from tests.gateway.candidate_http import FAST_ARGON, PASSWORD, registration
 
 if not in_ci():  # under CI a missing Playwright is a failure, as a missing browser is
-    pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install -e '.[test]')")
+    pytest.importorskip("playwright.sync_api",
+                        reason="Playwright for Python is not installed (pip install -e '.[test]')")
 
 pytestmark = pytest.mark.timeout(120)
 
