@@ -45,7 +45,7 @@ LAG_EXEMPT = frozenset({"payment_notify", "admin"})
 ADDRESS_EXEMPT = frozenset({"payment_notify"})
 RETRY_AFTER_S = 1.0
 # Classes whose routes may carry a guard of the live config (waiting room, captcha, throttle): while
-# the config is unknown they are refused, pages (static shells) excepted.
+# the config is unknown they are refused, pages (static shells) and paths of no route (404) excepted.
 CONFIG_GUARDED = frozenset({"candidate_read", "candidate_write", "login"})
 PAGES_PREFIX = "pages."
 CONFIG_RETRY_AFTER_S = 2.0
@@ -136,7 +136,8 @@ async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse
     klass = shedder.classify(route_name, request.method)
     if klass is None:
         return await handler(request)
-    if not watcher.known and klass in CONFIG_GUARDED and not route_name.startswith(PAGES_PREFIX):
+    if (not watcher.known and klass in CONFIG_GUARDED and route_name != "unmatched"
+            and not route_name.startswith(PAGES_PREFIX)):
         raise _config_unavailable(klass)
     if not request.content.is_eof() and not await await_body(request, shedder.body_timeout_s):
         return _body_too_slow(request, shedder.body_timeout_s)

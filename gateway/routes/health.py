@@ -93,9 +93,15 @@ async def metrics_route(request: web.Request) -> web.Response:
     return response
 
 
+@functools.cache
+def _openapi_bytes() -> bytes:
+    # Encoded once: the document (~100 KB) never changes while the process runs, and the route is never shed.
+    return orjson.dumps(openapi.document())
+
+
 async def openapi_route(request: web.Request) -> web.Response:
     """The machine-readable contract (OpenAPI 3.1)."""
-    return web.Response(body=orjson.dumps(openapi.document()), content_type="application/json")
+    return web.Response(body=_openapi_bytes(), content_type="application/json")
 
 
 def scrape_tokens(settings: Settings) -> dict[str, str]:

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 
-from core import db
+from core import db, migrate
 from gateway import config
 from gateway.cli import main
 
@@ -80,7 +80,7 @@ def test_migrate_creates_the_database_and_is_idempotent(tmp_path: Path, pg_dsn: 
             finally:
                 await conn.close()
 
-        assert asyncio.run(versions()) == [1, 2, 3]
+        assert asyncio.run(versions()) == [m.version for m in migrate.available()]
     finally:
         asyncio.run(db.drop_database(dsn))
 
