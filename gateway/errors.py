@@ -153,18 +153,21 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     body = {"error": {"code": code, "message": message, "details": details or {}}}
     try:
         return orjson.dumps(body)
-    except TypeError:  # details echo the request, whose headers may hold bytes that are not UTF-8
-        return orjson.dumps(_valid_utf8(body))
+    except TypeError:  # details echo the request: bytes that are not UTF-8, integers beyond 64 bits
+        return orjson.dumps(_encodable(body))
 
 
-def _valid_utf8(value: Any) -> Any:
-    """``value`` with every string made valid UTF-8 (a lone surrogate written as its escape, ``\\udcb2``)."""
+def _encodable(value: Any) -> Any:
+    """``value`` with every string made valid UTF-8 (a lone surrogate written as its escape, ``\\udcb2``)
+    and every integer beyond 64 bits written as a string."""
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return str(value)
     if isinstance(value, dict):
-        return {_valid_utf8(key): _valid_utf8(item) for key, item in value.items()}
+        return {_encodable(key): _encodable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_valid_utf8(item) for item in value]
+        return [_encodable(item) for item in value]
     return value
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.openapi_admin import ADMIN_PATHS
 from gateway.openapi_schemas import (
+    BODY_ID,
     CAPTCHA,
     ERROR,
     HEADERS,
@@ -257,7 +258,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                              "schema": {"type": "string"},
                                              "description": "required while the exam's waiting room is enabled"}],
             "requestBody": json_body({"type": "object", "additionalProperties": False, "required": ["site_id"],
-                                      "properties": {"site_id": {"type": "integer"}}}),
+                                      "properties": {"site_id": BODY_ID}}),
             "responses": {
                 "200": json_answer("held", obj(["site_id", "hold_expires_at"], {
                     "site_id": {"type": "integer"},

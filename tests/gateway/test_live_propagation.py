@@ -164,7 +164,7 @@ def test_ctl_throttle_set(gateway: Process, store: redis.Redis) -> None:
     listed = ctl(gateway, "throttle", "list")
     assert listed.returncode == 0, listed.stderr
     login = next(line for line in listed.stdout.splitlines() if line.startswith("login-ip "))
-    assert login.split()[:8] == ["login-ip", "sessions.create", "ip", "5", "10.0", "10", "shadow", "local"]
+    assert login.split()[:8] == ["login-ip", "sessions.create", "ip", "5", "10", "10", "shadow", "local"]
 
 
 def test_ctl_audit(gateway: Process, store: redis.Redis) -> None:
