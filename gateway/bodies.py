@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway import keys
-from gateway.errors import BodyTooLarge, MalformedBody, MalformedRequest, UnsupportedMediaType
+from gateway.errors import BodyTooLarge, MalformedBody, MalformedRequest, UnsupportedMediaType, ValidationFailed
 
 
 async def await_body(request: web.Request, timeout_s: float) -> bool:
@@ -57,7 +57,26 @@ async def read_json(request: web.Request, content_types: tuple[str, ...] = ("app
     if not isinstance(body, dict):
         raise MalformedBody("请求内容必须是 JSON 对象", details={"reason": "expected a JSON object"})
     _whole_numbers_as_ints(body)
+    if b"\\u0000" in raw:  # raw NUL bytes are not JSON; only the escape can carry one
+        nul_fields = dict.fromkeys(_paths_with_nul(body, ""), "contains_nul")
+        if nul_fields:
+            raise ValidationFailed(nul_fields)
     return body
+
+
+def _paths_with_nul(value: Any, path: str) -> list[str]:
+    """Dotted paths of the strings (and keys) holding U+0000, which no PostgreSQL text or jsonb column takes."""
+    if type(value) is str:
+        return [path or "body"] if "\0" in value else []
+    if type(value) is dict:
+        found = []
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else key
+            found += [inner] if "\0" in key else _paths_with_nul(item, inner)
+        return found
+    if type(value) is list:
+        return [found for index, item in enumerate(value) for found in _paths_with_nul(item, f"{path}.{index}")]
+    return []
 
 
 _INT64_LIMIT = float(2**63)

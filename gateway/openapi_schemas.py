@@ -21,7 +21,9 @@ STREAM_ID = r"^[0-9]{1,19}-[0-9]{1,19}$"
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 # An id in a body: what a bigint column holds, refused beyond it (gateway.bodies keeps such numbers floats).
 BODY_ID: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
-NOT_BLANK = r"\S"  # JSON Schema patterns are not anchored: at least one character that is not white space
+# JSON Schema patterns are not anchored: at least one character that is not white space, as the server
+# trims it (Python's, which also counts U+001C-U+001F and U+0085).
+NOT_BLANK = r"[^\s\u001c-\u001f\u0085]"
 
 
 def ref(name: str) -> dict[str, str]:

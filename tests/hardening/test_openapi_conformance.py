@@ -91,6 +91,8 @@ UNSTATED_FIELD_RULES: dict[str, frozenset[str]] = {
     "subjects.*": frozenset({"invalid_choice"}),
     "site_id": frozenset({"other_province"}),
 }
+# Refused in any field: U+0000, which no PostgreSQL text or jsonb column holds (gateway.bodies).
+UNSTATED_EVERYWHERE = frozenset({"contains_nul"})
 # Whole-request refusals of the same kind: the reset id or SMS code is not a live one, the username's
 # failures call for a harder captcha, a merge patch is judged merged into the stored config.
 STATE_REFUSALS = frozenset({"reset_invalid", "reset_attempts_exhausted", "code_invalid", "captcha_required",
@@ -219,7 +221,7 @@ def _security(case: schemathesis.Case) -> list[dict[str, list[str]]]:
 
 
 def _field_rule(path: str) -> frozenset[str]:
-    return UNSTATED_FIELD_RULES.get(re.sub(r"\.[0-9]+(?=\.|$)", ".*", path), frozenset())
+    return UNSTATED_FIELD_RULES.get(re.sub(r"\.[0-9]+(?=\.|$)", ".*", path), frozenset()) | UNSTATED_EVERYWHERE
 
 
 def refused_only_for_unstated_rules(ctx: CheckContext, response: schemathesis.Response,
@@ -376,6 +378,19 @@ def test_a_number_beyond_64_bits_is_refused_not_failed(stack: Stack) -> None:
         status, answer = _call(stack, "POST", path, b'{"exam_id": 126048385896644870144, "name": "a", '
                                b'"id_number": "b", "captcha": {"kind": "pow", "payload": "x"}}')
         assert (status, answer["error"]["details"]["fields"]) == (422, {"exam_id": "must_be_exam_id"}), answer
+
+
+def test_a_nul_in_a_json_string_is_refused_not_failed(stack: Stack) -> None:
+    # PostgreSQL text and jsonb take no U+0000: it reached the recovery lookup and the audit (500).
+    status, answer = _call(stack, "POST", "/admin/api/v1/loadtest-tokens", b'{"name": "a\\u0000b", "ttl_s": 60}')
+    assert (status, answer["error"]["details"]["fields"]) == (422, {"name": "contains_nul"}), answer
+    status, answer = _call(stack, "POST", "/api/v1/password-resets/sms", json.dumps({
+        "name": "张三", "id_number": "\u0000110", "phone": "13900000000",
+        "captcha": {"kind": "pow", "payload": "x"}}).encode())
+    assert (status, answer["error"]["details"]["fields"]) == (422, {"id_number": "contains_nul"}), answer
+    status, answer = _call(stack, "PATCH", "/admin/api/v1/config", b'{"maintenance": {"x\\u0000": "m"}}',
+                           {"Content-Type": "application/merge-patch+json"})
+    assert (status, answer["error"]["details"]["fields"]) == (422, {"maintenance.x\x00": "contains_nul"}), answer
 
 
 def test_dead_letter_replay_reads_a_body_sent_after_its_headers(stack: Stack) -> None:
