@@ -111,13 +111,19 @@ class LoopLagMonitor:
         self.lag_s = 0.0
 
     async def run(self) -> None:
-        """Measure until cancelled, keeping the latest figure in ``lag_s``."""
+        """Measure until cancelled, keeping in ``lag_s`` the smaller of the last two figures."""
         loop = asyncio.get_running_loop()
+        previous_s = 0.0
         while True:
             start = loop.time()
             await asyncio.sleep(self.interval_s)
-            self.lag_s = lag_s = max(0.0, loop.time() - start - self.interval_s)
+            lag_s = max(0.0, loop.time() - start - self.interval_s)
             LOOP_LAG.observe(lag_s)
+            # Shedding reads ``lag_s``: a loop late twice in a row is overloaded; one late timer (a
+            # garbage-collection pause, a slow start-up step) is not, and shedding on it refused the
+            # requests that had merely queued behind it.
+            self.lag_s = min(previous_s, lag_s)
+            previous_s = lag_s
             LOOP_LAG_LAST.set(lag_s)
 
 
