@@ -135,7 +135,8 @@ async def _lookups(app: web.Application) -> AsyncIterator[None]:
 async def _live(app: web.Application) -> AsyncIterator[None]:
     redis_py = app[appkeys.REDIS_PY]
     store = app[appkeys.CONFIG_STORE] = ConfigStore(redis_py, app[appkeys.PG])
-    watcher = app[appkeys.LIVE] = LiveConfigWatcher(redis_py, rebuild=store.rebuild)
+    watcher = app[appkeys.LIVE] = LiveConfigWatcher(redis_py, rebuild=store.rebuild,
+                                                    newest_audited=store.newest_audited)
     stats = app[appkeys.STATS] = StatsRecorder()
     # Start with the stored config, restored from the audit if Redis lost it. Until one is known
     # the guarded routes answer 503 config_unavailable and the watcher keeps trying.

@@ -47,6 +47,7 @@ _NEWEST_AUDITED = """SELECT (SELECT max(version) FROM config_audit) AS version, 
 
 Listener = Callable[[LiveConfig], "Awaitable[None] | None"]
 Rebuild = Callable[[], Awaitable[int]]
+NewestAudited = Callable[[], Awaitable["tuple[int, dict[str, Any]] | None"]]
 
 
 class VersionMismatch(LiveConfigError):
@@ -184,6 +185,12 @@ class ConfigStore:
             )
         return [dict(row) for row in rows]
 
+    async def newest_audited(self) -> tuple[int, dict[str, Any]] | None:
+        """The newest audited (version, document), from PostgreSQL alone; None when nothing was ever audited."""
+        async with self._pg.acquire() as conn:
+            row = await conn.fetchrow(_NEWEST_AUDITED)
+        return None if row is None else (int(row["version"]), row["config"])
+
     async def rebuild(self) -> int:
         """Restore the newest audited config into Redis unless it holds that version or a newer one.
 
@@ -211,7 +218,8 @@ class LiveConfigWatcher:
     """
 
     def __init__(self, redis: aioredis.Redis, poll_interval_s: float = 0.5, *, key: str = CONFIG_KEY,
-                 channel: str = CHANNEL, rebuild: Rebuild | None = None) -> None:
+                 channel: str = CHANNEL, rebuild: Rebuild | None = None,
+                 newest_audited: NewestAudited | None = None) -> None:
         self.current: LiveConfig = validate(DEFAULT, 0)
         self.known = False
         self._redis = redis
@@ -219,6 +227,7 @@ class LiveConfigWatcher:
         self._key = key
         self._channel = channel
         self._rebuild = rebuild
+        self._newest_audited = newest_audited
         self._listeners: list[Listener] = []
         self._rejected: bytes | None = None
         self._audit_failing = False
@@ -241,6 +250,10 @@ class LiveConfigWatcher:
         if live is None:
             return False
         log.info("config version %d applied", live.version)
+        await self._notify(live)
+        return True
+
+    async def _notify(self, live: LiveConfig) -> None:
         for listener in self._listeners:
             try:
                 result = listener(live)
@@ -248,7 +261,29 @@ class LiveConfigWatcher:
                     await result
             except Exception:
                 log.exception("config listener %r failed", listener)
-        return True
+
+    async def _apply_newest_audited(self) -> None:
+        """With Redis away and no config known, apply the newest audited one straight from PostgreSQL.
+
+        The audit is the config's source of truth: a process that starts, or first learns its
+        config, while Redis is down serves on what operators last set rather than refusing.
+        """
+        if self._newest_audited is None:
+            return
+        try:
+            newest = await asyncio.wait_for(self._newest_audited(), REBUILD_TIMEOUT_S)
+            live = validate(DEFAULT, 0) if newest is None else validate(newest[1], newest[0])
+        except _AUDIT_DOWN:
+            return
+        except InvalidConfig as exc:
+            log.error("the newest audited config is invalid, the guarded routes stay refused: %s", exc)
+            return
+        async with self._lock:
+            if self.known:
+                return
+            self.current, self.known = live, True
+        log.warning("Redis unreachable: config version %d applied from the audit", live.version)
+        await self._notify(live)
 
     async def _read(self, ask_audit: bool) -> LiveConfig | None:
         """The config to apply now (made ``current``), or None to keep ours."""
@@ -324,6 +359,8 @@ class LiveConfigWatcher:
                 if not failing:
                     log.warning("cannot read the live config, keeping version %d: %r", self.current.version, exc)
                 failing = True
+                if not self.known:
+                    await self._apply_newest_audited()
             except Exception:  # never stop following changes; the next round may succeed
                 log.exception("live config poll failed, keeping version %d", self.current.version)
             await asyncio.sleep(self._poll_interval_s)

@@ -284,6 +284,30 @@ async def test_stored_config_is_rebuilt_from_the_audit(pg_dsn: str, caplog: pyte
         server.stop()
 
 
+async def test_a_watcher_that_starts_while_redis_is_down_takes_the_audited_config(pg_dsn: str) -> None:
+    server = start_redis()
+    client = aioredis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=0.5)
+    pool = await create_pool(PoolSettings(pg_dsn, 1, 4))
+    task = None
+    try:
+        configs = ConfigStore(client, pool)
+        live = await configs.patch({"seats": {"hold_ttl_s": 900}}, "tester")
+        server.stop()
+        watcher = LiveConfigWatcher(client, poll_interval_s=0.1, rebuild=configs.rebuild,
+                                    newest_audited=configs.newest_audited)
+        assert not watcher.known
+        task = asyncio.create_task(watcher.run())
+        await wait_for_version(watcher, live.version)
+        assert watcher.known and watcher.current.hold_ttl_s == 900
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await pool.close()
+        await client.aclose()
+        server.stop()
+
+
 @pytest.fixture
 async def private_redis() -> AsyncIterator[aioredis.Redis]:
     """A client on a redis-server of its own (the module's gateway follows the test database)."""
