@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from core import db, migrate
+from loadtest.processes import RedisServer, start_redis
 
 TEST_PG_SERVER = os.environ.get("EXAMGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_REDIS_URL = os.environ.get("EXAMGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -79,3 +80,13 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     finally:
         await client.aclose()
 
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the module's own, for tests that stop, restart or empty it."""
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.stop()

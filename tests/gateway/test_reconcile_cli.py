@@ -23,7 +23,6 @@ from loadtest.processes import (
     RedisServer,
     examgate_env,
     start_gateway,
-    start_redis,
     start_worker,
 )
 from queueing import keys as qkeys
@@ -37,15 +36,6 @@ from tests.gateway.seat_stack import (
     pg_holds,
     wait_inventory,
 )
-
-
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[RedisServer]:
-    server = start_redis()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -41,17 +41,8 @@ SITES_RULE = {"id": "sites-ip", "routes": ["sites.list"], "key": "ip", "rate": 1
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    redis_server = start_redis()
-    try:
-        yield redis_server
-    finally:
-        redis_server.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(pg_dsn: str, server: RedisServer) -> Iterator[Process]:
-    process = start_gateway(pg_dsn, server.url, workers=2)
+def gateway(pg_dsn: str, own_redis: RedisServer) -> Iterator[Process]:
+    process = start_gateway(pg_dsn, own_redis.url, workers=2)
     try:
         yield process
     finally:
@@ -59,8 +50,8 @@ def gateway(pg_dsn: str, server: RedisServer) -> Iterator[Process]:
 
 
 @pytest.fixture
-async def store(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(server.url)
+async def store(own_redis: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(own_redis.url)
     try:
         yield client
     finally:
@@ -134,20 +125,20 @@ def gateway_config(gateway: Process) -> dict[str, Any]:
     return body["config"]
 
 
-async def restart_empty(server: RedisServer) -> None:
+async def restart_empty(own_redis: RedisServer) -> None:
     """Kill the redis-server and start a new one on the same port, with nothing in it."""
-    await asyncio.to_thread(server.stop)
-    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(own_redis.stop)
+    await asyncio.to_thread(own_redis.start)
 
 
-async def test_config_is_rebuilt_after_redis_restarts_empty(gateway: Process, server: RedisServer,
+async def test_config_is_rebuilt_after_redis_restarts_empty(gateway: Process, own_redis: RedisServer,
                                                             store: aioredis.Redis, pg: asyncpg.Connection,
                                                             pg_dsn: str, http: aiohttp.ClientSession) -> None:
     seat, _ = await queued_seat(pg, gateway)
     rules = (await asyncio.to_thread(gateway_config, gateway))["ratelimit"]["rules"]
     version = await set_live(gateway, {"ratelimit": {"rules": [r for r in rules if r["id"] != "sites-ip"]
                                                      + [SITES_RULE]}})
-    [token] = await make_sessions(server.url, [seat.candidate_id])
+    [token] = await make_sessions(own_redis.url, [seat.candidate_id])
     assert (await seat.put(http, gateway, token))[:2] == (403, "admission_required")
 
     answers: list[tuple[int, str | None, Any]] = []
@@ -163,7 +154,7 @@ async def test_config_is_rebuilt_after_redis_restarts_empty(gateway: Process, se
 
     prober = asyncio.create_task(probe())
     try:
-        await restart_empty(server)
+        await restart_empty(own_redis)
         await wait_stored(store, version)
         await wait_versions(gateway, version)
         await asyncio.sleep(0.3)
@@ -177,7 +168,7 @@ async def test_config_is_rebuilt_after_redis_restarts_empty(gateway: Process, se
                                                 "service_unavailable", "unauthorized"}
 
     # The same config in force: the waiting room still guards the seat, the throttle still counts.
-    [token] = await make_sessions(server.url, [seat.candidate_id])
+    [token] = await make_sessions(own_redis.url, [seat.candidate_id])
     async with http.get(f"{gateway.url}/api/v1/exams/{seat.exam_id}/sites") as resp:
         assert resp.status == 200 and "RateLimit-Policy" in resp.headers
     for _ in range(6):
@@ -213,7 +204,7 @@ async def ask(http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any)
         return resp.status, body, resp.headers.get("Retry-After")
 
 
-async def test_guarded_routes_refuse_while_the_config_is_unknown(gateway: Process, server: RedisServer,
+async def test_guarded_routes_refuse_while_the_config_is_unknown(gateway: Process, own_redis: RedisServer,
                                                                  store: aioredis.Redis, pg_dsn: str,
                                                                  http: aiohttp.ClientSession) -> None:
     conn = await db.connect(pg_dsn)
@@ -231,7 +222,7 @@ async def test_guarded_routes_refuse_while_the_config_is_unknown(gateway: Proces
     ]
     await set_connections(pg_dsn, False)
     try:
-        await restart_empty(server)
+        await restart_empty(own_redis)
         # Redis empty and PostgreSQL not answering: the config is unknown in both processes.
         deadline = time.monotonic() + CONVERGE_WITHIN_S
         streak = 0
@@ -258,7 +249,7 @@ async def test_guarded_routes_refuse_while_the_config_is_unknown(gateway: Proces
 
     await wait_stored(store, version)
     await wait_versions(gateway, version)
-    [token] = await make_sessions(server.url, [seat.candidate_id])
+    [token] = await make_sessions(own_redis.url, [seat.candidate_id])
     assert (await seat.put(http, gateway, token))[:2] == (403, "admission_required")
 
 
