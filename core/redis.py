@@ -41,7 +41,11 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-__all__ = ["AutoPipeline", "Endpoint", "abandon", "parse_url"]
+__all__ = ["REDIS_DOWN", "AutoPipeline", "Endpoint", "abandon", "parse_url"]
+
+# What a call to Redis raises when Redis is away or slow (ConnectionError is an OSError; asyncio.TimeoutError is
+# TimeoutError): callers that degrade rather than fail catch exactly these.
+REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 Arg = Union[bytes, str, int, float, memoryview]
 

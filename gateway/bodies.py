@@ -11,6 +11,9 @@ from aiohttp import web
 from gateway import keys
 from gateway.errors import BodyTooLarge, MalformedBody, MalformedRequest, UnsupportedMediaType, ValidationFailed
 
+# Answers that carry a candidate's own data or a single-use value: never kept by a cache.
+NO_STORE = {"Cache-Control": "no-store"}
+
 
 async def await_body(request: web.Request, timeout_s: float) -> bool:
     """Wait for the rest of a body that did not come with its headers; False when it is not in within ``timeout_s``.
