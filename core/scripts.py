@@ -1,9 +1,16 @@
-"""Lua scripts shipped as package data: read once, called by SHA, reloaded on NOSCRIPT."""
+"""Lua scripts shipped as package data: read once, called by SHA, reloaded on NOSCRIPT.
+
+A script may share code with its siblings: a line ``--#include _name.lua`` is replaced, when
+the package is loaded, by the text of that file of the same package. Files whose name starts
+with ``_`` are such shared parts, never scripts of their own. Redis sees (and hashes) only the
+expanded text, so EVALSHA, SCRIPT LOAD and the NOSCRIPT reload work on it unchanged.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -14,9 +21,21 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from core.redis import AutoPipeline
 
-__all__ = ["Script", "ScriptClient", "load_scripts", "preload"]
+__all__ = ["IncludeError", "Script", "ScriptClient", "load_scripts", "preload"]
 
 ScriptClient = Union[AutoPipeline, aioredis.Redis]
+
+_INCLUDE = re.compile(r"^--#include[ \t]+(\S+)[ \t]*$", re.MULTILINE)
+
+
+class IncludeError(ValueError):
+    """A script's ``--#include`` names no shared part (``_*.lua``) of its package, or one that includes another."""
+
+    def __init__(self, package: str, script: str, include: str, reason: str) -> None:
+        super().__init__(f"{package}/{script}.lua: --#include {include}: {reason}")
+        self.package = package
+        self.script = script
+        self.include = include
 
 
 @dataclass(frozen=True)
@@ -69,13 +88,28 @@ class Script:
 
 
 def load_scripts(package: str) -> dict[str, Script]:
-    """Every ``*.lua`` file shipped in ``package``, keyed by file name without ``.lua``."""
+    """Every ``*.lua`` script shipped in ``package``, keyed by file name without ``.lua``, includes expanded."""
+    files = {entry.name: entry.read_text(encoding="utf-8")
+             for entry in resources.files(package).iterdir() if entry.name.endswith(".lua") and entry.is_file()}
+    parts = {name: text for name, text in files.items() if name.startswith("_")}
     scripts: dict[str, Script] = {}
-    for entry in sorted(resources.files(package).iterdir(), key=lambda entry: entry.name):
-        if entry.name.endswith(".lua") and entry.is_file():
-            name = entry.name.removesuffix(".lua")
-            scripts[name] = Script(name, entry.read_text(encoding="utf-8"))
+    for file_name in sorted(files.keys() - parts.keys()):
+        name = file_name.removesuffix(".lua")
+        scripts[name] = Script(name, _expand(package, name, files[file_name], parts))
     return scripts
+
+
+def _expand(package: str, script: str, source: str, parts: Mapping[str, str]) -> str:
+    """``source`` with each ``--#include`` line replaced by its part's text (one level: parts include nothing)."""
+    def part(match: re.Match[str]) -> str:
+        include = match.group(1)
+        if include not in parts:
+            raise IncludeError(package, script, include, f"no such _*.lua file in package {package}")
+        if _INCLUDE.search(parts[include]):
+            raise IncludeError(package, script, include, "a shared part may not include another")
+        return parts[include].removesuffix("\n")
+
+    return _INCLUDE.sub(part, source)
 
 
 async def preload(client: ScriptClient, scripts: Mapping[str, Script] | Iterable[Script]) -> None:
