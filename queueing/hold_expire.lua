@@ -16,6 +16,7 @@
 --   2  an expiry entry without a hold: the entry was removed, no event
 -- A release appends to the stream: type expire, registration, site '', old_site,
 -- expires_at_ms (the expiry that passed), event.
+--#include _hold_event.lua
 local reg, seen = ARGV[1], ARGV[2]
 local now = tonumber(ARGV[4])
 local score = redis.call('ZSCORE', KEYS[2], reg)
@@ -34,13 +35,5 @@ redis.call('HDEL', KEYS[1], reg)
 if redis.call('EXISTS', KEYS[6]) == 1 then
   redis.call('INCR', KEYS[6])
 end
-local event = redis.call('INCR', KEYS[4])
-if event == 1 then
-  redis.call('SET', KEYS[4], ARGV[4] .. '000')
-  event = redis.call('INCR', KEYS[4])
-end
-event = string.format('%.0f', event)
-redis.call('HSET', KEYS[3], reg, event)
-redis.call('XADD', KEYS[5], '*', 'type', 'expire', 'registration', reg, 'site', '', 'old_site', cur,
-  'expires_at_ms', string.format('%.0f', tonumber(score)), 'event', event)
+local event = record_event('expire', reg, '', cur, string.format('%.0f', tonumber(score)), ARGV[4])
 return {1, event}

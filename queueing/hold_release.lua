@@ -16,6 +16,7 @@
 --  -3  the hold is permanent and ARGV[4] is not '1': site = the held site
 -- A release appends to the stream: type release, registration, site '', old_site,
 -- expires_at_ms '', event.
+--#include _hold_event.lua
 local reg, believed = ARGV[1], ARGV[2]
 local cur = redis.call('HGET', KEYS[1], reg) or ''
 if cur ~= believed then
@@ -32,13 +33,5 @@ redis.call('ZREM', KEYS[2], reg)
 if redis.call('EXISTS', KEYS[6]) == 1 then
   redis.call('INCR', KEYS[6])
 end
-local event = redis.call('INCR', KEYS[4])
-if event == 1 then
-  redis.call('SET', KEYS[4], ARGV[3] .. '000')
-  event = redis.call('INCR', KEYS[4])
-end
-event = string.format('%.0f', event)
-redis.call('HSET', KEYS[3], reg, event)
-redis.call('XADD', KEYS[5], '*', 'type', 'release', 'registration', reg, 'site', '', 'old_site', cur,
-  'expires_at_ms', '', 'event', event)
+local event = record_event('release', reg, '', cur, '', ARGV[3])
 return {1, cur, event}

@@ -20,6 +20,7 @@
 --  -3  the hold is permanent and ARGV[5] asks for an expiring one: site = the held site
 -- Every success appends to the stream: type hold|move, registration, site, old_site,
 -- expires_at_ms, event. Refreshing the same site is a 'hold' with old_site = site.
+--#include _hold_event.lua
 local reg, want, believed = ARGV[1], ARGV[2], ARGV[3]
 local ttl = tonumber(ARGV[5])
 local cur = redis.call('HGET', KEYS[1], reg) or ''
@@ -51,18 +52,9 @@ if ttl > 0 then
 else
   redis.call('ZREM', KEYS[2], reg)
 end
--- Event numbers start at now_ms * 1000, so after a flush they still exceed every older one.
-local event = redis.call('INCR', KEYS[4])
-if event == 1 then
-  redis.call('SET', KEYS[4], ARGV[4] .. '000')
-  event = redis.call('INCR', KEYS[4])
-end
-event = string.format('%.0f', event)
-redis.call('HSET', KEYS[3], reg, event)
 local kind = 'hold'
 if cur ~= '' and cur ~= want then
   kind = 'move'
 end
-redis.call('XADD', KEYS[5], '*', 'type', kind, 'registration', reg, 'site', want, 'old_site', cur,
-  'expires_at_ms', expires, 'event', event)
+local event = record_event(kind, reg, want, cur, expires, ARGV[4])
 return {1, cur, expires, event}
