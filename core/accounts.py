@@ -16,6 +16,7 @@ from typing import Any
 
 from core import idcards
 from core.errors import CoreError
+
 # The normalisers live in core.identity (every lookup and throttle uses them); re-exported here.
 from core.identity import MIDDLE_DOT, normalise_id_number, normalise_name, normalise_phone, normalise_username
 from core.passwords import check_policy, normalise_answer

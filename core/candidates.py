@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
-from typing import Any, ClassVar, NamedTuple, Union
+from typing import Any, ClassVar, NamedTuple
 
 import asyncpg
 import orjson
@@ -30,7 +30,7 @@ __all__ = [
     "update_password", "CREDENTIALS_TTL_S", "CREDENTIALS_NEGATIVE_TTL_S",
 ]  # fmt: skip
 
-PG = Union[asyncpg.Pool, asyncpg.Connection]
+PG = asyncpg.Pool | asyncpg.Connection
 
 CREDENTIALS_TTL_S = 3600
 # Short: an unknown name that is registered a moment later must not stay unknown for long

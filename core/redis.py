@@ -14,6 +14,7 @@ admin); errors raised here are redis-py's classes so callers catch one family.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import itertools
 import socket
@@ -21,7 +22,7 @@ import ssl
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
@@ -47,7 +48,7 @@ __all__ = ["REDIS_DOWN", "AutoPipeline", "Endpoint", "abandon", "parse_url"]
 # TimeoutError): callers that degrade rather than fail catch exactly these.
 REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
-Arg = Union[bytes, str, int, float, memoryview]
+Arg = bytes | str | int | float | memoryview
 
 # After a failed (re)connect, commands on that connection fail at once for this long
 # instead of each tick starting another attempt against a server that is down.
@@ -239,7 +240,7 @@ class _Connection(asyncio.Protocol):
                 fut.set_exception(ConnectionError(reason))
 
 
-_Batch = tuple[bytes, list[asyncio.Future[Any]], Union[asyncio.TimerHandle, None]]
+_Batch = tuple[bytes, list[asyncio.Future[Any]], asyncio.TimerHandle | None]
 
 
 class _Slot:
@@ -484,7 +485,7 @@ class AutoPipeline:
                     for result in results:
                         if isinstance(result, BaseException):
                             raise result
-        except asyncio.TimeoutError as exc:  # the builtin, from asyncio.timeout; re-raised as redis-py's
+        except builtins.TimeoutError as exc:  # the builtin, from asyncio.timeout; re-raised as redis-py's
             if conn is not None:
                 conn.abort("connect timed out")
             raise TimeoutError(f"connecting to Redis at {where} took over {self.timeout_ms} ms") from exc

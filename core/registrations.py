@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import asyncpg
 
@@ -31,7 +31,7 @@ __all__ = [
     "CITY_MAX_CHARS", "STATUSES", "WORK_YEARS_MAX",
 ]  # fmt: skip
 
-PG = Union[asyncpg.Pool, asyncpg.Connection]
+PG = asyncpg.Pool | asyncpg.Connection
 
 STATUSES = ("draft", "confirmed", "paid", "cancelled", "expired")
 CITY_MAX_CHARS = 32

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Union
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
@@ -23,7 +23,7 @@ from core.redis import AutoPipeline
 
 __all__ = ["IncludeError", "Script", "ScriptClient", "load_scripts", "preload"]
 
-ScriptClient = Union[AutoPipeline, aioredis.Redis]
+ScriptClient = AutoPipeline | aioredis.Redis
 
 _INCLUDE = re.compile(r"^--#include[ \t]+(\S+)[ \t]*$", re.MULTILINE)
 

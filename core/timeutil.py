@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -10,7 +10,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso_local(moment: datetime) -> str:
@@ -26,7 +26,7 @@ _FIXED_OFFSET_FROM_MS = 694_195_200_000  # 1992-01-01T00:00:00+08:00
 def iso_local_ms(epoch_ms: int) -> str:
     """``iso_local`` of milliseconds since the epoch (sub-second truncated), without building a UTC datetime first."""
     if epoch_ms < _FIXED_OFFSET_FROM_MS:
-        return iso_local(datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=epoch_ms))
+        return iso_local(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms))
     global _last_formatted
     second = epoch_ms // 1000
     last = _last_formatted
