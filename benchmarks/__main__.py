@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,7 @@ def main(names: list[str]) -> int:
             figures.append({"benchmark": name, "metric": "did_not_finish", "value": type(exc).__name__, "unit": "",
                             "target": "finishes", "passed": False, "details": {"error": str(exc)[:2000]}})
     elapsed_s = time.perf_counter() - started
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     about = machine()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{stamp}.json"

@@ -65,7 +65,7 @@ async def _send(session: aiohttp.ClientSession, url: str, body: bytes,
                 return resp.status, error["code"] + (f"/{reason}" if reason else "")
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 return resp.status, "unreadable"
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return 0, "timeout"
     except aiohttp.ClientError as exc:
         return 0, type(exc).__name__

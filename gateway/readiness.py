@@ -47,7 +47,7 @@ async def _redis_and_worker(client: AutoPipeline, heartbeat_s: float) -> tuple[s
         live = await asyncio.wait_for(
             client.execute(b"ZCOUNT", heartbeats.WORKERS, repr(heartbeats.live_since(heartbeat_s)), b"+inf"),
             CHECK_TIMEOUT_S)
-    except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
         return f"unreachable: {type(exc).__name__}", "unknown"
     return "ok", "ok" if live else "missing"
 
@@ -57,7 +57,7 @@ async def _postgres(pool: asyncpg.Pool) -> tuple[str, str]:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
             async with pool.acquire() as conn:
                 todo = await migrate.pending(conn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return f"unreachable: {type(exc).__name__}", "unknown"
     except migrate.MigrationError as exc:
         return "ok", f"mismatch: {exc}"

@@ -23,7 +23,7 @@ import os
 import stat
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 BEIJING = timezone(timedelta(hours=8), "北京时间")  # China keeps +08:00 all year
-FIXED_CREATED_AT = datetime(2000, 1, 1, tzinfo=timezone.utc)
+FIXED_CREATED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 CJK_FAMILY = "ticket-cjk"
 LATIN_FAMILY = "helvetica"
 NOTICE = (

@@ -7,7 +7,6 @@ signature is checked against the platform key before it is believed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -225,7 +224,7 @@ class ProviderClient:
         try:
             async with self._session.request(method, url, timeout=self.timeout, **kwargs) as resp:
                 body = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ProviderUnavailable(provider, str(exc) or type(exc).__name__) from exc
         if resp.status >= 500:
             raise ProviderUnavailable(provider, f"HTTP {resp.status}")

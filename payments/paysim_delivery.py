@@ -61,7 +61,7 @@ class Notifier:
         try:
             async with self.session.post(trade.notify_url, data=body, headers=headers, timeout=self.timeout) as resp:
                 status, reply = resp.status, (await resp.read()).decode("utf-8", "replace")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             delivery.last_status, delivery.last_error = None, str(exc) or type(exc).__name__
             log.info("%s notification %s copy %d for order %s, attempt %d: %s", trade.provider, delivery.event_id,
                      delivery.copy, trade.order_no, delivery.attempts, delivery.last_error)

@@ -17,7 +17,7 @@ import string
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -174,7 +174,7 @@ def transaction(*, order_no: str, transaction_id: str | None, amount_fen: int, a
         tx.update({
             "transaction_id": transaction_id,
             "bank_type": "OTHERS",
-            "success_time": iso_local(paid_at or datetime.now(timezone.utc)),
+            "success_time": iso_local(paid_at or datetime.now(UTC)),
             "payer": {"openid": payer_openid},
             "amount": {"total": amount_fen, "payer_total": amount_fen, "currency": "CNY", "payer_currency": "CNY"},
         })
@@ -193,7 +193,7 @@ def build_notification(*, order_no: str, transaction_id: str, amount_fen: int, a
 
     Resends of one event keep ``event_id``; each is signed afresh at ``now``.
     """
-    moment = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     tx = transaction(order_no=order_no, transaction_id=transaction_id, amount_fen=amount_fen, app_id=app_id,
                      mch_id=mch_id, trade_state=trade_state, paid_at=paid_at or moment, description=description)
     envelope = {
