@@ -35,7 +35,7 @@ from tests.gateway.seat_stack import make_candidates, make_registrations, make_s
 
 if not in_ci():  # under CI a missing Playwright is a failure, as a missing browser is
     pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install -e '.[test]')")
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.timeout(150)
 

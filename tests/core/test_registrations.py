@@ -7,7 +7,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -32,7 +32,7 @@ from core.registrations import (
 )
 from tests.factories import make_exam
 
-NOW = datetime(2030, 3, 1, 2, 0, tzinfo=timezone.utc)
+NOW = datetime(2030, 3, 1, 2, 0, tzinfo=UTC)
 EXAM_ID = 7
 
 
@@ -173,9 +173,9 @@ def test_outside_the_window_is_closed_whatever_the_body() -> None:
 
 def test_window_defaults_to_the_current_time() -> None:
     with pytest.raises(RegistrationClosed):
-        check_window(replace(EXAM, registration_closes_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
-    check_window(replace(EXAM, registration_opens_at=datetime.now(timezone.utc) - timedelta(seconds=5),
-                         registration_closes_at=datetime.now(timezone.utc) + timedelta(days=1)))  # fmt: skip
+        check_window(replace(EXAM, registration_closes_at=datetime.now(UTC) - timedelta(seconds=1)))
+    check_window(replace(EXAM, registration_opens_at=datetime.now(UTC) - timedelta(seconds=5),
+                         registration_closes_at=datetime.now(UTC) + timedelta(days=1)))  # fmt: skip
 
 
 # -- repository --------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ async def test_get_shows_seat_order_and_ticket(pg: asyncpg.Connection) -> None:
     request = await exam_request(pg)
     registration_id = await create(pg, candidate_id, request)
     site_id = await pg.fetchval("SELECT min(id) FROM exam_sites WHERE exam_id = $1", request.exam_id)
-    hold_until = datetime(2030, 1, 1, 4, 30, tzinfo=timezone.utc)
+    hold_until = datetime(2030, 1, 1, 4, 30, tzinfo=UTC)
     await pg.execute("UPDATE registrations SET site_id = $2, hold_expires_at = $3 WHERE id = $1",
                      registration_id, site_id, hold_until)  # fmt: skip
     await pg.execute(

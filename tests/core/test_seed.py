@@ -11,7 +11,7 @@ import asyncio
 import random
 import secrets
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -121,7 +121,7 @@ async def test_scores_cover_each_registered_subject_once(databases: dict[str, st
 
 async def test_exams_sites_and_windows(databases: dict[str, str]) -> None:
     exams = {r["code"]: r for r in await _fetch(databases["a"], "SELECT * FROM exams")}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     a, b = exams[EXAM_A_CODE], exams[EXAM_B_CODE]
     assert a["ticket_print_opens_at"] < now < a["ticket_print_closes_at"]
     assert a["score_release_at"] <= now and a["exam_starts_at"] < now
@@ -152,7 +152,7 @@ async def test_educations_follow_the_birth_year(databases: dict[str, str]) -> No
            FROM educations e JOIN candidates c ON c.id = e.candidate_id""",
     )
     age = {"doctorate": 29, "master": 25, "bachelor": 22, "college": 21, "secondary": 18}
-    latest = datetime.now(timezone.utc).year - 1
+    latest = datetime.now(UTC).year - 1
     for r in rows:
         delay = 0 if r["mode"] == "full_time" else 3
         assert r["graduated_on"].year == min(latest, int(r["id_number"][6:10]) + age[r["level"]] + delay)

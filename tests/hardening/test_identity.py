@@ -31,9 +31,9 @@ SMS = "/api/v1/password-resets/sms"
 SESSIONS = "/api/v1/sessions"
 SCORES = "/api/v1/scores/lookup"
 NEW_PASSWORD = "New#Pass2026"
-CAPTCHA_OFF = {route: "off" for route in (
+CAPTCHA_OFF = dict.fromkeys((
     "accounts.create", "sessions.create", "password_resets.question.start", "password_resets.sms.start",
-    "password_resets.*", "tickets.lookup", "scores.lookup")}
+    "password_resets.*", "tickets.lookup", "scores.lookup"), "off")
 
 
 def full_width(text: str) -> str:

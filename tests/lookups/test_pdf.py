@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -40,8 +40,8 @@ TICKET = TicketDoc(
     subjects=(
         TicketSubject("101", "思想政治理论", datetime(2026, 12, 20, 8, 30, tzinfo=BJ), datetime(2026, 12, 20, 11, 30, tzinfo=BJ)),
         # given in UTC: printed in Beijing time
-        TicketSubject("201", "英语（一）", datetime(2026, 12, 20, 6, 0, tzinfo=timezone.utc),
-                      datetime(2026, 12, 20, 9, 0, tzinfo=timezone.utc)),
+        TicketSubject("201", "英语（一）", datetime(2026, 12, 20, 6, 0, tzinfo=UTC),
+                      datetime(2026, 12, 20, 9, 0, tzinfo=UTC)),
     ),
 )
 
@@ -175,8 +175,8 @@ def test_mask_id_number(id_number: str, masked: str) -> None:
 def test_format_exam_time() -> None:
     assert format_exam_time(datetime(2026, 12, 20, 9, 0, tzinfo=BJ),
                             datetime(2026, 12, 20, 11, 30, tzinfo=BJ)) == "2026年12月20日 09:00–11:30"
-    assert format_exam_time(datetime(2027, 1, 5, 1, 0, tzinfo=timezone.utc),
-                            datetime(2027, 1, 5, 3, 0, tzinfo=timezone.utc)) == "2027年1月5日 09:00–11:00"
+    assert format_exam_time(datetime(2027, 1, 5, 1, 0, tzinfo=UTC),
+                            datetime(2027, 1, 5, 3, 0, tzinfo=UTC)) == "2027年1月5日 09:00–11:00"
     assert format_exam_time(datetime(2026, 12, 20, 23, 0, tzinfo=BJ),
                             datetime(2026, 12, 21, 1, 0, tzinfo=BJ)) == "2026年12月20日 23:00–2026年12月21日 01:00"
     with pytest.raises(ValueError):
