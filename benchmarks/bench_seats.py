@@ -339,7 +339,7 @@ async def _redis_race(client: AutoPipeline, store: Any, exam_id: int, site_id: i
 
     async def take(registration_id: int) -> bool:
         try:
-            await holds.hold_seat(client, exam_id, registration_id, site_id, ttl_s=1800, admitted=True)
+            await holds.hold_seat(client, exam_id, registration_id, site_id, ttl_s=1800)
         except holds.SiteFull:
             return False
         return True

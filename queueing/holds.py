@@ -10,8 +10,8 @@ Per exam (all keys share the tag ``{exam:N}``, so one script touches one slot):
   ``expires_at_ms`` ('' = none or permanent), ``event``: a number increasing per exam);
 - ``hold_last_event`` hash registration → its latest event number (see ``writebehind``).
 
-The admission check is the caller's: it verifies the signed admission token in Python
-and passes ``admitted``; the scripts check the current hold and the remaining seats.
+The admission check is the caller's: the gateway verifies the signed admission token
+before it holds a seat; the scripts check the current hold and the remaining seats.
 A script cannot build the old site's key, so the caller names the site it believes is
 held (``current_site``); the script checks that belief and, when it is wrong, answers
 with the real one and the call is repeated (two round trips for a move without a hint).
@@ -29,7 +29,7 @@ from core.catalogue import Catalogue
 from core.redis import AutoPipeline
 from core.scripts import Script, ScriptClient, load_scripts
 from queueing import keys
-from queueing.errors import AdmissionInvalid, QueueingError
+from queueing.errors import QueueingError
 
 DEFAULT_HOLD_TTL_S = 1800
 # A belief about the held site can be wrong at most once per concurrent change; past
@@ -49,14 +49,6 @@ class SiteFull(HoldError):
     def __init__(self, site_id: int) -> None:
         super().__init__(f"site {site_id} has no seat left")
         self.site_id = site_id
-
-
-class AdmissionRequired(AdmissionInvalid, HoldError):
-    """``hold_seat`` was called without an admission (HTTP 403 ``admission_required``, like ``AdmissionInvalid``)."""
-
-    def __init__(self, registration_id: int) -> None:
-        super().__init__("not_admitted")
-        self.registration_id = registration_id
 
 
 class InventoryMissing(HoldError):
@@ -158,19 +150,15 @@ async def hold_seat(
     site_id: int,
     *,
     ttl_s: int,
-    admitted: bool,
     current_site: int | None = None,
     now_ms: int | None = None,
 ) -> Hold:
     """Hold a seat at ``site_id`` for ``ttl_s``: take it, move the hold there, or refresh it.
 
-    ``admitted`` is the caller's verdict on the admission token (False raises
-    ``AdmissionRequired`` without touching Redis). ``current_site`` is a hint saving a
-    round trip on moves; a wrong hint only costs one. Raises
-    ``SiteFull``, ``InventoryMissing``, ``SeatLocked`` (paid holds do not move).
+    The caller has checked the admission. ``current_site`` is a hint saving a round trip
+    on moves; a wrong hint only costs one. Raises ``SiteFull``, ``InventoryMissing``,
+    ``SeatLocked`` (paid holds do not move).
     """
-    if not admitted:
-        raise AdmissionRequired(registration_id)
     if ttl_s <= 0:
         raise ValueError("ttl_s must be positive (make_permanent holds without expiry)")
     return await _take(client, exam_id, registration_id, site_id, ttl_ms=ttl_s * 1000,

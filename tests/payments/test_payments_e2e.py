@@ -417,7 +417,7 @@ async def test_the_order_route_opens_one_order_per_hold_and_a_payment_at_the_sim
     await conn.execute("UPDATE registrations SET status = 'confirmed', site_id = $2 WHERE id = ANY($1::bigint[])",
                        [paying, holdless], site_id)
     await redis.set(qkeys.site_left(exam_id, site_id), 10)
-    hold = await holds.hold_seat(redis, exam_id, paying, site_id, ttl_s=600, admitted=True)
+    hold = await holds.hold_seat(redis, exam_id, paying, site_id, ttl_s=600)
     payer_token, drafter_token, unheld_token = await make_sessions(redis_url, [payer, drafter, unheld])
 
     async with aiohttp.ClientSession() as http:

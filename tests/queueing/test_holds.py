@@ -15,11 +15,9 @@ from core.catalogue import load_catalogue
 from core.redis import AutoPipeline
 from core.scripts import preload
 from queueing import keys
-from queueing.errors import AdmissionInvalid
 from queueing.holds import (
     RELEASE,
     TAKE,
-    AdmissionRequired,
     Hold,
     InventoryMissing,
     Release,
@@ -105,19 +103,19 @@ def test_scripts_have_headers() -> None:
 async def test_take_refresh_and_move(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
     exam_id, (site_a, site_b) = await exam_with_sites(pg, redis, [10, 5])
 
-    hold = await hold_seat(redis, exam_id, 7, site_a, ttl_s=TTL_S, admitted=True, now_ms=NOW_MS)
+    hold = await hold_seat(redis, exam_id, 7, site_a, ttl_s=TTL_S, now_ms=NOW_MS)
     assert hold.site_id == site_a and hold.previous_site_id is None
     assert hold.expires_at_ms == NOW_MS + TTL_S * 1000
     assert hold.expires_at is not None and hold.expires_at.timestamp() * 1000 == hold.expires_at_ms
     assert await left(redis, exam_id, site_a) == 9
     assert await current_hold(redis, exam_id, 7) == (site_a, NOW_MS + TTL_S * 1000)
 
-    refreshed = await hold_seat(redis, exam_id, 7, site_a, ttl_s=TTL_S, admitted=True, now_ms=NOW_MS + 5000)
+    refreshed = await hold_seat(redis, exam_id, 7, site_a, ttl_s=TTL_S, now_ms=NOW_MS + 5000)
     assert refreshed.previous_site_id == site_a and refreshed.expires_at_ms == NOW_MS + 5000 + TTL_S * 1000
     assert await left(redis, exam_id, site_a) == 9
     assert refreshed.event == hold.event + 1
 
-    moved = await hold_seat(redis, exam_id, 7, site_b, ttl_s=60, admitted=True, now_ms=NOW_MS + 6000)  # no hint
+    moved = await hold_seat(redis, exam_id, 7, site_b, ttl_s=60, now_ms=NOW_MS + 6000)  # no hint
     assert moved.previous_site_id == site_a and moved.site_id == site_b
     assert (await left(redis, exam_id, site_a), await left(redis, exam_id, site_b)) == (10, 4)
     assert await redis.hgetall(keys.holds(exam_id)) == {b"7": str(site_b).encode()}
@@ -139,14 +137,14 @@ async def test_take_refresh_and_move(pg: asyncpg.Connection, redis: aioredis.Red
 
 async def test_wrong_hint_is_corrected(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
     exam_id, (site_a, site_b) = await exam_with_sites(pg, redis, [3, 3])
-    await hold_seat(redis, exam_id, 1, site_a, ttl_s=TTL_S, admitted=True)
+    await hold_seat(redis, exam_id, 1, site_a, ttl_s=TTL_S)
 
     reply = await TAKE.run(redis, [*_base(exam_id), keys.site_left(exam_id, site_b), keys.site_left(exam_id, site_b)],
                            [1, site_b, site_b, NOW_MS, 1000])
     assert reply == [-2, str(site_a).encode()]  # the script checks the belief, writes nothing
     assert await left(redis, exam_id, site_b) == 3
 
-    moved = await hold_seat(redis, exam_id, 1, site_b, ttl_s=TTL_S, admitted=True, current_site=site_b)
+    moved = await hold_seat(redis, exam_id, 1, site_b, ttl_s=TTL_S, current_site=site_b)
     assert moved.previous_site_id == site_a
     assert (await left(redis, exam_id, site_a), await left(redis, exam_id, site_b)) == (3, 2)
 
@@ -156,20 +154,18 @@ def _base(exam_id: int) -> list[str]:
             keys.hold_event_counter(exam_id), keys.holds_stream(exam_id)]
 
 
-async def test_full_missing_and_unadmitted_write_nothing(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
+async def test_full_and_missing_write_nothing(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
     exam_id, (site_a, site_b) = await exam_with_sites(pg, redis, [1, 0])
-    await hold_seat(redis, exam_id, 1, site_a, ttl_s=TTL_S, admitted=True)
+    await hold_seat(redis, exam_id, 1, site_a, ttl_s=TTL_S)
     before = await redis.xlen(keys.holds_stream(exam_id))
 
     with pytest.raises(SiteFull) as full:
-        await hold_seat(redis, exam_id, 2, site_a, ttl_s=TTL_S, admitted=True)
+        await hold_seat(redis, exam_id, 2, site_a, ttl_s=TTL_S)
     assert full.value.site_id == site_a
     with pytest.raises(SiteFull):
-        await hold_seat(redis, exam_id, 1, site_b, ttl_s=TTL_S, admitted=True)  # a move to a full site
+        await hold_seat(redis, exam_id, 1, site_b, ttl_s=TTL_S)  # a move to a full site
     with pytest.raises(InventoryMissing):
-        await hold_seat(redis, exam_id, 2, 999_999, ttl_s=TTL_S, admitted=True)
-    with pytest.raises(AdmissionRequired):
-        await hold_seat(redis, exam_id, 2, site_a, ttl_s=TTL_S, admitted=False)
+        await hold_seat(redis, exam_id, 2, 999_999, ttl_s=TTL_S)
 
     assert (await current_hold(redis, exam_id, 1))[0] == site_a
     assert await current_hold(redis, exam_id, 2) == (None, None)
@@ -179,7 +175,7 @@ async def test_full_missing_and_unadmitted_write_nothing(pg: asyncpg.Connection,
 
 async def test_release(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
     exam_id, (site_a, _) = await exam_with_sites(pg, redis, [2, 2])
-    await hold_seat(redis, exam_id, 5, site_a, ttl_s=TTL_S, admitted=True)
+    await hold_seat(redis, exam_id, 5, site_a, ttl_s=TTL_S)
 
     released = await release_seat(redis, exam_id, 5)
     assert released.site_id == site_a and released.event > 0
@@ -196,7 +192,7 @@ async def test_release(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
 
 async def test_permanent_holds(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
     exam_id, (site_a, site_b) = await exam_with_sites(pg, redis, [2, 2])
-    await hold_seat(redis, exam_id, 5, site_a, ttl_s=TTL_S, admitted=True)
+    await hold_seat(redis, exam_id, 5, site_a, ttl_s=TTL_S)
 
     kept = await make_permanent(redis, exam_id, 5, site_a)
     assert kept.site_id == site_a and kept.expires_at_ms is None and kept.expires_at is None
@@ -205,9 +201,9 @@ async def test_permanent_holds(pg: asyncpg.Connection, redis: aioredis.Redis) ->
     assert await make_permanent(redis, exam_id, 5, site_a) == Hold(5, site_a, None, site_a, kept.event + 1)
 
     # asking for the paid seat again changes nothing; another site or a release is refused
-    assert (await hold_seat(redis, exam_id, 5, site_a, ttl_s=TTL_S, admitted=True)).expires_at_ms is None
+    assert (await hold_seat(redis, exam_id, 5, site_a, ttl_s=TTL_S)).expires_at_ms is None
     with pytest.raises(SeatLocked):
-        await hold_seat(redis, exam_id, 5, site_b, ttl_s=TTL_S, admitted=True)
+        await hold_seat(redis, exam_id, 5, site_b, ttl_s=TTL_S)
     with pytest.raises(SeatLocked):
         await release_seat(redis, exam_id, 5)
     assert await left(redis, exam_id, site_a) == 1
@@ -224,7 +220,7 @@ async def test_2000_concurrent_holds_for_100_seats(pg: asyncpg.Connection, redis
     exam_id, (site, _) = await exam_with_sites(pg, redis, [100, 10])
 
     results = await asyncio.gather(
-        *(hold_seat(pipeline, exam_id, reg, site, ttl_s=TTL_S, admitted=True) for reg in range(1, 2001)),
+        *(hold_seat(pipeline, exam_id, reg, site, ttl_s=TTL_S) for reg in range(1, 2001)),
         return_exceptions=True,
     )
 
@@ -243,7 +239,7 @@ async def test_moves_under_contention_keep_the_total(pg: asyncpg.Connection, red
     exam_id, sites = await exam_with_sites(pg, redis, [60, 40])
     capacity = {sites[0]: 60, sites[1]: 40}
     regs = list(range(1, 91))  # 90 candidates for 100 seats: moves contend for the last ones
-    first = await asyncio.gather(*(hold_seat(pipeline, exam_id, reg, sites[reg % 2], ttl_s=TTL_S, admitted=True)
+    first = await asyncio.gather(*(hold_seat(pipeline, exam_id, reg, sites[reg % 2], ttl_s=TTL_S)
                                    for reg in regs), return_exceptions=True)
     assert all(isinstance(r, (Hold, SiteFull)) for r in first)
 
@@ -254,7 +250,7 @@ async def test_moves_under_contention_keep_the_total(pg: asyncpg.Connection, red
             return await release_seat(pipeline, exam_id, reg, current_site=held)
         # a stale hint half the time: the script corrects it
         hint = held if reg % 2 else None
-        return await hold_seat(pipeline, exam_id, reg, target, ttl_s=TTL_S, admitted=True, current_site=hint)
+        return await hold_seat(pipeline, exam_id, reg, target, ttl_s=TTL_S, current_site=hint)
 
     for round_no in range(6):
         results = await asyncio.gather(*(shuffle(reg, round_no) for reg in regs), return_exceptions=True)
@@ -284,10 +280,8 @@ async def test_active_exams_and_their_streams(pg: asyncpg.Connection) -> None:
 async def test_live_hold(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
     exam_id, (site_a, _) = await exam_with_sites(pg, redis, [2, 2])
     assert not await has_live_hold(redis, exam_id, 1)
-    await hold_seat(redis, exam_id, 1, site_a, ttl_s=60, admitted=True, now_ms=NOW_MS)
+    await hold_seat(redis, exam_id, 1, site_a, ttl_s=60, now_ms=NOW_MS)
     assert await has_live_hold(redis, exam_id, 1, now_ms=NOW_MS + 59_999)
     assert not await has_live_hold(redis, exam_id, 1, now_ms=NOW_MS + 60_000)
     await make_permanent(redis, exam_id, 1, site_a)
     assert await has_live_hold(redis, exam_id, 1, now_ms=NOW_MS + 10**12)
-    with pytest.raises(AdmissionInvalid):  # the gateway's 403 for a bad token covers it
-        await hold_seat(redis, exam_id, 2, site_a, ttl_s=60, admitted=False)

@@ -102,7 +102,7 @@ async def test_a_supervisor_stops_its_loops_promptly(pg_dsn: str, pg: asyncpg.Co
             }, restart_delay_s=0.5)
             running = asyncio.create_task(supervisor.run(stop))
             for reg in rng.sample(regs, 20):
-                await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S, admitted=True)
+                await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S)
             await asyncio.sleep(rng.uniform(0, 0.05))
             stop.set()
             done, _ = await asyncio.wait({running}, timeout=2)

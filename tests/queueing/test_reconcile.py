@@ -49,9 +49,9 @@ async def busy_exam(pg: asyncpg.Connection, redis: aioredis.Redis) -> tuple[int,
     exam_id, sites = await exam_with_sites(pg, redis, [20, 20])
     regs = await make_registrations(pg, exam_id, 30)
     for index, reg in enumerate(regs):
-        await hold_seat(redis, exam_id, reg, sites[index % 2], ttl_s=TTL_S + index, admitted=True)
+        await hold_seat(redis, exam_id, reg, sites[index % 2], ttl_s=TTL_S + index)
     for reg in regs[:5]:
-        await hold_seat(redis, exam_id, reg, sites[1], ttl_s=TTL_S, admitted=True)
+        await hold_seat(redis, exam_id, reg, sites[1], ttl_s=TTL_S)
     for reg in regs[5:9]:
         await release_seat(redis, exam_id, reg)
     await make_permanent(redis, exam_id, regs[10], sites[0])
@@ -81,7 +81,7 @@ async def test_flushdb_is_restored_exactly(pg: asyncpg.Connection, redis: aiored
     assert not again.drifted and again.as_dict()["exams"][0]["sites"] == []
 
     # holds carry on after the rebuild, and the write-behind follows them
-    moved = await hold_seat(redis, exam_id, regs[20], sites[1], ttl_s=TTL_S, admitted=True)
+    moved = await hold_seat(redis, exam_id, regs[20], sites[1], ttl_s=TTL_S)
     await drain_once(redis, pg, [keys.holds_stream(exam_id)], consumer_name="c")
     assert await pg.fetchval("SELECT site_id FROM registrations WHERE id = $1", regs[20]) == moved.site_id
 
@@ -108,7 +108,7 @@ async def test_stream_is_drained_first(pg: asyncpg.Connection, redis: aioredis.R
     exam_id, sites = await exam_with_sites(pg, redis, [5, 5])
     regs = await make_registrations(pg, exam_id, 3)
     for reg in regs:
-        await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S, admitted=True)
+        await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S)
     before = await snapshot(redis, exam_id, sites)
 
     report = await reconcile(pg, redis, exam_id)  # PostgreSQL has not seen these holds yet
@@ -142,15 +142,15 @@ async def test_holds_in_flight_are_kept_as_redis_has_them(pg: asyncpg.Connection
     regs = await make_registrations(pg, exam_id, 5)
     stream = keys.holds_stream(exam_id)
     for reg in regs[:3]:
-        await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S, admitted=True)
+        await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S)
     await drain_once(redis, pg, [stream], consumer_name="c")
     # Not in PostgreSQL yet: a move, a release, a new hold (read by a consumer that never
     # acknowledged it), and a new hold not even read.
-    await hold_seat(redis, exam_id, regs[0], sites[1], ttl_s=TTL_S, admitted=True)
+    await hold_seat(redis, exam_id, regs[0], sites[1], ttl_s=TTL_S)
     await release_seat(redis, exam_id, regs[1])
-    await hold_seat(redis, exam_id, regs[3], sites[1], ttl_s=TTL_S, admitted=True)
+    await hold_seat(redis, exam_id, regs[3], sites[1], ttl_s=TTL_S)
     await redis.xreadgroup(GROUP, "crashed", {stream: ">"}, count=3)
-    await hold_seat(redis, exam_id, regs[4], sites[0], ttl_s=TTL_S, admitted=True)
+    await hold_seat(redis, exam_id, regs[4], sites[0], ttl_s=TTL_S)
     assert set(await unapplied_events(redis, stream)) == {regs[0], regs[1], regs[3], regs[4]}
     before = await snapshot(redis, exam_id, sites)
     await redis.set(keys.site_left(exam_id, sites[0]), 99)  # drift elsewhere is still repaired
@@ -172,8 +172,8 @@ async def test_unapplied_events_without_a_group_or_a_stream(pg: asyncpg.Connecti
     (reg,) = await make_registrations(pg, exam_id, 1)
     stream = keys.holds_stream(exam_id)
     assert await unapplied_events(redis, stream) == {}
-    first = await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S, admitted=True)
-    second = await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S, admitted=True)
+    first = await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S)
+    second = await hold_seat(redis, exam_id, reg, sites[0], ttl_s=TTL_S)
     assert await unapplied_events(redis, stream) == {reg: {first.event, second.event}}  # no group yet
     await ensure_groups(redis, [stream])
     assert await unapplied_events(redis, stream, page_size=1) == {reg: {first.event, second.event}}
@@ -195,7 +195,7 @@ async def test_holds_taken_while_reconcile_runs_are_never_undone(pg_dsn: str, pg
     async def take(reg: int, site: int, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         try:
-            await hold_seat(redis, exam_id, reg, site, ttl_s=TTL_S, admitted=True)
+            await hold_seat(redis, exam_id, reg, site, ttl_s=TTL_S)
         except SiteFull:
             return
         acknowledged[reg] = site

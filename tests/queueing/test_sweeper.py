@@ -25,11 +25,11 @@ NOW_MS = 1_750_000_000_000
 async def test_releases_expired_holds_only(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
     exam_id, (site_a, site_b) = await exam_with_sites(pg, redis, [10, 10])
     expired, refreshed, live, paid = await make_registrations(pg, exam_id, 4)
-    await hold_seat(redis, exam_id, expired, site_a, ttl_s=60, admitted=True, now_ms=NOW_MS)
-    await hold_seat(redis, exam_id, refreshed, site_a, ttl_s=60, admitted=True, now_ms=NOW_MS)
-    await hold_seat(redis, exam_id, refreshed, site_b, ttl_s=60, admitted=True, now_ms=NOW_MS + 50_000)  # moved later
-    await hold_seat(redis, exam_id, live, site_b, ttl_s=3600, admitted=True, now_ms=NOW_MS)
-    await hold_seat(redis, exam_id, paid, site_b, ttl_s=60, admitted=True, now_ms=NOW_MS)
+    await hold_seat(redis, exam_id, expired, site_a, ttl_s=60, now_ms=NOW_MS)
+    await hold_seat(redis, exam_id, refreshed, site_a, ttl_s=60, now_ms=NOW_MS)
+    await hold_seat(redis, exam_id, refreshed, site_b, ttl_s=60, now_ms=NOW_MS + 50_000)  # moved later
+    await hold_seat(redis, exam_id, live, site_b, ttl_s=3600, now_ms=NOW_MS)
+    await hold_seat(redis, exam_id, paid, site_b, ttl_s=60, now_ms=NOW_MS)
     await make_permanent(redis, exam_id, paid, site_b, now_ms=NOW_MS)
 
     assert await sweep_exam(redis, exam_id, now_ms=NOW_MS + 59_999) == 0
@@ -56,7 +56,7 @@ async def test_releases_expired_holds_only(pg: asyncpg.Connection, redis: aiored
 
 async def test_expire_script_leaves_changed_holds(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
     exam_id, (site_a, site_b) = await exam_with_sites(pg, redis, [5, 5])
-    await hold_seat(redis, exam_id, 1, site_a, ttl_s=60, admitted=True, now_ms=NOW_MS)
+    await hold_seat(redis, exam_id, 1, site_a, ttl_s=60, now_ms=NOW_MS)
     expiry = NOW_MS + 60_000
     script_keys = [*event_keys(exam_id), keys.site_left(exam_id, site_a)]
 
@@ -82,12 +82,12 @@ async def test_sweeping_while_holds_are_refreshed(pg: asyncpg.Connection, redis:
     exam_id, (site_a, _) = await exam_with_sites(pg, redis, [300, 5])
     regs = list(range(1, 301))
     for reg in regs:
-        await hold_seat(redis, exam_id, reg, site_a, ttl_s=1, admitted=True, now_ms=NOW_MS)
+        await hold_seat(redis, exam_id, reg, site_a, ttl_s=1, now_ms=NOW_MS)
     later = NOW_MS + 5000
 
     pipeline = await AutoPipeline.connect(redis_url, connections=2, timeout_ms=5000)  # as the gateway does
     try:
-        refreshes = [hold_seat(pipeline, exam_id, reg, site_a, ttl_s=60, admitted=True, now_ms=later)
+        refreshes = [hold_seat(pipeline, exam_id, reg, site_a, ttl_s=60, now_ms=later)
                      for reg in regs[::2]]
         released, *_ = await asyncio.gather(sweep_exam(redis, exam_id, now_ms=later, batch_size=50), *refreshes)
     finally:

@@ -68,7 +68,7 @@ async def test_drain_writes_exactly_the_holds(pg: asyncpg.Connection, redis: aio
     exam_id, (site, _) = await exam_with_sites(pg, redis, [100, 10])
     regs = await make_registrations(pg, exam_id, 2000)
 
-    results = await asyncio.gather(*(hold_seat(pipeline, exam_id, reg, site, ttl_s=TTL_S, admitted=True)
+    results = await asyncio.gather(*(hold_seat(pipeline, exam_id, reg, site, ttl_s=TTL_S)
                                      for reg in regs), return_exceptions=True)
     assert sum(isinstance(r, Hold) for r in results) == 100
     assert sum(isinstance(r, SiteFull) for r in results) == 1900
@@ -86,11 +86,11 @@ async def test_drain_writes_exactly_the_holds(pg: asyncpg.Connection, redis: aio
 async def test_only_the_latest_event_applies_in_any_order(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
     exam_id, (site_a, site_b) = await exam_with_sites(pg, redis, [5, 5])
     reg, other = await make_registrations(pg, exam_id, 2)
-    await hold_seat(redis, exam_id, reg, site_a, ttl_s=TTL_S, admitted=True)
-    await hold_seat(redis, exam_id, reg, site_b, ttl_s=TTL_S, admitted=True)
+    await hold_seat(redis, exam_id, reg, site_a, ttl_s=TTL_S)
+    await hold_seat(redis, exam_id, reg, site_b, ttl_s=TTL_S)
     await release_seat(redis, exam_id, reg)
-    final = await hold_seat(redis, exam_id, reg, site_a, ttl_s=60, admitted=True)
-    await hold_seat(redis, exam_id, other, site_b, ttl_s=TTL_S, admitted=True)
+    final = await hold_seat(redis, exam_id, reg, site_a, ttl_s=60)
+    await hold_seat(redis, exam_id, other, site_b, ttl_s=TTL_S)
     await release_seat(redis, exam_id, other)
     stream = keys.holds_stream(exam_id)
     events = [parse_event(stream, entry_id.decode(), fields) for entry_id, fields in await redis.xrange(stream)]
@@ -112,7 +112,7 @@ async def test_crashed_consumer_loses_and_duplicates_nothing(pg: asyncpg.Connect
     exam_id, (site_a, site_b) = await exam_with_sites(pg, redis, [30, 30])
     regs = await make_registrations(pg, exam_id, 40)
     for reg in regs:
-        await hold_seat(redis, exam_id, reg, site_a if reg % 2 else site_b, ttl_s=TTL_S, admitted=True)
+        await hold_seat(redis, exam_id, reg, site_a if reg % 2 else site_b, ttl_s=TTL_S)
     stream = keys.holds_stream(exam_id)
     await ensure_groups(redis, [stream])
 
@@ -144,8 +144,8 @@ async def test_poison_entries_end_in_dead_letters_and_replay(pg: asyncpg.Connect
     # a site Redis knows and PostgreSQL does not (yet): its events violate the foreign key
     ghost = await pg.fetchval("SELECT max(id) FROM exam_sites") + 1000
     await redis.set(keys.site_left(exam_id, ghost), 3)
-    await hold_seat(redis, exam_id, good, site_a, ttl_s=TTL_S, admitted=True)
-    await hold_seat(redis, exam_id, bad, ghost, ttl_s=TTL_S, admitted=True)
+    await hold_seat(redis, exam_id, good, site_a, ttl_s=TTL_S)
+    await hold_seat(redis, exam_id, bad, ghost, ttl_s=TTL_S)
     stream = keys.holds_stream(exam_id)
     await redis.xadd(stream, {"type": "hold", "registration": "not-a-number"})
 
@@ -182,7 +182,7 @@ async def test_poison_entries_end_in_dead_letters_and_replay(pg: asyncpg.Connect
 async def test_paid_seat_is_never_cleared(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
     exam_id, (site_a, _) = await exam_with_sites(pg, redis, [5, 5])
     (reg,) = await make_registrations(pg, exam_id, 1)
-    await hold_seat(redis, exam_id, reg, site_a, ttl_s=TTL_S, admitted=True)
+    await hold_seat(redis, exam_id, reg, site_a, ttl_s=TTL_S)
     await make_permanent(redis, exam_id, reg, site_a)
     stream = keys.holds_stream(exam_id)
     await drain_once(redis, pg, [stream], consumer_name="c")
@@ -208,7 +208,7 @@ async def test_run_consumer_and_trim(pg_dsn: str, pg: asyncpg.Connection, redis:
                                             block_ms=50, trim_interval_s=0))
     try:
         for reg in regs:
-            await hold_seat(redis, exam_id, reg, site_a, ttl_s=TTL_S, admitted=True)
+            await hold_seat(redis, exam_id, reg, site_a, ttl_s=TTL_S)
         async with asyncio.timeout(10):
             while len(await pg_holds(pg, exam_id)) < 20:
                 await asyncio.sleep(0.02)
