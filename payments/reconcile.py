@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 
 from core.errors import storage_errors
+from core.loops import pause, should_stop
 from core.scripts import ScriptClient
 from core.timeutil import utcnow
 from payments import settle
@@ -33,7 +34,6 @@ from payments.clients import ProviderClient, Trade
 from payments.errors import PaymentError, TradeAlreadyPaid
 from payments.notice import Notice
 from queueing import holds
-from queueing.loops import pause, should_stop
 
 log = logging.getLogger("examgate.payments.reconcile")
 

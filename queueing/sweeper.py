@@ -16,9 +16,9 @@ from typing import Any, Union
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from core.loops import pause, should_stop
 from queueing import keys
 from queueing.holds import EXPIRE, clock_ms, event_keys
-from queueing.loops import pause, should_stop
 
 log = logging.getLogger("examgate.sweeper")
 
@@ -81,7 +81,7 @@ async def run_sweeper(redis: aioredis.Redis, *, exams: ExamSource, stop_event: a
     ``exams`` is a list of exam ids or an async function returning the current list
     (e.g. ``active_exam_ids(catalogue)``). Several sweepers may run: each release is atomic.
     Under a supervisor pass no ``stop_event``: cancelling the task is the one way to stop it,
-    and a cancellation swallowed by a Redis call below is raised again (``queueing.loops``).
+    and a cancellation swallowed by a Redis call below is raised again (``core.loops``).
     """
     while not should_stop(stop_event):
         exam_ids = await exams() if callable(exams) else exams

@@ -40,9 +40,9 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from core.loops import pause, should_stop
 from queueing import keys
 from queueing.holds import clock_ms, ms_to_datetime
-from queueing.loops import pause, should_stop
 
 log = logging.getLogger("examgate.writebehind")
 
@@ -424,7 +424,7 @@ async def run_consumer(
     (e.g. ``hold_streams(active_exam_ids(catalogue))``), refreshed every ``streams_refresh_s``.
     ``redis`` must have no socket timeout shorter than ``block_ms``. Under a supervisor (a
     worker task) pass no ``stop_event``: cancelling the task is the one way to stop it, and a
-    cancellation swallowed by a Redis call below is raised again (``queueing.loops``).
+    cancellation swallowed by a Redis call below is raised again (``core.loops``).
     """
     loop = asyncio.get_running_loop()
     current: Sequence[str] = []

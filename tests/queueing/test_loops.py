@@ -15,10 +15,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from core.loops import pause, raise_if_cancelled, should_stop
 from core.tasks import Supervisor
 from queueing import keys
 from queueing.holds import hold_seat
-from queueing.loops import pause, raise_if_cancelled, should_stop
 from queueing.sweeper import run_sweeper
 from queueing.writebehind import run_consumer
 from tests.queueing.test_holds import exam_with_sites, make_registrations

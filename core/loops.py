@@ -1,4 +1,4 @@
-"""Pausing the worker's loops (write-behind, sweeper) so that a cancellation is never lost.
+"""Pausing the worker's loops (write-behind, sweeper, order reconciler) so that a cancellation is never lost.
 
 On Python 3.11 ``asyncio.wait_for`` returns its awaitable's result when a cancellation lands
 just as that awaitable completes, and the cancellation is gone. redis-py 8 wraps every
