@@ -20,6 +20,7 @@ from core.redis import AutoPipeline
 from core.scripts import load_scripts, preload
 from core.sessions import SessionSettings
 from gateway import keys as appkeys
+from gateway import routing
 from gateway.catalogue import CatalogueCache
 from gateway.clientip import ClientIp
 from gateway.config import Settings
@@ -181,22 +182,7 @@ def _ticket_link(key: bytes, ttl_s: int, ticket_no: str, exam_id: int) -> str:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway application for ``settings``."""
-    from gateway.routes import (
-        accounts,
-        admin,
-        bench,
-        captcha,
-        console,
-        exams,
-        health,
-        lookups,
-        pages,
-        payments,
-        queue,
-        recovery,
-        registrations,
-        sessions,
-    )
+    from gateway.routes import modules
 
     app = web.Application(
         middlewares=[make_edge_middleware(settings.max_body_bytes), shedding, throttle],
@@ -217,19 +203,15 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.TICKET_LINKS] = functools.partial(_ticket_link, pdf_key, settings.ticket_link_ttl_s)
     app[appkeys.REGISTRATION_REFS] = RegistrationRefs()
     app.cleanup_ctx.extend([_postgres, _redis, _live, _accounts, _seats, _payments, _lookups, _background])
-    health.setup(app)
-    exams.setup(app)
-    captcha.setup(app)
-    accounts.setup(app)
-    sessions.setup(app)
-    recovery.setup(app)
-    queue.setup(app)
-    registrations.setup(app)
-    payments.setup(app)
-    lookups.setup(app)
-    admin.setup(app)
-    pages.setup(app)
-    console.setup(app)
-    if settings.bench_routes:
-        bench.setup(app)
+    tables = []
+    for module in modules(bench=settings.bench_routes):
+        if hasattr(module, "routes"):
+            if hasattr(module, "setup"):
+                module.setup(app)  # the module's own resources
+            tables.append(module.routes)
+        else:
+            module.setup(app)
+    operations = routing.register(app, tables)
+    app[appkeys.HANDLER_DECIDES] = frozenset(name for name, op in operations.items() if op.decides_limits_in_handler)
+    app[appkeys.SHEDDING_CLASSES] = {name: op.shedding_class for name, op in operations.items()}
     return app

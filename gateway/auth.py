@@ -14,6 +14,8 @@ from ratelimit.rules import Rule
 CANDIDATE_ID = web.RequestKey("signed_in_candidate", int)
 # What ``submit_candidate`` hands to ``finish_candidate``: the id already known, or the lookup in flight.
 PendingCandidate = Union[int, sessions.PendingResolve, None]
+# The lookup the candidate wrapper of ``gateway.routing`` started for a route that finishes it itself.
+PENDING_CANDIDATE: web.RequestKey[PendingCandidate] = web.RequestKey("pending_candidate", object)  # type: ignore[arg-type]
 _CHALLENGE = 'Bearer realm="examgate"'
 
 
@@ -57,7 +59,12 @@ def submit_candidate(request: web.Request) -> PendingCandidate:
 
 
 async def finish_candidate(request: web.Request, pending: PendingCandidate) -> int:
-    """The signed-in candidate of a ``submit_candidate``; raises NotSignedIn when the session is not live."""
+    """The signed-in candidate of a ``submit_candidate``; raises NotSignedIn when the session is not live.
+
+    Learning the candidate decides the route's candidate-keyed rate limits at once (RateLimited
+    when refused): the throttle middleware ran before the candidate was known and left them out.
+    No handler has to remember them; a route without such rules costs no coroutine here.
+    """
     if pending.__class__ is int:
         return pending  # type: ignore[return-value]
     resolved = await sessions.finish_resolve(request.app[keys.REDIS], pending)  # type: ignore[arg-type]
@@ -65,29 +72,21 @@ async def finish_candidate(request: web.Request, pending: PendingCandidate) -> i
         raise NotSignedIn("登录已失效，请重新登录", invalid=True)
     request[CANDIDATE_ID] = resolved
     request[throttle.CANDIDATE_KEY] = str(resolved)
+    rules = candidate_rules(request)
+    if rules:
+        await throttle.enforce(request, rules=rules)
     return resolved
 
 
-async def enforce_candidate_rules(request: web.Request, rules: tuple[Rule, ...] | None = None) -> None:
-    """Decide the route's rate limits keyed by candidate, once ``candidate_id`` has run.
-
-    The throttle middleware runs before the handler knows the candidate, so it decides the
-    ip and global rules and leaves these out; a route without such rules costs nothing here.
-    ``rules``: what ``candidate_rules`` answered, when the caller has already asked.
-    """
-    if rules is None:
-        rules = candidate_rules(request)
-    if rules:
-        await throttle.enforce(request, rules=rules)
+async def signed_in(request: web.Request) -> int:
+    """The candidate of a ``session=BATCHED`` route: finishes the lookup the candidate wrapper started."""
+    return await finish_candidate(request, request[PENDING_CANDIDATE])
 
 
 def candidate_rules(request: web.Request) -> tuple[Rule, ...]:
-    """The rules ``enforce_candidate_rules`` decides for this request (no I/O); hot routes test it before awaiting."""
+    """The rules ``finish_candidate`` decides for this request (no I/O)."""
     live = request.app[keys.LIVE].current
     if not live.rules:
         return ()
-    name = request.match_info.route.name or ""
-    rules = live.rules_for(name)
-    if not rules or throttle.handler_decides(live, name):  # the middleware left every rule to the handler
-        return rules
-    return tuple(rule for rule in rules if rule.key == "candidate")
+    rules = live.rules_for(request.match_info.route.name or "")
+    return tuple(rule for rule in rules if rule.key == "candidate") if rules else ()

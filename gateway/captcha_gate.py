@@ -53,14 +53,19 @@ def captcha_due(request: web.Request) -> str | None:
     return mode
 
 
-async def consume_captcha(request: web.Request, body: dict[str, Any], mode: str) -> None:
+async def consume_captcha(request: web.Request, body: Any, mode: str) -> None:
     """Pass, or raise ``CaptchaInvalid``: the body's ``captcha`` consumed against ``mode``."""
     app = request.app
     try:
-        await check.consume(app[keys.REDIS], body.get("captcha"), mode=mode, hmac_key=app[keys.POW_KEY])
+        await check.consume(app[keys.REDIS], captcha_of(body), mode=mode, hmac_key=app[keys.POW_KEY])
     except CaptchaInvalid as exc:
         log.info("captcha refused on %s: %s", route_name(request), exc.reason)
         raise
+
+
+def captcha_of(body: Any) -> Any:
+    """The ``captcha`` a request body carries: a parsed model's field, or a JSON object's member."""
+    return body.get("captcha") if isinstance(body, dict) else getattr(body, "captcha", None)
 
 
 def _seen(task: asyncio.Future[Any]) -> None:
@@ -68,7 +73,7 @@ def _seen(task: asyncio.Future[Any]) -> None:
         task.exception()  # a refusal nobody awaits any more (the throttle answered first) is not an error
 
 
-async def guard(request: web.Request, body: dict[str, Any], *, account: str | None = None,
+async def guard(request: web.Request, body: Any, *, account: str | None = None,
                 id_number: str | None = None, alongside: Callable[[], object] | None = None) -> None:
     """Captcha and the route's handler-decided rate limits at once; the throttle's refusal first, then the captcha's.
 
@@ -79,7 +84,7 @@ async def guard(request: web.Request, body: dict[str, Any], *, account: str | No
     """
     live = request.app[keys.LIVE].current
     name = route_name(request)
-    rules = live.rules_for(name) if throttle.handler_decides(live, name) else ()
+    rules = live.rules_for(name) if throttle.handler_decides(request.app, name) else ()
     mode = captcha_due(request)
     captcha = None
     if mode is not None and rules:
@@ -104,14 +109,14 @@ async def guard(request: web.Request, body: dict[str, Any], *, account: str | No
         await consume_captcha(request, body, mode)
 
 
-async def _escalated(request: web.Request, body: dict[str, Any], kind: str, mode: str | None,
+async def _escalated(request: web.Request, body: Any, kind: str, mode: str | None,
                      captcha: asyncio.Future[None] | None, others: tuple[Rule, ...], *,
                      account: str | None, id_number: str | None) -> None:
     """Pass a request whose refusal escalates: its captcha must be of ``kind``, then the rules that did not refuse.
 
     The refused check consumed no rule's quota, so the others (per-ip, global) are decided again.
     """
-    sent = body.get("captcha")
+    sent = captcha_of(body)
     if not isinstance(sent, dict) or sent.get("kind") != kind:
         raise CaptchaRequired(kind)
     if captcha is not None and mode is not None and check.accepts(mode, kind):

@@ -51,3 +51,7 @@ LOOKUPS: web.AppKey[Lookups] = web.AppKey("lookups")
 # (ticket number, exam id) → signed PDF path
 TICKET_LINKS: web.AppKey[Callable[[str, int], str]] = web.AppKey("ticket_links")
 TICKET_PDF_KEY = web.AppKey("ticket_pdf_key", bytes)
+# Routes whose handler decides every rate limit itself (from the route table: ``gateway.routing``).
+HANDLER_DECIDES = web.AppKey("handler_decides", frozenset)
+# Route name → shedding class (None: never shed), from the route table.
+SHEDDING_CLASSES = web.AppKey("shedding_classes", dict)

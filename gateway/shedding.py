@@ -87,11 +87,14 @@ class Shedder:
         else:
             del self.by_address[address]
 
-    def classify(self, route_name: str, method: str) -> str | None:
-        """The class of a route, cached."""
+    def classify(self, route_name: str, method: str, declared: dict[str, str | None] | None = None) -> str | None:
+        """The class of a route: as the route table declares it, else by method; cached."""
         key = (route_name, method)
         if key not in self._classes:
-            self._classes[key] = route_class(route_name, method)
+            if declared is not None and route_name in declared:
+                self._classes[key] = declared[route_name]
+            else:
+                self._classes[key] = route_class(route_name, method)
         return self._classes[key]
 
 
@@ -133,7 +136,7 @@ async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse
     if message is not None:
         raise errors.ApiError(message, code="maintenance", status=503, retry_after_s=60)
     shedder = app[keys.SHEDDER]
-    klass = shedder.classify(route_name, request.method)
+    klass = shedder.classify(route_name, request.method, app.get(keys.SHEDDING_CLASSES))
     if klass is None:
         return await handler(request)
     if (not watcher.known and klass in CONFIG_GUARDED and route_name != "unmatched"

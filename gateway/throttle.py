@@ -1,10 +1,13 @@
 """Rate limits at the edge: every rule matching a request decided in one call to the limiter.
 
-Rules keyed by ip, global or candidate are resolved from the request itself, by the
-middleware. Rules with ``counts: failures`` (wrong passwords per account) are only checked
-here; the handler reports a failure with ``record_failure``, which consumes them. Routes whose rules key on what the body says (account, id_number), and the lookups, are left
-to their handler, which calls ``enforce`` once it has parsed the body, so that all of the
-request's rules still go to Redis together (for the lookups, with the captcha and the record read).
+Rules keyed by ip or global are decided here, from the request itself, before the handler.
+Rules keyed by candidate are decided by ``gateway.auth.finish_candidate`` the moment the
+candidate is known (the candidate wrapper of ``gateway.routing`` makes every candidate route
+learn it). Routes whose rules key on what the body says (account, id_number), and the lookups,
+declare so in the route table; their handler calls ``enforce`` once it has parsed the body, so
+that all of the request's rules still go to Redis together (for the lookups, with the captcha
+and the record read). Rules with ``counts: failures`` (wrong passwords per account) are only
+checked; the handler reports a failure with ``record_failure``, which consumes them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from multidict import istr
 
 from core.identity import normalise_id_number, normalise_username
 from gateway import keys
-from gateway.liveconfig import LiveConfig
 from ratelimit.headers import ratelimit_header, ratelimit_policy_header
 from ratelimit.limiter import Verdict
 from ratelimit.rules import Rule
@@ -27,14 +29,15 @@ POLICY_HEADER = istr("RateLimit-Policy")
 RATELIMIT_HEADER = istr("RateLimit")
 CANDIDATE_KEY = web.RequestKey("candidate_id", str)
 GLOBAL_SUBJECT = "all"
-# Routes whose handler decides all their rules itself, in the same batch as its other Redis work
-# (the lookups send throttle, captcha and the record read together), whatever the rules key on.
-HANDLER_DECIDES = frozenset({"tickets.lookup", "scores.lookup"})
 
 
-def handler_decides(live: LiveConfig, route_name: str) -> bool:
-    """True when the middleware leaves the route's rules to its handler (body-keyed rules, or a guarded route)."""
-    return route_name in HANDLER_DECIDES or live.body_keyed(route_name)
+def handler_decides(app: web.Application, route_name: str) -> bool:
+    """True when the middleware leaves the route's rules to its handler (declared in the route table)."""
+    return route_name in app[keys.HANDLER_DECIDES] or route_name in _NOT_YET_DECLARED
+
+
+_NOT_YET_DECLARED = frozenset({"tickets.lookup", "scores.lookup", "sessions.create", "password_resets.question.start",
+                               "password_resets.sms.start"})
 
 
 def _checks(request: web.Request, rules: tuple[Rule, ...], account: str | None,
@@ -107,7 +110,7 @@ async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse
     rules = live.rules_for(name)
     if not rules:
         return await handler(request)
-    if not handler_decides(live, name):  # else the handler enforces, once it has read the body
+    if not handler_decides(request.app, name):  # else the handler enforces, once it has read the body
         await enforce(request, rules=rules)
     response = await handler(request)
     verdict = request.get(VERDICT_KEY)

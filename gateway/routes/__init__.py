@@ -1,1 +1,29 @@
-"""HTTP routes, one module per concept; each has ``setup(app)`` adding its routes."""
+"""The route modules: each declares its operations in a ``routes`` table (``gateway.routing``)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+
+def modules(*, bench: bool = False) -> list[ModuleType]:
+    """The route modules in registration order; the benchmark routes only when asked for."""
+    from gateway.routes import (
+        accounts,
+        admin,
+        bench as bench_routes,
+        captcha,
+        console,
+        exams,
+        health,
+        lookups,
+        pages,
+        payments,
+        queue,
+        recovery,
+        registrations,
+        sessions,
+    )
+
+    found = [health, exams, captcha, accounts, sessions, recovery, queue, registrations, payments, lookups, admin,
+             pages, console]
+    return found + [bench_routes] if bench else found

@@ -3,18 +3,63 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from aiohttp import web
+from pydantic import Field
 
 from core.catalogue import Exam
 from gateway import keys
 from gateway.bodies import json_response
 from gateway.errors import NotFoundError, ValidationFailed
+from gateway.models import Reply
 from gateway.pathids import path_id
+from gateway.routing import Answer, Param, Routes
 from queueing import inventory
 from queueing import keys as qkeys
 
+routes = Routes("Exams")
+PROVINCE = {"type": "string", "pattern": "^[0-9]{2}$"}
 
+
+class ExamLevel(Reply):
+    """A level of an exam with its specialties."""
+
+    code: str
+    name: str
+    specialties: list[dict[str, object]]
+
+
+class ExamSummary(Reply):
+    """An exam with its windows, structure and provinces."""
+
+    id: int
+    code: str
+    name: str
+    registration_opens_at: datetime
+    registration_closes_at: datetime
+    ticket_print_opens_at: datetime | None = None
+    ticket_print_closes_at: datetime | None = None
+    exam_starts_at: datetime | None = None
+    score_release_at: datetime | None = None
+    fee_per_subject_fen: int
+    levels: list[ExamLevel]
+    provinces: list[str] = Field(json_schema_extra={"items": PROVINCE})
+
+
+class SiteAvailability(Reply):
+    """An exam site with the seats still available."""
+
+    site_id: int
+    province: str
+    city: str
+    name: str
+    address: str
+    capacity: int = Field(ge=0)
+    available: int
+
+
+@routes.get("/api/v1/exams", "exams.list", answers={200: Answer(list[ExamSummary], "exams")})
 async def list_exams(request: web.Request) -> web.Response:
     """Every exam with its structure; the body is rendered once per catalogue refresh."""
     return web.Response(body=request.app[keys.CATALOGUE].exams_json, content_type="application/json")
@@ -29,6 +74,10 @@ def _exam(request: web.Request) -> Exam:
     return exam
 
 
+@routes.get("/api/v1/exams/{exam_id}/sites", "sites.list",
+            params=(Param("province", "query", PROVINCE, "only this province's sites"),),
+            answers={200: Answer(list[SiteAvailability], "sites")},
+            errors={404: "exam_not_found", 422: "validation_failed: bad province code"})
 async def list_sites(request: web.Request) -> web.Response:
     """Sites of an exam (optionally one province) with seats available, read from Redis."""
     exam = _exam(request)
@@ -65,7 +114,5 @@ async def _rebuild_inventory(app: web.Application, exam: Exam) -> None:
 
 
 def setup(app: web.Application) -> None:
-    """Add the catalogue routes."""
+    """The catalogue routes' own resources."""
     app[REBUILD_LOCKS] = {}
-    app.router.add_get("/api/v1/exams", list_exams, name="exams.list")
-    app.router.add_get("/api/v1/exams/{exam_id}/sites", list_sites, name="sites.list")

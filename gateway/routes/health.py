@@ -93,15 +93,20 @@ async def metrics_route(request: web.Request) -> web.Response:
     return response
 
 
-@functools.cache
-def _openapi_bytes() -> bytes:
-    # Encoded once: the document (~100 KB) never changes while the process runs, and the route is never shed.
-    return orjson.dumps(openapi.document())
+OPENAPI_BYTES = web.AppKey("openapi_bytes", dict)
+
+
+def openapi_bytes(app: web.Application) -> bytes:
+    """The document of ``app``'s route table, encoded once: it never changes while the process runs."""
+    cache = app[OPENAPI_BYTES]
+    if "document" not in cache:
+        cache["document"] = orjson.dumps(openapi.gateway_document(bench=app[keys.SETTINGS].bench_routes))
+    return cache["document"]
 
 
 async def openapi_route(request: web.Request) -> web.Response:
     """The machine-readable contract (OpenAPI 3.1)."""
-    return web.Response(body=_openapi_bytes(), content_type="application/json")
+    return web.Response(body=openapi_bytes(request.app), content_type="application/json")
 
 
 def scrape_tokens(settings: Settings) -> dict[str, str]:
@@ -135,6 +140,7 @@ def setup(app: web.Application) -> None:
     app[READY] = functools.partial(verdicts.get, functools.partial(_assess, app))
     app[METRICS_TEXT] = functools.partial(renders.get, functools.partial(_render_metrics, app))
     app.on_startup.append(_report_missing_font)
+    app[OPENAPI_BYTES] = {}
     app.router.add_get("/healthz", healthz, name="health.live")
     app.router.add_get("/readyz", readyz, name="health.ready")
     app.router.add_get("/metrics", metrics_route, name="metrics")

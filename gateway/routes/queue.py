@@ -46,7 +46,6 @@ async def join_queue(request: web.Request) -> web.Response:
     """Take (or find again) the candidate's place: 202 ``{"ticket", "position", "serving", "ahead", "eta_s", "poll_after_s"}``."""
     exam, config = _room(request)
     candidate = await auth.candidate_id(request)
-    await auth.enforce_candidate_rules(request)
     now = utcnow()
     if now >= exam.registration_closes_at:
         check_window(exam, now=now)  # raises registration_closed; before the opening joining is the point
@@ -107,9 +106,6 @@ async def queue_status(request: web.Request) -> web.Response:
         raise status
     if status.candidate_id != candidate:
         raise PlaceNotFound(exam.id)
-    rules = auth.candidate_rules(request)  # tested here: a route without any costs no coroutine
-    if rules:
-        await auth.enforce_candidate_rules(request, rules)
     if status.admitted:
         assert status.admitted_at_s is not None and status.admission_left_s is not None
         token = admission.issue(app[keys.ADMISSION_KEY], candidate, exam.id, ttl_s=config.admission_ttl_s,

@@ -81,9 +81,6 @@ async def _own_registration(request: web.Request, registration_id: int) -> tuple
         candidate, ref = await _signed_in_with(request, refs.get(app[keys.PG], registration_id))
     if ref is None or ref.candidate_id != candidate:
         raise _not_found()
-    rules = auth.candidate_rules(request)  # tested here: a route without any costs no coroutine
-    if rules:
-        await auth.enforce_candidate_rules(request, rules)
     return candidate, ref, hint
 
 
@@ -128,7 +125,6 @@ def _expires(expires_at_ms: int | None) -> str | None:
 async def create_registration(request: web.Request) -> web.Response:
     """Enrol in an exam: 201 ``{"registration_id", "status": "draft"}``."""
     candidate = await auth.candidate_id(request)
-    await auth.enforce_candidate_rules(request)
     body = await read_json(request)
     app = request.app
     parsed = registrations.parse_request(body, app[keys.CATALOGUE].catalogue.exams, now=utcnow())
@@ -142,7 +138,6 @@ async def get_registration(request: web.Request) -> web.Response:
     """The candidate's own registration; its seat and hold expiry are the live hold in Redis."""
     registration_id = _registration_id(request)
     candidate = await auth.candidate_id(request)
-    await auth.enforce_candidate_rules(request)
     app = request.app
     found = await registrations.get(app[keys.PG], registration_id, candidate)
     if found is None:

@@ -2,7 +2,7 @@
 
 Two gateway processes on real PostgreSQL and Redis, an exam open for registration with a
 registration of the signed-in candidate, payment keys, a few captcha images. Every operation
-of ``gateway.openapi.document()`` gets schema-valid and schema-invalid requests (seeded, so a
+of ``gateway.openapi.gateway_document()`` gets schema-valid and schema-invalid requests (seeded, so a
 run repeats); every answer must be one the document allows — status code, content type,
 headers, body schema — with no server error but a documented 503, invalid input refused,
 valid input accepted unless a rule the schema cannot state or the stored state refuses it
@@ -65,7 +65,7 @@ CONFIG = schemathesis.Config.from_dict({
                                                           "415", "422", "425", "428", "429", "5xx"]},
     },
 })
-SCHEMA = schemathesis.openapi.from_dict(openapi.document(), config=CONFIG)
+SCHEMA = schemathesis.openapi.from_dict(openapi.gateway_document(), config=CONFIG)
 
 # Refusals of schema-valid requests that the document explains in words, per field (list indices as *):
 # rules JSON Schema cannot state (a check digit, a password's character classes, Unicode categories)
@@ -310,11 +310,11 @@ def test_every_operation_answers_as_documented(case: schemathesis.Case, stack: S
 
 def test_the_served_document_is_the_one_tested(stack: Stack) -> None:
     with urllib.request.urlopen(stack.gateway.url + "/api/v1/openapi.json", timeout=5) as resp:
-        assert json.loads(resp.read()) == json.loads(json.dumps(openapi.document()))
+        assert json.loads(resp.read()) == json.loads(json.dumps(openapi.gateway_document()))
 
 
 def test_operators_and_scrapers_operations_declare_their_bearer_scheme() -> None:
-    document = openapi.document()
+    document = openapi.gateway_document()
     schemes = document["components"]["securitySchemes"]
     assert schemes["admin"] == {**schemes["admin"], "type": "http", "scheme": "bearer"}
     for path, operations in document["paths"].items():
@@ -334,7 +334,7 @@ def test_every_json_route_of_the_app_is_in_the_document(tmp_path: Path) -> None:
     served = {(route.method.lower(), route.resource.canonical) for route in app.router.routes()
               if route.method != "HEAD" and route.resource is not None
               and not (route.name or "").startswith(("pages.", "console", "bench."))}
-    documented = {(method, path) for path, operations in openapi.document()["paths"].items() for method in operations}
+    documented = {(method, path) for path, operations in openapi.gateway_document()["paths"].items() for method in operations}
     assert served == documented
 
 
