@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import replace
 from multiprocessing.process import BaseProcess
 
 from gateway.config import Settings
@@ -152,4 +151,4 @@ class Supervisor:
 def serve(settings: Settings, workers: int | None = None, port: int | None = None, host: str | None = None) -> int:
     """Run the gateway with the given overrides; blocks until stopped."""
     overrides = {k: v for k, v in {"workers": workers, "port": port, "host": host}.items() if v is not None}
-    return Supervisor(replace(settings, **overrides)).run()
+    return Supervisor(settings.model_copy(update=overrides)).run()
