@@ -13,12 +13,14 @@ LOADTEST_USERS ?= 20
 LOADTEST_DURATION ?= 10s
 LOADTEST_SCENARIOS := login-storm registration-opening payment-flood score-release ticket-printing mixed-peak
 
-.PHONY: help venv services services-stop system-deps migrate seed demo demo-stop test bench loadtest lint clean
+.PHONY: help venv services services-stop system-deps migrate seed demo demo-stop test test-fast bench loadtest lint clean
 
 help:
 	@echo "make demo           set everything up and start gateway, worker and payment simulator"
 	@echo "make demo-stop      stop what make demo started"
-	@echo "make test           set everything up, then run the whole test suite"
+	@echo "make test           set everything up, run make lint, then the whole test suite"
+	@echo "make test-fast      only the tests marked unit: no PostgreSQL, Redis, subprocess or network"
+	@echo "make lint           ruff check, then mypy on the packages"
 	@echo "make bench          run the benchmarks (writes benchmarks/results/)"
 	@echo "make loadtest       a short load-test smoke of every scenario against make demo (loadtest/reports/)"
 	@echo "make services       reuse or start Redis and PostgreSQL"
@@ -53,8 +55,16 @@ demo: seed system-deps
 demo-stop:
 	@scripts/demo.sh stop
 
-test: venv services system-deps
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	@# lint-imports (import-linter, the layer contracts) joins here once [tool.importlinter] is in pyproject.toml
+
+test: lint services system-deps
 	$(BIN)/python -m pytest
+
+test-fast: venv
+	$(BIN)/python -m pytest -m unit
 
 bench: venv services system-deps
 	@scripts/bench-deps.sh

@@ -22,6 +22,19 @@ from loadtest.processes import RedisServer, start_redis
 TEST_PG_SERVER = os.environ.get("EXAMGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_REDIS_URL = os.environ.get("EXAMGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
+# Fixtures that reach PostgreSQL or Redis; a test marked ``unit`` may use none of them, even indirectly.
+STORE_FIXTURES = frozenset({"pg_dsn", "pg", "redis", "redis_url", "own_redis"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a ``unit`` test that needs a store before its fixtures run, so the fast lane stays free of them."""
+    if item.get_closest_marker("unit") is None:
+        return
+    used = STORE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    if used:
+        pytest.fail(f"marked unit but uses {', '.join(sorted(used))}: drop the mark or the fixture", pytrace=False)
+
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:

@@ -10,6 +10,8 @@ from PIL import Image
 import benchmarks.__main__ as report
 from benchmarks import chart
 
+pytestmark = pytest.mark.unit
+
 FIGURES = [
     {"benchmark": "lookups", "metric": "score_lookup_vs_noop", "value": 0.71, "unit": "×", "target": ">= 0.8",
      "passed": False},

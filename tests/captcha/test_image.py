@@ -5,9 +5,12 @@ from __future__ import annotations
 import io
 import time
 
+import pytest
 from PIL import Image
 
 from captcha import image
+
+pytestmark = pytest.mark.unit
 
 
 def test_draw_gives_a_small_png_of_five_digits() -> None:

@@ -8,6 +8,8 @@ from redis.crc import key_slot
 from captcha import keys
 from captcha.pool import new_image_id
 
+pytestmark = pytest.mark.unit
+
 SIGNATURE = "ab" * 32
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from captcha.loadtest import issue, read, verify
 
+pytestmark = pytest.mark.unit
+
 SECRET = b"operator-secret-0123456789"
 NOW = 1_800_000_000.0
 

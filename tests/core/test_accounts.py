@@ -17,6 +17,8 @@ from core.accounts import (
 )
 from core.idcards import make_resident_id
 
+pytestmark = pytest.mark.unit
+
 TODAY = date(2026, 6, 15)
 GOOD_ID = "11010119900307803X"  # valid, check digit X
 

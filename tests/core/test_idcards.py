@@ -13,6 +13,8 @@ from core.idcards import (
     mask_id_number,
 )
 
+pytestmark = pytest.mark.unit
+
 # Widely published sample ids whose check digits are known to be right (one ends in X).
 KNOWN_VALID = ["11010519491231002X", "440524188001010014", "11010119900307803X"]
 

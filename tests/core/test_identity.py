@@ -8,6 +8,8 @@ from core.accounts import parse_registration
 from core.identity import normalise_id_number, normalise_name, normalise_phone, normalise_username
 from tests.core.test_accounts import TODAY, body
 
+pytestmark = pytest.mark.unit
+
 
 def full_width(text: str) -> str:
     return "".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in text)

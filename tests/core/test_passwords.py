@@ -23,6 +23,8 @@ from core.seed import (
     SEED_SECURITY_ANSWER_HASH,
 )
 
+pytestmark = pytest.mark.unit
+
 # Small parameters keep the suite fast; the behaviour does not depend on them.
 FAST = PasswordSettings(memory_kib=8192, time_cost=1, threads=2, max_queue=8)
 

@@ -8,6 +8,8 @@ import pytest
 
 from core.tasks import Supervisor
 
+pytestmark = pytest.mark.unit
+
 
 async def test_failing_task_is_logged_and_restarted(caplog: pytest.LogCaptureFixture) -> None:
     attempts = 0

@@ -7,6 +7,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from gateway.clientip import ClientIp
 
+pytestmark = pytest.mark.unit
+
 
 def request_from(peer: str, forwarded: str | None = None) -> object:
     headers = {"X-Forwarded-For": forwarded} if forwarded else {}

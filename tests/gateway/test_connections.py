@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.config import Settings
 from gateway.connections import ConnectionGuard
+
+pytestmark = pytest.mark.unit
 
 
 def test_connections_per_address_are_capped_but_not_a_trusted_proxys() -> None:

@@ -16,6 +16,8 @@ from gateway.liveconfig import (
     validate,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def problems_of(doc: Any) -> dict[str, str]:
     with pytest.raises(InvalidConfig) as caught:

@@ -6,6 +6,8 @@ import pytest
 
 from loadtest import answers
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(("status", "code", "retry_after", "reason"), [
     (429, "too_many_requests", "3", "429"),

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from core.seed import candidate_credentials
 from loadtest.candidates import CandidatePool, client_address, enrolment
+
+pytestmark = pytest.mark.unit
 
 
 def test_worker_processes_share_the_candidates_without_overlap() -> None:

@@ -6,6 +6,8 @@ import pytest
 
 from loadtest.summary import render, summarize
 
+pytestmark = pytest.mark.unit
+
 
 def entry(name: str, requests: int, failures: int = 0, p95: float | None = 20.0, method: str = "POST") -> dict[str, object]:
     return {"method": method, "name": name, "requests": requests, "failures": failures,

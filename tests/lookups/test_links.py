@@ -20,6 +20,8 @@ from lookups.links import (
     verify_link,
 )
 
+pytestmark = pytest.mark.unit
+
 KEY = Settings(secret_key="s" * 32).derived_key(KEY_PURPOSE)
 NOW = 1_800_000_000.0
 TICKET = "202612010100123"

@@ -10,6 +10,8 @@ from payments import alipay
 from payments.errors import BadNotification, BadSignature
 from payments.keys import PaymentKeys
 
+pytestmark = pytest.mark.unit
+
 APP_ID = "2021000000000001"
 SELLER_ID = "2088102119685838"
 

@@ -13,6 +13,8 @@ from payments import keys as payment_keys
 from payments.errors import KeysInvalid, KeysMissing, PaymentError
 from payments.keys import PaymentKeys
 
+pytestmark = pytest.mark.unit
+
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)

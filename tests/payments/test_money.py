@@ -7,6 +7,8 @@ import pytest
 from payments.errors import PaymentError
 from payments.money import InvalidAmount, fen_to_yuan, yuan_to_fen
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(("fen", "yuan"), [(0, "0.00"), (1, "0.01"), (10, "0.10"), (100, "1.00"),
                                            (1234, "12.34"), (8800, "88.00"), (123_456_789_01, "123456789.01")])

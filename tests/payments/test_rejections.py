@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from payments.rejections import PREFIX_BYTES, RejectionSampler, summary
+
+pytestmark = pytest.mark.unit
 
 
 class Clock:

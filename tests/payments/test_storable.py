@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from payments.storable import is_storable, storable, storable_text
+
+pytestmark = pytest.mark.unit
 
 
 def test_plain_text_is_left_as_it_is() -> None:

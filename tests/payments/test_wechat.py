@@ -13,6 +13,8 @@ from payments import wechat
 from payments.errors import BadNotification, BadSignature
 from payments.keys import PaymentKeys
 
+pytestmark = pytest.mark.unit
+
 APP_ID = "wx00000000000000e1"
 MCH_ID = "1900000001"
 

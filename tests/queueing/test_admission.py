@@ -13,6 +13,8 @@ from queueing import admission
 from queueing.admission import MAX_TOKEN_CHARS, check, issue, verify
 from queueing.errors import AdmissionInvalid, QueueingError
 
+pytestmark = pytest.mark.unit
+
 SECRET = b"test-admission-secret-0123456789abcdef"
 NOW = 1_800_000_000.25
 CANDIDATE, EXAM = 1234567, 42

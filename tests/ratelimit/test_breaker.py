@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ratelimit.breaker import Breaker
+
+pytestmark = pytest.mark.unit
 
 
 class Clock:

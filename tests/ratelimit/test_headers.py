@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ratelimit.headers import (
     most_restrictive,
     policy_quota,
@@ -12,6 +14,8 @@ from ratelimit.headers import (
 )
 from ratelimit.limiter import RuleState, Verdict
 from tests.ratelimit.factories import make_rule
+
+pytestmark = pytest.mark.unit
 
 
 def state(rule_id: str, allowed: bool, remaining: int, reset_s: float, *, enforced: bool = True) -> RuleState:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from ratelimit.keys import MAX_SUBJECT_CHARS, encode_subject, rule_key, rule_prefix
+
+pytestmark = pytest.mark.unit
 
 
 def test_keys_share_the_hash_tag_and_keep_plain_subjects_readable() -> None:

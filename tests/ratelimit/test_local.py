@@ -7,6 +7,8 @@ import pytest
 from ratelimit.local import LocalGCRA, decide, emission_us
 from tests.ratelimit.factories import make_rule
 
+pytestmark = pytest.mark.unit
+
 
 def test_allows_up_to_burst_then_denies_until_the_retry_time() -> None:
     bucket = LocalGCRA(emission_s=1.0, burst=3)
