@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -22,7 +22,7 @@ from queueing.holds import EXPIRE, clock_ms, event_keys
 
 log = logging.getLogger("examgate.sweeper")
 
-ExamSource = Union[Sequence[int], Callable[[], Awaitable[Sequence[int]]]]
+ExamSource = Sequence[int] | Callable[[], Awaitable[Sequence[int]]]
 
 
 async def sweep_exam(redis: aioredis.Redis, exam_id: int, *, now_ms: int | None = None, batch_size: int = 500) -> int:

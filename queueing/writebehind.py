@@ -34,7 +34,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -50,8 +50,8 @@ GROUP = "holds-writebehind"
 EVENT_TYPES = frozenset({"hold", "move", "release", "expire"})
 ERROR_CHARS = 500
 
-PgTarget = Union[asyncpg.Pool, asyncpg.Connection]
-StreamSource = Union[Sequence[str], Callable[[], Awaitable[Sequence[str]]]]
+PgTarget = asyncpg.Pool | asyncpg.Connection
+StreamSource = Sequence[str] | Callable[[], Awaitable[Sequence[str]]]
 
 
 class HoldEvent(NamedTuple):
@@ -301,7 +301,7 @@ async def drain_once(
                      if count <= max_deliveries)
     result.claimed = len(batch)
     if len(batch) < batch_size:
-        reply = await redis.xreadgroup(group, consumer_name, {stream: ">" for stream in streams},
+        reply = await redis.xreadgroup(group, consumer_name, dict.fromkeys(streams, ">"),
                                        count=batch_size - len(batch), block=None if batch else block_ms)
         for stream, entries in reply or []:
             for entry_id, fields in entries:
