@@ -35,6 +35,7 @@ from queueing.errors import QueueingError
 from queueing.holds import active_exam_ids, hold_streams
 from queueing.inventory import ensure_inventory
 from queueing.reconcile import reconcile
+from queueing.seats import HoldSeats
 from queueing.sweeper import run_sweeper
 from queueing.writebehind import run_consumer
 
@@ -223,8 +224,8 @@ async def run_worker(settings: Settings) -> None:
     provider = _provider_client(settings)
     if provider is not None:
         tasks["payments-reconcile"] = lambda: run_reconciler(
-            pool, redis, provider, payment_expectations(settings), query_after_s=settings.order_query_after_s,
-            interval_s=settings.payments_interval_s)
+            pool, HoldSeats(redis), provider, payment_expectations(settings),
+            query_after_s=settings.order_query_after_s, interval_s=settings.payments_interval_s)
     supervisor = Supervisor({name: functools.partial(until_cancelled, factory) for name, factory in tasks.items()})
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -27,13 +27,12 @@ import asyncpg
 
 from core.errors import storage_errors
 from core.loops import pause, should_stop
-from core.scripts import ScriptClient
 from core.timeutil import utcnow
 from payments import settle
 from payments.clients import ProviderClient, Trade
 from payments.errors import PaymentError, TradeAlreadyPaid
 from payments.notice import Notice
-from queueing import holds
+from payments.seats import Seats
 
 log = logging.getLogger("examgate.payments.reconcile")
 
@@ -76,15 +75,7 @@ def notice_from_trade(provider: str, trade: Trade) -> Notice:
                            "merchant_id": trade.merchant_id, "status": trade.status})
 
 
-async def _release_lapsed(redis: ScriptClient, exam_id: int, registration_id: int, now_ms: int) -> bool:
-    site, expires_at_ms = await holds.current_hold(redis, exam_id, registration_id)
-    if site is None or expires_at_ms is None or expires_at_ms > now_ms:
-        return False  # no hold, a permanent one, or one refreshed beyond the order
-    released = await holds.release_seat(redis, exam_id, registration_id, current_site=site)
-    return released.site_id is not None
-
-
-async def _one(pool: asyncpg.Pool, redis: ScriptClient, client: ProviderClient, expected: settle.Expected,
+async def _one(pool: asyncpg.Pool, seats: Seats, client: ProviderClient, expected: settle.Expected,
                row: Any, now: datetime, report: ReconcileReport) -> None:
     provider, order_no = row["provider"], row["order_no"]
     trade = await client.query(provider, order_no)
@@ -95,7 +86,7 @@ async def _one(pool: asyncpg.Pool, redis: ScriptClient, client: ProviderClient, 
         except TradeAlreadyPaid:  # paid just now: take the payment
             trade = await client.query(provider, order_no)
     if trade is not None and trade.paid:
-        (outcome,) = await settle.settle(pool, redis, [settle.Incoming(provider, notice_from_trade(provider, trade),
+        (outcome,) = await settle.settle(pool, seats, [settle.Incoming(provider, notice_from_trade(provider, trade),
                                                                        None, {})], expected)
         report.settled += outcome.result in ("paid", "refund_pending")
         if not outcome.acknowledged:
@@ -107,11 +98,11 @@ async def _one(pool: asyncpg.Pool, redis: ScriptClient, client: ProviderClient, 
         closed = await pool.fetchval(_CLOSE, order_no)
     if closed is not None:
         report.closed += 1
-        if await _release_lapsed(redis, row["exam_id"], row["registration_id"], holds.clock_ms()):
+        if await seats.release_lapsed(row["exam_id"], row["registration_id"]):
             report.released += 1
 
 
-async def reconcile_orders(pool: asyncpg.Pool, redis: ScriptClient, client: ProviderClient,
+async def reconcile_orders(pool: asyncpg.Pool, seats: Seats, client: ProviderClient,
                            expected: settle.Expected, *, query_after_s: float,
                            now: datetime | None = None, batch: int = BATCH) -> ReconcileReport:
     """One pass over the due pending orders (at most ``batch``)."""
@@ -125,7 +116,7 @@ async def reconcile_orders(pool: asyncpg.Pool, redis: ScriptClient, client: Prov
     async def guarded(row: Any) -> None:
         async with gate:
             try:
-                await _one(pool, redis, client, expected, row, moment, report)
+                await _one(pool, seats, client, expected, row, moment, report)
             except (PaymentError, OSError, asyncpg.PostgresError) as exc:
                 report.errors += 1
                 log.warning("order %s not reconciled: %s", row["order_no"], exc)
@@ -134,12 +125,12 @@ async def reconcile_orders(pool: asyncpg.Pool, redis: ScriptClient, client: Prov
     return report
 
 
-async def run_reconciler(pool: asyncpg.Pool, redis: ScriptClient, client: ProviderClient,
+async def run_reconciler(pool: asyncpg.Pool, seats: Seats, client: ProviderClient,
                          expected: settle.Expected, *, query_after_s: float, interval_s: float,
                          stop_event: asyncio.Event | None = None) -> None:
     """Reconcile orders every ``interval_s`` until stopped (the worker's ``payments`` task)."""
     while not should_stop(stop_event):
-        report = await reconcile_orders(pool, redis, client, expected, query_after_s=query_after_s)
+        report = await reconcile_orders(pool, seats, client, expected, query_after_s=query_after_s)
         if report.settled or report.closed or report.errors:
             log.info("orders reconciled: %s", report.as_dict())
         await pause(interval_s, stop_event)

@@ -10,8 +10,8 @@
 2. each new event is checked against its order (provider, app id, merchant, amount) and
    rejected with a reason when it does not match; only success statuses mean paid;
 3. a payment of a pending order made before the order expired makes the seat permanent in
-   Redis (``queueing.holds.make_permanent``, which takes the seat again if the hold lapsed
-   and a seat is left); the order becomes paid, the registration paid with its seat, and an
+   Redis (``Seats.keep``: queueing's holds, handed in from above, take the seat again if the
+   hold lapsed and a seat is left); the order becomes paid, the registration paid with its seat, and an
    admission ticket is allocated (``core.tickets``);
 4. a payment that cannot have its seat — made after the order expired, for a closed order,
    or with the site full since — is recorded ``refund_pending`` (``examgate ctl refunds``);
@@ -34,7 +34,7 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -42,14 +42,12 @@ import orjson
 
 from core import tickets
 from core.errors import StorageUnavailable, storage_errors
-from core.scripts import ScriptClient
-from core.timeutil import iso_local, utcnow
+from core.timeutil import SHANGHAI, iso_local, utcnow
+from payments.seats import Seats
 from payments.storable import is_storable, storable, storable_text
-from queueing import holds
 
 log = logging.getLogger("examgate.payments")
 
-BEIJING = timezone(timedelta(hours=8))
 _INT4 = range(-2**31, 2**31)  # payment_notifications.amount_fen is an integer column
 _NOTICE_TEXT = ("event_id", "order_no", "trade_no", "app_id", "merchant_id", "status")
 
@@ -158,8 +156,8 @@ def paid_at(notice: Any, default: datetime) -> datetime:
         if "T" in raw:
             moment = datetime.fromisoformat(raw)
             # Without an offset it is Beijing time; a naive datetime would break the comparisons.
-            return moment if moment.tzinfo is not None else moment.replace(tzinfo=BEIJING)
-        return datetime.strptime(raw, "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=SHANGHAI)
+        return datetime.strptime(raw, "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
     except ValueError:
         return default
 
@@ -297,20 +295,7 @@ class _Group:
         return self.outcomes  # type: ignore[return-value]
 
 
-async def _seat(redis: ScriptClient, order: _OrderRow) -> int | None:
-    """Make the registration's seat permanent; the site, or None when no seat can be had."""
-    site, _ = await holds.current_hold(redis, order.exam_id, order.registration_id)
-    wanted = site if site is not None else order.site_id
-    if wanted is None:
-        return None
-    try:
-        await holds.make_permanent(redis, order.exam_id, order.registration_id, wanted, current_site=site)
-    except (holds.SiteFull, holds.SeatLocked):
-        return None
-    return wanted
-
-
-async def settle(pool: asyncpg.Pool, redis: ScriptClient, items: Sequence[Incoming], expected: Expected, *,
+async def settle(pool: asyncpg.Pool, seats: Seats, items: Sequence[Incoming], expected: Expected, *,
                  now: datetime | None = None) -> list[Outcome]:
     """Settle a group of notifications in one transaction; one ``Outcome`` per item, in order."""
     moment = now or utcnow()
@@ -327,7 +312,7 @@ async def settle(pool: asyncpg.Pool, redis: ScriptClient, items: Sequence[Incomi
             group = _Group(orders, seen, expected, moment)
             for item in items:
                 group.decide(item)
-            await _pay(conn, redis, group)
+            await _pay(conn, seats, group)
             if group.refunds:
                 await conn.execute(_REFUND_ORDERS, [o for o, _ in group.refunds], [t for _, t in group.refunds])
             if group.ledger:
@@ -339,12 +324,13 @@ async def settle(pool: asyncpg.Pool, redis: ScriptClient, items: Sequence[Incomi
     return group.finish()
 
 
-async def _pay(conn: asyncpg.Connection, redis: ScriptClient, group: _Group) -> None:
+async def _pay(conn: asyncpg.Connection, seats: Seats, group: _Group) -> None:
     """Seats made permanent, orders and registrations paid, tickets allocated, for ``group.to_pay``."""
     if not group.to_pay:
         return
     payments = list(group.to_pay.values())
-    sites = await asyncio.gather(*(_seat(redis, group.orders[p.notice.order_no]) for p in payments))
+    orders = [group.orders[p.notice.order_no] for p in payments]
+    sites = await asyncio.gather(*(seats.keep(o.exam_id, o.registration_id, o.site_id) for o in orders))
     paid: list[tuple[_OrderRow, _Payment, int]] = []
     for payment, site in zip(payments, sites):
         order = group.orders[payment.notice.order_no]

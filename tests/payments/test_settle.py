@@ -18,6 +18,7 @@ from payments import alipay, settle, wechat
 from payments.keys import PaymentKeys
 from payments.runtime import PaymentsRuntime
 from queueing import keys as qkeys
+from queueing.seats import HoldSeats
 from tests.factories import make_exam
 from tests.payments.order_data import PendingOrder, make_orders
 
@@ -48,7 +49,7 @@ async def pool(pg_dsn: str) -> Any:
 
 @pytest.fixture
 async def runtime(keys: PaymentKeys, pool: Any, redis: aioredis.Redis) -> Any:
-    rt = PaymentsRuntime(_Settings(), keys, pool, redis)
+    rt = PaymentsRuntime(_Settings(), keys, pool, redis, seats=HoldSeats(redis))
     try:
         yield rt
     finally:
@@ -83,11 +84,10 @@ async def test_a_payment_pays_the_order_once_and_allocates_a_ticket(
     ali, wx = await make_orders(pg, redis, exam_id, site_id, 2)
     form = alipay_form(keys, ali)
     headers, body = wechat_request(keys, wx)
-    first = await settle.settle(pool, redis, [runtime.verify_alipay(form), runtime.verify_wechat(headers, body)],
-                                EXPECTED)
+    items = [runtime.verify_alipay(form), runtime.verify_wechat(headers, body)]
+    first = await settle.settle(pool, HoldSeats(redis), items, EXPECTED)
     assert [o.result for o in first] == ["paid", "paid"]
-    again = await settle.settle(pool, redis, [runtime.verify_alipay(form), runtime.verify_wechat(headers, body)],
-                                EXPECTED)
+    again = await settle.settle(pool, HoldSeats(redis), items, EXPECTED)
     assert [o.result for o in again] == ["duplicate", "duplicate"]
     rows = await pg.fetch("SELECT o.status, r.status AS reg, r.site_id, r.hold_expires_at, t.ticket_no, t.room, t.seat_no "
                           "FROM orders o JOIN registrations r ON r.id = o.registration_id "
@@ -115,7 +115,7 @@ async def test_mismatches_and_bad_signatures_are_rejected_and_recorded(
     items = [runtime.verify_alipay(forged),
              runtime.verify_alipay(alipay_form(keys, b, amount_fen=b.amount_fen - 1)),
              runtime.verify_alipay(alipay_form(keys, c, app_id="2021999999999999"))]
-    outcomes = await settle.settle(pool, redis, items, EXPECTED)
+    outcomes = await settle.settle(pool, HoldSeats(redis), items, EXPECTED)
     assert [(o.result, o.reason) for o in outcomes] == [
         ("rejected", "bad_signature"), ("rejected", "amount_mismatch"), ("rejected", "app_id_mismatch")]
     assert not any(o.acknowledged for o in outcomes)
@@ -136,7 +136,7 @@ async def test_mismatches_and_bad_signatures_are_rejected_and_recorded(
     # the same forgery again within the interval is only counted, still rejected
     again = runtime.verify_alipay(forged)
     assert not again.record
-    (outcome,) = await settle.settle(pool, redis, [again], EXPECTED)
+    (outcome,) = await settle.settle(pool, HoldSeats(redis), [again], EXPECTED)
     assert outcome.result == "rejected"
     assert await pg.fetchval("SELECT count(*) FROM payment_notifications WHERE reason = 'bad_signature' "
                              "AND payload ->> 'sha256' = $1", digest) == 1
@@ -150,7 +150,7 @@ async def test_a_late_payment_ends_refund_pending(
     (closed,) = await make_orders(pg, redis, exam_id, site_id, 1)
     await pg.execute("UPDATE orders SET status = 'closed' WHERE order_no = $1", closed.order_no)
     (full,) = await make_orders(pg, redis, exam_id, site_id, 1, seats=0)
-    outcomes = await settle.settle(pool, redis, [
+    outcomes = await settle.settle(pool, HoldSeats(redis), [
         runtime.verify_alipay(alipay_form(keys, late, paid_at=now)),
         runtime.verify_alipay(alipay_form(keys, closed)),
         runtime.verify_alipay(alipay_form(keys, full))], EXPECTED)
@@ -172,9 +172,10 @@ async def test_one_event_twice_in_a_group_and_a_second_trade(
     (order,) = await make_orders(pg, redis, exam_id, site_id, 1, providers=("wechat",))
     headers, body = wechat_request(keys, order)
     second_headers, second_body = wechat_request(keys, order)  # another trade for the same order
-    outcomes = await settle.settle(pool, redis, [runtime.verify_wechat(headers, body),
-                                                 runtime.verify_wechat(headers, body),
-                                                 runtime.verify_wechat(second_headers, second_body)], EXPECTED)
+    outcomes = await settle.settle(pool, HoldSeats(redis), [runtime.verify_wechat(headers, body),
+                                                            runtime.verify_wechat(headers, body),
+                                                            runtime.verify_wechat(second_headers, second_body)],
+                                   EXPECTED)
     assert [(o.result, o.reason) for o in outcomes] == [
         ("paid", None), ("duplicate", None), ("refund_pending", "second_payment")]
     assert await pg.fetchval("SELECT status FROM orders WHERE order_no = $1", order.order_no) == "paid"
@@ -208,9 +209,9 @@ async def test_text_postgresql_refuses_is_stored_escaped_and_the_group_settles(
     headers, body = wechat_request(keys, with_surrogate)
     verified = runtime.verify_wechat(headers, body).notice
     surrogate = dataclasses.replace(verified, payload={**verified.payload, "summary": "a\ud800b"})
-    outcomes = await settle.settle(pool, redis, [runtime.verify_alipay(alipay_form(keys, plain)), nul,
-                                                 settle.Incoming("wechat", surrogate, None, surrogate.payload)],
-                                   EXPECTED)
+    items = [runtime.verify_alipay(alipay_form(keys, plain)), nul,
+             settle.Incoming("wechat", surrogate, None, surrogate.payload)]
+    outcomes = await settle.settle(pool, HoldSeats(redis), items, EXPECTED)
     assert [o.result for o in outcomes] == ["paid", "paid", "paid"]
     stored = dict(await pg.fetch("SELECT order_no, payload FROM payment_notifications WHERE order_no = ANY($1::text[])",
                                  [with_nul.order_no, with_surrogate.order_no]))
