@@ -27,10 +27,11 @@ from core.registrations import (
     RegistrationClosed,
     RegistrationInvalid,
 )
-from core.timeutil import iso_local
+from core.timeutil import iso_local, utcnow
 from gateway.configstore import ConfigCorrupt, VersionMismatch
 from gateway.liveconfig import InvalidConfig
 from lookups.pdf import PdfError
+from lookups.rules import NoRecord, TooEarly
 from lookups.service import LookupsBusy
 from payments.errors import ProviderRejected, ProviderUnavailable, TradeAlreadyPaid
 from payments.orders import OrderRefused
@@ -373,6 +374,24 @@ def _pdf_unavailable(exc: PdfError) -> ApiError:
                       details={"reason": "ticket_pdf_unavailable"})
 
 
+def _no_record(exc: NoRecord) -> ApiError:
+    # One answer whether the id, the ticket number or the name is wrong.
+    return NotFoundError("未查询到相关记录，请核对姓名和证件号码（或准考证号）", code="not_found")
+
+
+def _too_early(exc: TooEarly) -> ApiError:
+    """425 with the time in ``details``; Retry-After only when the time is ahead (at most a day)."""
+    seconds = (exc.at - utcnow()).total_seconds()
+    if exc.kind == "scores":
+        message, code, details = "成绩尚未发布", "not_yet_released", {"release_at": iso_local(exc.at)}
+    else:
+        message, code = "当前不在准考证打印时间内", "not_yet_available"
+        details = {"available_from": iso_local(exc.at),
+                   "available_until": iso_local(exc.until) if exc.until is not None else None}
+    return ApiError(message, code=code, status=425, details=details,
+                    retry_after_s=min(seconds, 86400) if seconds > 0 else None)
+
+
 def _lookups_busy(exc: LookupsBusy) -> ApiError:
     return Overloaded("查询人数较多，请稍后重试", code="overloaded", retry_after_s=1,
                       details={"reason": "lookup_fallback_full"})
@@ -414,6 +433,8 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (ReconcileError, _reconcile_error),
     (OrderRefused, _order_refused),
     (LookupsBusy, _lookups_busy),
+    (NoRecord, _no_record),
+    (TooEarly, _too_early),
     (PdfError, _pdf_unavailable),
     (ProviderUnavailable, _provider_unavailable),
     (TradeAlreadyPaid, _trade_paid),

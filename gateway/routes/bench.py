@@ -14,9 +14,9 @@ from aiohttp import web
 
 from core.errors import storage_errors
 from gateway import keys
-from gateway.bodies import read_json
-from gateway.routes.lookups import released_exam, scores_response
-from lookups import records
+from gateway.bodies import NO_STORE, json_response, read_json
+from gateway.routes.lookups import released_query
+from lookups import records, rules
 
 BENCH_KEY = "eg:bench:value"
 _BODY = b'{"ok":true}'
@@ -73,12 +73,12 @@ async def limits_moving_window(request: web.Request) -> web.Response:
 
 async def scores_lookup_pg(request: web.Request) -> web.Response:
     """``POST /api/v1/scores/lookup`` done the naive way: no captcha, no throttle, every record read from PostgreSQL."""
-    body = await read_json(request)
-    exam, name, mode, value = released_exam(request, body)
-    sql = records.ONE_BY_ID_SQL if mode == "id_number" else records.ONE_BY_TICKET_SQL
+    _, exam, query = await released_query(request)
+    sql = records.ONE_BY_ID_SQL if query.mode == "id_number" else records.ONE_BY_TICKET_SQL
     async with storage_errors():
-        stored = await request.app[keys.PG].fetchval(sql, exam.id, value)
-    return scores_response(exam, None if stored is None else records.decode(stored), name)
+        stored = await request.app[keys.PG].fetchval(sql, exam.id, query.value)
+    record = None if stored is None else records.decode(stored)
+    return json_response(rules.scores_of(exam, record, query.name), headers=NO_STORE)
 
 
 async def _limits_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -13,69 +13,119 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
 import unicodedata
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 from aiohttp import web
-from redis.exceptions import RedisError
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from core.catalogue import Exam
-from core.identity import normalise_id_number, normalise_name
-from core.timeutil import iso_local, utcnow
+from core.redis import REDIS_DOWN
+from core.timeutil import utcnow
 from gateway import captcha_gate, keys
-from gateway.bodies import json_response, read_json
+from gateway.bodies import NO_STORE, json_response, read_body
 from gateway.errors import ApiError, NotFoundError, ValidationFailed
-from lookups import links, pdf, records
+from gateway.models import Body, CaptchaValue, Id, Reply
+from gateway.routing import Answer, Param, Routes
+from lookups import links, pdf, records, rules
 
-NO_STORE = {"Cache-Control": "no-store"}
+routes = Routes("Lookups")
 NAME_MAX = 64
 KEY_MAX = 32
 
 
-def _not_found() -> NotFoundError:
-    # One answer whether the id, the ticket number or the name is wrong.
-    return NotFoundError("未查询到相关记录，请核对姓名和证件号码（或准考证号）", code="not_found")
+def _text(limit: int) -> Any:
+    """A string, not blank, at most ``limit`` characters once stripped and NFC-normalised (as before models)."""
+    def check(value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise PydanticCustomError("must_be_text", "must be text")
+        if not value.isascii():
+            value = unicodedata.normalize("NFC", value)
+        if len(value) > limit:
+            raise PydanticCustomError("too_long", "too long")
+        return value
+    return Annotated[str, AfterValidator(check), Field(json_schema_extra={
+        "minLength": 1, "maxLength": limit, "pattern": r"[^\s\u001c-\u001f\u0085]"})]
 
 
-def _text(body: dict[str, Any], field: str, problems: dict[str, str], *, limit: int) -> str | None:
-    value = body.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        problems[field] = "must_be_text"
-        return None
-    value = unicodedata.normalize("NFC", value.strip())
-    if len(value) > limit:
-        problems[field] = "too_long"
-        return None
-    return value
+class TicketQuery(Body):
+    """Who asks for a ticket: the exam, the name and the id number as registered."""
+
+    field_codes: ClassVar[dict[str, str]] = {"exam_id": "must_be_exam_id", "name": "must_be_text",
+                                             "id_number": "must_be_text", "ticket_no": "must_be_text"}
+    exam_id: Id
+    name: _text(NAME_MAX)  # type: ignore[valid-type]
+    id_number: _text(KEY_MAX)  # type: ignore[valid-type]
+    captcha: CaptchaValue = None
 
 
-def parse_query(body: dict[str, Any], *, ticket_allowed: bool) -> tuple[int, str, str, str]:
-    """(exam_id, name, mode, value) of a lookup body; 422 naming every problem."""
-    allowed = {"exam_id", "name", "id_number", "captcha"} | ({"ticket_no"} if ticket_allowed else set())
-    problems = {key: "unknown_field" for key in body if key not in allowed}
-    exam_id = body.get("exam_id")
-    if exam_id is None:
-        problems["exam_id"] = "required"
-    elif isinstance(exam_id, bool) or not isinstance(exam_id, int) or exam_id <= 0:
-        problems["exam_id"] = "must_be_exam_id"
-    name = _text(body, "name", problems, limit=NAME_MAX)
-    if name is None and "name" not in problems:
-        problems["name"] = "required"
-    id_number = _text(body, "id_number", problems, limit=KEY_MAX)
-    ticket_no = _text(body, "ticket_no", problems, limit=KEY_MAX) if ticket_allowed else None
-    if id_number is not None and ticket_no is not None:
-        problems["ticket_no"] = "give_id_number_or_ticket_no_not_both"
-    elif id_number is None and ticket_no is None and not ({"id_number", "ticket_no"} & problems.keys()):
-        problems["id_number"] = "required"
-    if problems:
-        raise ValidationFailed(problems)
-    # In the forms registration stores: the record's key, the throttle's subject, the name compared.
-    mode, value = ("id_number", normalise_id_number(id_number)) if id_number is not None else ("ticket_no", ticket_no)
-    return int(exam_id), normalise_name(name), mode, value  # type: ignore[arg-type, return-value]
+class ScoreQuery(Body):
+    """Who asks for scores: the exam, the name, and the id number or the ticket number (one of them)."""
+
+    field_codes: ClassVar[dict[str, str]] = TicketQuery.field_codes
+    exam_id: Id
+    name: _text(NAME_MAX)  # type: ignore[valid-type]
+    id_number: _text(KEY_MAX) | None = Field(None, description="give id_number or ticket_no, not both")  # type: ignore[valid-type]
+    ticket_no: _text(KEY_MAX) | None = None  # type: ignore[valid-type]
+    captcha: CaptchaValue = None
+
+
+class SubjectScore(Reply):
+    """One subject's score against its pass mark."""
+
+    code: str
+    name: str
+    score: float
+    pass_mark: float | None
+    passed: bool
+
+
+class Scores(Reply):
+    """The candidate's scores."""
+
+    exam_id: int
+    name: str
+    ticket_no: str
+    subjects: list[SubjectScore]
+    passed_all: bool
+
+
+class TicketSubject(Reply):
+    """A subject on the ticket with its session times."""
+
+    code: str
+    name: str
+    starts_at: str | None
+    ends_at: str | None
+
+
+class TicketExam(Reply):
+    """The exam on the ticket."""
+
+    id: int
+    name: str
+
+
+class TicketSite(Reply):
+    """The exam site on the ticket."""
+
+    name: str | None
+    address: str | None
+
+
+class Ticket(Reply):
+    """The admission ticket, with a signed link to its PDF."""
+
+    ticket_no: str
+    name: str
+    exam: TicketExam
+    site: TicketSite
+    room: str
+    seat_no: str
+    subjects: list[TicketSubject]
+    pdf_url: str
 
 
 def _exam(request: web.Request, exam_id: int) -> Exam:
@@ -85,25 +135,13 @@ def _exam(request: web.Request, exam_id: int) -> Exam:
     return exam
 
 
-def _too_early(message: str, code: str, at: datetime, details: dict[str, Any]) -> ApiError:
-    """425 with the time in ``details``; Retry-After only when the time is ahead (at most a day)."""
-    seconds = (at - utcnow()).total_seconds()
-    return ApiError(message, code=code, status=425, details=details,
-                    retry_after_s=min(seconds, 86400) if seconds > 0 else None)
-
-
-def same_name(stored: str, given: str) -> bool:
-    """Constant-time comparison of a stored name (normalised by registration) with a given one normalised alike."""
-    return hmac.compare_digest(stored.encode(), given.encode())
-
-
-async def _record(request: web.Request, body: dict[str, Any], exam: Exam, mode: str,
-                  value: str) -> records.Record | None:
-    """The record found by ``mode``/``value`` or None (its read sent in the captcha's and the throttle's batch).
+async def _record(request: web.Request, body: Body, exam: Exam, query: rules.Query) -> records.Record | None:
+    """The record ``query`` names, or None (its read sent in the captcha's and the throttle's batch).
 
     The caller compares the name: the one 404 covers no record and another name alike.
     """
     service = request.app[keys.LOOKUPS]
+    mode, value = query.mode, query.value
     pending: list[asyncio.Future[Any] | None] = []
     try:
         await captcha_gate.guard(request, body, id_number=value if mode == "id_number" else None,
@@ -114,67 +152,47 @@ async def _record(request: web.Request, body: dict[str, Any], exam: Exam, mode: 
     return await service.finish(exam.id, mode, value, pending[0])
 
 
-def released_exam(request: web.Request, body: dict[str, Any]) -> tuple[Exam, str, str, str]:
-    """(exam, name, mode, value) of a score lookup; 422, 404 for an unknown exam, 425 before the release."""
-    exam_id, name, mode, value = parse_query(body, ticket_allowed=True)
-    exam = _exam(request, exam_id)
-    if utcnow() < exam.score_release_at:
-        raise _too_early("成绩尚未发布", "not_yet_released", exam.score_release_at,
-                         {"release_at": iso_local(exam.score_release_at)})
-    return exam, name, mode, value
+LOOKUP_ERRORS = {404: "not_found (one answer for a wrong id, ticket number or name), exam_not_found",
+                 422: "validation_failed: details.fields (must_be_exam_id, must_be_text, too_long, required, "
+                      "give_id_number_or_ticket_no_not_both)",
+                 503: "overloaded (the PostgreSQL fallback is full: details.reason lookup_fallback_full); or shed"}
 
 
-def scores_response(exam: Exam, record: records.Record | None, name: str) -> web.Response:
-    """The candidate's scores; the one 404 for no record, another name or no scores."""
-    if record is None or not same_name(record.name, name) or not record.scores:
-        raise _not_found()
-    subjects = []
-    for code, score in sorted(record.scores.items()):
-        subject = exam.subjects.get(code)
-        pass_mark = subject.pass_mark if subject else None
-        subjects.append({"code": code, "name": subject.name if subject else code, "score": float(score),
-                         "pass_mark": pass_mark, "passed": pass_mark is not None and float(score) >= pass_mark})
-    return json_response({"exam_id": exam.id, "name": record.name, "ticket_no": record.ticket_no,
-                          "subjects": subjects, "passed_all": all(s["passed"] for s in subjects)},
-                         headers=NO_STORE)
-
-
+@routes.post("/api/v1/scores/lookup", "scores.lookup", body=ScoreQuery, captcha=True,
+             limits=("ip", "global", "id_number"), handler_decides=True, answers={200: Answer(Scores, "the scores")},
+             errors={**LOOKUP_ERRORS, 425: "not_yet_released (details.release_at)"})
 async def lookup_score(request: web.Request) -> web.Response:
-    """``POST /api/v1/scores/lookup``: the candidate's scores once released."""
-    body = await read_json(request)
-    exam, name, mode, value = released_exam(request, body)
-    return scores_response(exam, await _record(request, body, exam, mode, value), name)
+    """The candidate's scores once released, by id number or ticket number."""
+    body, exam, query = await released_query(request)
+    record = await _record(request, body, exam, query)
+    return json_response(rules.scores_of(exam, record, query.name), headers=NO_STORE)
 
 
-def ticket_body(request: web.Request, exam: Exam, record: records.Record) -> dict[str, Any]:
-    """The ticket as the lookup answers it (and the PDF shows it)."""
-    site = exam.sites.get(record.site_id)
-    subjects = []
-    for code in record.subjects:
-        subject = exam.subjects.get(code)
-        subjects.append({"code": code, "name": subject.name if subject else code,
-                         "starts_at": iso_local(subject.starts_at) if subject else None,
-                         "ends_at": iso_local(subject.ends_at) if subject else None})
-    return {"ticket_no": record.ticket_no, "name": record.name, "exam": {"id": exam.id, "name": exam.name},
-            "site": {"name": site.name if site else None, "address": site.address if site else None},
-            "room": record.room, "seat_no": record.seat_no, "subjects": subjects}
+async def released_query(request: web.Request) -> tuple[ScoreQuery, Exam, rules.Query]:
+    """A score lookup's body, exam and query; 422, 404 for an unknown exam, 425 before the release."""
+    body = await read_body(request, ScoreQuery)
+    if body.id_number is not None and body.ticket_no is not None:
+        raise ValidationFailed({"ticket_no": "give_id_number_or_ticket_no_not_both"})
+    if body.id_number is None and body.ticket_no is None:
+        raise ValidationFailed({"id_number": "required"})
+    exam = _exam(request, body.exam_id)
+    rules.check_released(exam, utcnow())
+    return body, exam, rules.query(body.exam_id, body.name, id_number=body.id_number, ticket_no=body.ticket_no)
 
 
+@routes.post("/api/v1/tickets/lookup", "tickets.lookup", body=TicketQuery, captcha=True,
+             limits=("ip", "global", "id_number"), handler_decides=True,
+             answers={200: Answer(Ticket, "the ticket with a signed PDF link")},
+             errors={**LOOKUP_ERRORS, 425: "not_yet_available (details.available_from, details.available_until)"})
 async def lookup_ticket(request: web.Request) -> web.Response:
-    """``POST /api/v1/tickets/lookup``: the admission ticket inside the print window, with a signed PDF link."""
-    body = await read_json(request)
-    exam_id, name, mode, value = parse_query(body, ticket_allowed=False)
-    exam = _exam(request, exam_id)
-    now = utcnow()
-    if not exam.ticket_print_opens_at <= now < exam.ticket_print_closes_at:
-        raise _too_early("当前不在准考证打印时间内", "not_yet_available", exam.ticket_print_opens_at,
-                         {"available_from": iso_local(exam.ticket_print_opens_at),
-                          "available_until": iso_local(exam.ticket_print_closes_at)})
-    record = await _record(request, body, exam, mode, value)
-    if record is None or not same_name(record.name, name):
-        raise _not_found()
-    answer = ticket_body(request, exam, record)
-    answer["pdf_url"] = request.app[keys.TICKET_LINKS](record.ticket_no, exam.id)
+    """The admission ticket inside the print window, with a signed PDF link."""
+    body = await read_body(request, TicketQuery)
+    exam = _exam(request, body.exam_id)
+    rules.check_print_window(exam, utcnow())
+    query = rules.query(body.exam_id, body.name, id_number=body.id_number, ticket_no=None)
+    record = await _record(request, body, exam, query)
+    answer = rules.ticket_of(exam, record, query.name)
+    answer["pdf_url"] = request.app[keys.TICKET_LINKS](answer["ticket_no"], exam.id)
     return json_response(answer, headers=NO_STORE)
 
 
@@ -194,6 +212,15 @@ def _ticket_doc(exam: Exam, record: records.Record) -> pdf.TicketDoc:
                          subjects)
 
 
+@routes.get("/api/v1/tickets/{ticket_no}.pdf", "tickets.pdf",
+            summary="The admission ticket as a PDF, behind the signed expiring link the ticket lookup gave",
+            params=(Param("ticket_no", "path", {"type": "string"}),
+                    Param("exam", "query", {"type": "integer"}, required=True),
+                    Param("exp", "query", {"type": "integer"}, required=True),
+                    Param("sig", "query", {"type": "string"}, required=True)),
+            answers={200: Answer({"type": "string"}, "the PDF", media_type="application/pdf")},
+            errors={403: "link_invalid (tampered, another ticket's, or expired)", 404: "not_found, exam_not_found",
+                    503: "service_unavailable: the PDF cannot be made (ticket font missing); or shed"})
 async def ticket_pdf(request: web.Request) -> web.Response:
     """``GET /api/v1/tickets/{ticket_no}.pdf?exam=&exp=&sig=``: the ticket PDF behind a signed, expiring link.
 
@@ -211,25 +238,18 @@ async def ticket_pdf(request: web.Request) -> web.Response:
     exam = _exam(request, exam_id)
     redis = app[keys.REDIS]
     cached = None
-    with contextlib.suppress(RedisError, ConnectionError, TimeoutError, OSError):
+    with contextlib.suppress(*REDIS_DOWN):
         cached = await redis.execute(b"GET", _pdf_key(ticket_no))
     if cached is None:
         service = app[keys.LOOKUPS]
         record = await service.finish(exam.id, "ticket_no", ticket_no, service.submit(exam.id, "ticket_no", ticket_no))
         if record is None:
-            raise _not_found()
+            raise rules.NoRecord()
         font = app[keys.SETTINGS].ticket_font
         cached = await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(pdf.render_ticket, _ticket_doc(exam, record), font_path=font))
-        with contextlib.suppress(RedisError, ConnectionError, TimeoutError, OSError):
+        with contextlib.suppress(*REDIS_DOWN):
             await redis.execute(b"SET", _pdf_key(ticket_no), cached, b"EX", PDF_CACHE_TTL_S)
     return web.Response(body=cached, content_type="application/pdf", headers={
         "Cache-Control": "private, max-age=600",
         "Content-Disposition": f'inline; filename="ticket-{ticket_no}.pdf"'})
-
-
-def setup(app: web.Application) -> None:
-    """Add the lookup routes."""
-    app.router.add_post("/api/v1/tickets/lookup", lookup_ticket, name="tickets.lookup")
-    app.router.add_post("/api/v1/scores/lookup", lookup_score, name="scores.lookup")
-    app.router.add_get("/api/v1/tickets/{ticket_no}.pdf", ticket_pdf, name="tickets.pdf")

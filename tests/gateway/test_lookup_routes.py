@@ -271,3 +271,30 @@ async def test_the_naive_postgresql_lookup_answers_like_the_real_one(aiohttp_cli
     wrong = await bench.post("/_bench/scores-lookup-pg", json={"exam_id": exam_id, "name": "李四",
                                                                "id_number": people[0]["id_number"]})
     assert wrong.status == 404
+
+
+STORED_ID, STORED_NAME = "11010519491231002X", "阿依古丽·买买提"
+# How candidates type what registration stored: each must find the record (the one normalisation, core.identity).
+ID_SPELLINGS = ["11010519491231002x", "１１０１０５１９４９１２３１００２Ｘ", "１１０１０５１９４９１２３１００２ｘ",
+                "  11010519491231002X  ", "\t11010519491231002x "]
+NAME_SPELLINGS = ["阿依古丽•买买提", "阿依古丽・买买提", "阿依古丽‧买买提", " 阿依古丽·买买提 "]
+
+
+@pytest.mark.parametrize("path", [SCORES, TICKETS])
+async def test_lookups_find_the_record_however_the_id_and_name_are_typed(
+        client: TestClient, pg: asyncpg.Connection, path: str) -> None:
+    exam_id, _ = await make_results(pg, 1)
+    # the other path's candidate keeps its record under another id number
+    await pg.execute("UPDATE candidates SET id_number = 'P' || lpad(id::text, 9, '0') WHERE id_number = $1", STORED_ID)
+    await pg.execute("UPDATE candidates SET id_number = $1, name = $2 WHERE id = "
+                     "(SELECT candidate_id FROM registrations WHERE exam_id = $3)", STORED_ID, STORED_NAME, exam_id)
+    await _refresh(client)
+    for id_number in ID_SPELLINGS:
+        resp = await client.post(path, json={"exam_id": exam_id, "name": STORED_NAME, "id_number": id_number})
+        assert resp.status == 200, (id_number, await resp.text())
+        assert (await resp.json())["name"] == STORED_NAME
+    for name in NAME_SPELLINGS:
+        resp = await client.post(path, json={"exam_id": exam_id, "name": name, "id_number": STORED_ID.lower()})
+        assert resp.status == 200, (name, await resp.text())
+    wrong = await client.post(path, json={"exam_id": exam_id, "name": "阿依古丽买买提", "id_number": STORED_ID})
+    assert wrong.status == 404  # the dot is part of the name: dropping it is another name
