@@ -7,6 +7,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+# A plain connection or the proxy that pool.acquire() hands out: both take the same queries.
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 
 @dataclass(frozen=True)

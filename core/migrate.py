@@ -10,6 +10,7 @@ from importlib import resources
 
 import asyncpg
 
+from core.db import Conn
 from core.errors import MigrationError
 
 # Any constant works as long as every examgate process uses the same one.
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-async def applied(conn: asyncpg.Connection) -> dict[int, str]:
+async def applied(conn: Conn) -> dict[int, str]:
     """Recorded migrations: version → checksum (empty when none ran yet)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
@@ -63,7 +64,7 @@ async def applied(conn: asyncpg.Connection) -> dict[int, str]:
     return {r["version"]: r["checksum"] for r in rows}
 
 
-async def pending(conn: asyncpg.Connection) -> list[Migration]:
+async def pending(conn: Conn) -> list[Migration]:
     """Migrations not yet applied; raises when an applied one was edited afterwards."""
     done = await applied(conn)
     todo = []

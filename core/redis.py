@@ -20,9 +20,9 @@ import itertools
 import socket
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
@@ -42,13 +42,16 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-__all__ = ["REDIS_DOWN", "AutoPipeline", "Endpoint", "abandon", "parse_url"]
+__all__ = ["REDIS_DOWN", "AutoPipeline", "Endpoint", "abandon", "pack_command", "parse_url"]
 
 # What a call to Redis raises when Redis is away or slow (ConnectionError is an OSError; asyncio.TimeoutError is
 # TimeoutError): callers that degrade rather than fail catch exactly these.
 REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 Arg = bytes | str | int | float | memoryview
+
+# hiredis.pack_command with its real type: the stub shipped with hiredis declares a one-element tuple.
+pack_command = cast("Callable[[tuple[Arg, ...]], bytes]", hiredis.pack_command)
 
 # After a failed (re)connect, commands on that connection fail at once for this long
 # instead of each tick starting another attempt against a server that is down.
@@ -122,13 +125,13 @@ def _handshake(endpoint: Endpoint, client_name: str | None) -> list[bytes]:
     commands: list[bytes] = []
     if endpoint.password is not None:
         if endpoint.username:
-            commands.append(hiredis.pack_command(("AUTH", endpoint.username, endpoint.password)))
+            commands.append(pack_command(("AUTH", endpoint.username, endpoint.password)))
         else:
-            commands.append(hiredis.pack_command(("AUTH", endpoint.password)))
+            commands.append(pack_command(("AUTH", endpoint.password)))
     if endpoint.db:
-        commands.append(hiredis.pack_command(("SELECT", endpoint.db)))
+        commands.append(pack_command(("SELECT", endpoint.db)))
     if client_name:
-        commands.append(hiredis.pack_command(("CLIENT", "SETNAME", client_name)))
+        commands.append(pack_command(("CLIENT", "SETNAME", client_name)))
     return commands
 
 
@@ -416,7 +419,7 @@ class AutoPipeline:
         if self._closed:
             raise ConnectionError("Redis client closed")
         try:
-            packed = hiredis.pack_command(args)
+            packed = pack_command(args)
         except TypeError as exc:
             raise DataError(f"invalid Redis command argument in {args[:1]!r}: {exc}") from exc
         return self._enqueue(packed)

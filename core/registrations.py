@@ -250,7 +250,7 @@ def parse_request(
     if fields:
         raise RegistrationInvalid(fields)
     assert exam is not None and province is not None and city is not None
-    assert level is not None and specialty is not None
+    assert level is not None and specialty is not None and work_years is not None
     order = {code: i for i, code in enumerate(exam.subjects)}
     return RegistrationRequest(
         exam.id, province, city, level, specialty, tuple(sorted(subjects, key=order.__getitem__)), work_years

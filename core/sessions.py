@@ -33,7 +33,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from core.redis import AutoPipeline
 from core.scripts import Script, ScriptClient, load_scripts
@@ -187,7 +187,7 @@ async def revoke(client: ScriptClient, token: str) -> bool:
     value = await client.getdel(session_key(digest))
     if value is None:
         return False
-    candidate_id = int(value.split(b":", 1)[0])
+    candidate_id = int(cast(bytes, value).split(b":", 1)[0])  # the client does not decode replies
     await client.zrem(index_key(candidate_id), digest)
     return True
 

@@ -185,7 +185,9 @@ _HEADING = FontFace(emphasis="", fill_color=(236, 236, 236))
 
 
 def _draw(pdf: _TicketPDF, ticket: TicketDoc) -> None:
-    cmap = pdf.fonts[CJK_FAMILY].cmap
+    font = pdf.fonts[CJK_FAMILY]
+    assert isinstance(font, TTFFont)  # _render adds it from a TrueType file (_ParsedFont.add_to)
+    cmap = font.cmap
 
     def t(text: str) -> str:
         return _latin_fallback(text, cmap)
@@ -241,7 +243,7 @@ def _draw(pdf: _TicketPDF, ticket: TicketDoc) -> None:
 # ---------------------------------------------------------------- the font, parsed once per path
 
 
-class _FreshGlyphs(dict):  # type: ignore[type-arg]
+class _FreshGlyphs(dict):
     """A glyf table's glyphs, each made on first access from cached bytes.
 
     The subsetter edits the glyphs it keeps (component renumbering, trimming), so each document

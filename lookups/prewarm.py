@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
-import hiredis
 import redis.asyncio as aioredis
 
 from core.catalogue import Exam
+from core.redis import pack_command
 from core.timeutil import utcnow
 from lookups import records
 
@@ -63,7 +63,7 @@ async def _write(redis: aioredis.Redis, exam_id: int, rows: list[asyncpg.Record]
     commands = list(by_bucket.items())
     parts = []
     for start in range(0, len(commands), YIELD_EVERY):
-        parts += [hiredis.pack_command(("HSET", prefix + str(number), *flat))
+        parts += [pack_command(("HSET", prefix + str(number), *flat))
                   for number, flat in commands[start:start + YIELD_EVERY]]
         await asyncio.sleep(0)
     packed = b"".join(parts)
