@@ -28,11 +28,12 @@ import asyncio
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
+from redis.typing import EncodableT, FieldT
 
 from queueing import keys
 from queueing.errors import QueueingError
@@ -170,11 +171,12 @@ async def reconcile_exam(pg: asyncpg.Connection | asyncpg.Pool, redis: aioredis.
                 # acknowledged later was committed before it, and one applied later counts as not.
                 await pipe.watch(holds_key, expiry_key, last_key, *left_keys.values())
                 unapplied = await unapplied_events(redis, stream)
-                last_events: dict[bytes, bytes] = await pipe.hgetall(last_key) if unapplied else {}
+                # The client does not decode responses: hashes come back as bytes to bytes.
+                last_events = cast("dict[bytes, bytes]", await pipe.hgetall(last_key)) if unapplied else {}
                 truth = await _truth(pg, exam_id)
-                found_holds: dict[bytes, bytes] = await pipe.hgetall(holds_key)
+                found_holds = cast("dict[bytes, bytes]", await pipe.hgetall(holds_key))
                 found_expiry = {member: int(score) for member, score in
-                                await pipe.zrange(expiry_key, 0, -1, withscores=True)}
+                                cast("list[tuple[bytes, float]]", await pipe.zrange(expiry_key, 0, -1, withscores=True))}
                 found_left = await pipe.mget(list(left_keys.values())) if left_keys else []
                 in_flight = _in_flight(unapplied, last_events)
                 for member in in_flight:  # Redis is ahead of PostgreSQL here: keep what it has
@@ -199,12 +201,12 @@ async def reconcile_exam(pg: asyncpg.Connection | asyncpg.Pool, redis: aioredis.
                     repaired.add(member)
                 # expiry entries without a hold (the sweeper would drop them) are repaired too
                 repaired.update(found_expiry.keys() - truth.expiry.keys() - found_holds.keys())
-                for site, value in zip(left_keys, found_left):
-                    expected_left = max(0, capacity[site] - held[site])
-                    drift.sites.append(SiteDrift(site, capacity[site], held[site], expected_left,
+                for site_id, value in zip(left_keys, found_left, strict=True):
+                    expected_left = max(0, capacity[site_id] - held[site_id])
+                    drift.sites.append(SiteDrift(site_id, capacity[site_id], held[site_id], expected_left,
                                                  None if value is None else int(value)))
-                    if held[site] > capacity[site]:
-                        drift.oversold_sites.append(site)
+                    if held[site_id] > capacity[site_id]:
+                        drift.oversold_sites.append(site_id)
                 pipe.multi()
                 if repaired:
                     pipe.hdel(last_key, *repaired)
@@ -214,16 +216,16 @@ async def reconcile_exam(pg: asyncpg.Connection | asyncpg.Pool, redis: aioredis.
                         pipe.zrem(expiry_key, *to_delete)
                     to_set = {m: truth.holds[m] for m in repaired if m in truth.holds}
                     if to_set:
-                        pipe.hset(holds_key, mapping=to_set)
+                        pipe.hset(holds_key, mapping=cast("dict[FieldT, EncodableT]", to_set))
                         permanent = [m for m in to_set if m not in truth.expiry]
                         if permanent:
                             pipe.zrem(expiry_key, *permanent)
                         expiring = {m: truth.expiry[m] for m in to_set if m in truth.expiry}
                         if expiring:
                             pipe.zadd(expiry_key, expiring)
-                for site in drift.sites:
-                    if site.drifted:
-                        pipe.set(left_keys[site.site_id], site.expected_left)
+                for site_drift in drift.sites:
+                    if site_drift.drifted:
+                        pipe.set(left_keys[site_drift.site_id], site_drift.expected_left)
                 await pipe.execute()
                 return drift
             except WatchError:

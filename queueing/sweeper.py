@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -31,11 +31,12 @@ async def sweep_exam(redis: aioredis.Redis, exam_id: int, *, now_ms: int | None 
     base = event_keys(exam_id)
     released = 0
     while True:
-        due = await redis.zrangebyscore(keys.hold_expiry(exam_id), "-inf", at, start=0, num=batch_size,
-                                        withscores=True)
+        # The client does not decode replies: members and site ids come back as bytes.
+        due = cast("list[tuple[bytes, float]]", await redis.zrangebyscore(
+            keys.hold_expiry(exam_id), "-inf", at, start=0, num=batch_size, withscores=True))
         if not due:
             return released
-        sites = await redis.hmget(keys.holds(exam_id), [member for member, _ in due])
+        sites = cast("list[bytes | None]", await redis.hmget(keys.holds(exam_id), [member for member, _ in due]))
         replies = await _expire_all(redis, exam_id, base, due, sites, at)
         released += sum(1 for reply in replies if int(reply[0]) == 1)
         if len(due) < batch_size or all(int(reply[0]) == 0 for reply in replies):

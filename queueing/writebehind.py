@@ -34,12 +34,14 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
 
+from core.db import Conn
 from core.loops import pause, should_stop
 from queueing import keys
 from queueing.holds import clock_ms, ms_to_datetime
@@ -66,6 +68,15 @@ class HoldEvent(NamedTuple):
     old_site_id: int | None
     expires_at_ms: int | None
     event: int
+
+
+# A stream's entries as XRANGE returns them to this client, which does not decode replies
+# (redis-py types them for either decoding mode, with parts that XRANGE never leaves out).
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+async def _xrange(redis: aioredis.Redis, stream: str, *, min: str, max: str, count: int) -> _Entries:
+    return cast(_Entries, await redis.xrange(stream, min=min, max=max, count=count))
 
 
 class DeadLetter(NamedTuple):
@@ -119,7 +130,7 @@ def parse_event(stream: str, entry_id: str, fields: Mapping[Any, Any]) -> HoldEv
 
 
 @contextlib.asynccontextmanager
-async def _connection(pg: PgTarget) -> AsyncIterator[asyncpg.Connection]:
+async def _connection(pg: PgTarget) -> AsyncIterator[Conn]:
     if isinstance(pg, asyncpg.Pool):
         async with pg.acquire() as conn:
             yield conn
@@ -143,7 +154,7 @@ async def _latest_numbers(redis: aioredis.Redis, events: Sequence[HoldEvent]) ->
     return latest
 
 
-async def apply_events(conn: asyncpg.Connection, redis: aioredis.Redis, events: Sequence[HoldEvent]) -> int:
+async def apply_events(conn: Conn, redis: aioredis.Redis, events: Sequence[HoldEvent]) -> int:
     """Apply the latest event of each registration in one transaction; the number of events applied.
 
     ``conn`` must not be inside a transaction. See the module docstring for the rule.
@@ -205,7 +216,7 @@ async def unapplied_events(redis: aioredis.Redis, stream: str, group: str = GROU
         start = min(pending, key=_parse_id) if pending else "(" + _text(info["last-delivered-id"])
     found: dict[int, set[int]] = defaultdict(set)
     while True:
-        entries = await redis.xrange(stream, min=start, max="+", count=page_size)
+        entries = await _xrange(redis, stream, min=start, max="+", count=page_size)
         for entry_id, fields in entries:
             entry = _text(entry_id)
             if entry in pending or _parse_id(entry) > last_delivered:
@@ -252,7 +263,7 @@ async def _to_dead_letters(redis: aioredis.Redis, stream: str, group: str,
     errors = await redis.hmget(keys.HOLDS_FAILURES, failures)
     async with redis.pipeline(transaction=False) as pipe:
         for (entry_id, fields, deliveries), error in zip(entries, errors):
-            record = {_text(k): _text(v) for k, v in fields.items()}
+            record: dict[FieldT, EncodableT] = {_text(k): _text(v) for k, v in fields.items()}
             # Written before the XACK: a crash between them duplicates a dead letter, never loses one.
             pipe.xadd(keys.HOLDS_DEAD_LETTERS, {
                 **record, "dl_stream": stream, "dl_entry_id": entry_id, "dl_deliveries": deliveries,
@@ -301,11 +312,12 @@ async def drain_once(
                      if count <= max_deliveries)
     result.claimed = len(batch)
     if len(batch) < batch_size:
-        reply = await redis.xreadgroup(group, consumer_name, dict.fromkeys(streams, ">"),
-                                       count=batch_size - len(batch), block=None if batch else block_ms)
-        for stream, entries in reply or []:
-            for entry_id, fields in entries:
-                batch.append((_text(stream), _text(entry_id), fields, 1))
+        reply = cast("list[tuple[bytes, _Entries]] | None", await redis.xreadgroup(
+            group, consumer_name, dict.fromkeys(streams, ">"), count=batch_size - len(batch),
+            block=None if batch else block_ms))
+        for read_stream, entries in reply or []:
+            for read_id, read_fields in entries:
+                batch.append((_text(read_stream), _text(read_id), read_fields, 1))
                 result.read += 1
     if not batch:
         return result
@@ -334,7 +346,8 @@ async def drain_once(
         if retried:
             pipe.hdel(keys.HOLDS_FAILURES, *retried)
         if failed:
-            pipe.hset(keys.HOLDS_FAILURES, mapping={f"{s} {i}": error[:ERROR_CHARS] for (s, i), error in failed.items()})
+            errors: dict[FieldT, EncodableT] = {f"{s} {i}": error[:ERROR_CHARS] for (s, i), error in failed.items()}
+            pipe.hset(keys.HOLDS_FAILURES, mapping=errors)
         await pipe.execute()
     result.superseded = sum(len(ids) for ids in done.values()) - applied
     for (stream, entry_id), error in failed.items():
@@ -459,7 +472,7 @@ def _dead_letter(entry_id: Any, raw: Mapping[Any, Any]) -> DeadLetter:
 async def list_dead_letters(redis: aioredis.Redis, *, count: int = 100, after: str = "-") -> list[DeadLetter]:
     """Dead letters, oldest first (``after`` an id, exclusive, to page on)."""
     start = after if after == "-" else f"({after}"
-    entries = await redis.xrange(keys.HOLDS_DEAD_LETTERS, min=start, max="+", count=count)
+    entries = await _xrange(redis, keys.HOLDS_DEAD_LETTERS, min=start, max="+", count=count)
     return [_dead_letter(entry_id, raw) for entry_id, raw in entries]
 
 
@@ -477,12 +490,12 @@ async def replay_dead_letters(redis: aioredis.Redis, ids: Iterable[str] | None =
             after = page[-1].id
     else:
         for entry_id in ids:
-            found = await redis.xrange(keys.HOLDS_DEAD_LETTERS, min=entry_id, max=entry_id, count=1)
+            found = await _xrange(redis, keys.HOLDS_DEAD_LETTERS, min=entry_id, max=entry_id, count=1)
             letters.extend(_dead_letter(found_id, raw) for found_id, raw in found)
     for letter in letters:
         # Added before it is deleted: a crash between the two replays it twice, which is harmless.
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(letter.stream, letter.fields)
+            pipe.xadd(letter.stream, cast("dict[FieldT, EncodableT]", letter.fields))
             pipe.xdel(keys.HOLDS_DEAD_LETTERS, letter.id)
             await pipe.execute()
     return len(letters)
