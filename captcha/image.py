@@ -53,7 +53,8 @@ def _glyphs() -> dict[str, Image.Image]:
         scale = 4
     masks: dict[str, Image.Image] = {}
     for digit in "0123456789":
-        left, top, right, bottom = font.getbbox(digit)
+        # Pillow types the box as floats for any font; both kinds return whole pixels.
+        left, top, right, bottom = map(int, font.getbbox(digit))
         mask = Image.new("L", (right - left + 4, bottom - top + 4), 0)
         ImageDraw.Draw(mask).text((2 - left, 2 - top), digit, fill=255, font=font)
         if scale != 1:
@@ -72,7 +73,7 @@ def _wave_mesh(rng: random.Random, width_px: int, height_px: int) -> list[tuple[
     period_px = rng.uniform(60.0, 110.0)
     phase = rng.uniform(0, 2 * math.pi)
     strip_px = 8
-    mesh = []
+    mesh: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
     for x0 in range(0, width_px, strip_px):
         x1 = min(x0 + strip_px, width_px)
         dy0 = amplitude_px * math.sin(2 * math.pi * x0 / period_px + phase)

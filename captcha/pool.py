@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from captcha import keys
 from captcha.image import Drawn, draw_batch
@@ -210,7 +211,7 @@ async def refill(
 
 async def _record(redis: aioredis.Redis, *, target: int, added: int, rate_per_s: float) -> None:
     """Publish the refill figures in Redis, where every gateway process's metrics can read them."""
-    mapping: dict[str, float | int] = {"target": target, "last_refill_at_s": round(time.time(), 3)}
+    mapping: dict[FieldT, EncodableT] = {"target": target, "last_refill_at_s": round(time.time(), 3)}
     if added:
         mapping["last_refill_rate_per_s"] = round(rate_per_s, 1)
     async with redis.pipeline(transaction=False) as pipe:

@@ -16,6 +16,7 @@ class PeakShape(LoadTestShape):
         """(users wanted now, spawn rate), or None when the run time is over."""
         assert self.runner is not None
         options = self.runner.environment.parsed_options
+        assert options is not None
         run_s = self.get_run_time()
         duration_s = options.run_time
         if duration_s and run_s >= duration_s:

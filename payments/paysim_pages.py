@@ -60,8 +60,8 @@ def pay_page(trade: SimTrade, return_url: str | None = None) -> str:
         content.append(_back_link(return_url))
     else:
         action = f"/pay/{quote(trade.order_no, safe='')}"
-        hidden = (f'<input type="hidden" name="return_url" value="{escape(return_url)}">'
-                  if safe_return_url(return_url) else "")
+        back = safe_return_url(return_url)
+        hidden = f'<input type="hidden" name="return_url" value="{escape(back)}">' if back else ""
         content.append(f'<form method="post" action="{escape(action)}">{hidden}<button type="submit">支付</button></form>')
     return _render(f"{provider} - 订单 {trade.order_no}", "\n".join(content), trade.provider)
 
