@@ -42,8 +42,8 @@ from typing import Any
 from benchmarks.common import scrape_metrics, scratch_stores, wait_config_version
 from benchmarks.load import percentile, run_load
 from core.passwords import PasswordHasher, PasswordSettings
-from core.seed import SEED_PASSWORD, SEED_PASSWORD_HASH, candidate_credentials, seed
 from loadtest.processes import start_gateway
+from seed import SEED_PASSWORD, SEED_PASSWORD_HASH, candidate_credentials, seed
 
 PASSWORDS = PasswordSettings(threads=2, max_queue=64)  # the shipped defaults, spelled out
 USERS = 100

@@ -1,6 +1,6 @@
 """Score release: prewarming a million records, and a score lookup beside a route doing nothing.
 
-**Set-up.** ``core.seed.seed`` writes 1,000,000 candidates into a scratch database (each with an
+**Set-up.** ``seed.seed`` writes 1,000,000 candidates into a scratch database (each with an
 exam-A registration, an admission ticket and two scores); exam A's score release is moved an
 hour into the past.
 
@@ -10,7 +10,7 @@ number), and the counts checked against PostgreSQL. Target ≤ 30 s.
 
 **Figures 2–4**: one gateway process pinned to core 0, wrk on core 1 with 64 connections, a wrk
 Lua script posting score lookups by id number, rotating through ``KEYS`` seeded candidates
-(regenerated from their index with ``core.seed.lookup_keys``). Every answer's status is counted;
+(regenerated from their index with ``seed.lookup_keys``). Every answer's status is counted;
 anything but 200 fails the figure. Two phases, each measured in interleaved rounds beside the
 do-nothing route, each ratio the median of the per-round ratios:
 
@@ -42,10 +42,9 @@ import redis.asyncio as aioredis
 
 from benchmarks.common import scratch_stores, wait_config_version
 from benchmarks.wrk import LUA_STATUS_COUNTER, run_wrk, statuses
-from core.seed import lookup_keys, seed
-from core.seed_data import EXAM_A_CODE
 from loadtest.processes import Process, start_gateway
 from lookups import prewarm, records
+from seed import EXAM_A_CODE, lookup_keys, seed
 
 CANDIDATES = 1_000_000
 KEYS = 20_000

@@ -1,6 +1,6 @@
 """Seeding a million candidates: the whole demo data set, from an empty schema to ANALYZE, in one timed call.
 
-Runs ``core.seed.seed`` for 1,000,000 candidates into a scratch database (``examgate_bench_seed_<random>``
+Runs ``seed.seed`` for 1,000,000 candidates into a scratch database (``examgate_bench_seed_<random>``
 on ``EXAMGATE_BENCH_DATABASE_URL``, default ``postgresql://postgres@127.0.0.1:5432/``), counts what
 it wrote and drops the database.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from benchmarks.common import scratch_database
-from core.seed import seed
+from seed import seed
 
 CANDIDATES = 1_000_000
 TARGET_S = 60.0

@@ -67,7 +67,7 @@ def migrate() -> None:
 @click.option("--reset", is_flag=True, help="Delete earlier demo data first.")
 def seed(candidates: int, reset: bool) -> None:
     """Build the demo exams deterministically (candidates, sites, tickets, scores)."""
-    from core import seed as seeding
+    import seed as seeding
 
     settings = _settings()
     with click.progressbar(length=100, label="seeding", show_percent=True, show_eta=True,

@@ -1,6 +1,6 @@
 """Seeded candidates for load users: who each user signs in as, from where, and what it enrols in.
 
-Every seeded candidate is regenerated from its index (``core.seed``), so a load generator needs
+Every seeded candidate is regenerated from its index (``seed``), so a load generator needs
 no CSV and no database: it is told a window of indexes and takes its share of them.
 """
 
@@ -10,8 +10,8 @@ import itertools
 import random
 from typing import Any
 
-from core.seed import candidate_credentials
-from core.seed_names import PROVINCES
+from seed import candidate_credentials
+from seed.names import PROVINCES
 
 _CITIES = {province.code: province.cities[0] for province in PROVINCES}
 

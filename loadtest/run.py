@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from core.seed import EXAM_B_CODE
 from loadtest.admin import GatewayError, Operator
 from loadtest.processes import Process, free_port, start_locust
 from loadtest.scenarios import Scenario
@@ -35,6 +34,7 @@ from loadtest.verdicts import (
     evaluate,
     exit_code,
 )
+from seed import EXAM_B_CODE
 
 REPORTS_DIR = Path("loadtest") / "reports"
 STARTUP_S = 90.0  # Locust start-up and waiting for the workers

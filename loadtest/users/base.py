@@ -22,9 +22,9 @@ from locust.env import Environment
 from locust.exception import RescheduleTask
 from locust.runners import WorkerRunner
 
-from core.seed import candidate_credentials
 from loadtest import answers
 from loadtest.candidates import CandidatePool, client_address
+from seed import candidate_credentials
 
 LOADTEST_HEADER = "X-Loadtest-Token"
 

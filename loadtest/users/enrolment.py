@@ -8,9 +8,9 @@ from typing import Any, NamedTuple
 
 import gevent
 
-from core.seed import EXAM_B_CODE
 from loadtest.candidates import enrolment
 from loadtest.users.base import ExamgateUser
+from seed import EXAM_B_CODE
 
 ADMISSION_WAIT_S = 120.0  # the longest a user waits in the room before it counts as a failure
 SITE_TRIES = 3

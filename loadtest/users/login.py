@@ -6,8 +6,8 @@ from typing import Any
 
 from locust import task
 
-from core.seed import candidate_credentials
 from loadtest.users.base import ExamgateUser
+from seed import candidate_credentials
 
 PROFILE_FIELDS = ("candidate_id", "username", "name", "id_type", "id_number", "phone", "email")
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from locust import task
 
-from core.seed import EXAM_A_CODE, lookup_keys
 from loadtest.users.base import ExamgateUser
+from seed import EXAM_A_CODE, lookup_keys
 
 SCORE_FIELDS = ("exam_id", "name", "ticket_no", "subjects", "passed_all")
 TICKET_FIELDS = ("ticket_no", "name", "exam", "site", "room", "seat_no", "subjects", "pdf_url")

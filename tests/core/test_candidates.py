@@ -36,7 +36,7 @@ from core.errors import NotFound, StorageUnavailable
 from core.idcards import make_resident_id
 from core.passwords import PasswordHasher, PasswordSettings
 from core.redis import AutoPipeline
-from core.seed import SEED_SECURITY_ANSWER, candidate_credentials, seed
+from seed import SEED_SECURITY_ANSWER, candidate_credentials, seed
 
 HASH = "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
 ANSWER_HASH = "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHRzYWx0$YW5zd2Vyc2Fuc3dlcnNhbnN3ZXJzYW5zd2Vyc2Fucw"

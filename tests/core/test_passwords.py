@@ -16,7 +16,7 @@ from core.passwords import (
     check_policy,
     normalise_answer,
 )
-from core.seed import (
+from seed import (
     SEED_PASSWORD,
     SEED_PASSWORD_HASH,
     SEED_SECURITY_ANSWER,

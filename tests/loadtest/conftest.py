@@ -26,7 +26,6 @@ import redis
 import redis.asyncio as aioredis
 
 from core import db, migrate
-from core.seed import EXAM_B_CODE, seed
 from loadtest.processes import (
     ROOT,
     Process,
@@ -36,6 +35,7 @@ from loadtest.processes import (
     start_worker,
 )
 from payments import keys as payment_keys
+from seed import EXAM_B_CODE, seed
 from tests.conftest import TEST_PG_SERVER, TEST_REDIS_URL
 from tests.gateway.seat_stack import FAST_WORKER, wait_inventory
 

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from core.seed import candidate_credentials
 from loadtest.candidates import CandidatePool, client_address, enrolment
+from seed import candidate_credentials
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from core import db
-from core.seed import EXAM_B_CODE
+from seed import EXAM_B_CODE
 from tests.loadtest.conftest import THRESHOLDS, Run, Stack, run_loadtest
 
 pytestmark = pytest.mark.timeout(180)

@@ -6,9 +6,9 @@ from typing import NamedTuple
 
 import asyncpg
 
-from core.seed_data import EXAM_A_CODE, EXAM_B_CODE
+from seed.data import EXAM_A_CODE, EXAM_B_CODE
 
-# Seeded usernames are "c" and seven or more digits (see seed_data.username).
+# Seeded usernames are "c" and seven or more digits (see seed.data.username).
 SEEDED_USERNAME_PATTERN = "^c[0-9]{7,}$"
 DEMO_EXAMS = (EXAM_A_CODE, EXAM_B_CODE)
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from core import idcards
-from core.seed_names import (
+from seed.names import (
     GIVEN_FEMALE,
     GIVEN_MALE,
     GIVEN_SHARED,

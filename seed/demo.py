@@ -8,8 +8,8 @@ from the top of the 1[3-9] range.
 
 How it is fast (one transaction, one lock): the keys, indexes and foreign keys of the loaded
 tables are dropped and re-created afterwards (PostgreSQL's "Populating a Database"); every row
-is computed from the index in SQL (``seed_queries``), most of them by a second session that
-streams them as binary COPY into the loading one (``seed_stream``), so both cores work; then ANALYZE.
+is computed from the index in SQL (``seed.queries``), most of them by a second session that
+streams them as binary COPY into the loading one (``seed.stream``), so both cores work; then ANALYZE.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from typing import NamedTuple
 
 import asyncpg
 
-from core import seed_data, seed_keys
-from core import seed_queries as sq
 from core.errors import CoreError
-from core.seed_data import EXAM_A_CODE, EXAM_B_CODE, MAX_CANDIDATES
-from core.seed_exams import demo_sites, exam_specs, insert_exam, insert_sites
-from core.seed_reset import delete_seeded, existing_seed, truncate_seeded
-from core.seed_stream import QueryStream, SeedStreamError
+from seed import data as seed_data
+from seed import keys as seed_keys
+from seed import queries as sq
+from seed.data import EXAM_A_CODE, EXAM_B_CODE, MAX_CANDIDATES
+from seed.exams import demo_sites, exam_specs, insert_exam, insert_sites
+from seed.reset import delete_seeded, existing_seed, truncate_seeded
+from seed.stream import QueryStream, SeedStreamError
 
 __all__ = [
     "EXAM_A_CODE", "EXAM_B_CODE", "SEED_PASSWORD", "SEED_PASSWORD_HASH", "SEED_SECURITY_ANSWER",

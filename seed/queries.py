@@ -1,6 +1,6 @@
 """The seed's rows as SQL: PostgreSQL computes every seeded row from the candidate index itself.
 
-Each query mirrors the arithmetic of ``core.seed_data`` (province by weighted cycle, rank within
+Each query mirrors the arithmetic of ``seed.data`` (province by weighted cycle, rank within
 the province, identity, seat by room), so the rows equal what the pure functions say: tests
 hold the two in agreement. Every query takes ``$1``/``$2``, the first and past-the-last index.
 """
@@ -12,9 +12,9 @@ from typing import NamedTuple
 
 import asyncpg
 
-from core import seed_data as sd
 from core.idcards import WEIGHTS
-from core.seed_exams import (
+from seed import data as sd
+from seed.exams import (
     LEVELS,
     SPECIALTIES,
     SPECIALTY_WEIGHTS,
@@ -22,7 +22,7 @@ from core.seed_exams import (
     basic_subject_code,
     practice_subject_code,
 )
-from core.seed_names import (
+from seed.names import (
     GIVEN_FEMALE,
     GIVEN_MALE,
     GIVEN_SHARED,
@@ -190,7 +190,7 @@ _FIRST_REGION = _ints(sum(len(p.regions) for p in PROVINCES[:n]) for n in range(
 _MALE_BOTH, _FEMALE_BOTH = GIVEN_MALE + GIVEN_SHARED, GIVEN_FEMALE + GIVEN_SHARED
 
 # $3 candidate id base, $4 password hash, $5 security answer hash, $6 creation epoch,
-# $7 birth dates as YYYYMMDD integers, $8 their weighted digit sums (seed_data.BIRTH_DATE_*).
+# $7 birth dates as YYYYMMDD integers, $8 their weighted digit sums (seed.data.BIRTH_DATE_*).
 CANDIDATES = DerivedTable(
     "candidates",
     ("id", "username", "password_hash", "name", "id_type", "id_number", "phone", "email",

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 from typing import NamedTuple
-from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from core.seed_data import (
+from core.timeutil import SHANGHAI
+from seed.data import (
     EXAM_A_CODE,
     EXAM_B_CODE,
     SEATS_PER_ROOM,
     site_rooms,
     sites_needed,
 )
-from core.seed_names import DISTRICT_WORDS, PROVINCES, ROADS, SITE_KINDS, chinese_number
+from seed.names import DISTRICT_WORDS, PROVINCES, ROADS, SITE_KINDS, chinese_number
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 FEE_PER_SUBJECT_FEN = 6_000
 FULL_MARK, PASS_MARK = 140, 84
 

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from core import db, migrate, seed_data, seed_queries, seed_reset
+from core import db, migrate
 from core.idcards import is_valid_resident_id
-from core.seed import (
+from seed import (
     EXAM_A_CODE,
     EXAM_B_CODE,
     SeedError,
@@ -27,6 +27,9 @@ from core.seed import (
     lookup_keys,
     seed,
 )
+from seed import data as seed_data
+from seed import queries as seed_queries
+from seed import reset as seed_reset
 
 N = 2_000
 
