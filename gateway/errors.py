@@ -35,6 +35,7 @@ from lookups.rules import NoRecord, TooEarly
 from lookups.service import LookupsBusy
 from payments.errors import ProviderRejected, ProviderUnavailable, TradeAlreadyPaid
 from payments.orders import OrderRefused
+from queueing.eligibility import OtherProvince, RegistrationInactive, SiteNotFound
 from queueing.errors import AdmissionInvalid, PlaceExpired, PlaceNotFound
 from queueing.holds import HoldContention, InventoryMissing, SeatLocked, SiteFull
 from queueing.reconcile import ReconcileError
@@ -329,6 +330,18 @@ def _inventory_missing(exc: InventoryMissing) -> ApiError:
                       details={"reason": "seat_inventory_loading", "site_id": exc.site_id})
 
 
+def _site_not_found(exc: SiteNotFound) -> ApiError:
+    return NotFoundError("该考试没有这个考点", code="site_not_found", details={"site_id": exc.site_id})
+
+
+def _other_province(exc: OtherProvince) -> ApiError:
+    return ValidationFailed({"site_id": "other_province"}, "只能选择报考省份的考点")
+
+
+def _registration_inactive(exc: RegistrationInactive) -> ApiError:
+    return Conflict("该报名已取消或过期，不能选择考点", code="registration_inactive", details={"status": exc.status})
+
+
 def _admission_invalid(exc: AdmissionInvalid) -> ApiError:
     # One answer whatever the reason (forged, expired, someone else's): the reason is logged.
     return ApiError("请先排队，入场后再选择考点", code="admission_required", status=403)
@@ -428,6 +441,9 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (HoldContention, _hold_contention),
     (InventoryMissing, _inventory_missing),
     (AdmissionInvalid, _admission_invalid),
+    (SiteNotFound, _site_not_found),
+    (OtherProvince, _other_province),
+    (RegistrationInactive, _registration_inactive),
     (PlaceNotFound, _place_not_found),
     (PlaceExpired, _place_expired),
     (ReconcileError, _reconcile_error),

@@ -8,35 +8,122 @@ in-memory catalogue; the registration's owner, exam and province from ``Registra
 (one ``fetchrow`` the first time this process sees the registration). Rate-limit rules
 keyed by candidate, when the live config has any for the route, add one limiter call.
 
-Seats can be chosen while the registration is a draft or confirmed (a confirmed one whose
-hold lapsed before payment must be able to take a seat again) and registration is open; a
-paid seat neither moves nor is released (409 ``seat_locked``); cancelled and expired
-registrations get 409 ``registration_inactive``.
+Whether the registration may take the seat is one domain call, ``queueing.eligibility.check_seat``
+(site, province, status, window, waiting room); a paid seat neither moves nor is released (409
+``seat_locked``, from the hold script).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, TypeVar
+import time
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
 
+import orjson
 from aiohttp import web
+from pydantic import AfterValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from core import registrations
-from core.catalogue import Exam, Site
+from core.catalogue import Exam
 from core.redis import abandon
 from core.timeutil import iso_local_ms, utcnow
 from gateway import auth, keys
-from gateway.admission_gate import require_admission
-from gateway.bodies import json_response, read_json
-from gateway.errors import Conflict, NotFoundError, ValidationFailed
+from gateway.bodies import NO_STORE, json_bytes, json_response, parse_body
+from gateway.errors import NotFoundError, ValidationFailed
+from gateway.models import Body, CaptchaValue, Id, Int, Reply, Text
 from gateway.pathids import path_id
 from gateway.registration_refs import RegistrationRef
-from queueing import holds
+from gateway.routing import BATCHED, CANDIDATE, Answer, Param, Routes
+from queueing import eligibility, holds
 from queueing import keys as qkeys
 
-T = TypeVar("T")
-NO_STORE = {"Cache-Control": "no-store"}
-SEAT_STATUSES = ("draft", "confirmed", "paid")  # paid: the hold script answers (same seat, or seat_locked)
+routes = Routes("Registrations")
+ADMISSION_HEADER = "X-Admission-Token"
+STATUSES = Literal["draft", "confirmed", "paid", "cancelled", "expired"]
+
+
+def _some(codes: list[str]) -> list[str]:
+    if not codes:
+        raise PydanticCustomError("required", "at least one subject")
+    return codes
+
+
+def _work_years(years: int) -> int:
+    if not 0 <= years <= registrations.WORK_YEARS_MAX:
+        raise PydanticCustomError("out_of_range", "0-60")
+    return years
+
+
+class Enrolment(Body):
+    """Enrol in an exam: province, level, specialty and subjects must be the exam's (422 invalid_choice)."""
+
+    field_codes: ClassVar[dict[str, str]] = {"commitment": "must_be_true"}
+    exam_id: Id = Field(description="unknown_exam for an exam that does not exist")
+    province: str
+    city: Text(1, registrations.CITY_MAX_CHARS)  # type: ignore[valid-type]
+    level: str
+    specialty: str
+    subjects: Annotated[list[str], AfterValidator(_some), Field(json_schema_extra={"minItems": 1,
+                                                                                   "uniqueItems": True})]
+    work_years: Annotated[Int, AfterValidator(_work_years),
+                          Field(json_schema_extra={"minimum": 0, "maximum": registrations.WORK_YEARS_MAX})]
+    commitment: Literal[True]
+    captcha: CaptchaValue = Field(None, description="accepted and ignored")
+
+    model_config: ClassVar[ConfigDict] = {**Body.model_config, "json_schema_extra": {"examples": [
+        {"exam_id": 1, "province": "11", "city": "北京市", "level": "mid", "specialty": "fin", "subjects": ["101"],
+         "work_years": 5, "commitment": True}]}}
+
+
+class SeatChoice(Body):
+    """The site to hold a seat at."""
+
+    site_id: Id
+
+
+class Enrolled(Reply):
+    """A new draft registration."""
+
+    registration_id: int
+    status: Literal["draft"]
+
+
+class EnrolmentRecord(Reply):
+    """The candidate's own registration; site_id and hold_expires_at are the live hold."""
+
+    registration_id: int
+    exam_id: int
+    status: STATUSES
+    province: str | None = None
+    city: str | None = None
+    level: str | None = None
+    specialty: str | None = None
+    subjects: list[str] | None = None
+    work_years: int | None = None
+    site_id: int | None
+    hold_expires_at: datetime | None
+    order_no: str | None
+    ticket_no: str | None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class SeatHold(Reply):
+    """The seat held."""
+
+    site_id: int
+    hold_expires_at: datetime | None = Field(description="null when the seat is paid (permanent)")
+
+
+class Confirmed(Reply):
+    """A confirmed registration with its hold."""
+
+    registration_id: int
+    status: Literal["confirmed"]
+    site_id: int | None
+    hold_expires_at: datetime | None
 
 
 def _not_found() -> NotFoundError:
@@ -50,35 +137,32 @@ def _registration_id(request: web.Request) -> int:
     return registration_id
 
 
-async def _signed_in_with(request: web.Request, other: Awaitable[T]) -> tuple[int, T]:
-    """The signed-in candidate and ``other``'s result, awaited together (their Redis commands share a batch)."""
-    candidate, result = await asyncio.gather(auth.candidate_id(request), other, return_exceptions=True)
-    if isinstance(candidate, BaseException):
-        raise candidate  # not signed in wins over whatever the other lookup found
-    if isinstance(result, BaseException):
-        raise result
-    return candidate, result  # type: ignore[return-value]
-
-
 async def _own_registration(request: web.Request, registration_id: int) -> tuple[int, RegistrationRef, int | None]:
-    """(candidate, registration, held site hint) in one Redis round trip when the registration is cached."""
+    """(candidate, registration, held site hint) in one Redis round trip when the registration is cached.
+
+    The session lookup the candidate wrapper started and the hold read go out in one write.
+    """
     app = request.app
     refs = app[keys.REGISTRATION_REFS]
     ref = refs.cached(registration_id)
     hint: int | None = None
     if ref is not None:
-        # The session lookup and the hold read go out in one write and are awaited in turn (no Task each).
-        signed_in = auth.submit_candidate(request)
         held = app[keys.REDIS].submit(b"HGET", qkeys.holds(ref.exam_id), str(registration_id))
         try:
-            candidate = await auth.finish_candidate(request, signed_in)
+            candidate = await auth.signed_in(request)
         except BaseException:
             abandon(held)  # not signed in wins over whatever the other lookup found
             raise
         raw = await held
         hint = None if raw is None else int(raw)
     else:
-        candidate, ref = await _signed_in_with(request, refs.get(app[keys.PG], registration_id))
+        found = asyncio.ensure_future(refs.get(app[keys.PG], registration_id))
+        try:
+            candidate = await auth.signed_in(request)
+        except BaseException:
+            found.cancel()  # not signed in wins over whatever the other lookup found
+            raise
+        ref = await found
     if ref is None or ref.candidate_id != candidate:
         raise _not_found()
     return candidate, ref, hint
@@ -91,53 +175,52 @@ def _exam(request: web.Request, exam_id: int) -> Exam:
     return exam
 
 
-def _site_id(body: dict[str, Any]) -> int:
-    problems = {key: "unknown_field" for key in body if key != "site_id"}
-    site_id = body.get("site_id")
-    if site_id is None:
-        problems["site_id"] = "required"
-    elif isinstance(site_id, bool) or not isinstance(site_id, int):
-        problems["site_id"] = "must_be_integer"
-    if problems:
-        raise ValidationFailed(problems)
-    return int(site_id)  # type: ignore[arg-type]
-
-
-def _site(exam: Exam, ref: RegistrationRef, site_id: int) -> Site:
-    site = exam.sites.get(site_id)
-    if site is None:
-        raise NotFoundError("该考试没有这个考点", code="site_not_found", details={"site_id": site_id})
-    if site.province != ref.province:
-        raise ValidationFailed({"site_id": "other_province"}, "只能选择报考省份的考点")
-    return site
-
-
-def _seat_allowed(ref: RegistrationRef) -> None:
-    if ref.status not in SEAT_STATUSES:
-        raise Conflict("该报名已取消或过期，不能选择考点", code="registration_inactive",
-                       details={"status": ref.status})
+def _admission(request: web.Request, exam_id: int) -> eligibility.Admission:
+    config = request.app[keys.LIVE].current.queue_exams.get(exam_id)
+    return eligibility.Admission(config is not None and config.enabled, request.app[keys.ADMISSION_KEY],
+                                 request.headers.get(ADMISSION_HEADER))
 
 
 def _expires(expires_at_ms: int | None) -> str | None:
     return None if expires_at_ms is None else iso_local_ms(expires_at_ms)
 
 
+@routes.post("/api/v1/registrations", "registrations.create", caller=CANDIDATE, body=Enrolment,
+             summary="Enrol in an exam: a draft registration",
+             answers={201: Answer(Enrolled, "created")},
+             errors={403: "registration_closed: outside the registration window",
+                     409: "already_registered: one registration per candidate and exam",
+                     422: "validation_failed: details.fields (unknown_exam, invalid_choice, duplicate, "
+                          "out_of_range, must_be_true, …)"})
 async def create_registration(request: web.Request) -> web.Response:
     """Enrol in an exam: 201 ``{"registration_id", "status": "draft"}``."""
     candidate = await auth.candidate_id(request)
-    body = await read_json(request)
+    raw = await json_bytes(request)
     app = request.app
-    parsed = registrations.parse_request(body, app[keys.CATALOGUE].catalogue.exams, now=utcnow())
+    exams = app[keys.CATALOGUE].catalogue.exams
+    try:
+        form = parse_body(raw, Enrolment)
+    except ValidationFailed as shape:
+        # One answer lists every bad field, the catalogue's too; a closed exam answers 403 whatever the form says.
+        try:
+            registrations.parse_request(orjson.loads(raw), exams, now=utcnow())
+        except registrations.RegistrationInvalid as choices:
+            shape.details["fields"] = {**choices.fields, **shape.details["fields"]}
+        raise shape from None
+    parsed = registrations.parse_request(form.model_dump(exclude={"captcha"}), exams, now=utcnow())
     registration_id = await registrations.create(app[keys.PG], candidate, parsed)
     app[keys.REGISTRATION_REFS].put(
         RegistrationRef(registration_id, candidate, parsed.exam_id, parsed.province, "draft"))
     return json_response({"registration_id": registration_id, "status": "draft"}, status=201, headers=NO_STORE)
 
 
+@routes.get("/api/v1/registrations/{registration_id}", "registrations.get", caller=CANDIDATE,
+            answers={200: Answer(EnrolmentRecord, "the registration")},
+            errors={404: "registration_not_found (or not yours)"})
 async def get_registration(request: web.Request) -> web.Response:
-    """The candidate's own registration; its seat and hold expiry are the live hold in Redis."""
-    registration_id = _registration_id(request)
+    """The candidate's own registration; site_id and hold_expires_at are the live hold."""
     candidate = await auth.candidate_id(request)
+    registration_id = _registration_id(request)
     app = request.app
     found = await registrations.get(app[keys.PG], registration_id, candidate)
     if found is None:
@@ -149,23 +232,36 @@ async def get_registration(request: web.Request) -> web.Response:
     return json_response(found, headers=NO_STORE)
 
 
+@routes.put("/api/v1/registrations/{registration_id}/seat", "registrations.seat.put", caller=CANDIDATE,
+            session=BATCHED, body=SeatChoice,
+            summary="Hold a seat at a site: take, move (the old seat is returned atomically) or refresh",
+            params=(Param(ADMISSION_HEADER, "header", {"type": "string"},
+                          "required while the exam's waiting room is enabled"),),
+            answers={200: Answer(SeatHold, "held")},
+            errors={403: "admission_required; registration_closed",
+                    404: "registration_not_found, site_not_found (not a site of the exam), exam_not_found",
+                    409: "site_full, seat_locked (paid), registration_inactive, hold_contention",
+                    422: "validation_failed: site_id missing or not an integer; other_province",
+                    503: "service_unavailable: seat inventory loading (Retry-After); or shed"})
 async def put_seat(request: web.Request) -> web.Response:
     """Hold a seat at ``site_id`` (take, move or refresh): 200 ``{"site_id", "hold_expires_at"}``."""
     registration_id = _registration_id(request)
-    body = await read_json(request)
-    candidate, ref, hint = await _own_registration(request, registration_id)
-    site_id = _site_id(body)
+    raw = await json_bytes(request)
+    _, ref, hint = await _own_registration(request, registration_id)
+    choice = parse_body(raw, SeatChoice)  # judged once the registration is known to be the caller's
     exam = _exam(request, ref.exam_id)
-    _site(exam, ref, site_id)
-    _seat_allowed(ref)
-    registrations.check_window(exam)
-    require_admission(request, candidate_id=candidate, exam_id=exam.id)
-    hold = await holds.hold_seat(request.app[keys.REDIS], exam.id, registration_id, site_id,
-                                 ttl_s=request.app[keys.LIVE].current.hold_ttl_s, admitted=True, current_site=hint)
+    eligibility.check_seat(exam, ref, choice.site_id, _admission(request, exam.id), now=utcnow(),
+                           now_s=time.time())
+    hold = await holds.hold_seat(request.app[keys.REDIS], exam.id, registration_id, choice.site_id,
+                                 ttl_s=request.app[keys.LIVE].current.hold_ttl_s, current_site=hint)
     return json_response({"site_id": hold.site_id, "hold_expires_at": _expires(hold.expires_at_ms)},
                          headers=NO_STORE)
 
 
+@routes.delete("/api/v1/registrations/{registration_id}/seat", "registrations.seat.delete", caller=CANDIDATE,
+               session=BATCHED, summary="Give the seat back (no admission token needed)",
+               answers={204: Answer(None, "released (or there was none)")},
+               errors={404: "registration_not_found", 409: "seat_locked: a paid seat is not released"})
 async def delete_seat(request: web.Request) -> web.Response:
     """Give the seat back: 204 (also when there was none). No admission token needed to free a seat."""
     registration_id = _registration_id(request)
@@ -174,8 +270,13 @@ async def delete_seat(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@routes.post("/api/v1/registrations/{registration_id}/confirm", "registrations.confirm", caller=CANDIDATE,
+             session=BATCHED, summary="Make the registration's details final (needs a live seat hold)",
+             answers={200: Answer(Confirmed, "confirmed")},
+             errors={404: "registration_not_found",
+                     409: "hold_required (no live hold), cannot_confirm (paid, cancelled or expired)"})
 async def confirm_registration(request: web.Request) -> web.Response:
-    """Make the details final; needs a live hold. 200 ``{"registration_id", "status", "site_id", "hold_expires_at"}``."""
+    """Make the details final; needs a live hold: 200 with the registration's status and hold."""
     registration_id = _registration_id(request)
     candidate, ref, _ = await _own_registration(request, registration_id)
     app = request.app
@@ -186,14 +287,3 @@ async def confirm_registration(request: web.Request) -> web.Response:
         app[keys.REGISTRATION_REFS].put(ref._replace(status="confirmed"))
     return json_response({"registration_id": registration_id, "status": "confirmed", "site_id": site,
                           "hold_expires_at": _expires(expires_at_ms)}, headers=NO_STORE)
-
-
-def setup(app: web.Application) -> None:
-    """Add the enrolment and seat routes."""
-    app.router.add_post("/api/v1/registrations", create_registration, name="registrations.create")
-    app.router.add_get("/api/v1/registrations/{registration_id}", get_registration, name="registrations.get")
-    app.router.add_put("/api/v1/registrations/{registration_id}/seat", put_seat, name="registrations.seat.put")
-    app.router.add_delete("/api/v1/registrations/{registration_id}/seat", delete_seat,
-                          name="registrations.seat.delete")
-    app.router.add_post("/api/v1/registrations/{registration_id}/confirm", confirm_registration,
-                        name="registrations.confirm")
