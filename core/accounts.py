@@ -1,18 +1,20 @@
-"""Validation of the account registration body (``POST /api/v1/accounts``) into a normalised ``Registration``.
+"""The rules of an account's fields, and the normalised ``Registration`` they make.
 
-Every problem is collected, not just the first: ``AccountInvalid.fields`` maps each bad field
-(dotted paths such as ``educations.0.level``) to a snake_case problem code. Anything that is not
-the expected JSON type is a problem code too, never another exception.
+The gateway's request model checks a registration body's shape (types, required and unknown
+fields, choices, how many educations); the rules here judge each value and return it in the
+one form it is stored in, or raise ``FieldInvalid`` whose ``code`` the client sees under the
+field (``invalid_check_digit``, ``too_few_character_classes``, ``in_future``, …). They are
+plain functions of strings, so password recovery and lookups call the same ones.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Literal, get_args
 
 from core import idcards
 from core.errors import CoreError
@@ -23,14 +25,19 @@ from core.passwords import check_policy, normalise_answer
 from core.timeutil import SHANGHAI, utcnow
 
 __all__ = [
-    "AccountInvalid", "Education", "Registration", "parse_registration",
+    "AccountInvalid", "Education", "FieldInvalid", "Registration",
+    "check_answer", "check_email", "check_id_number", "check_name", "check_password", "check_phone",
+    "check_text", "check_username", "check_year_month", "duplicate_at", "shanghai_today",
     "normalise_id_number", "normalise_name", "normalise_phone", "normalise_username",
-    "ID_TYPES", "EDUCATION_LEVELS", "EDUCATION_MODES", "USERNAME_RE",
+    "ID_TYPES", "EDUCATION_LEVELS", "EDUCATION_MODES", "USERNAME_RE", "EducationLevel", "EducationMode", "IdType",
 ]  # fmt: skip
 
-ID_TYPES = ("resident_id", "passport", "military_officer", "hk_macau_permit", "taiwan_permit")
-EDUCATION_LEVELS = ("doctorate", "master", "bachelor", "college", "secondary")
-EDUCATION_MODES = ("full_time", "part_time", "self_study", "online")
+IdType = Literal["resident_id", "passport", "military_officer", "hk_macau_permit", "taiwan_permit"]
+EducationLevel = Literal["doctorate", "master", "bachelor", "college", "secondary"]
+EducationMode = Literal["full_time", "part_time", "self_study", "online"]
+ID_TYPES: tuple[str, ...] = get_args(IdType)
+EDUCATION_LEVELS: tuple[str, ...] = get_args(EducationLevel)
+EDUCATION_MODES: tuple[str, ...] = get_args(EducationMode)
 MAX_EDUCATIONS = 10
 EARLIEST_GRADUATION_YEAR = 1951  # "after 1950"
 EARLIEST_BIRTH_YEAR = 1900  # a resident id born earlier is a typo, not a candidate
@@ -71,13 +78,19 @@ QUESTION_MIN_CHARS, QUESTION_MAX_CHARS = 2, 64
 ANSWER_MAX_CHARS = 64
 EDUCATION_TEXT_MAX_CHARS = 64
 
-_FIELDS = ("username", "password", "name", "id_type", "id_number", "phone", "email",
-           "security_question", "security_answer", "educations")  # fmt: skip
-_EDUCATION_FIELDS = ("cert_no", "school", "graduated_on", "major", "level", "mode")
+
+class FieldInvalid(CoreError):
+    """A value breaks its field's rule; ``code`` (snake_case) names the problem."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class AccountInvalid(CoreError):
-    """The registration body has problems: ``fields`` maps each bad field path to a problem code."""
+    """Problems of several fields at once: ``fields`` maps each bad field path to a problem code."""
+
+    # Raised by nothing since the gateway's request model collects the problems; gateway.errors still maps it.
 
     def __init__(self, fields: dict[str, str]) -> None:
         super().__init__("invalid account: " + ", ".join(f"{k}: {v}" for k, v in fields.items()))
@@ -112,7 +125,20 @@ class Registration:
     educations: tuple[Education, ...]
 
 
-# -- field checks: each returns (normalised value, None) or (None, problem code) ----------------------
+# -- the rules: each takes the value as sent and returns it normalised, or raises FieldInvalid ---------
+
+
+def shanghai_today() -> date:
+    """Today in Asia/Shanghai, the calendar birth and graduation dates are judged by."""
+    return utcnow().astimezone(SHANGHAI).date()
+
+
+def check_username(value: str) -> str:
+    """A letter then 5-19 letters, digits or underscores, in any width and case; stored lower case."""
+    username = normalise_username(value)
+    if not USERNAME_RE.fullmatch(username):
+        raise FieldInvalid("invalid_format")
+    return username
 
 
 def _is_cjk(ch: str) -> bool:
@@ -141,31 +167,32 @@ def _chinese_name_ok(name: str) -> bool:
     return True
 
 
-def _check_name(value: str, id_type: str | None) -> tuple[str | None, str | None]:
-    name = normalise_name(value)
-    if not name:
-        return None, "required"
-    if _chinese_name_ok(name):
-        if len(name) < NAME_MIN_CHARS:
-            return None, "too_short"
-        if len(name) > NAME_MAX_CHARS:
-            return None, "too_long"
-        return name, None
-    if id_type == "passport":
-        if _LATIN_NAME_RE.fullmatch(name) and all(not c.isalpha() or _is_latin(c) for c in name):
-            if len(name) < NAME_MIN_CHARS:
-                return None, "too_short"
-            if len(name) > LATIN_NAME_MAX_CHARS:
-                return None, "too_long"
-            return name, None
-    return None, "invalid_characters"
-
-
 def _is_latin(ch: str) -> bool:
     return unicodedata.name(ch, "").startswith("LATIN ")
 
 
-def _check_resident_id(value: str, today: date) -> str | None:
+def _within(text: str, min_chars: int, max_chars: int) -> str:
+    if len(text) < min_chars:
+        raise FieldInvalid("too_short")
+    if len(text) > max_chars:
+        raise FieldInvalid("too_long")
+    return text
+
+
+def check_name(value: str, id_type: str | None) -> str:
+    """Chinese characters (2-30), or Latin letters (2-64) for a passport holder; stored normalised."""
+    name = normalise_name(value)
+    if not name:
+        raise FieldInvalid("required")
+    if _chinese_name_ok(name):
+        return _within(name, NAME_MIN_CHARS, NAME_MAX_CHARS)
+    if (id_type == "passport" and _LATIN_NAME_RE.fullmatch(name)
+            and all(not c.isalpha() or _is_latin(c) for c in name)):
+        return _within(name, NAME_MIN_CHARS, LATIN_NAME_MAX_CHARS)
+    raise FieldInvalid("invalid_characters")
+
+
+def _resident_id_problem(value: str, today: date) -> str | None:
     if len(value) != 18:
         return "invalid_length"
     if not value[:17].isascii() or not value[:17].isdigit() or value[17] not in "0123456789X":
@@ -180,22 +207,35 @@ def _check_resident_id(value: str, today: date) -> str | None:
     return None
 
 
-def _check_id_number(value: str, id_type: str, today: date) -> tuple[str | None, str | None]:
+def check_id_number(value: str, id_type: str, today: date | None = None) -> str:
+    """The number in the format of ``id_type`` (a resident id with its GB 11643 check digit); stored normalised."""
     number = normalise_id_number(value)
     if not number:
-        return None, "required"
+        raise FieldInvalid("required")
     if id_type == "resident_id":
-        problem = _check_resident_id(number, today)
-        return (None, problem) if problem else (number, None)
-    return (number, None) if _ID_FORMATS[id_type].fullmatch(number) else (None, "invalid_format")
+        problem = _resident_id_problem(number, today or shanghai_today())
+        if problem:
+            raise FieldInvalid(problem)
+    elif not _ID_FORMATS[id_type].fullmatch(number):
+        raise FieldInvalid("invalid_format")
+    return number
 
 
-def _check_email(value: str) -> tuple[str | None, str | None]:
+def check_phone(value: str) -> str:
+    """A mainland mobile number (11 digits from 13-19), full-width digits allowed."""
+    phone = normalise_phone(value)
+    if not PHONE_RE.fullmatch(phone):
+        raise FieldInvalid("invalid_format")
+    return phone
+
+
+def check_email(value: str) -> str:
+    """An address with a dotted domain of letters, digits and hyphens; the domain stored lower case."""
     email = value.strip()
     if not email:
-        return None, "required"
+        raise FieldInvalid("required")
     if len(email) > EMAIL_MAX_CHARS:
-        return None, "too_long"
+        raise FieldInvalid("too_long")
     local, at, domain = email.rpartition("@")
     labels = domain.split(".")
     if (
@@ -206,199 +246,54 @@ def _check_email(value: str) -> tuple[str | None, str | None]:
         or not all(_EMAIL_LABEL_RE.fullmatch(label) for label in labels)
         or not (labels[-1].isalpha() or labels[-1].lower().startswith("xn--"))
     ):
-        return None, "invalid_format"
-    return f"{local}@{domain.lower()}", None
+        raise FieldInvalid("invalid_format")
+    return f"{local}@{domain.lower()}"
 
 
-def _check_text(value: str, min_chars: int, max_chars: int) -> tuple[str | None, str | None]:
+def check_text(value: str, min_chars: int, max_chars: int) -> str:
+    """Free text with white-space runs made one space, counted after that; no control or invisible characters."""
     text = " ".join(value.split())
     if not text:
-        return None, "required"
+        raise FieldInvalid("required")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in text):
-        return None, "invalid_characters"
-    if len(text) < min_chars:
-        return None, "too_short"
-    if len(text) > max_chars:
-        return None, "too_long"
-    return text, None
+        raise FieldInvalid("invalid_characters")
+    return _within(text, min_chars, max_chars)
 
 
-def _check_year_month(value: str, today: date) -> tuple[date | None, str | None]:
+def check_answer(value: str) -> str:
+    """A security answer as free text, then in the form login compares (``normalise_answer``)."""
+    return normalise_answer(check_text(value, 1, ANSWER_MAX_CHARS))
+
+
+def check_password(value: str, *, username: str | None = None, id_number: str | None = None) -> str:
+    """The password policy of ``core.passwords.check_policy``, its problem raised."""
+    problem = check_policy(value, username=username, id_number=id_number)
+    if problem:
+        raise FieldInvalid(problem)
+    return value
+
+
+def check_year_month(value: str, today: date | None = None) -> date:
+    """``YYYY-MM`` from 1951-01 to this month; the first day of that month."""
     m = _YEAR_MONTH_RE.fullmatch(value.strip())
     if not m:
-        return None, "invalid_format"
+        raise FieldInvalid("invalid_format")
     year, month = int(m[1]), int(m[2])
     if not 1 <= month <= 12:
-        return None, "invalid_format"
+        raise FieldInvalid("invalid_format")
     if year < EARLIEST_GRADUATION_YEAR:
-        return None, "too_early"
+        raise FieldInvalid("too_early")
+    today = today or shanghai_today()
     if (year, month) > (today.year, today.month):
-        return None, "in_future"
-    return date(year, month, 1), None
+        raise FieldInvalid("in_future")
+    return date(year, month, 1)
 
 
-class _Problems:
-    """Collects problems by field path and reads typed values out of a JSON object."""
-
-    def __init__(self) -> None:
-        self.fields: dict[str, str] = {}
-
-    def add(self, path: str, problem: str) -> None:
-        self.fields.setdefault(path, problem)
-
-    def string(self, obj: Mapping[str, Any], key: str, path: str) -> str | None:
-        value = obj.get(key)
-        if value is None:
-            self.add(path, "required")
-            return None
-        if not isinstance(value, str):
-            self.add(path, "must_be_string")
-            return None
-        return value
-
-    def unknown(self, obj: Mapping[Any, Any], known: Collection[str], prefix: str) -> None:
-        for key in obj:
-            if key not in known:
-                self.add(f"{prefix}{key}", "unknown_field")
-
-
-def _education(item: Any, path: str, today: date, problems: _Problems) -> Education | None:
-    if not isinstance(item, dict):
-        problems.add(path, "must_be_object")
-        return None
-    problems.unknown(item, _EDUCATION_FIELDS, f"{path}.")
-    values: dict[str, Any] = {}
-    for key in ("cert_no", "school", "major"):
-        raw = problems.string(item, key, f"{path}.{key}")
-        if raw is not None:
-            values[key], problem = _check_text(raw, 1, EDUCATION_TEXT_MAX_CHARS)
-            if problem:
-                problems.add(f"{path}.{key}", problem)
-    raw = problems.string(item, "graduated_on", f"{path}.graduated_on")
-    if raw is not None:
-        values["graduated_on"], problem = _check_year_month(raw, today)
-        if problem:
-            problems.add(f"{path}.graduated_on", problem)
-    for key, choices in (("level", EDUCATION_LEVELS), ("mode", EDUCATION_MODES)):
-        raw = problems.string(item, key, f"{path}.{key}")
-        if raw is not None:
-            if raw in choices:
-                values[key] = raw
-            else:
-                problems.add(f"{path}.{key}", "invalid_choice")
-    if all(values.get(key) is not None for key in _EDUCATION_FIELDS):
-        return Education(**values)
-    return None
-
-
-def _educations(value: Any, today: date, problems: _Problems) -> tuple[Education, ...]:
-    if value is None:
-        problems.add("educations", "required")
-        return ()
-    if not isinstance(value, list):
-        problems.add("educations", "must_be_list")
-        return ()
-    if not value:
-        problems.add("educations", "required")
-        return ()
-    if len(value) > MAX_EDUCATIONS:
-        problems.add("educations", "too_many")
-        return ()
-    result = [_education(item, f"educations.{i}", today, problems) for i, item in enumerate(value)]
+def duplicate_at(cert_nos: Iterable[str]) -> int | None:
+    """The index of the first certificate number met before in ``cert_nos``, or None."""
     seen: set[str] = set()
-    for i, edu in enumerate(result):
-        if edu is not None:
-            if edu.cert_no in seen:
-                problems.add(f"educations.{i}.cert_no", "duplicate")
-            seen.add(edu.cert_no)
-    return tuple(e for e in result if e is not None)
-
-
-def parse_registration(
-    body: Any, *, today: date | None = None, ignore: Collection[str] = ("captcha",)
-) -> Registration:
-    """Validate and normalise a registration body; raise ``AccountInvalid`` listing every bad field.
-
-    ``ignore`` names keys that may be present and are not ours (the captcha, consumed earlier);
-    any other unknown key is refused. ``today`` (Asia/Shanghai) bounds birth and graduation dates.
-    """
-    if not isinstance(body, dict):
-        raise AccountInvalid({"body": "must_be_object"})
-    today = today or utcnow().astimezone(SHANGHAI).date()
-    problems = _Problems()
-    problems.unknown(body, (*_FIELDS, *ignore), "")
-    out: dict[str, Any] = {}
-
-    raw = problems.string(body, "username", "username")
-    if raw is not None:
-        username = normalise_username(raw)
-        if USERNAME_RE.fullmatch(username):
-            out["username"] = username
-        else:
-            problems.add("username", "invalid_format")
-
-    raw = problems.string(body, "id_type", "id_type")
-    if raw is not None:
-        if raw in ID_TYPES:
-            out["id_type"] = raw
-        else:
-            problems.add("id_type", "invalid_choice")
-
-    raw = problems.string(body, "id_number", "id_number")
-    if raw is not None and "id_type" in out:
-        out["id_number"], problem = _check_id_number(raw, out["id_type"], today)
-        if problem:
-            problems.add("id_number", problem)
-
-    raw = problems.string(body, "name", "name")
-    if raw is not None:
-        out["name"], problem = _check_name(raw, out.get("id_type"))
-        if problem:
-            problems.add("name", problem)
-
-    raw = problems.string(body, "password", "password")
-    if raw is not None:
-        problem = check_policy(
-            raw,
-            username=out.get("username") or (body["username"] if isinstance(body.get("username"), str) else None),
-            id_number=out.get("id_number") or (body["id_number"] if isinstance(body.get("id_number"), str) else None),
-        )
-        if problem:
-            problems.add("password", problem)
-        else:
-            out["password"] = raw
-
-    raw = problems.string(body, "phone", "phone")
-    if raw is not None:
-        phone = normalise_phone(raw)
-        if PHONE_RE.fullmatch(phone):
-            out["phone"] = phone
-        else:
-            problems.add("phone", "invalid_format")
-
-    raw = problems.string(body, "email", "email")
-    if raw is not None:
-        out["email"], problem = _check_email(raw)
-        if problem:
-            problems.add("email", problem)
-
-    raw = problems.string(body, "security_question", "security_question")
-    if raw is not None:
-        out["security_question"], problem = _check_text(raw, QUESTION_MIN_CHARS, QUESTION_MAX_CHARS)
-        if problem:
-            problems.add("security_question", problem)
-
-    raw = problems.string(body, "security_answer", "security_answer")
-    if raw is not None:
-        answer, problem = _check_text(raw, 1, ANSWER_MAX_CHARS)
-        if problem:
-            problems.add("security_answer", problem)
-        else:
-            assert answer is not None
-            out["security_answer"] = normalise_answer(answer)
-
-    out["educations"] = _educations(body.get("educations"), today, problems)
-
-    if problems.fields:
-        raise AccountInvalid(problems.fields)
-    return Registration(**out)
+    for index, cert_no in enumerate(cert_nos):
+        if cert_no in seen:
+            return index
+        seen.add(cert_no)
+    return None

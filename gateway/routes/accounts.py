@@ -1,24 +1,225 @@
-"""Candidate registration: validated, captcha-guarded, hashed off the loop, written in one statement."""
+"""Candidate registration: validated, captcha-guarded, hashed off the loop, written in one statement.
+
+``AccountForm`` checks the body's shape (types, required and unknown fields, choices, how many
+educations) and calls the rules of ``core.accounts`` on each value, so one 422 lists every bad
+field with its code (``invalid_check_digit``, ``too_few_character_classes``, ``in_future``, …).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError, ValidationError
 
-from core import candidates
-from core.accounts import parse_registration
+from core import accounts, candidates
+from core.accounts import FieldInvalid, Registration
 from gateway import keys
-from gateway.bodies import json_response, read_json
+from gateway.bodies import NO_STORE, json_response, read_body
 from gateway.captcha_gate import guard
+from gateway.models import NOT_BLANK, Body, CaptchaValue, Reply
+from gateway.routing import Answer, Routes
+
+routes = Routes("Accounts")
+T = TypeVar("T")
+
+FREE_TEXT = "white space runs count as one space; control, format, private-use and unassigned characters are refused"
+PASSWORD_RULES = ("8-32 visible ASCII characters with at least three of upper case, lower case, digits and symbols, "
+                  "containing neither the username nor the id number (422 too_few_character_classes, "
+                  "contains_username, contains_id_number)")
 
 
+def _string(value: Any) -> Any:
+    """null counts as missing (``required``); anything but a string is ``must_be_string``, choices included."""
+    if value is None:
+        raise PydanticCustomError("required", "必填")
+    if type(value) is not str:
+        raise PydanticCustomError("must_be_string", "必须是字符串")
+    return value
+
+
+def _present(value: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError("required", "必填")
+    return value
+
+
+# ``fields_of`` reads too_short and too_long as pydantic's list lengths (too_few, too_many): a rule's string
+# lengths travel as pydantic's string length types, which it maps back to too_short and too_long.
+_PYDANTIC_TYPE = {"too_short": "string_too_short", "too_long": "string_too_long"}
+
+
+def _problem(exc: FieldInvalid) -> PydanticCustomError:
+    return PydanticCustomError(_PYDANTIC_TYPE.get(exc.code, exc.code), "不符合要求：{code}", {"code": exc.code})
+
+
+def _rule(check: Callable[[str], T]) -> AfterValidator:
+    """``check`` (a rule of ``core.accounts``) as a validator: its ``FieldInvalid`` becomes the field's code."""
+    def apply(value: str) -> T:
+        try:
+            return check(value)
+        except FieldInvalid as exc:
+            raise _problem(exc) from None
+    return AfterValidator(apply)
+
+
+def _text(check: Callable[[str], str], schema: dict[str, Any]) -> Any:
+    """A string judged by ``check``; lengths are counted by the rule, after normalisation, so only documented here."""
+    return Annotated[str, BeforeValidator(_string), _rule(check), Field(json_schema_extra=schema)]
+
+
+def _free_text(min_chars: int, max_chars: int, description: str = FREE_TEXT) -> Any:
+    return _text(lambda value: accounts.check_text(value, min_chars, max_chars),
+                 {"minLength": min_chars, "maxLength": max_chars, "pattern": NOT_BLANK, "description": description})
+
+
+def _year_month(value: Any) -> date:
+    try:
+        return accounts.check_year_month(_string(value))
+    except FieldInvalid as exc:
+        raise _problem(exc) from None
+
+
+def _choice(kind: Any) -> Any:
+    return Annotated[kind, BeforeValidator(_string)]
+
+
+class EducationRecord(Body):
+    """One completed education."""
+
+    cert_no: _free_text(1, accounts.EDUCATION_TEXT_MAX_CHARS,  # type: ignore[valid-type]
+                        "unique within the body (422 duplicate)")
+    school: _free_text(1, accounts.EDUCATION_TEXT_MAX_CHARS)  # type: ignore[valid-type]
+    graduated_on: Annotated[date, PlainValidator(_year_month), WithJsonSchema({
+        "type": "string", "pattern": "^(195[1-9]|19[6-9][0-9]|20[0-9]{2})-(0[1-9]|1[0-2])$",
+        "description": "YYYY-MM from 1951-01 (422 too_early), not in the future (422 in_future)"})]
+    major: _free_text(1, accounts.EDUCATION_TEXT_MAX_CHARS)  # type: ignore[valid-type]
+    level: _choice(accounts.EducationLevel)  # type: ignore[valid-type]
+    mode: _choice(accounts.EducationMode)  # type: ignore[valid-type]
+
+
+class AccountForm(Body):
+    """A registration: the account, its identity document, contacts, security question and educations."""
+
+    # Declared in the order the rules need them: the id number and the name are judged by the id type,
+    # the password against the username and the id number as stored (a field that failed is not there).
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "username": "zhangsan2026", "password": "Qiu#2026pass", "name": "张三", "id_type": "resident_id",
+        "id_number": "11010519491231002X", "phone": "13912345678", "email": "zhangsan@example.com",
+        "security_question": "我的小学校名？", "security_answer": "实验小学",
+        "educations": [{"cert_no": "10001120120600123", "school": "北京大学", "graduated_on": "2012-06",
+                        "major": "经济学", "level": "bachelor", "mode": "full_time"}],
+    }]})
+
+    username: _text(accounts.check_username, {  # type: ignore[valid-type]
+        "pattern": "^[A-Za-z][A-Za-z0-9_]{5,19}$", "description": "case-insensitive"})
+    id_type: _choice(accounts.IdType)  # type: ignore[valid-type]
+    id_number: Annotated[str, BeforeValidator(_string), Field(json_schema_extra={
+        "minLength": 1, "maxLength": 32, "pattern": NOT_BLANK,
+        "description": "per id_type: a resident id is 18 characters with a valid GB 11643 check digit (422 "
+                       "invalid_length, invalid_format, invalid_region, invalid_birth_date, invalid_check_digit)"})]
+    name: Annotated[str, BeforeValidator(_string), Field(json_schema_extra={
+        "minLength": 2, "maxLength": accounts.LATIN_NAME_MAX_CHARS, "pattern": NOT_BLANK,
+        "description": "Chinese characters (2-30; a rare one in brackets, parts joined by ·), or Latin letters "
+                       "for a passport (up to 64); otherwise 422 invalid_characters"})]
+    password: Annotated[str, BeforeValidator(_string), Field(json_schema_extra={
+        "pattern": "^[!-~]{8,32}$", "description": PASSWORD_RULES})]
+    phone: _text(accounts.check_phone, {"pattern": "^1[3-9][0-9]{9}$"})  # type: ignore[valid-type]
+    email: _text(accounts.check_email, {  # type: ignore[valid-type]
+        "format": "email", "minLength": 3, "maxLength": accounts.EMAIL_MAX_CHARS,
+        "description": "422 invalid_format unless an address with a dotted domain"})
+    security_question: _free_text(accounts.QUESTION_MIN_CHARS, accounts.QUESTION_MAX_CHARS)  # type: ignore[valid-type]
+    security_answer: _text(accounts.check_answer, {  # type: ignore[valid-type]
+        "minLength": 1, "maxLength": accounts.ANSWER_MAX_CHARS, "pattern": NOT_BLANK, "description": FREE_TEXT})
+    educations: Annotated[list[EducationRecord], BeforeValidator(_present),
+                          Field(max_length=accounts.MAX_EDUCATIONS, json_schema_extra={"minItems": 1})]
+    captcha: CaptchaValue = None
+
+    @field_validator("id_number")
+    @classmethod
+    def _id_number(cls, value: str, info: ValidationInfo) -> str:
+        id_type = info.data.get("id_type")
+        if id_type is None:  # a number cannot be judged without its type, which is reported instead
+            return value
+        try:
+            return accounts.check_id_number(value, id_type)
+        except FieldInvalid as exc:
+            raise _problem(exc) from None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            return accounts.check_name(value, info.data.get("id_type"))
+        except FieldInvalid as exc:
+            raise _problem(exc) from None
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            return accounts.check_password(value, username=info.data.get("username"),
+                                           id_number=info.data.get("id_number"))
+        except FieldInvalid as exc:
+            raise _problem(exc) from None
+
+    @field_validator("educations")
+    @classmethod
+    def _educations(cls, value: list[EducationRecord]) -> list[EducationRecord]:
+        if not value:
+            raise PydanticCustomError("required", "至少填写一条学历")
+        index = accounts.duplicate_at(education.cert_no for education in value)
+        if index is not None:
+            # pydantic puts a ValidationError raised here under this field, so the code lands on the record.
+            raise ValidationError.from_exception_data(cls.__name__, [{
+                "type": PydanticCustomError("duplicate", "学历证书编号重复"), "loc": (index, "cert_no"),
+                "input": value[index].cert_no}])
+        return value
+
+    def registration(self) -> Registration:
+        """The registration to store, every value in its normalised form."""
+        return Registration(
+            username=self.username, password=self.password, name=self.name, id_type=self.id_type,
+            id_number=self.id_number, phone=self.phone, email=self.email, security_question=self.security_question,
+            security_answer=self.security_answer,
+            educations=tuple(accounts.Education(cert_no=e.cert_no, school=e.school, graduated_on=e.graduated_on,
+                                                major=e.major, level=e.level, mode=e.mode) for e in self.educations))
+
+
+class AccountCreated(Reply):
+    """The new candidate's id."""
+
+    candidate_id: int
+
+
+@routes.post("/api/v1/accounts", "accounts.create", summary="Register a candidate (captcha per live config)",
+             body=AccountForm, captcha=True, answers={201: Answer(AccountCreated, "registered")},
+             errors={409: "id_number_taken, phone_taken, username_taken (details.field names it)",
+                     422: "validation_failed: details.fields maps each bad field (dotted path, e.g. "
+                          "educations.0.graduated_on) to its code: required, unknown_field, must_be_string, "
+                          "invalid_choice, invalid_format, invalid_check_digit, too_short, too_long, "
+                          "too_few_character_classes, contains_username, in_future, duplicate, …",
+                     503: "overloaded: the password hashing pool is full (Retry-After); or shed"})
 async def create_account(request: web.Request) -> web.Response:
     """Register a candidate: 201 ``{"candidate_id"}``; 422 with every bad field; 409 for a taken identity."""
-    body = await read_json(request)
     # Validation costs no I/O and reveals nothing stored, so a form with a typo does not burn the captcha.
-    registration = parse_registration(body)
-    await guard(request, body, account=registration.username, id_number=registration.id_number)
+    form = await read_body(request, AccountForm)
+    registration = form.registration()
+    await guard(request, form, account=registration.username, id_number=registration.id_number)
     app = request.app
     hasher = app[keys.HASHER]
     hashed = await asyncio.gather(hasher.hash(registration.password),
@@ -30,9 +231,4 @@ async def create_account(request: web.Request) -> web.Response:
     assert isinstance(password_hash, str) and isinstance(answer_hash, str)
     candidate_id = await candidates.create(app[keys.PG], registration, password_hash=password_hash,
                                            answer_hash=answer_hash, redis=app[keys.REDIS])
-    return json_response({"candidate_id": candidate_id}, status=201, headers={"Cache-Control": "no-store"})
-
-
-def setup(app: web.Application) -> None:
-    """Add the account routes."""
-    app.router.add_post("/api/v1/accounts", create_account, name="accounts.create")
+    return json_response({"candidate_id": candidate_id}, status=201, headers=NO_STORE)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.accounts import parse_registration
+from core.accounts import check_id_number, check_phone, check_username
 from core.identity import normalise_id_number, normalise_name, normalise_phone, normalise_username
-from tests.core.test_accounts import TODAY, body
+from tests.core.test_accounts import TODAY
 
 pytestmark = pytest.mark.unit
 
@@ -33,6 +33,7 @@ def test_every_spelling_gives_the_one_form(normalise, canonical: str, spellings:
 
 
 def test_registration_stores_the_one_form() -> None:
-    reg = parse_registration(body(username=full_width("ZhangSan01"), id_number=full_width("11010119900307803x"),
-                                  phone=full_width("13912345678")), today=TODAY)
-    assert (reg.username, reg.id_number, reg.phone) == ("zhangsan01", "11010119900307803X", "13912345678")
+    stored = (check_username(full_width("ZhangSan01")),
+              check_id_number(full_width("11010119900307803x"), "resident_id", TODAY),
+              check_phone(full_width("13912345678")))
+    assert stored == ("zhangsan01", "11010119900307803X", "13912345678")
