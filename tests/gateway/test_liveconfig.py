@@ -89,6 +89,39 @@ def test_single_problems(patch: dict[str, Any], path: str, problem: str) -> None
     assert problems_of(merge_patch(DEFAULT, patch)) == {path: problem}
 
 
+BAD_MESSAGE = "must be a message of 1-500 characters"
+NOT_COUNTING_FAILURES = 'must name a rule with counts: "failures" (others refuse every request alike)'
+
+
+@pytest.mark.parametrize(
+    ("patch", "problems"),
+    [
+        # JSON types as written: no number from a string, no integer from 1.0 or true.
+        ({"seats": {"hold_ttl_s": "900"}}, {"seats.hold_ttl_s": "must be an integer"}),
+        ({"shedding": {"admin": 32.0}}, {"shedding.admin": "must be an integer"}),
+        ({"queue": {"exams": {"7": {"admit_per_s": "5"}}}}, {"queue.exams.7.admit_per_s": "must be a number"}),
+        ({"queue": {"exams": {"7": []}}}, {"queue.exams.7": "must be an object"}),
+        ({"seats": 5}, {"seats": "must be an object"}),
+        # A key that is wrong hides what is wrong below it: the operator fixes the key first.
+        ({"queue": {"exams": {"07": {"enabled": "yes"}}}}, {"queue.exams.07": "must be keyed by a numeric exam id"}),
+        # Blank as the server trims it, ideographic space included; 500 characters at most.
+        ({"maintenance": {"scores.*": "\u3000"}}, {'maintenance["scores.*"]': BAD_MESSAGE}),
+        ({"maintenance": {"scores.*": "维" * 501}}, {'maintenance["scores.*"]': BAD_MESSAGE}),
+        # Checks across entries are made even while another section is wrong.
+        ({"ratelimit": {"rules": [{**DEFAULT["ratelimit"]["rules"][1], "counts": "requests"}]}, "seats": None},
+         {"seats": "is required", "captcha.escalate.login-account": NOT_COUNTING_FAILURES}),
+    ],
+)
+def test_problems_in_the_documents_words(patch: dict[str, Any], problems: dict[str, str]) -> None:
+    assert problems_of(merge_patch(DEFAULT, patch)) == problems
+
+
+def test_queue_exam_defaults_fill_what_is_left_out() -> None:
+    live = validate(merge_patch(DEFAULT, {"queue": {"exams": {"9": {"admit_per_s": 3}}}}))
+    assert live.queue_exams[9] == QueueExam(enabled=False, admit_per_s=3.0, place_ttl_s=120, admission_ttl_s=600)
+    assert live.document["queue"]["exams"]["9"] == {"admit_per_s": 3}  # the document is kept as written
+
+
 def test_default_throttles_image_captchas_and_account_creation() -> None:
     from gateway.config import Settings
 
