@@ -36,8 +36,7 @@ def handler_decides(app: web.Application, route_name: str) -> bool:
     return route_name in app[keys.HANDLER_DECIDES] or route_name in _NOT_YET_DECLARED
 
 
-_NOT_YET_DECLARED = frozenset({"sessions.create", "password_resets.question.start",
-                               "password_resets.sms.start"})
+_NOT_YET_DECLARED = frozenset({"password_resets.question.start", "password_resets.sms.start"})
 
 
 def _checks(request: web.Request, rules: tuple[Rule, ...], account: str | None,

@@ -13,59 +13,100 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from core import candidates, sessions
+from core.accounts import IdType
 from core.errors import NotFound, StorageUnavailable
 from core.passwords import PoolFull
 from core.timeutil import utcnow
 from gateway import auth, keys, throttle
-from gateway.bodies import json_response, read_json
+from gateway.bodies import NO_STORE, json_response, read_body
 from gateway.captcha_gate import guard
-from gateway.errors import InvalidCredentials, ValidationFailed, rate_limited
+from gateway.errors import InvalidCredentials, rate_limited
+from gateway.models import Body, CaptchaValue, Reply
+from gateway.routing import CANDIDATE, Answer, Routes
 from ratelimit.errors import RateLimited
 
 log = logging.getLogger("examgate.sessions")
 
-NO_STORE = {"Cache-Control": "no-store"}
+routes = Routes("Sessions")
 # Longer than any password the policy allows, short enough that nobody makes argon2 chew megabytes.
 MAX_PASSWORD_CHARS = 256
 MAX_USERNAME_CHARS = 64
 
 
-def _login_fields(body: dict[str, Any]) -> tuple[str, str]:
-    problems: dict[str, str] = {}
-    values: dict[str, str] = {}
-    for name, limit in (("username", MAX_USERNAME_CHARS), ("password", MAX_PASSWORD_CHARS)):
-        value = body.get(name)
-        if value is None or value == "":
-            problems[name] = "required"
-        elif not isinstance(value, str):
-            problems[name] = "must_be_string"
-        elif len(value) > limit:
-            problems[name] = "too_long"
-        else:
-            values[name] = value
-    for name in body:
-        if name not in ("username", "password", "captcha"):
-            problems[name] = "unknown_field"
-    if problems:
-        raise ValidationFailed(problems)
-    return values["username"], values["password"]
+def _given(value: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError("required", "必填")
+    return value
 
 
-async def _record_failure(request: web.Request, username: str) -> None:
-    record = getattr(throttle, "record_failure", None)
-    if record is not None:  # counts the failure against rules with counts: failures
-        await record(request, account=username)
+def _not_empty(value: str) -> str:
+    # Only the empty string is missing: "  " is a username that signs in as nobody (401), like any other.
+    if not value:
+        raise PydanticCustomError("required", "必填")
+    return value
 
 
+def _credential(max_chars: int) -> Any:
+    # The length constraint before the validators, so that pydantic checks it as a string's (string_too_long).
+    return Annotated[str, Field(max_length=max_chars, json_schema_extra={"minLength": 1}), BeforeValidator(_given),
+                     AfterValidator(_not_empty)]
+
+
+class Credentials(Body):
+    """A sign-in: username (any case) and password."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"username": "zhangsan2026",
+                                                                "password": "Qiu#2026pass"}]})
+
+    username: _credential(MAX_USERNAME_CHARS)  # type: ignore[valid-type]
+    password: _credential(MAX_PASSWORD_CHARS)  # type: ignore[valid-type]
+    captcha: CaptchaValue = None
+
+
+class SessionCreated(Reply):
+    """A session token and its idle timeout."""
+
+    token: str
+    expires_in: int = Field(description="seconds of idle time before the session ends; every use extends it, up "
+                                        "to the absolute lifetime")
+
+
+class Profile(Reply):
+    """The signed-in candidate's profile."""
+
+    candidate_id: int
+    username: str
+    name: str
+    id_type: IdType
+    id_number: str = Field(description="masked")
+    phone: str
+    email: str
+    security_question: str
+    created_at: datetime
+    educations: list[dict[str, Any]]
+
+
+@routes.post("/api/v1/sessions", "sessions.create", summary="Sign in (captcha per live config)",
+             body=Credentials, captcha=True, shedding="login", limits=("ip", "global", "account"),
+             answers={201: Answer(SessionCreated, "signed in")},
+             errors={400: "captcha_required (details.captcha: the kind to solve) once the username's wrong "
+                          "passwords spent its allowance",
+                     401: "invalid_credentials: unknown user and wrong password alike",
+                     422: "validation_failed: username or password missing, not a string or too long",
+                     429: "too_many_attempts (Retry-After, RateLimit headers)",
+                     503: "overloaded: the password hashing pool is full (Retry-After); or shed"})
 async def create_session(request: web.Request) -> web.Response:
     """Sign in: 201 ``{"token", "expires_in"}``; 401 ``invalid_credentials``; 429; 400 ``captcha_required``."""
-    body = await read_json(request)
-    username, password = _login_fields(body)
+    body = await read_body(request, Credentials)
+    username, password = body.username, body.password
     # Refuse a login the hashing pool cannot take before spending any Redis round trip on it.
     request.app[keys.HASHER].check_capacity()
     try:
@@ -78,7 +119,7 @@ async def create_session(request: web.Request) -> web.Response:
     # PoolFull propagates: 503 overloaded with Retry-After, at once.
     ok = await hasher.verify(record.password_hash if record is not None else None, password)
     if not ok or record is None:
-        await _record_failure(request, username)
+        await throttle.record_failure(request, account=username)  # spends the rules with counts: failures
         raise InvalidCredentials()
     if hasher.needs_rehash(record.password_hash):
         await _rehash(request, record, password)
@@ -98,6 +139,8 @@ async def _rehash(request: web.Request, record: candidates.Credentials, password
         log.info("candidate %d: password hash upgraded to the current parameters", record.candidate_id)
 
 
+@routes.delete("/api/v1/sessions/current", "sessions.delete", summary="Sign out", caller=CANDIDATE,
+               answers={204: Answer(None, "signed out")})
 async def delete_current_session(request: web.Request) -> web.Response:
     """Sign out: end the session of the bearer token; 204, or 401 when it was not live."""
     token = auth.bearer_token(request)
@@ -106,6 +149,7 @@ async def delete_current_session(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@routes.get("/api/v1/me", "me.get", caller=CANDIDATE, answers={200: Answer(Profile, "profile")})
 async def me(request: web.Request) -> web.Response:
     """The signed-in candidate's profile, id number masked."""
     candidate_id = await auth.candidate_id(request)
@@ -114,10 +158,3 @@ async def me(request: web.Request) -> web.Response:
     except NotFound:  # the account went away under a live session
         raise auth.NotSignedIn("登录已失效，请重新登录", invalid=True) from None
     return json_response(profile, headers=NO_STORE)
-
-
-def setup(app: web.Application) -> None:
-    """Add the session routes."""
-    app.router.add_post("/api/v1/sessions", create_session, name="sessions.create")
-    app.router.add_delete("/api/v1/sessions/current", delete_current_session, name="sessions.delete")
-    app.router.add_get("/api/v1/me", me, name="me.get")

@@ -215,3 +215,23 @@ async def test_failed_logins_lock_the_account_without_escalation(client: TestCli
     body = await resp.json()
     assert_error_shape(body, "too_many_attempts")
     assert body["error"]["details"]["rules"] == ["login-account"]
+
+
+async def test_a_candidate_rule_put_on_me_by_live_config_limits_it(client: TestClient) -> None:
+    first, second = await h.register(client), await h.register(client)
+    tokens = [await h.login(client, account["username"]) for account in (first, second)]
+    rule = {"id": "me-candidate", "routes": ["me.get"], "key": "candidate", "rate": 1, "period_s": 600, "burst": 3,
+            "mode": "enforce", "on_redis_error": "local"}
+    await h.set_live(client, {"ratelimit": {"rules": [rule]}})
+    statuses = [(await client.get("/api/v1/me", headers=h.bearer(tokens[0]))).status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    refused = await client.get("/api/v1/me", headers=h.bearer(tokens[0]))
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert "RateLimit-Policy" in refused.headers
+    body = await refused.json()
+    assert_error_shape(body, "too_many_requests")
+    assert body["error"]["details"]["rules"] == ["me-candidate"]
+    # Keyed on the candidate, not the address: the other candidate, from the same address, is served.
+    assert (await client.get("/api/v1/me", headers=h.bearer(tokens[1]))).status == 200
+    # Without a session the route answers 401 before any candidate-keyed rule is looked at.
+    assert (await client.get("/api/v1/me")).status == 401
