@@ -18,36 +18,58 @@ with 429 before its body is read), and the ledger keeps only a sampled summary o
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from core.errors import NotFound
 from core.timeutil import iso_local
 from gateway import auth, keys, metrics, throttle
-from gateway.bodies import json_response, read_json
-from gateway.errors import ApiError, Overloaded, ValidationFailed
+from gateway.bodies import NO_STORE, json_response, read_body
+from gateway.errors import ApiError, Overloaded
+from gateway.models import Body, Reply
 from gateway.routes.registrations import _not_found, _registration_id
+from gateway.routing import CANDIDATE, PROVIDER, Answer, Param, Routes
 from payments import orders, settle
 from payments.runtime import PaymentsRuntime
 from queueing import holds
 
 log = logging.getLogger("examgate.payments")
 
-NO_STORE = {"Cache-Control": "no-store"}
+routes = Routes("Payments")
+Provider = Literal["alipay", "wechat"]  # orders.PROVIDERS
 
 
-def _provider(body: dict[str, Any]) -> str:
-    problems = {key: "unknown_field" for key in body if key != "provider"}
-    provider = body.get("provider")
-    if provider is None:
-        problems["provider"] = "required"
-    elif provider not in orders.PROVIDERS:
-        problems["provider"] = "invalid_choice"
-    if problems:
-        raise ValidationFailed(problems)
-    return str(provider)
+def _given(value: Any) -> Any:
+    if value is None:  # null is no choice at all
+        raise PydanticCustomError("required", "请选择支付方式")
+    return value
+
+
+class OrderRequest(Body):
+    """The provider the candidate will pay with."""
+
+    provider: Annotated[Provider, BeforeValidator(_given)]
+
+
+class Order(Reply):
+    """A pending order: the amount (fen) and the provider's pay URL; it expires with the seat hold."""
+
+    order_no: str
+    provider: Provider
+    amount_fen: int = Field(ge=0)
+    pay_url: str
+    expires_at: datetime
+
+
+class WechatReply(Reply):
+    """WeChat Pay's failure reply: the provider retries the notification."""
+
+    code: Literal["FAIL"]
+    message: str
 
 
 def _runtime(request: web.Request) -> PaymentsRuntime:
@@ -58,18 +80,28 @@ def _runtime(request: web.Request) -> PaymentsRuntime:
     return runtime
 
 
+@routes.post("/api/v1/registrations/{registration_id}/orders", "orders.create", caller=CANDIDATE, body=OrderRequest,
+             summary="Open the registration's order (or return its pending one) and the provider's pay URL",
+             answers={201: Answer(Order, "order opened"), 200: Answer(Order, "the pending order, as opened before")},
+             errors={404: "registration_not_found",
+                     409: "not_confirmed, already_paid, registration_inactive, hold_required, payment_processing, "
+                          "order_rejected_by_provider",
+                     422: "validation_failed (details.fields.provider: required, invalid_choice, unknown_field "
+                          "for any other field)",
+                     503: "service_unavailable (details.reason payment_provider_unavailable, or payment_keys_missing); "
+                          "or shed"})
 async def create_order(request: web.Request) -> web.Response:
-    """Open the registration's order: 201 ``{"order_no", "provider", "amount_fen", "pay_url", "expires_at"}`` (200 when it existed)."""
+    """Open the registration's order (201), or answer its pending one (200), with the provider's pay URL."""
     registration_id = _registration_id(request)
     candidate = await auth.candidate_id(request)
-    provider = _provider(await read_json(request))
+    provider = (await read_body(request, OrderRequest)).provider
     runtime = _runtime(request)
     app = request.app
     ref = await app[keys.REGISTRATION_REFS].get(app[keys.PG], registration_id)
     if ref is None or ref.candidate_id != candidate:
         raise _not_found()
     site, expires_at_ms = await holds.current_hold(app[keys.REDIS], ref.exam_id, registration_id)
-    expires = None if expires_at_ms is None else datetime.fromtimestamp(expires_at_ms / 1000, timezone.utc)
+    expires = None if expires_at_ms is None else datetime.fromtimestamp(expires_at_ms / 1000, UTC)
     try:
         order, subject = await orders.open_order(app[keys.PG], registration_id, candidate, provider,
                                                  hold_expires_at=expires, has_hold=site is not None)
@@ -117,6 +149,24 @@ async def _settle(request: web.Request, incoming: settle.Incoming) -> settle.Out
     return outcome
 
 
+ALIPAY_FORM = {"application/x-www-form-urlencoded": {"schema": {
+    "type": "object", "additionalProperties": {"type": "string"},
+    "description": "Alipay's fields (notify_id, app_id, out_trade_no, trade_no, total_amount in yuan, "
+                   "trade_status, …) with sign and sign_type RSA2: SHA256withRSA over the sorted k=v&… string "
+                   "without sign and sign_type; checked on the bytes received"}}}
+TEXT = "text/plain"
+
+
+@routes.post("/api/v1/payments/notify/alipay", "payments.notify.alipay", caller=PROVIDER, shedding="payment_notify",
+             raw_body=ALIPAY_FORM,
+             summary="Alipay asynchronous notification (RSA2-signed form); text success only after the commit",
+             answers={
+                 200: Answer({"const": "success"}, "success: recorded (paid, duplicate or refund_pending)", TEXT),
+                 400: Answer({"const": "fail"}, "fail: rejected and recorded (bad signature, unknown order, app id, "
+                             "amount); malformed_request (the API's error) when the body's framing is broken", TEXT),
+                 503: Answer({"const": "fail"}, "fail: not committed (store down); Alipay retries. "
+                             "service_unavailable (the API's error) when payment keys are missing, or shed", TEXT),
+             })
 async def notify_alipay(request: web.Request) -> web.Response:
     """Alipay's asynchronous notification: text ``success`` after the commit, ``fail`` otherwise."""
     runtime = _runtime(request)
@@ -133,6 +183,32 @@ def _wechat_fail(status: int, message: str) -> web.Response:
     return json_response({"code": "FAIL", "message": message}, status=status)
 
 
+WECHAT_ENVELOPE = {"application/json": {"schema": {
+    "type": "object", "required": ["id", "resource"],
+    "properties": {"id": {"type": "string", "minLength": 1},
+                   "resource": {"type": "object", "description": "the transaction, AEAD_AES_256_GCM-encrypted "
+                                                                 "(ciphertext, nonce, associated_data)"}},
+    "description": "WeChat Pay's v3 notification, signed over timestamp, nonce and these bytes"}}}
+WECHAT_HEADERS = tuple(Param(name, "header", {"type": "string"}, why, required=True) for name, why in (
+    ("Wechatpay-Timestamp", "Unix seconds; stale ones are rejected"),
+    ("Wechatpay-Nonce", "the signed nonce"),
+    ("Wechatpay-Signature", "base64 SHA256withRSA by the platform key"),
+    ("Wechatpay-Serial", "the platform certificate's serial"),
+))
+# Both are JSON: WeChat Pay's reply, or the API's error when the gateway refuses before the handler.
+WECHAT_REFUSED = {"oneOf": [{"$ref": "#/components/schemas/WechatReply"}, {"$ref": "#/components/schemas/Error"}]}
+
+
+@routes.post("/api/v1/payments/notify/wechat", "payments.notify.wechat", caller=PROVIDER, shedding="payment_notify",
+             raw_body=WECHAT_ENVELOPE, params=WECHAT_HEADERS,
+             summary="WeChat Pay v3 notification (signed headers, AES-256-GCM resource); 204 only after the commit",
+             answers={
+                 204: Answer(None, "recorded (paid, duplicate or refund_pending)"),
+                 400: Answer(WECHAT_REFUSED, "rejected and recorded; malformed_request (the API's error) when the "
+                                             "body's framing is broken"),
+                 500: Answer(WechatReply, "not committed (store down); WeChat Pay retries"),
+             },
+             errors={503: "service_unavailable: payment keys missing; or shed"})
 async def notify_wechat(request: web.Request) -> web.Response:
     """WeChat Pay's v3 notification: 204 after the commit, ``{"code": "FAIL", "message"}`` otherwise."""
     runtime = _runtime(request)
@@ -144,11 +220,3 @@ async def notify_wechat(request: web.Request) -> web.Response:
     if not outcome.acknowledged:
         return _wechat_fail(400, outcome.reason or "rejected")
     return web.Response(status=204)
-
-
-def setup(app: web.Application) -> None:
-    """Add the order and notification routes."""
-    app.router.add_post("/api/v1/registrations/{registration_id}/orders", create_order, name="orders.create")
-    app.router.add_post("/api/v1/payments/notify/alipay", notify_alipay, name="payments.notify.alipay")
-    app.router.add_post("/api/v1/payments/notify/wechat", notify_wechat, name="payments.notify.wechat")
-

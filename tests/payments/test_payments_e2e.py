@@ -436,6 +436,9 @@ async def test_the_order_route_opens_one_order_per_hold_and_a_payment_at_the_sim
         status, refused = await order(payer_token, paying, {"provider": "paypal"})
         assert (status, refused["error"]["code"]) == (422, "validation_failed")
         assert refused["error"]["details"]["fields"] == {"provider": "invalid_choice"}
+        status, refused = await order(payer_token, paying, {"provider": None, "coupon": "x"})
+        assert (status, refused["error"]["details"]["fields"]) == (422, {"provider": "required",
+                                                                         "coupon": "unknown_field"}), refused
         status, refused = await order(drafter_token, draft, {"provider": "wechat"})
         assert (status, refused["error"]["code"]) == (409, "not_confirmed")
         status, refused = await order(unheld_token, holdless, {"provider": "wechat"})
