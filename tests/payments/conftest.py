@@ -13,7 +13,7 @@ from gateway.config import Settings
 from payments import keys as payment_keys
 from payments.clients import ProviderClient
 from payments.keys import PaymentKeys
-from payments.paysim import SIM, Simulator, build_app
+from simulators.paysim import SIM, Simulator, build_app
 
 TIME_SCALE = 0.0005  # Alipay's 4 min wait takes 0.12 s, WeChat's 15 s takes 7.5 ms
 

@@ -16,7 +16,7 @@ import aiohttp
 from core.timeutil import utcnow
 from payments import alipay, wechat
 from payments.keys import PaymentKeys
-from payments.paysim_trades import Delivery, SimTrade
+from simulators.paysim_trades import Delivery, SimTrade
 
 log = logging.getLogger("examgate.paysim")
 

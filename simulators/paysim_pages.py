@@ -6,7 +6,7 @@ from html import escape
 from urllib.parse import quote, urlsplit
 
 from payments.money import fen_to_yuan
-from payments.paysim_trades import CLOSED, PAID, SimTrade
+from simulators.paysim_trades import CLOSED, PAID, SimTrade
 
 PROVIDER_NAMES = {"alipay": "支付宝", "wechat": "微信支付"}
 

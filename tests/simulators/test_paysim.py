@@ -27,8 +27,8 @@ from payments.errors import (
 )
 from payments.keys import PaymentKeys
 from payments.notice import Notice
-from payments.paysim import build_app
-from payments.paysim_delivery import RETRY_SCHEDULES_S
+from simulators.paysim import build_app
+from simulators.paysim_delivery import RETRY_SCHEDULES_S
 from tests.payments.conftest import TIME_SCALE, RunningSim, settings_for, start_app
 
 PROVIDERS = ["alipay", "wechat"]

@@ -25,9 +25,9 @@ from payments import alipay, wechat
 from payments.errors import BadSignature
 from payments.keys import PaymentKeys
 from payments.money import InvalidAmount, fen_to_yuan, yuan_to_fen
-from payments.paysim_delivery import Notifier
-from payments.paysim_pages import not_found_page, pay_page
-from payments.paysim_trades import (
+from simulators.paysim_delivery import Notifier
+from simulators.paysim_pages import not_found_page, pay_page
+from simulators.paysim_trades import (
     CLOSED,
     PAID,
     Delivery,

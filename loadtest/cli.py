@@ -1,0 +1,94 @@
+"""``examgate loadtest``, registered as a plugin command (entry point ``loadtest`` in ``examgate.commands``).
+
+The product never imports ``loadtest``: ``gateway.cli`` finds this command through the entry
+point when it is named, so the load tests stay above the product and use only its public parts.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from gateway import config
+from loadtest.scenarios import SCENARIOS
+
+
+def _settings() -> config.Settings:
+    try:
+        return config.load()
+    except config.ConfigError as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from None
+
+
+def _duration(raw: str) -> int:
+    from loadtest.run import parse_duration
+
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--duration") from None
+
+
+@click.command("loadtest")
+@click.argument("scenario", type=click.Choice(list(SCENARIOS)))
+@click.option("--users", type=click.IntRange(1, 1_000_000), default=20, show_default=True, help="Simulated users.")
+@click.option("--spawn-rate", type=click.FloatRange(0.01), help="Users started per second (default: all in 1 s).")
+@click.option("--duration", default="30s", show_default=True, help="Run time: 90, 90s, 2m, 1h.")
+@click.option("--processes", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Local Locust worker processes (one core each).")
+@click.option("--host", default="http://127.0.0.1:8080", show_default=True, help="The gateway's base URL.")
+@click.option("--shape", type=click.Choice(("spike", "steps")), default="spike", show_default=True,
+              help="spike: every user within seconds, then hold; steps: users added in --steps equal steps.")
+@click.option("--steps", type=click.IntRange(1, 100), default=4, show_default=True, help="Steps of --shape steps.")
+@click.option("--target-rps", type=click.FloatRange(0), help="Fail below this many req/s answered as due.")
+@click.option("--max-fail-ratio", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Fail above this share of failed requests.")
+@click.option("--p95-ms", type=click.FloatRange(0), help="Fail when the served requests' p95 exceeds this.")
+@click.option("--p99-ms", type=click.FloatRange(0), help="Fail when the served requests' p99 exceeds this.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Reports directory "
+              "(default loadtest/reports/<timestamp>-<scenario>/).")
+@click.option("--admin-token", help="Operator token (default: the first one in the settings / secrets file).")
+@click.option("--keys-dir", help="Payment keys for the notification flood (default EXAMGATE_KEYS_DIR).")
+@click.option("--first-candidate", type=click.IntRange(0), default=0, show_default=True,
+              help="First seeded candidate index the users may take.")
+@click.option("--candidates", type=click.IntRange(1), default=2000, show_default=True,
+              help="How many seeded candidates the users may take (examgate seed --candidates).")
+@click.option("--candidate-offset", type=click.IntRange(0), help="Where in that window to start (default: random).")
+@click.option("--think-ms", type=click.IntRange(0, 600_000), default=500, show_default=True,
+              help="Mean pause between a user's steps.")
+@click.option("--admit-per-s", type=click.FloatRange(0.1), default=200, show_default=True,
+              help="Waiting-room admission rate when the run turns the room on.")
+@click.option("--remote-workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Workers started on other machines (locust --worker --master-host THIS_HOST).")
+@click.option("--master-bind-host", default="127.0.0.1", show_default=True,
+              help="Where the master listens for workers (0.0.0.0 for remote workers).")
+@click.option("--master-port", type=click.IntRange(1, 65535),
+              help="The master's port (default: 5557 with remote workers, else a free one).")
+@click.option("--cpu-limit", type=click.FloatRange(1, 100), default=90, show_default=True,
+              help="A worker at this CPU share or more for 3 s in a row makes the run invalid.")
+def loadtest_command(scenario: str, users: int, spawn_rate: float | None, duration: str, processes: int, host: str,
+                     shape: str, steps: int, target_rps: float | None, max_fail_ratio: float, p95_ms: float | None,
+                     p99_ms: float | None, out_dir: str | None, admin_token: str | None, keys_dir: str | None,
+                     first_candidate: int, candidates: int, candidate_offset: int | None, think_ms: int,
+                     admit_per_s: float, remote_workers: int, master_bind_host: str, master_port: int | None,
+                     cpu_limit: float) -> None:
+    """Run a Locust scenario against a gateway; exit 0 passed, 1 threshold missed, 3 invalid (CPU), 4 not run."""
+    from pathlib import Path
+
+    from loadtest.run import RunOptions, default_out_dir, run_loadtest
+    from loadtest.verdicts import Thresholds
+
+    settings = _settings()
+    options = RunOptions(
+        scenario=SCENARIOS[scenario], host=host.rstrip("/"),
+        admin_token=admin_token or next(iter(settings.admin_tokens.values())),
+        users=users, spawn_rate=spawn_rate or float(users), duration_s=_duration(duration), processes=processes,
+        out_dir=Path(out_dir) if out_dir else default_out_dir(scenario),
+        thresholds=Thresholds(target_rps, max_fail_ratio, p95_ms, p99_ms), shape=shape, steps=steps,
+        remote_workers=remote_workers, master_bind_host=master_bind_host, master_port=master_port,
+        first_candidate=first_candidate, candidates=candidates, candidate_offset=candidate_offset, think_ms=think_ms,
+        admit_per_s=admit_per_s, keys_dir=keys_dir or settings.keys_dir, alipay_app_id=settings.alipay_app_id,
+        wechat_app_id=settings.wechat_app_id, wechat_mch_id=settings.wechat_mch_id, cpu_limit_pct=cpu_limit,
+    )  # fmt: skip
+    sys.exit(run_loadtest(options, echo=click.echo))
