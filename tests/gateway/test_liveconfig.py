@@ -82,7 +82,8 @@ def test_every_problem_is_named_with_its_path() -> None:
         ({"seats": {"hold_ttl_s": 10}}, "seats.hold_ttl_s", "must be between 60 and 86400"),
         ({"seats": {"hold_ttl_s": True}}, "seats.hold_ttl_s", "must be an integer"),
         ({"queue": {"exams": {"3": {"place_ttl_s": 5}}}}, "queue.exams.3.place_ttl_s", "must be between 10 and 86400"),
-        ({"ratelimit": {"rules": [{"id": "x"}]}}, "ratelimit.rules[0].routes", "must be a non-empty list of route names or patterns"),
+        ({"ratelimit": {"rules": [{"id": "x"}]}}, "ratelimit.rules[0].routes",
+         "must be a non-empty list of route names or patterns"),
     ],
 )
 def test_single_problems(patch: dict[str, Any], path: str, problem: str) -> None:
