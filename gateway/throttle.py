@@ -33,10 +33,7 @@ GLOBAL_SUBJECT = "all"
 
 def handler_decides(app: web.Application, route_name: str) -> bool:
     """True when the middleware leaves the route's rules to its handler (declared in the route table)."""
-    return route_name in app[keys.HANDLER_DECIDES] or route_name in _NOT_YET_DECLARED
-
-
-_NOT_YET_DECLARED = frozenset({"password_resets.question.start", "password_resets.sms.start"})
+    return route_name in app[keys.HANDLER_DECIDES]
 
 
 def _checks(request: web.Request, rules: tuple[Rule, ...], account: str | None,

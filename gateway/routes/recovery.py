@@ -8,110 +8,173 @@ throttled by the rules keyed on the id number, in the one form registration stor
 from __future__ import annotations
 
 import unicodedata
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from core import recovery
-from core.accounts import ANSWER_MAX_CHARS, LATIN_NAME_MAX_CHARS, PHONE_RE
-from core.identity import normalise_phone
+from core.accounts import ANSWER_MAX_CHARS, LATIN_NAME_MAX_CHARS, FieldInvalid, check_phone
 from core.passwords import PASSWORD_MAX_CHARS
 from core.timeutil import utcnow
 from gateway import keys
-from gateway.bodies import json_response, read_json
+from gateway.bodies import NO_STORE, json_response, read_body
 from gateway.captcha_gate import guard
-from gateway.errors import ValidationFailed
+from gateway.models import NOT_BLANK, Body, CaptchaValue, Reply
+from gateway.routing import Answer, Param, Routes
 
-NO_STORE = {"Cache-Control": "no-store"}
+routes = Routes("Password recovery")
 MAX_ID_NUMBER_CHARS = 32
 MAX_NAME_CHARS = LATIN_NAME_MAX_CHARS  # the longest name an account can have
 # A new password longer than the policy allows is a policy problem (422 too_long), not a body problem.
 MAX_NEW_PASSWORD_CHARS = PASSWORD_MAX_CHARS * 8
 MAX_CODE_CHARS = 16
+NEW_PASSWORD_RULES = "the password policy of registration; 422 details.fields.new_password names its problem"
 
 
-def _fields(body: dict[str, Any], limits: dict[str, int]) -> dict[str, str]:
-    """The named string fields (each required, at most its limit); 422 listing every problem."""
-    problems: dict[str, str] = {}
-    values: dict[str, str] = {}
-    for name, limit in limits.items():
-        value = body.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            problems[name] = "required"
-        elif not isinstance(value, str):
-            problems[name] = "must_be_string"
-        elif len(value) > limit:
-            problems[name] = "too_long"
-        else:
-            values[name] = value
-    for name in body:
-        if name not in limits and name != "captcha":
-            problems[name] = "unknown_field"
-    if problems:
-        raise ValidationFailed(problems)
-    return values
+def _given(value: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError("required", "必填")
+    return value
 
 
-def _phone(raw: str) -> str:
-    phone = normalise_phone(raw)
-    if not PHONE_RE.fullmatch(phone):
-        raise ValidationFailed({"phone": "invalid_format"})
-    return phone
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("required", "必填")
+    return value
 
 
+def _phone(value: str) -> str:
+    try:
+        return check_phone(value)
+    except FieldInvalid as exc:
+        raise PydanticCustomError(exc.code, "手机号码格式不正确") from None
+
+
+def _text(max_chars: int, schema: dict[str, Any] | None = None, *checks: Any) -> Any:
+    """A string of at most ``max_chars`` that is not blank (``required`` otherwise), then ``checks``."""
+    # The length constraint before the validators, so that pydantic checks it as a string's (string_too_long).
+    extra = schema or {"minLength": 1, "pattern": NOT_BLANK}
+    return Annotated[str, Field(max_length=max_chars, json_schema_extra=extra), BeforeValidator(_given),
+                     AfterValidator(_not_blank), *(AfterValidator(check) for check in checks)]
+
+
+Name = _text(MAX_NAME_CHARS)
+IdNumber = _text(MAX_ID_NUMBER_CHARS)
+Phone = _text(MAX_ID_NUMBER_CHARS, {"pattern": "^1[3-9][0-9]{9}$"}, _phone)
+NewPassword = _text(MAX_NEW_PASSWORD_CHARS, {"pattern": "^[!-~]{8,32}$", "description": NEW_PASSWORD_RULES})
+
+
+class QuestionStart(Body):
+    """Whose security question: the account's name and id number."""
+
+    name: Name  # type: ignore[valid-type]
+    id_number: IdNumber  # type: ignore[valid-type]
+    captcha: CaptchaValue = None
+
+
+class QuestionAnswer(Body):
+    """The answer to the security question and the new password."""
+
+    answer: _text(ANSWER_MAX_CHARS)  # type: ignore[valid-type]
+    new_password: NewPassword  # type: ignore[valid-type]
+    captcha: CaptchaValue = None
+
+
+class SmsStart(Body):
+    """Whose phone gets the code: the account's name, id number and phone."""
+
+    name: Name  # type: ignore[valid-type]
+    id_number: IdNumber  # type: ignore[valid-type]
+    phone: Phone  # type: ignore[valid-type]
+    captcha: CaptchaValue = None
+
+
+class SmsConfirm(Body):
+    """The code sent to the phone and the new password."""
+
+    phone: Phone  # type: ignore[valid-type]
+    code: _text(MAX_CODE_CHARS)  # type: ignore[valid-type]
+    new_password: NewPassword  # type: ignore[valid-type]
+    captcha: CaptchaValue = None
+
+
+class ResetStarted(Reply):
+    """The reset's id and the question to answer."""
+
+    reset_id: str
+    question: str
+
+
+class CodeSent(Reply):
+    """How long a code sent now is valid."""
+
+    expires_in: int = Field(description="seconds the code is valid (answered whether or not a code was sent)")
+
+
+PASSWORD_SET = {204: Answer(None, "password changed")}
+WEAK_PASSWORD = "validation_failed: details.fields.new_password names the policy problem (the reset stays usable)"
+HASHER_FULL = "overloaded (hashing pool full); or shed"
+
+
+@routes.post("/api/v1/password-resets/question", "password_resets.question.start",
+             summary="Start a reset by security question (the id number's question; a decoy for an unknown one)",
+             body=QuestionStart, captcha=True, shedding="login", limits=("ip", "global", "id_number"),
+             answers={200: Answer(ResetStarted, "reset started")})
 async def start_question(request: web.Request) -> web.Response:
     """Open a reset by security question: 200 ``{"reset_id", "question"}`` (the id number's, whatever the name)."""
-    body = await read_json(request)
-    values = _fields(body, {"name": MAX_NAME_CHARS, "id_number": MAX_ID_NUMBER_CHARS})
-    await guard(request, body, id_number=values["id_number"])
+    body = await read_body(request, QuestionStart)
+    await guard(request, body, id_number=body.id_number)
     app = request.app
-    challenge = await recovery.start_question(app[keys.PG], app[keys.REDIS], values["name"], values["id_number"],
+    challenge = await recovery.start_question(app[keys.PG], app[keys.REDIS], body.name, body.id_number,
                                               secret=app[keys.RECOVERY_KEY])
     return json_response({"reset_id": challenge.reset_id, "question": challenge.question}, headers=NO_STORE)
 
 
+@routes.post("/api/v1/password-resets/question/{reset_id}", "password_resets.question.finish",
+             summary="Answer the security question and set a new password (ends every session)",
+             body=QuestionAnswer, captcha=True, shedding="login", answers=PASSWORD_SET,
+             params=(Param("reset_id", "path", {"type": "string"}, "the reset_id its start answered"),),
+             errors={400: "reset_invalid (unknown, expired or used reset id, or wrong answer); "
+                          "reset_attempts_exhausted", 422: WEAK_PASSWORD, 503: HASHER_FULL})
 async def finish_question(request: web.Request) -> web.Response:
     """Answer the question and set the new password: 204; 400 ``reset_invalid``; 422 for a weak password."""
-    body = await read_json(request)
-    values = _fields(body, {"answer": ANSWER_MAX_CHARS, "new_password": MAX_NEW_PASSWORD_CHARS})
+    body = await read_body(request, QuestionAnswer)
     await guard(request, body)
     app = request.app
     await recovery.finish_question(app[keys.PG], app[keys.REDIS], app[keys.HASHER], request.match_info["reset_id"],
-                                   values["answer"], values["new_password"])
+                                   body.answer, body.new_password)
     return web.Response(status=204)
 
 
+@routes.post("/api/v1/password-resets/sms", "password_resets.sms.start",
+             summary="Send a reset code to the phone if name, id number and phone are one account's",
+             body=SmsStart, captcha=True, shedding="login", limits=("ip", "global", "id_number"),
+             answers={202: Answer(CodeSent, "accepted (sent only when the three match)")},
+             errors={429: "too_many_requests: codes to this phone too frequent (details.reason sms_per_phone), "
+                          "or a throttle (Retry-After)"})
 async def start_sms(request: web.Request) -> web.Response:
     """Send a reset code to the phone if name, id number and phone are one account's: 202 either way."""
-    body = await read_json(request)
-    values = _fields(body, {"name": MAX_NAME_CHARS, "id_number": MAX_ID_NUMBER_CHARS,
-                            "phone": MAX_ID_NUMBER_CHARS})
-    phone = _phone(values["phone"])
-    await guard(request, body, id_number=values["id_number"])
+    body = await read_body(request, SmsStart)
+    await guard(request, body, id_number=body.id_number)
     app = request.app
-    await recovery.start_sms(app[keys.PG], app[keys.REDIS], values["name"], values["id_number"], phone,
+    await recovery.start_sms(app[keys.PG], app[keys.REDIS], body.name, body.id_number, body.phone,
                              now=utcnow(), secret=app[keys.RECOVERY_KEY])
     return json_response({"expires_in": recovery.DEFAULT_SETTINGS.code_ttl_s}, status=202, headers=NO_STORE)
 
 
+@routes.post("/api/v1/password-resets/sms/confirm", "password_resets.sms.confirm",
+             summary="Check the SMS code and set a new password (ends every session)",
+             body=SmsConfirm, captcha=True, shedding="login", answers=PASSWORD_SET,
+             errors={400: "code_invalid (wrong, expired, used or out of attempts)", 422: WEAK_PASSWORD,
+                     503: HASHER_FULL})
 async def confirm_sms(request: web.Request) -> web.Response:
     """Check the SMS code and set the new password: 204; 400 ``code_invalid``; 422 for a weak password."""
-    body = await read_json(request)
-    values = _fields(body, {"phone": MAX_ID_NUMBER_CHARS, "code": MAX_CODE_CHARS,
-                            "new_password": MAX_NEW_PASSWORD_CHARS})
-    phone = _phone(values["phone"])
+    body = await read_body(request, SmsConfirm)
     await guard(request, body)
     app = request.app
-    code = unicodedata.normalize("NFKC", values["code"]).strip()
-    await recovery.confirm_sms(app[keys.PG], app[keys.REDIS], app[keys.HASHER], phone, code,
-                               values["new_password"], secret=app[keys.RECOVERY_KEY])
+    code = unicodedata.normalize("NFKC", body.code).strip()
+    await recovery.confirm_sms(app[keys.PG], app[keys.REDIS], app[keys.HASHER], body.phone, code,
+                               body.new_password, secret=app[keys.RECOVERY_KEY])
     return web.Response(status=204)
-
-
-def setup(app: web.Application) -> None:
-    """Add the password-recovery routes."""
-    app.router.add_post("/api/v1/password-resets/question", start_question, name="password_resets.question.start")
-    app.router.add_post("/api/v1/password-resets/question/{reset_id}", finish_question,
-                        name="password_resets.question.finish")
-    app.router.add_post("/api/v1/password-resets/sms", start_sms, name="password_resets.sms.start")
-    app.router.add_post("/api/v1/password-resets/sms/confirm", confirm_sms, name="password_resets.sms.confirm")

@@ -142,6 +142,8 @@ async def test_sms_for_unknown_pairs_answers_alike_and_sends_nothing(client: Tes
 @pytest.mark.parametrize(("path", "body", "fields"), [
     (QUESTION, {"name": "张三"}, {"id_number": "required"}),
     (QUESTION, {"name": 3, "id_number": "x" * 40}, {"name": "must_be_string", "id_number": "too_long"}),
+    (QUESTION, {"name": None, "id_number": " \t"}, {"name": "required", "id_number": "required"}),
+    (SMS, {"name": "张三", "id_number": "x", "phone": ["13912345678"]}, {"phone": "must_be_string"}),
     (SMS, {"name": "张三", "id_number": "110101199003078031", "phone": "12345"}, {"phone": "invalid_format"}),
     (CONFIRM, {"phone": "13912345678", "code": "123456"}, {"new_password": "required"}),
     (CONFIRM, {"phone": "13912345678", "code": "123456", "new_password": "A#a12345", "extra": 1},
