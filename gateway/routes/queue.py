@@ -7,26 +7,66 @@ who joins after is served first come, first served. ``examgate worker`` moves th
 counter at the live ``admit_per_s``.
 
 The status poll is the hot path: the session and the room's status script go out in one
-auto-pipelined batch (one Redis round trip, no PostgreSQL); the admission token is an HMAC.
+auto-pipelined batch (one Redis round trip, no PostgreSQL; ``session=BATCHED``); the admission
+token is an HMAC.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from aiohttp import web
+from pydantic import Field
 
 from core.catalogue import Exam
 from core.redis import abandon
 from core.registrations import check_window
 from core.timeutil import utcnow
 from gateway import auth, keys
-from gateway.bodies import json_response
+from gateway.bodies import NO_STORE, json_response
 from gateway.errors import ApiError, NotFoundError
 from gateway.liveconfig import QueueExam
+from gateway.models import Reply
 from gateway.pathids import path_id
+from gateway.routing import BATCHED, CANDIDATE, Answer, Param, Routes
 from queueing import admission, waiting_room
 from queueing.errors import AdmissionExpired, PlaceExpired, PlaceNotFound
 
-NO_STORE = {"Cache-Control": "no-store"}
+routes = Routes("Waiting room")
+
+TICKET = Param("ticket", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"},
+               "the join's ticket; any other (or another candidate's) is 404 queue_ticket_not_found")
+
+
+class QueuePlace(Reply):
+    """A place in the waiting room, as joining answers it."""
+
+    ticket: str
+    position: int = Field(description="0 while the pre-opening draw has not happened")
+    serving: int
+    ahead: int
+    eta_s: int
+    poll_after_s: int
+    admitted: bool
+
+
+class QueueWaiting(Reply):
+    """A place still waiting."""
+
+    position: int = Field(description="0 while the pre-opening draw has not happened")
+    serving: int
+    ahead: int
+    eta_s: int
+    poll_after_s: int
+    admitted: Literal[False]
+
+
+class QueueAdmitted(Reply):
+    """An admitted place: the token for the seat routes and the seconds it stays valid (not renewed by polling)."""
+
+    admitted: Literal[True]
+    admission_token: str
+    expires_in: int
 
 
 def _room(request: web.Request) -> tuple[Exam, QueueExam]:
@@ -42,8 +82,13 @@ def _room(request: web.Request) -> tuple[Exam, QueueExam]:
     return exam, config
 
 
+@routes.post("/api/v1/exams/{exam_id}/queue", "queue.join", caller=CANDIDATE,
+             summary="Take (or find again) a place in the exam's waiting room (when enabled by live config)",
+             answers={202: Answer(QueuePlace, "the place; position 0 until the pre-opening draw")},
+             errors={403: "registration_closed: the exam's registration has closed",
+                     404: "exam_not_found, queue_not_enabled"})
 async def join_queue(request: web.Request) -> web.Response:
-    """Take (or find again) the candidate's place: 202 ``{"ticket", "position", "serving", "ahead", "eta_s", "poll_after_s"}``."""
+    """Take (or find again) the candidate's place: 202 with its ticket, position and numbers."""
     exam, config = _room(request)
     candidate = await auth.candidate_id(request)
     now = utcnow()
@@ -59,6 +104,13 @@ async def join_queue(request: web.Request) -> web.Response:
     }, status=202, headers=NO_STORE)
 
 
+@routes.get("/api/v1/exams/{exam_id}/queue/{ticket}", "queue.status", caller=CANDIDATE, session=BATCHED,
+            summary="Poll a place; once admitted, an admission token for the seat routes",
+            params=(TICKET,),
+            answers={200: Answer(QueueWaiting | QueueAdmitted, "waiting, or admitted with a token")},
+            errors={404: "exam_not_found, queue_not_enabled, queue_ticket_not_found (unknown or not yours)",
+                    410: "queue_place_expired: not polled within the place TTL, or the admission expired "
+                         "(details.reason admission_expired); join again"})
 async def queue_status(request: web.Request) -> web.Response:
     """Poll a place: its numbers, or ``{"admitted": true, "admission_token", "expires_in"}``.
 
@@ -66,15 +118,15 @@ async def queue_status(request: web.Request) -> web.Response:
     same for every later poll (polling never renews it); after that the poll answers 410
     ``queue_place_expired`` (details ``reason: admission_expired``) and the candidate joins again.
     """
-    exam, config = _room(request)
+    try:
+        exam, config = _room(request)
+    except ApiError:
+        await auth.signed_in(request)  # not signed in wins over an unknown or closed room
+        raise
     app = request.app
     redis = app[keys.REDIS]
-    # The session lookup and the status script go out in one write and are awaited in turn
-    # (no Task per lookup); not signed in wins over whatever the status poll found.
-    try:
-        signed_in: auth.PendingCandidate | BaseException = auth.submit_candidate(request)
-    except auth.NotSignedIn as exc:
-        signed_in = exc
+    # The status script goes out in the write that carries the session lookup the candidate wrapper
+    # started (no await between them, no Task per lookup); not signed in wins over whatever it found.
     try:
         polled: waiting_room.PendingStatus | BaseException = waiting_room.submit_status(
             redis, exam.id, request.match_info["ticket"], admit_per_s=config.admit_per_s,
@@ -82,9 +134,7 @@ async def queue_status(request: web.Request) -> web.Response:
     except PlaceNotFound as exc:
         polled = exc
     try:
-        if isinstance(signed_in, BaseException):
-            raise signed_in
-        candidate = await auth.finish_candidate(request, signed_in)
+        candidate = await auth.signed_in(request)
     except BaseException:
         if isinstance(polled, waiting_room.PendingStatus):
             abandon(polled.reply)
@@ -116,9 +166,3 @@ async def queue_status(request: web.Request) -> web.Response:
         "position": status.position, "serving": status.serving, "ahead": status.ahead, "eta_s": status.eta_s,
         "poll_after_s": status.poll_after_s, "admitted": False,
     }, headers=NO_STORE)
-
-
-def setup(app: web.Application) -> None:
-    """Add the waiting-room routes."""
-    app.router.add_post("/api/v1/exams/{exam_id}/queue", join_queue, name="queue.join")
-    app.router.add_get("/api/v1/exams/{exam_id}/queue/{ticket}", queue_status, name="queue.status")

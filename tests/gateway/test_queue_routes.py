@@ -99,6 +99,16 @@ async def test_queue_off_unknown_and_foreign_tickets(gateway: Process, pg: async
         assert_error_shape(body, "queue_ticket_not_found")
     status, body = await poll(http, gateway, exam_id, first["ticket"], "not-a-session")
     assert status == 401
+    status, body = await poll(http, gateway, exam_id, "A" * 22, "A" * 43)  # well formed, but no session
+    assert status == 401
+    anonymous = await http.get(f"{gateway.url}/api/v1/exams/{exam_id}/queue/{first['ticket']}")
+    assert anonymous.status == 401
+    # Not signed in wins over an unknown exam or a room that is not enabled.
+    status, body = await poll(http, gateway, exam_id + 1000, first["ticket"], "not-a-session")
+    assert status == 401, body
+    status, body = await poll(http, gateway, exam_id + 1000, first["ticket"], alice_token)
+    assert status == 404
+    assert_error_shape(body, "exam_not_found")
 
     # Not polled within the place TTL (time moved on by making the last sighting old): 410, then a new place.
     record = (await store.hget(qkeys.room_tickets(exam_id), first["ticket"])).decode()
