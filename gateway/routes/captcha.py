@@ -11,15 +11,45 @@ the worker runs; routes in ``either`` mode keep the proof-of-work when it does.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from aiohttp import web
+from pydantic import Field
 
 from captcha import pool, pow
 from captcha.errors import PoolEmpty
 from gateway import keys
-from gateway.bodies import json_response
+from gateway.bodies import NO_STORE, json_response
+from gateway.models import Reply
+from gateway.routing import Answer, Routes
 
-NO_STORE = {"Cache-Control": "no-store"}
+routes = Routes("Captcha")
 POOL_EMPTY_RETRY_AFTER_S = 1.0
+
+
+class ImageCaptcha(Reply):
+    """An image captcha: its id, the picture, and how long its answer is accepted."""
+
+    id: str
+    image: str = Field(pattern="^data:image/png;base64,")
+    expires_in: int = Field(description="seconds the answer is accepted")
+
+
+class PowChallenge(Reply):
+    """An ALTCHA proof-of-work challenge."""
+
+    algorithm: Literal["SHA-256"]
+    challenge: str
+    maxnumber: int
+    salt: str
+    signature: str
+
+
+# No HEAD: a HEAD would take an image from the pool and throw it away.
+@routes.get("/api/v1/captcha/image", "captcha.image", summary="A pre-drawn image captcha (5 digits), single use",
+            allow_head=False, answers={200: Answer(ImageCaptcha, "image")},
+            errors={503: "service_unavailable: the image pool is empty (details.reason captcha_pool_empty); "
+                         "or shed"})
 
 
 async def image(request: web.Request) -> web.Response:
@@ -33,16 +63,12 @@ async def image(request: web.Request) -> web.Response:
                          headers=NO_STORE)
 
 
+@routes.get("/api/v1/captcha/pow", "captcha.pow", allow_head=False,
+            summary="An ALTCHA proof-of-work challenge; maxnumber is live config",
+            answers={200: Answer(PowChallenge, "challenge")})
 async def proof_of_work(request: web.Request) -> web.Response:
     """A signed ALTCHA challenge; its difficulty (``maxnumber``) is live config."""
     app = request.app
     challenge = pow.create_challenge(app[keys.POW_KEY], maxnumber=app[keys.LIVE].current.pow_maxnumber,
                                      ttl_s=app[keys.SETTINGS].pow_challenge_ttl_s)
     return json_response(challenge, headers=NO_STORE)
-
-
-def setup(app: web.Application) -> None:
-    """Add the captcha routes."""
-    # No HEAD: a HEAD would take an image from the pool and throw it away.
-    app.router.add_get("/api/v1/captcha/image", image, name="captcha.image", allow_head=False)
-    app.router.add_get("/api/v1/captcha/pow", proof_of_work, name="captcha.pow", allow_head=False)
