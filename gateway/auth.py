@@ -7,6 +7,7 @@ from typing import Union
 from aiohttp import web
 
 from core import sessions
+from core.redis import abandon
 from gateway import keys, throttle
 from gateway.errors import Unauthorized
 from ratelimit.rules import Rule
@@ -76,6 +77,12 @@ async def finish_candidate(request: web.Request, pending: PendingCandidate) -> i
     if rules:
         await throttle.enforce(request, rules=rules)
     return resolved
+
+
+def abandon_candidate(pending: PendingCandidate) -> None:
+    """Give up on a session lookup ``submit_candidate`` started (its handler raised before finishing it)."""
+    if isinstance(pending, sessions.PendingResolve):
+        abandon(pending.reply)
 
 
 async def signed_in(request: web.Request) -> int:

@@ -35,7 +35,6 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
-from core.redis import abandon
 from gateway import auth
 
 __all__ = [
@@ -185,10 +184,10 @@ def _candidate_route(handler: Handler, batched: bool) -> Handler:
                 response = await handler(request)
             except BaseException:
                 if auth.CANDIDATE_ID not in request:
-                    abandon(pending)  # type: ignore[arg-type]
+                    auth.abandon_candidate(pending)
                 raise
             if auth.CANDIDATE_ID not in request:
-                abandon(pending)  # type: ignore[arg-type]
+                auth.abandon_candidate(pending)
                 raise RuntimeError(f"{request.match_info.route.name}: answered without finishing the session lookup")
             return response
         return batched_route
@@ -200,8 +199,8 @@ def _candidate_route(handler: Handler, batched: bool) -> Handler:
 
 
 def register(app: web.Application, tables: Iterable[Routes]) -> dict[str, Operation]:
-    """Add every operation of ``tables`` to ``app``'s router; the operations by route name."""
-    operations: dict[str, Operation] = {}
+    """Add every operation of ``tables`` to ``app``'s router; all its operations by route name."""
+    operations: dict[str, Operation] = app.get(OPERATION, {})
     for routes in tables:
         for operation in routes.operations:
             if operation.name in operations:
