@@ -20,8 +20,8 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from core.redis import REDIS_DOWN
 from core.scripts import Script, load_scripts
 from gateway.liveconfig import (
     DEFAULT,
@@ -37,7 +37,6 @@ log = logging.getLogger("examgate.liveconfig")
 
 CONFIG_KEY = "eg:config"
 CHANNEL = "eg:config:changed"
-_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 _AUDIT_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 REBUILD_TIMEOUT_S = 3.0
 # The newest row is the config in force. Its version is the highest one except in audits written
@@ -151,7 +150,7 @@ class ConfigStore:
                 continue
             try:
                 await self._redis.publish(self._channel, str(version + 1))
-            except _REDIS_DOWN as exc:  # the version poll of every process still finds it
+            except REDIS_DOWN as exc:  # the version poll of every process still finds it
                 log.warning("config version %d stored but not published: %r", version + 1, exc)
             log.info("config version %d by %s: %d change(s)", version + 1, actor, len(changes))
             return live
@@ -204,7 +203,7 @@ class ConfigStore:
         version = int(row["version"])
         if await _restore_script().run(self._redis, [self._key], [version, orjson.dumps(row["config"])]):
             log.warning("config version %d restored from the audit: Redis held an older one or none", version)
-            with contextlib.suppress(*_REDIS_DOWN):  # the version poll of every process finds it too
+            with contextlib.suppress(*REDIS_DOWN):  # the version poll of every process finds it too
                 await self._redis.publish(self._channel, str(version))
         return version
 
@@ -355,7 +354,7 @@ class LiveConfigWatcher:
             try:
                 await self.refresh()
                 failing = False
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 if not failing:
                     log.warning("cannot read the live config, keeping version %d: %r", self.current.version, exc)
                 failing = True
@@ -378,12 +377,12 @@ class LiveConfigWatcher:
                     if await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is not None:
                         await self.refresh()
             except Exception as exc:
-                if not isinstance(exc, _REDIS_DOWN):
+                if not isinstance(exc, REDIS_DOWN):
                     log.exception("live config subscription failed; resubscribing")
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
             finally:
                 try:
                     await pubsub.aclose()
-                except _REDIS_DOWN:
+                except REDIS_DOWN:
                     pass

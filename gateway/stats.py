@@ -15,14 +15,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from core.redis import REDIS_DOWN
 
 log = logging.getLogger("examgate.stats")
 
 STATS_PREFIX = "eg:stats:"
 BUCKET_TTL_S = 120
 RESERVED_SECTIONS = frozenset({"window_s", "routes", "totals", "config_version"})
-_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 Provider = Callable[[], Awaitable[Any]]
 
@@ -72,7 +72,7 @@ class StatsRecorder:
             try:
                 await self.flush(redis)
                 failing = False
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 if not failing:
                     log.warning("cannot flush live stats, keeping the counts: %r", exc)
                 failing = True

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from captcha import pool as captcha_pool
 from core.catalogue import Catalogue, Exam
 from core.db import PoolSettings, create_pool
+from core.redis import REDIS_DOWN
 from core.tasks import Supervisor, TaskFactory
 from gateway import heartbeats
 from gateway.catalogue import CatalogueCache
@@ -191,7 +192,7 @@ async def run_worker(settings: Settings) -> None:
     live = LiveConfigWatcher(redis, rebuild=ConfigStore(redis, pool).rebuild)
     with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
         await asyncio.wait_for(catalogue.refresh(), timeout=5)
-    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+    with contextlib.suppress(*REDIS_DOWN):
         await asyncio.wait_for(live.refresh(ask_audit=True), timeout=5)
     stop = asyncio.Event()
     # The supervisor stops every task by cancelling it, and only so: the write-behind and the
@@ -236,7 +237,7 @@ async def run_worker(settings: Settings) -> None:
     finally:
         if provider is not None:
             await provider.aclose()
-        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+        with contextlib.suppress(*REDIS_DOWN):
             await asyncio.wait_for(heartbeats.forget(redis, worker_id), timeout=1)  # gone now, not 3 beats later
         await redis.aclose()
         await pool.close()

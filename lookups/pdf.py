@@ -23,7 +23,7 @@ import os
 import stat
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,8 +32,9 @@ from fontTools.ttLib.tables._g_l_y_f import Glyph
 from fpdf import FPDF
 from fpdf.fonts import FontFace, SubsetMap, TTFFont
 
+from core.timeutil import SHANGHAI
+
 __all__ = [
-    "BEIJING",
     "PdfError",
     "TicketDoc",
     "TicketFontInvalid",
@@ -46,7 +47,6 @@ __all__ = [
     "render_ticket",
 ]
 
-BEIJING = timezone(timedelta(hours=8), "北京时间")  # China keeps +08:00 all year
 FIXED_CREATED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 CJK_FAMILY = "ticket-cjk"
 LATIN_FAMILY = "helvetica"
@@ -116,7 +116,7 @@ def format_exam_time(starts_at: datetime, ends_at: datetime) -> str:
     """``2026年12月20日 09:00–11:30`` in Beijing time; the end date is repeated only if it differs."""
     if starts_at.tzinfo is None or ends_at.tzinfo is None:
         raise ValueError("exam times must be timezone-aware")
-    start, end = starts_at.astimezone(BEIJING), ends_at.astimezone(BEIJING)
+    start, end = starts_at.astimezone(SHANGHAI), ends_at.astimezone(SHANGHAI)
     text = f"{_date(start)} {start:%H:%M}–"
     return text + (f"{end:%H:%M}" if end.date() == start.date() else f"{_date(end)} {end:%H:%M}")
 

@@ -22,16 +22,14 @@ import time
 from typing import Any
 
 import asyncpg
-from redis.exceptions import RedisError
 
 from core.errors import CoreError, storage_errors
-from core.redis import AutoPipeline, abandon
+from core.redis import REDIS_DOWN, AutoPipeline, abandon
 from lookups import records
 
 log = logging.getLogger("examgate.lookups")
 
 REMEMBERED_MAX = 100_000  # answers from PostgreSQL kept in memory before the cache is pruned
-_REDIS_DOWN = (RedisError, ConnectionError, TimeoutError, OSError)
 Key = tuple[int, str, str]
 
 
@@ -59,7 +57,7 @@ class Lookups:
         name = records.field_name(mode, value)
         try:
             return self.redis.submit(b"HGET", records.bucket_key(exam_id, name), name)
-        except _REDIS_DOWN:
+        except REDIS_DOWN:
             return None
 
     @staticmethod
@@ -75,7 +73,7 @@ class Lookups:
         if pending is not None:
             try:
                 raw = await pending
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 log.warning("lookup read from Redis failed, asking PostgreSQL: %s", exc)
                 raw, redis_up = None, False
             if raw is not None:
@@ -132,7 +130,7 @@ class Lookups:
         for key, name in records.placements(exam_id, record.id_number, record.ticket_no):
             try:
                 pending = self.redis.submit(b"HSET", key, name, value)
-            except _REDIS_DOWN:
+            except REDIS_DOWN:
                 return
             pending.add_done_callback(_ignore_result)
 
