@@ -20,7 +20,7 @@ help:
 	@echo "make demo-stop      stop what make demo started"
 	@echo "make test           set everything up, run make lint, then the whole test suite"
 	@echo "make test-fast      only the tests marked unit: no PostgreSQL, Redis, subprocess or network"
-	@echo "make lint           ruff check, then mypy on the packages"
+	@echo "make lint           ruff check, mypy on the packages, lint-imports (the layer contracts)"
 	@echo "make bench          run the benchmarks (writes benchmarks/results/)"
 	@echo "make loadtest       a short load-test smoke of every scenario against make demo (loadtest/reports/)"
 	@echo "make services       reuse or start Redis and PostgreSQL"
@@ -58,7 +58,7 @@ demo-stop:
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	@# lint-imports (import-linter, the layer contracts) joins here once [tool.importlinter] is in pyproject.toml
+	$(BIN)/lint-imports
 
 test: lint services system-deps
 	$(BIN)/python -m pytest
