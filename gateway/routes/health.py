@@ -12,11 +12,13 @@ import asyncio
 import functools
 import logging
 import os
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import orjson
 import redis.exceptions
 from aiohttp import web
+from pydantic import Field
 
 from captcha.pool import PoolStats, pool_stats
 from gateway import keys, metrics, openapi, readiness
@@ -24,6 +26,8 @@ from gateway.adminauth import AdminUnauthorized, token_name
 from gateway.bodies import json_response
 from gateway.config import Settings
 from gateway.errors import ApiError
+from gateway.models import Reply
+from gateway.routing import SCRAPER, Answer, Routes
 from gateway.singleflight import SingleFlight
 from lookups.pdf import TicketFontMissing, check_ticket_font
 
@@ -37,6 +41,28 @@ READY: web.AppKey[Callable[[], Awaitable[readiness.Verdict]]] = web.AppKey("read
 METRICS_TEXT: web.AppKey[Callable[[], Awaitable[Rendered]]] = web.AppKey("metrics_text")
 SCRAPE_TOKENS: web.AppKey[dict[str, str]] = web.AppKey("scrape_tokens")
 
+# Never shed: a probe or a scrape must see the process as it is, overloaded or not.
+routes = Routes("Health")
+
+
+class Live(Reply):
+    """This process runs."""
+
+    status: Literal["ok"]
+    pid: int
+    config_version: int = Field(ge=0)
+
+
+class Ready(Reply):
+    """Ready, or degraded: each check is ``ok`` or what is wrong; ``degraded`` names the missing optional parts."""
+
+    status: Literal["ready", "degraded"]
+    checks: dict[str, str] = Field(description="redis, postgresql, migrations, worker, pdf_font")
+    degraded: list[str]
+
+
+OPENAPI_DOCUMENT = {"type": "object", "required": ["openapi", "paths"]}
+
 
 class MetricsUnauthorized(ApiError):
     """No scrape or operator token on ``/metrics`` (401 with ``WWW-Authenticate: Bearer``)."""
@@ -48,13 +74,19 @@ class MetricsUnauthorized(ApiError):
         super().__init__(headers={"WWW-Authenticate": challenge})
 
 
+@routes.get("/healthz", "health.live", summary="Liveness: this process runs", shedding=None,
+            answers={200: Answer(Live, "running")})
 async def healthz(request: web.Request) -> web.Response:
     """200 while the process runs; names the process so multi-process set-ups can be checked."""
     return json_response({"status": "ok", "pid": os.getpid(), "config_version": request.app[keys.LIVE].current.version})
 
 
+@routes.get("/readyz", "health.ready", shedding=None,
+            summary="Readiness: Redis, PostgreSQL and migrations required; the worker and the ticket font degrade it",
+            answers={200: Answer(Ready, "ready, or degraded (checks and degraded name what is missing)")},
+            errors={503: "not_ready: details.missing and details.checks say what is missing; or shed"})
 async def readyz(request: web.Request) -> web.Response:
-    """200 ``ready`` or ``degraded`` (no worker, no ticket font) while the stores answer, else 503 naming what is missing."""
+    """200 ``ready`` or ``degraded`` (no worker, no ticket font) while the stores answer, else 503 naming the gaps."""
     verdict = await request.app[READY]()
     if verdict.missing:
         raise ApiError("未就绪：" + "、".join(verdict.missing), code="not_ready", status=503, retry_after_s=1,
@@ -68,7 +100,7 @@ async def _captcha_pool_stats(app: web.Application) -> PoolStats | None:
         return None
     try:
         return await asyncio.wait_for(pool_stats(client), READY_TIMEOUT_S)
-    except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError):
+    except (redis.exceptions.RedisError, OSError, TimeoutError):
         return None  # a scrape still answers while Redis is away
 
 
@@ -80,6 +112,9 @@ async def _render_metrics(app: web.Application) -> Rendered:
     return metrics.render()
 
 
+@routes.get("/metrics", "metrics", caller=SCRAPER, shedding=None,
+            summary="Prometheus metrics aggregated across processes (the scraper's or an operator's bearer token)",
+            answers={200: Answer({"type": "string"}, "Prometheus text exposition", "text/plain")})
 async def metrics_route(request: web.Request) -> web.Response:
     """Prometheus text, aggregated across the gateway's processes; scrape or admin bearer token required."""
     authorization = request.headers.get("Authorization")
@@ -104,6 +139,8 @@ def openapi_bytes(app: web.Application) -> bytes:
     return cache["document"]
 
 
+@routes.get("/api/v1/openapi.json", "openapi", summary="This document", shedding=None,
+            answers={200: Answer(OPENAPI_DOCUMENT, "OpenAPI 3.1")})
 async def openapi_route(request: web.Request) -> web.Response:
     """The machine-readable contract (OpenAPI 3.1)."""
     return web.Response(body=openapi_bytes(request.app), content_type="application/json")
@@ -132,7 +169,7 @@ async def _report_missing_font(app: web.Application) -> None:
 
 
 def setup(app: web.Application) -> None:
-    """Add the health routes: one readiness verdict and one metrics render per interval, shared by the callers."""
+    """The health routes' resources: one readiness verdict and one metrics render per interval, shared by callers."""
     settings = app[keys.SETTINGS]
     app[SCRAPE_TOKENS] = scrape_tokens(settings)
     verdicts: SingleFlight[readiness.Verdict] = SingleFlight(settings.ready_cache_s)
@@ -141,7 +178,3 @@ def setup(app: web.Application) -> None:
     app[METRICS_TEXT] = functools.partial(renders.get, functools.partial(_render_metrics, app))
     app.on_startup.append(_report_missing_font)
     app[OPENAPI_BYTES] = {}
-    app.router.add_get("/healthz", healthz, name="health.live")
-    app.router.add_get("/readyz", readyz, name="health.ready")
-    app.router.add_get("/metrics", metrics_route, name="metrics")
-    app.router.add_get("/api/v1/openapi.json", openapi_route, name="openapi")
