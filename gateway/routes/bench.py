@@ -3,48 +3,62 @@
 They measure the cost of the building blocks side by side: nothing at all, one Redis GET
 through the auto-pipelined client, the same GET through plain redis-py, and the naive
 designs the real routes are compared with (a score lookup read straight from PostgreSQL).
+``gateway.routes.modules`` lists this module only when the routes are served, so the document
+describes them only then.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 from aiohttp import web
 
 from core.errors import storage_errors
 from gateway import keys
 from gateway.bodies import NO_STORE, json_response, read_json
-from gateway.routes.lookups import released_query
+from gateway.routes.lookups import LOOKUP_ERRORS, ScoreQuery, Scores, released_query
+from gateway.routing import Answer, Param, Routes
 from lookups import records, rules
 
 BENCH_KEY = "eg:bench:value"
 _BODY = b'{"ok":true}'
+routes = Routes("Benchmarks")
+FIXED = {200: Answer({"type": "object"}, "a fixed small JSON body")}
+JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
 
+@routes.get("/_bench/noop", "bench.noop", answers=FIXED)
 async def noop(request: web.Request) -> web.Response:
     """Do nothing: the ceiling every other route is compared with."""
     return web.Response(body=_BODY, content_type="application/json")
 
 
+@routes.post("/_bench/post-json", "bench.post_json", raw_body=JSON_OBJECT, answers=FIXED,
+             errors={400: "malformed_body", 415: "unsupported_media_type"})
 async def post_json(request: web.Request) -> web.Response:
     """Read a JSON body and answer a fixed one: what a POST with a small JSON body costs before any work."""
     await read_json(request)
     return web.Response(body=_BODY, content_type="application/json")
 
 
+@routes.get("/_bench/redis-get", "bench.redis_get", answers=FIXED)
 async def redis_get(request: web.Request) -> web.Response:
     """One GET through the auto-pipelined client."""
     value = await request.app[keys.REDIS].get(BENCH_KEY)
     return web.Response(body=value or _BODY, content_type="application/json")
 
 
+@routes.get("/_bench/redis-get-plain", "bench.redis_get_plain", answers=FIXED)
 async def redis_get_plain(request: web.Request) -> web.Response:
     """The same GET through redis-py's own asyncio client (a connection per command)."""
     value = await request.app[keys.REDIS_PY].get(BENCH_KEY)
     return web.Response(body=value or _BODY, content_type="application/json")
 
 
+@routes.get("/_bench/sleep", "bench.sleep", answers=FIXED,
+            params=(Param("ms", "query", {"type": "integer", "minimum": 0, "maximum": 10_000, "default": 100}),))
 async def sleep(request: web.Request) -> web.Response:
     """Answer after ``?ms=`` milliseconds (at most 10 s): a slow request for drain and shedding tests."""
     raw = request.query.get("ms", "100")
@@ -53,24 +67,32 @@ async def sleep(request: web.Request) -> web.Response:
     return web.Response(body=_BODY, content_type="application/json")
 
 
+@routes.get("/_bench/throttled", "bench.throttled", answers=FIXED)
 async def throttled(request: web.Request) -> web.Response:
     """Do nothing, but under whatever rate-limit rules the live config gives ``bench.throttled``."""
     return web.Response(body=_BODY, content_type="application/json")
 
 
 LIMITS = web.AppKey("bench_limits", object)
+BARE_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
 
+@routes.get("/_bench/limits", "bench.limits", answers={
+    **FIXED, 429: Answer(BARE_ERROR, "limited (the library's verdict, not the API's error)"),
+    501: Answer(BARE_ERROR, "the limits library is not installed")})
 async def limits_moving_window(request: web.Request) -> web.Response:
     """One rule decided by the ``limits`` library's moving window (async, redis-py): the baseline."""
     if request.app[LIMITS] is None:
         return web.Response(status=501, body=b'{"error":"limits is not installed"}', content_type="application/json")
-    limiter, item = request.app[LIMITS]  # type: ignore[misc]
+    limiter, item = cast("tuple[Any, Any]", request.app[LIMITS])
     if not await limiter.hit(item, request.remote or "unknown"):
         return web.Response(status=429, body=b'{"error":"limited"}', content_type="application/json")
     return web.Response(body=_BODY, content_type="application/json")
 
 
+@routes.post("/_bench/scores-lookup-pg", "bench.scores_lookup_pg", body=ScoreQuery,
+             answers={200: Answer(Scores, "the scores")},
+             errors={**LOOKUP_ERRORS, 425: "not_yet_released (details.release_at)"})
 async def scores_lookup_pg(request: web.Request) -> web.Response:
     """``POST /api/v1/scores/lookup`` done the naive way: no captcha, no throttle, every record read from PostgreSQL."""
     _, exam, query = await released_query(request)
@@ -102,14 +124,6 @@ async def _prime(app: web.Application) -> None:
 
 
 def setup(app: web.Application) -> None:
-    """Add the calibration routes."""
-    app.router.add_get("/_bench/noop", noop, name="bench.noop")
-    app.router.add_get("/_bench/redis-get", redis_get, name="bench.redis_get")
-    app.router.add_post("/_bench/post-json", post_json, name="bench.post_json")
-    app.router.add_get("/_bench/redis-get-plain", redis_get_plain, name="bench.redis_get_plain")
-    app.router.add_get("/_bench/sleep", sleep, name="bench.sleep")
-    app.router.add_get("/_bench/throttled", throttled, name="bench.throttled")
-    app.router.add_get("/_bench/limits", limits_moving_window, name="bench.limits")
-    app.router.add_post("/_bench/scores-lookup-pg", scores_lookup_pg, name="bench.scores_lookup_pg")
+    """The calibration routes' resources: the ``limits`` baseline and the value the GETs read."""
     app.cleanup_ctx.append(_limits_ctx)
     app.on_startup.append(_prime)
