@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from gateway import config
@@ -21,7 +23,7 @@ def paysim(port: int | None, host: str | None, time_scale: float | None) -> None
     from payments.errors import KeysInvalid, KeysMissing
     from simulators.paysim import serve as serve_paysim
 
-    overrides = {"paysim_port": port, "paysim_time_scale": time_scale}
+    overrides: dict[str, Any] = {"paysim_port": port, "paysim_time_scale": time_scale}
     try:
         settings = config.load(**{k: v for k, v in overrides.items() if v is not None})
     except config.ConfigError as exc:
