@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.routes.pages import COMMON, add_page
+from gateway.routes.pages import COMMON, declare_page, shells
+from gateway.routing import Routes
 from gateway.web.shells import PageSpec
 
 CONSOLE = PageSpec("console", "/console", "运行控制台", "console", (COMMON, "js/console.js"), header="console")
+routes = Routes("Pages")
+declare_page(routes, CONSOLE)
 
 
 def setup(app: web.Application) -> None:
-    """Add the console page."""
-    add_page(app, CONSOLE)
+    """Assemble the console page's shell."""
+    shells(app).add(CONSOLE)

@@ -3,19 +3,21 @@
 Every page is a static shell (``gateway/web/templates``) plus plain JavaScript and CSS
 (``gateway/web/static``); rendering one reads neither Redis nor PostgreSQL, so no page is
 slower than the API it calls. Their routes are named ``pages.*`` (``pages.static`` for the
-assets): they serve HTML, not the JSON API, so the OpenAPI document leaves them out. They are
-GET routes, so overload shedding counts them as candidate reads: a page is refused exactly when
-the reads it would make are.
+assets) and declared in the route table like the API's, so the OpenAPI document lists them with
+their HTML and asset answers. They are GET routes, so overload shedding counts them as candidate
+reads: a page is refused exactly when the reads it would make are.
 """
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from gateway import keys
 from gateway.errors import NotFoundError
+from gateway.routing import Answer, Param, Routes
 from gateway.web.assets import (
     IMMUTABLE,
     REVALIDATE,
@@ -50,6 +52,12 @@ PAGES: tuple[PageSpec, ...] = (
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+routes = Routes("Pages")
+
+# Path ids of the pages: what their route patterns take ({1,10} and {1,18} digits); anything else is a 404.
+_PAGE_IDS = {"exam_id": 9_999_999_999, "registration_id": 999_999_999_999_999_999}
+NOT_MODIFIED = Answer(None, "not modified: the copy named by If-None-Match is current")
+HTML = Answer({"type": "string"}, "the page's shell (ETag; gzipped when accepted)", "text/html")
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -92,23 +100,40 @@ async def static_asset(request: web.Request) -> web.Response:
     return _respond(request, asset.body, asset.gzipped, f'"{asset.digest}"', headers)
 
 
+routes.add("GET", STATIC_PREFIX + "/{digest:[0-9a-f]{1,64}}/{path:.+}", ROUTE_PREFIX + "static", static_asset,
+           params=(Param("digest", "path", {"type": "string", "pattern": "^[0-9a-f]{1,64}$"},
+                         "the file's digest (the first 12 hex digits of its SHA-256); another one gets the "
+                         "current file with no-cache"),
+                   Param("path", "path", {"type": "string", "minLength": 1}, "the file, e.g. js/common.js")),
+           answers={200: Answer({"type": "string"}, "CSS, JavaScript, SVG, PNG or text, by the file's suffix; "
+                                                    "cached for a year when the digest is current", "*/*"),
+                    304: NOT_MODIFIED},
+           errors={404: "not_found: no such file"})
+
+
+def declare_page(table: Routes, spec: PageSpec) -> None:
+    """Declare ``GET spec.path`` as ``pages.<name>`` in ``table``."""
+    params = tuple(Param(name, "path", {"type": "integer", "minimum": 0, "maximum": top})
+                   for name, top in _PAGE_IDS.items() if "{" + name + ":" in spec.path)
+    declared: dict[str, Any] = {"errors": {404: "not_found: the path is not one of a page"}} if params else {}
+    table.add("GET", spec.path, ROUTE_PREFIX + spec.name, page_handler(spec.name),
+              summary=f"The {spec.name} page ({spec.title})", params=params,
+              answers={200: HTML, 304: NOT_MODIFIED}, **declared)
+
+
 def shells(app: web.Application) -> ShellRenderer:
     """The application's shell renderer, made (with the asset store) on first use."""
     if SHELLS not in app:
         assets = app[ASSETS] = AssetStore()
         app[SHELLS] = ShellRenderer(assets)
-        app.router.add_get(STATIC_PREFIX + "/{digest:[0-9a-f]{1,64}}/{path:.+}", static_asset,
-                           name=ROUTE_PREFIX + "static")
     return app[SHELLS]
 
 
-def add_page(app: web.Application, spec: PageSpec) -> None:
-    """Assemble ``spec``'s shell and route ``GET spec.path`` to it as ``pages.<name>``."""
-    shells(app).add(spec)
-    app.router.add_get(spec.path, page_handler(spec.name), name=ROUTE_PREFIX + spec.name)
+for _spec in PAGES:
+    declare_page(routes, _spec)
 
 
 def setup(app: web.Application) -> None:
-    """Add the candidate pages and the static assets."""
+    """Assemble the candidate pages' shells (the asset store with them)."""
     for spec in PAGES:
-        add_page(app, spec)
+        shells(app).add(spec)
