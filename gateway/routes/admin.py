@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from captcha import loadtest
 from core.timeutil import iso_local
-from gateway import keys
+from gateway import keys, routing
 from gateway.adminauth import ADMIN_NAME, admin_only
 from gateway.bodies import NO_STORE, json_response, read_body, read_json
 from gateway.errors import ApiError, ValidationFailed
@@ -28,7 +28,8 @@ from lookups.prewarm import prewarm
 from payments import settle
 from queueing import writebehind
 from queueing.reconcile import reconcile as reconcile_holds
-from ratelimit.rules import COUNTS, KEY_KINDS, MODES, ON_REDIS_ERROR
+from ratelimit.errors import InvalidRule
+from ratelimit.rules import COUNTS, KEY_KINDS, MODES, ON_REDIS_ERROR, parse_rule
 
 routes = Routes("Operators")
 
@@ -299,6 +300,31 @@ async def get_config(request: web.Request) -> web.Response:
     return _config_response(version, doc)
 
 
+def unoffered_subjects(patch: dict[str, Any], operations: dict[str, routing.Operation],
+                       served: set[str]) -> dict[str, str]:
+    """The rules of ``patch`` whose key no route they match offers: ``details.fields`` of the refusal.
+
+    A merge patch replaces a list whole, so the patch's ``ratelimit.rules`` are the new rules, index
+    for index. A rule matching only declared routes, none of which offers its subject, could never
+    apply; one matching a route not declared in the table (or no route of this process) is let be,
+    as is a malformed one (the config's own check names it).
+    """
+    section = patch.get("ratelimit")
+    rules = section.get("rules") if isinstance(section, dict) else None
+    if not isinstance(rules, list):
+        return {}
+    problems: dict[str, str] = {}
+    for index, raw in enumerate(rules):
+        try:
+            rule = parse_rule(raw)
+        except InvalidRule:
+            continue
+        matched = [name for name in served if rule.matches(name)]
+        if matched and all(name in operations and rule.key not in operations[name].limits for name in matched):
+            problems[f"ratelimit.rules.{index}.key"] = "subject_not_offered"
+    return problems
+
+
 @routes.patch("/admin/api/v1/config", "admin.config.patch",
               summary="Change the live config with a JSON merge patch (RFC 7396); optional If-Match: <version>",
               params=(Param("If-Match", "header", {"type": "string", "pattern": IF_MATCH},
@@ -309,7 +335,8 @@ async def get_config(request: web.Request) -> web.Response:
                       415: "unsupported_media_type: details.expected names the content types",
                       422: "invalid_config: details.fields maps each JSON path to its problem (the patch is judged "
                            "merged into the stored config, so its validity depends on that config); "
-                           "validation_failed: a string holding U+0000 (contains_nul)",
+                           "validation_failed: a string holding U+0000 (contains_nul), or a rate-limit rule whose "
+                           "key no route it matches offers (subject_not_offered at ratelimit.rules.<i>.key)",
                       500: CORRUPT},
               **_operator())
 @admin_only
@@ -317,6 +344,10 @@ async def patch_config(request: web.Request) -> web.Response:
     """Apply a JSON merge patch to the live config: validated, versioned, audited, published."""
     if_match = _if_match(request)
     patch = await read_json(request, PATCH_TYPES)
+    served = {route.name for route in request.app.router.routes() if route.name}
+    problems = unoffered_subjects(patch, request.app[routing.OPERATION], served)
+    if problems:
+        raise ValidationFailed(problems, "a rate-limit rule keys on a subject no route it matches offers")
     live = await request.app[keys.CONFIG_STORE].patch(patch, request[ADMIN_NAME], if_match)
     return _config_response(live.version, live.document)
 

@@ -241,3 +241,34 @@ async def test_corrupt_stored_config_is_reported_and_replaceable(client: TestCli
     whole = await patch(client, DEFAULT, **{"If-Match": "2"})
     assert whole.status == 200
     assert await whole.json() == {"version": 3, "config": DEFAULT}
+
+
+def rule(rule_id: str, routes: list[str], key: str) -> dict[str, Any]:
+    return {"id": rule_id, "routes": routes, "key": key, "rate": 10, "period_s": 60}
+
+
+async def test_a_rule_keyed_on_what_no_route_it_matches_offers_is_refused(client: TestClient,
+                                                                           pg: asyncpg.Connection) -> None:
+    rows_before = await audit_count(pg)
+    resp = await patch(client, {"ratelimit": {"rules": [
+        rule("exams-ip", ["exams.list"], "ip"),
+        rule("exams-candidate", ["exams.*", "sites.list"], "candidate"),  # anonymous routes: no candidate known
+        rule("health-account", ["health.live"], "account"),  # no body names an account there
+    ]}})
+    assert resp.status == 422
+    body = await resp.json()
+    assert_error_shape(body, "validation_failed")
+    assert body["error"]["details"]["fields"] == {"ratelimit.rules.1.key": "subject_not_offered",
+                                                  "ratelimit.rules.2.key": "subject_not_offered"}
+    assert await (await client.get(CONFIG, headers=auth())).json() == {"version": 0, "config": DEFAULT}
+    assert await audit_count(pg) == rows_before
+
+
+async def test_a_rule_is_kept_when_one_route_it_matches_offers_its_key(client: TestClient) -> None:
+    rules = [*DEFAULT["ratelimit"]["rules"],
+             rule("mixed-candidate", ["exams.list", "registrations.get"], "candidate"),  # one candidate route
+             rule("everywhere-candidate", ["*"], "candidate"),
+             rule("elsewhere-candidate", ["no.such.route"], "candidate")]  # a route of another version, perhaps
+    resp = await patch(client, {"ratelimit": {"rules": rules}})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["config"]["ratelimit"]["rules"] == rules
