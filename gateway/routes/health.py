@@ -118,8 +118,9 @@ async def _render_metrics(app: web.Application) -> Rendered:
 async def metrics_route(request: web.Request) -> web.Response:
     """Prometheus text, aggregated across the gateway's processes; scrape or admin bearer token required."""
     authorization = request.headers.get("Authorization")
+    tokens = request.app[SCRAPE_TOKENS]
     try:
-        token_name(authorization, request.app[SCRAPE_TOKENS])
+        token_name(authorization, tokens)
     except AdminUnauthorized:
         raise MetricsUnauthorized(invalid=authorization is not None) from None
     body, content_type = await request.app[METRICS_TEXT]()
@@ -174,7 +175,9 @@ def setup(app: web.Application) -> None:
     app[SCRAPE_TOKENS] = scrape_tokens(settings)
     verdicts: SingleFlight[readiness.Verdict] = SingleFlight(settings.ready_cache_s)
     renders: SingleFlight[Rendered] = SingleFlight(settings.metrics_cache_s)
-    app[READY] = functools.partial(verdicts.get, functools.partial(_assess, app))
-    app[METRICS_TEXT] = functools.partial(renders.get, functools.partial(_render_metrics, app))
+    ready: Callable[[], Awaitable[readiness.Verdict]] = functools.partial(verdicts.get, functools.partial(_assess, app))
+    render: Callable[[], Awaitable[Rendered]] = functools.partial(renders.get, functools.partial(_render_metrics, app))
+    app[READY] = ready
+    app[METRICS_TEXT] = render
     app.on_startup.append(_report_missing_font)
     app[OPENAPI_BYTES] = {}
