@@ -25,7 +25,7 @@ from core.passwords import check_policy, normalise_answer
 from core.timeutil import SHANGHAI, utcnow
 
 __all__ = [
-    "AccountInvalid", "Education", "FieldInvalid", "Registration",
+    "Education", "FieldInvalid", "Registration",
     "check_answer", "check_email", "check_id_number", "check_name", "check_password", "check_phone",
     "check_text", "check_username", "check_year_month", "duplicate_at", "shanghai_today",
     "normalise_id_number", "normalise_name", "normalise_phone", "normalise_username",
@@ -85,16 +85,6 @@ class FieldInvalid(CoreError):
     def __init__(self, code: str) -> None:
         super().__init__(code)
         self.code = code
-
-
-class AccountInvalid(CoreError):
-    """Problems of several fields at once: ``fields`` maps each bad field path to a problem code."""
-
-    # Raised by nothing since the gateway's request model collects the problems; gateway.errors still maps it.
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__("invalid account: " + ", ".join(f"{k}: {v}" for k, v in fields.items()))
-        self.fields = fields
 
 
 @dataclass(frozen=True, slots=True)

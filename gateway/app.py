@@ -109,6 +109,7 @@ async def _payments(app: web.Application) -> AsyncIterator[None]:
     from payments.errors import PaymentError
     from payments.keys import load as load_keys
     from payments.runtime import PaymentsRuntime
+    from queueing.seats import HoldSeats
 
     settings = app[appkeys.SETTINGS]
     try:
@@ -118,7 +119,8 @@ async def _payments(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.PAYMENTS] = None
         yield
         return
-    runtime = app[appkeys.PAYMENTS] = PaymentsRuntime(settings, keys, app[appkeys.PG], app[appkeys.REDIS])
+    runtime = app[appkeys.PAYMENTS] = PaymentsRuntime(settings, keys, app[appkeys.PG], app[appkeys.REDIS],
+                                                       seats=HoldSeats(app[appkeys.REDIS]))
     yield
     await runtime.aclose()
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from captcha.errors import CaptchaInvalid, CaptchaRequired, PoolEmpty
-from core.accounts import AccountInvalid
 from core.candidates import AccountConflict
 from core.errors import CoreError, NotFound, StorageUnavailable
 from core.passwords import PoolFull
@@ -200,7 +200,8 @@ def _not_found(exc: NotFound) -> ApiError:
     return NotFoundError()
 
 
-def rate_limited(exc: RateLimited, code: str = "too_many_requests", message: str = "操作过于频繁，请稍后再试") -> ApiError:
+def rate_limited(exc: RateLimited, code: str = "too_many_requests",
+                 message: str = "操作过于频繁，请稍后再试") -> ApiError:
     """The 429 for a rate-limit refusal: Retry-After, RateLimit headers, the refusing rules; ``code`` per route."""
     headers = ratelimit_headers(exc.verdict)
     headers.pop("Retry-After", None)  # set from retry_after_s, rounded up the same way
@@ -245,10 +246,6 @@ def _captcha_required(exc: CaptchaRequired) -> ApiError:
 def _pool_empty(exc: PoolEmpty) -> ApiError:
     return Overloaded("验证码暂时无法获取，请稍后重试", code="service_unavailable", retry_after_s=exc.retry_after_s,
                       details={"reason": "captcha_pool_empty"})
-
-
-def _account_invalid(exc: AccountInvalid) -> ApiError:
-    return ValidationFailed(exc.fields)
 
 
 _CONFLICT_MESSAGES = {
@@ -423,7 +420,6 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (CaptchaInvalid, _captcha_invalid),
     (CaptchaRequired, _captcha_required),
     (PoolEmpty, _pool_empty),
-    (AccountInvalid, _account_invalid),
     (AccountConflict, _account_conflict),
     (PoolFull, _pool_full),
     (ResetInvalid, _reset_invalid),

@@ -36,12 +36,13 @@ def _whole(value: Any) -> Any:
 
 # An integer that JSON may write as 2.0; strings and booleans stay refused.
 Int = Annotated[int, BeforeValidator(_whole)]
-Id = Annotated[int, BeforeValidator(_whole), Field(ge=1, le=MAX_ID)]
+# Constraints before the validator: after it, pydantic would apply them to its output and document them as "ge"/"le".
+Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_whole)]
 # JSON Schema patterns are not anchored: at least one character that is not white space, as Python's strip sees it.
 NOT_BLANK = r"[^\s\u001c-\u001f\u0085]"
 
 
-def Text(min_chars: int, max_chars: int, description: str = "") -> Any:  # noqa: N802 - reads as a type
+def Text(min_chars: int, max_chars: int, description: str = "") -> Any:
     """A string of ``min_chars``-``max_chars`` characters, not all white space (checked by the handler's rules)."""
     return Annotated[str, Field(min_length=min_chars, max_length=max_chars, description=description or None,
                                 json_schema_extra={"pattern": NOT_BLANK} if min_chars else None)]
@@ -110,12 +111,13 @@ CODES: dict[str, str] = {
 def fields_of(error: ValidationError, field_codes: dict[str, str] | None = None) -> dict[str, str]:
     """``details.fields`` of a validation error: each field path (dotted) → its first problem's code."""
     fields: dict[str, str] = {}
-    for problem in error.errors(include_url=False, include_input=False, include_context=False):
+    for problem in error.errors(include_input=False, include_context=False):
         path = ".".join(str(part) for part in problem["loc"]) or "body"
         if path in fields:
             continue
         kind = problem["type"]
-        code = CODES.get(kind, kind)
+        # pydantic's own errors link to its docs; a custom error (PydanticCustomError) is the code itself.
+        code = CODES.get(kind, kind) if "url" in problem else kind
         if field_codes and kind not in ("missing", "extra_forbidden") and path in field_codes:
             code = field_codes[path]
         fields[path] = code

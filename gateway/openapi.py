@@ -180,10 +180,13 @@ def _operation(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
     if operation.captcha:
         errors[400] = f"{errors[400]}; {CAPTCHA_ERRORS}" if 400 in errors else CAPTCHA_ERRORS
     for status, codes in errors.items():
-        responses.setdefault(str(status), error(codes))
+        own = responses.setdefault(str(status), error(codes))
+        own.setdefault("content", {}).setdefault("application/json", {"schema": ERROR})  # beside its own answer
     for status, shared in _shared(operation, "requestBody" in found).items():
         own = responses.setdefault(status, copy.deepcopy(shared))
         own.setdefault("headers", {}).update(shared.get("headers", {}))
+        for media, content in shared.get("content", {}).items():
+            own.setdefault("content", {}).setdefault(media, content)
     for response in responses.values():
         response.setdefault("headers", {})["X-Request-Id"] = _HEADER["RequestId"]
     found["responses"] = dict(sorted(responses.items()))

@@ -33,14 +33,8 @@ class PaymentsRuntime:
     """Verifies notifications, settles them in groups, and opens trades at the provider."""
 
     def __init__(self, settings: Any, keys: PaymentKeys, pool: asyncpg.Pool, redis: ScriptClient,
-                 client: ProviderClient | None = None, seats: Seats | None = None) -> None:
-        if seats is None:
-            # The one import of payments into queueing, allowed by name in pyproject's import
-            # contracts: it goes once the gateway builds HoldSeats and passes seats=.
-            from queueing.seats import HoldSeats
-
-            seats = HoldSeats(redis)
-        self.seats = seats
+                 client: ProviderClient | None = None, *, seats: Seats) -> None:
+        self.seats = seats  # the seat holds (queueing.seats.HoldSeats), handed in by the gateway
         self.keys = keys
         self.client = client or ProviderClient(settings, keys)
         self.expected = expected(settings)

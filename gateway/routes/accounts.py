@@ -57,13 +57,8 @@ def _present(value: Any) -> Any:
     return value
 
 
-# ``fields_of`` reads too_short and too_long as pydantic's list lengths (too_few, too_many): a rule's string
-# lengths travel as pydantic's string length types, which it maps back to too_short and too_long.
-_PYDANTIC_TYPE = {"too_short": "string_too_short", "too_long": "string_too_long"}
-
-
 def _problem(exc: FieldInvalid) -> PydanticCustomError:
-    return PydanticCustomError(_PYDANTIC_TYPE.get(exc.code, exc.code), "不符合要求：{code}", {"code": exc.code})
+    return PydanticCustomError(exc.code, "不符合要求：{code}", {"code": exc.code})
 
 
 def _rule(check: Callable[[str], T]) -> AfterValidator:
