@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -42,7 +42,7 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     pool_settings = PoolSettings(settings.database_url, settings.pg_pool_min, settings.pg_pool_max)
     try:
         pool = await create_pool(pool_settings)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         # Start anyway: /readyz reports PostgreSQL missing and connections are made on demand.
         log.warning("PostgreSQL not reachable at start (%r); connecting on demand", exc)
         pool = await create_pool(PoolSettings(settings.database_url, 0, settings.pg_pool_max))
@@ -80,7 +80,8 @@ def password_settings(settings: Settings) -> PasswordSettings:
 
 
 def session_settings(settings: Settings) -> SessionSettings:
-    """Session lifetimes from the settings; the idle TTL is renewed at most once a minute (a quarter of it if shorter)."""
+    """Session lifetimes from the settings; the idle TTL is renewed at most once a minute (a quarter of it if
+    shorter)."""
     idle_s = settings.session_idle_timeout_s
     return SessionSettings(idle_timeout_s=idle_s, absolute_timeout_s=settings.session_absolute_timeout_s,
                            renew_every_s=min(60.0, idle_s / 4))
@@ -202,18 +203,15 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.CAPTCHA_TAKES] = TakeCounters()
     app[appkeys.ADMISSION_KEY] = settings.derived_key("admission")
     pdf_key = app[appkeys.TICKET_PDF_KEY] = settings.derived_key(TICKET_LINK_PURPOSE)
-    app[appkeys.TICKET_LINKS] = functools.partial(_ticket_link, pdf_key, settings.ticket_link_ttl_s)
+    links: Callable[[str, int], str] = functools.partial(_ticket_link, pdf_key, settings.ticket_link_ttl_s)
+    app[appkeys.TICKET_LINKS] = links
     app[appkeys.REGISTRATION_REFS] = RegistrationRefs()
     app.cleanup_ctx.extend([_postgres, _redis, _live, _accounts, _seats, _payments, _lookups, _background])
-    tables = []
-    for module in modules(bench=settings.bench_routes):
-        if hasattr(module, "routes"):
-            if hasattr(module, "setup"):
-                module.setup(app)  # the module's own resources
-            tables.append(module.routes)
-        else:
-            module.setup(app)
-    operations = routing.register(app, tables)
+    routes = modules(bench=settings.bench_routes)
+    for module in routes:
+        if hasattr(module, "setup"):
+            module.setup(app)  # the module's own resources
+    operations = routing.register(app, [module.routes for module in routes])
     app[appkeys.HANDLER_DECIDES] = frozenset(name for name, op in operations.items() if op.decides_limits_in_handler)
     app[appkeys.SHEDDING_CLASSES] = {name: op.shedding_class for name, op in operations.items()}
     return app

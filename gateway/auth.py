@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 from aiohttp import web
 
 from core import sessions
@@ -14,7 +12,7 @@ from ratelimit.rules import Rule
 
 CANDIDATE_ID = web.RequestKey("signed_in_candidate", int)
 # What ``submit_candidate`` hands to ``finish_candidate``: the id already known, or the lookup in flight.
-PendingCandidate = Union[int, sessions.PendingResolve, None]
+PendingCandidate = int | sessions.PendingResolve | None
 # The lookup the candidate wrapper of ``gateway.routing`` started for a route that finishes it itself.
 PENDING_CANDIDATE: web.RequestKey[PendingCandidate] = web.RequestKey("pending_candidate", object)  # type: ignore[arg-type]
 _CHALLENGE = 'Bearer realm="examgate"'
@@ -67,8 +65,8 @@ async def finish_candidate(request: web.Request, pending: PendingCandidate) -> i
     No handler has to remember them; a route without such rules costs no coroutine here.
     """
     if pending.__class__ is int:
-        return pending  # type: ignore[return-value]
-    resolved = await sessions.finish_resolve(request.app[keys.REDIS], pending)  # type: ignore[arg-type]
+        return pending
+    resolved = await sessions.finish_resolve(request.app[keys.REDIS], pending)
     if resolved is None:
         raise NotSignedIn("登录已失效，请重新登录", invalid=True)
     request[CANDIDATE_ID] = resolved

@@ -39,12 +39,18 @@ async def await_body(request: web.Request, timeout_s: float) -> bool:
 
 async def read_body(request: web.Request, model: type[B],
                     content_types: tuple[str, ...] = ("application/json",)) -> B:
-    """The body parsed and validated as ``model`` in one pass; 415, 400, 413 as ``read_json``, 422 naming every field."""
+    """The body parsed and validated as ``model`` in one pass.
+
+    415, 400 and 413 as ``read_json``; 422 naming every field.
+    """
     return parse_body(await json_bytes(request, content_types), model)
 
 
 def parse_body(raw: bytes, model: type[B]) -> B:
-    """``raw`` (from ``json_bytes``) validated as ``model``: 400 when it is not a JSON object, 422 naming every field."""
+    """``raw`` (from ``json_bytes``) validated as ``model``.
+
+    400 when it is not a JSON object; 422 naming every field.
+    """
     if b"\\u0000" in raw:  # raw NUL bytes are not JSON; only the escape can carry one
         with contextlib.suppress(orjson.JSONDecodeError):  # not JSON at all: pydantic says so below
             _refuse_nul(raw)
@@ -117,7 +123,7 @@ def _paths_with_nul(value: Any, path: str) -> list[str]:
     if type(value) is str:
         return [path or "body"] if "\0" in value else []
     if type(value) is dict:
-        found = []
+        found: list[str] = []
         for key, item in value.items():
             inner = f"{path}.{key}" if path else key
             found += [inner] if "\0" in key else _paths_with_nul(item, inner)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from itertools import count
-from typing import Awaitable, Callable
 
 import asyncpg
 import redis.exceptions
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from gateway import errors, keys, metrics
 
@@ -51,7 +52,7 @@ def _valid_request_id(value: str) -> bool:
     return 0 < len(value) <= _MAX_REQUEST_ID and value.isascii() and value.isprintable()
 
 
-def make_edge_middleware(max_body_bytes: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_edge_middleware(max_body_bytes: int) -> Middleware:
     """Build the middleware; ``max_body_bytes`` is checked against Content-Length before reading."""
     next_id = request_ids()
     recorder = metrics.RequestMetrics()

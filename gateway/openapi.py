@@ -132,7 +132,7 @@ def _param(param: Param) -> dict[str, Any]:
 
 def _parameters(operation: Operation) -> list[dict[str, Any]]:
     declared = {(param.where, param.name): _param(param) for param in operation.params}
-    parameters = [declared.pop(("path", name), None) or {
+    parameters = [declared.pop(("path", name)) if ("path", name) in declared else {
         "name": name, "in": "path", "required": True,
         "schema": dict(ID_SCHEMA) if name.endswith("_id") else {"type": "string"}}
         for name in operation.path_params]
@@ -179,8 +179,8 @@ def _operation(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
     errors = dict(operation.errors)
     if operation.captcha:
         errors[400] = f"{errors[400]}; {CAPTCHA_ERRORS}" if 400 in errors else CAPTCHA_ERRORS
-    for status, codes in errors.items():
-        own = responses.setdefault(str(status), error(codes))
+    for code, codes in errors.items():
+        own = responses.setdefault(str(code), error(codes))
         own.setdefault("content", {}).setdefault("application/json", {"schema": ERROR})  # beside its own answer
     for status, shared in _shared(operation, "requestBody" in found).items():
         own = responses.setdefault(status, copy.deepcopy(shared))
@@ -193,15 +193,14 @@ def _operation(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
     return found
 
 
-def document(operations: Iterable[Operation], legacy: Mapping[str, Mapping[str, Any]] | None = None,
-             legacy_schemas: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def document(operations: Iterable[Operation]) -> dict[str, Any]:
     """The whole OpenAPI document of ``operations`` (the documented ones)."""
     schemas = _Schemas()
-    paths: dict[str, dict[str, Any]] = copy.deepcopy(dict(legacy or {}))
+    paths: dict[str, dict[str, Any]] = {}
     for operation in operations:
         if operation.documented:
             paths.setdefault(_path(operation), {})[operation.method.lower()] = _operation(operation, schemas)
-    components = {**(legacy_schemas or {}), **schemas.components}
+    components = schemas.components
     return {
         "openapi": "3.1.0",
         "info": {"title": "examgate", "version": "1.0.0",
@@ -216,11 +215,6 @@ def document(operations: Iterable[Operation], legacy: Mapping[str, Mapping[str, 
 
 def gateway_document(*, bench: bool = False) -> dict[str, Any]:
     """The document of every route module's table (what ``/api/v1/openapi.json`` serves)."""
-    from gateway.openapi_legacy import PATHS, SCHEMAS
     from gateway.routes import modules
 
-    declared = [op for module in modules(bench=bench) if hasattr(module, "routes") for op in module.routes.operations]
-    legacy = {path: {method: op for method, op in ops.items()
-                     if not any(d.path == path and d.method.lower() == method for d in declared)}
-              for path, ops in PATHS.items()}
-    return document(declared, {path: ops for path, ops in legacy.items() if ops}, SCHEMAS)
+    return document(op for module in modules(bench=bench) for op in module.routes.operations)

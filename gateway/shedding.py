@@ -1,13 +1,13 @@
 """Maintenance switches and overload shedding: refuse at once what the process cannot serve well.
 
-Each route belongs to a class (candidate reads, candidate writes, login, payment
-notifications, admin). A class has a maximum of in-flight requests per process (live
-config ``shedding``); past it, requests get 503 + Retry-After immediately instead of
-queueing. When the event loop lags beyond ``max_loop_lag_ms``, candidate classes are shed
-too, but payment notifications and admin never are: they are shed last, only by their own
-limits, because a lost notification costs more than a slow page. While this process's live config
-is unknown (Redis lost it and the audit is not read yet), the candidate API routes, which its
-waiting room, captcha and throttles may guard, are refused with 503 ``config_unavailable``.
+Each route belongs to a class (candidate reads, candidate writes, login, payment notifications,
+admin), declared in the route table (``gateway.routing``). A class has a maximum of in-flight
+requests per process (live config ``shedding``); past it, requests get 503 + Retry-After immediately
+instead of queueing. When the event loop lags beyond ``max_loop_lag_ms``, candidate classes are shed
+too, but payment notifications and admin never are: they are shed last, only by their own limits,
+because a lost notification costs more than a slow page. While this process's live config is unknown
+(Redis lost it and the audit is not read yet), the candidate API routes, which its waiting room,
+captcha and throttles may guard, are refused with 503 ``config_unavailable``.
 
 A request counts against its class only once its body is in: one that did not come with its
 headers is waited for up to ``body_timeout_s`` (408 after), so clients sending a byte at a time
@@ -18,9 +18,8 @@ addresses, and their class limit bounds them.
 
 from __future__ import annotations
 
-import fnmatch
 from collections import Counter as Tally
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -31,16 +30,6 @@ from gateway.connections import GuardedRequestHandler
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Route name patterns → class; first match wins. None: never shed (health, metrics).
-ROUTE_CLASSES: tuple[tuple[str, str | None], ...] = (
-    ("health.*", None),
-    ("metrics", None),
-    ("openapi", None),
-    ("admin.*", "admin"),
-    ("payments.notify.*", "payment_notify"),
-    ("sessions.create", "login"),
-    ("password_resets.*", "login"),
-)
 LAG_EXEMPT = frozenset({"payment_notify", "admin"})
 ADDRESS_EXEMPT = frozenset({"payment_notify"})
 RETRY_AFTER_S = 1.0
@@ -49,14 +38,6 @@ RETRY_AFTER_S = 1.0
 CONFIG_GUARDED = frozenset({"candidate_read", "candidate_write", "login"})
 PAGES_PREFIX = "pages."
 CONFIG_RETRY_AFTER_S = 2.0
-
-
-def route_class(route_name: str, method: str) -> str | None:
-    """The shedding class of a route; unlisted routes are candidate reads or writes by method."""
-    for pattern, klass in ROUTE_CLASSES:
-        if fnmatch.fnmatchcase(route_name, pattern):
-            return klass
-    return "candidate_read" if method in ("GET", "HEAD") else "candidate_write"
 
 
 class Shedder:
@@ -69,7 +50,6 @@ class Shedder:
         self.client_ip = client_ip
         self.max_in_flight_per_address = max_in_flight_per_address  # 0: no maximum
         self.body_timeout_s = body_timeout_s
-        self._classes: dict[tuple[str, str], str | None] = {}
 
     def enter(self, address: str) -> bool:
         """Count a request of ``address`` in flight; False (not counted) when it has its maximum already."""
@@ -87,15 +67,11 @@ class Shedder:
         else:
             del self.by_address[address]
 
-    def classify(self, route_name: str, method: str, declared: dict[str, str | None] | None = None) -> str | None:
-        """The class of a route: as the route table declares it, else by method; cached."""
-        key = (route_name, method)
-        if key not in self._classes:
-            if declared is not None and route_name in declared:
-                self._classes[key] = declared[route_name]
-            else:
-                self._classes[key] = route_class(route_name, method)
-        return self._classes[key]
+    def classify(self, route_name: str, method: str, declared: dict[str, str | None]) -> str | None:
+        """The class of a route as the route table declares it; a request no route matched by its method."""
+        if route_name in declared:
+            return declared[route_name]
+        return "candidate_read" if method in ("GET", "HEAD") else "candidate_write"
 
 
 def _config_unavailable(klass: str) -> errors.ApiError:
@@ -136,7 +112,7 @@ async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse
     if message is not None:
         raise errors.ApiError(message, code="maintenance", status=503, retry_after_s=60)
     shedder = app[keys.SHEDDER]
-    klass = shedder.classify(route_name, request.method, app.get(keys.SHEDDING_CLASSES))
+    klass = shedder.classify(route_name, request.method, app[keys.SHEDDING_CLASSES])
     if klass is None:
         return await handler(request)
     if (not watcher.known and klass in CONFIG_GUARDED and route_name != "unmatched"

@@ -5,7 +5,8 @@ tickets) the answer is 425 with the time, decided from the in-memory catalogue b
 captcha, Redis or PostgreSQL work. Inside it, the throttle (all the route's rules: the
 middleware leaves them to the handler), the captcha check and the record's Redis read are
 sent in the same tick, so they leave together (the limiter's script on its own connection);
-the name is compared in constant time and a wrong id, ticket or name all get the same 404. A miss goes to PostgreSQL through ``lookups.service.Lookups``.
+the name is compared in constant time and a wrong id, ticket or name all get the same 404. A
+miss goes to PostgreSQL through ``lookups.service.Lookups``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import unicodedata
 from typing import Annotated, Any, ClassVar
 
 from aiohttp import web
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from core.catalogue import Exam
@@ -65,10 +66,14 @@ class ScoreQuery(Body):
     """Who asks for scores: the exam, the name, and the id number or the ticket number (one of them)."""
 
     field_codes: ClassVar[dict[str, str]] = TicketQuery.field_codes
+    model_config = ConfigDict(**Body.model_config, json_schema_extra={
+        "oneOf": [{"required": ["id_number"]}, {"required": ["ticket_no"]}]})
     exam_id: Id
     name: _text(NAME_MAX)  # type: ignore[valid-type]
-    id_number: _text(KEY_MAX) | None = Field(None, description="give id_number or ticket_no, not both")  # type: ignore[valid-type]
-    ticket_no: _text(KEY_MAX) | None = None  # type: ignore[valid-type]
+    # Either may be left out, neither may be null: the schema says a string (null answers must_be_text).
+    id_number: _text(KEY_MAX) = Field(  # type: ignore[valid-type]
+        None, description="give id_number or ticket_no, not both")
+    ticket_no: _text(KEY_MAX) = None  # type: ignore[valid-type]
     captcha: CaptchaValue = None
 
 
@@ -237,7 +242,7 @@ async def ticket_pdf(request: web.Request) -> web.Response:
         raise ApiError("下载链接无效或已过期，请重新查询准考证", code="link_invalid", status=403) from None
     exam = _exam(request, exam_id)
     redis = app[keys.REDIS]
-    cached = None
+    cached: bytes | None = None
     with contextlib.suppress(*REDIS_DOWN):
         cached = await redis.execute(b"GET", _pdf_key(ticket_no))
     if cached is None:
@@ -246,10 +251,11 @@ async def ticket_pdf(request: web.Request) -> web.Response:
         if record is None:
             raise rules.NoRecord()
         font = app[keys.SETTINGS].ticket_font
-        cached = await asyncio.get_running_loop().run_in_executor(
+        rendered: bytes = await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(pdf.render_ticket, _ticket_doc(exam, record), font_path=font))
         with contextlib.suppress(*REDIS_DOWN):
-            await redis.execute(b"SET", _pdf_key(ticket_no), cached, b"EX", PDF_CACHE_TTL_S)
+            await redis.execute(b"SET", _pdf_key(ticket_no), rendered, b"EX", PDF_CACHE_TTL_S)
+        cached = rendered
     return web.Response(body=cached, content_type="application/pdf", headers={
         "Cache-Control": "private, max-age=600",
         "Content-Disposition": f'inline; filename="ticket-{ticket_no}.pdf"'})

@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient
 from gateway import keys
 from gateway.app import create_app
 from gateway.clientip import ClientIp
-from gateway.shedding import ADDRESS_EXEMPT, Shedder, route_class
+from gateway.routes import modules
+from gateway.shedding import ADDRESS_EXEMPT, Shedder
 from tests.gateway.test_app import assert_error_shape, in_pieces, make_settings
 
 TOKEN = "shed-admin-token-0123456789abcdef"
@@ -40,12 +41,15 @@ async def post_in_pieces(client: TestClient, *parts: bytes, pause_s: float) -> A
 
 
 def test_route_classes() -> None:
-    assert route_class("health.ready", "GET") is None
-    assert route_class("admin.config.patch", "PATCH") == "admin"
-    assert route_class("payments.notify.alipay", "POST") == "payment_notify"
-    assert route_class("sessions.create", "POST") == "login"
-    assert route_class("sites.list", "GET") == "candidate_read"
-    assert route_class("registrations.seat", "PUT") == "candidate_write"
+    declared = {op.name: op.shedding_class for module in modules(bench=True) for op in module.routes.operations}
+    assert declared["health.ready"] is None and declared["metrics"] is None
+    assert declared["admin.config.patch"] == "admin"
+    assert declared["payments.notify.alipay"] == "payment_notify"
+    assert declared["sessions.create"] == "login" and declared["password_resets.sms.confirm"] == "login"
+    assert declared["sites.list"] == "candidate_read"
+    assert declared["registrations.seat.put"] == "candidate_write"
+    shedder = Shedder(ClientIp(()))
+    assert shedder.classify("no.such.route", "GET", declared) == "candidate_read"
 
 
 async def test_k_plus_n_slow_requests_give_exactly_n_immediate_503s(client: TestClient) -> None:

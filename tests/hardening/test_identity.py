@@ -23,7 +23,7 @@ from core.timeutil import utcnow
 from loadtest.processes import Process, start_gateway
 from tests.factories import make_exam
 from tests.gateway import candidate_http as h
-from tests.gateway.seat_stack import set_live
+from tests.gateway.seat_stack import make_candidates, make_sessions, set_live
 from tests.gateway.test_app import assert_error_shape
 
 QUESTION = "/api/v1/password-resets/question"
@@ -243,8 +243,13 @@ async def test_path_ids_in_other_digit_sets_are_unknown_ids(
         await asyncio.sleep(0.1)
     assert resp.status == 200
 
+    # The registration routes are a candidate's: signed in, so the path id (not the 401) is what is judged.
+    from tests.conftest import TEST_REDIS_URL
+
+    [token] = await make_sessions(TEST_REDIS_URL, await make_candidates(pg, 1))
+
     async def answer(path: str) -> tuple[int, Any]:
-        async with http.get(path) as resp:
+        async with http.get(path, headers={"Authorization": f"Bearer {token}"}) as resp:
             body = await resp.json(content_type=None)
             return resp.status, body["error"]["code"] if isinstance(body, dict) and "error" in body else body
 
