@@ -19,7 +19,7 @@ from gateway.adminauth import ADMIN_NAME, admin_only
 from gateway.bodies import NO_STORE, json_response, read_body, read_json
 from gateway.errors import ApiError, ValidationFailed
 from gateway.heartbeats import read_workers
-from gateway.liveconfig import DEFAULT, Document
+from gateway.liveconfig import DEFAULT, Document, InvalidConfig
 from gateway.models import Body, Int, Reply, Text
 from gateway.pathids import path_id
 from gateway.routing import OPERATOR, Answer, Param, Routes
@@ -321,7 +321,8 @@ def unoffered_subjects(patch: dict[str, Any], operations: dict[str, routing.Oper
             continue
         matched = [name for name in served if rule.matches(name)]
         if matched and all(name in operations and rule.key not in operations[name].limits for name in matched):
-            problems[f"ratelimit.rules.{index}.key"] = "subject_not_offered"
+            problems[f"ratelimit.rules[{index}].key"] = (
+                f"no route this rule matches offers the key {rule.key!r} (it can never apply)")
     return problems
 
 
@@ -334,9 +335,9 @@ def unoffered_subjects(patch: dict[str, Any], operations: dict[str, routing.Oper
                       412: "version_mismatch: details.current_version",
                       415: "unsupported_media_type: details.expected names the content types",
                       422: "invalid_config: details.fields maps each JSON path to its problem (the patch is judged "
-                           "merged into the stored config, so its validity depends on that config); "
-                           "validation_failed: a string holding U+0000 (contains_nul), or a rate-limit rule whose "
-                           "key no route it matches offers (subject_not_offered at ratelimit.rules.<i>.key)",
+                           "merged into the stored config, so its validity depends on that config; a rate-limit "
+                           "rule whose key no route it matches offers is one); "
+                           "validation_failed: a string holding U+0000 (contains_nul)",
                       500: CORRUPT},
               **_operator())
 @admin_only
@@ -347,7 +348,7 @@ async def patch_config(request: web.Request) -> web.Response:
     served = {route.name for route in request.app.router.routes() if route.name}
     problems = unoffered_subjects(patch, request.app[routing.OPERATION], served)
     if problems:
-        raise ValidationFailed(problems, "a rate-limit rule keys on a subject no route it matches offers")
+        raise InvalidConfig(problems)
     live = await request.app[keys.CONFIG_STORE].patch(patch, request[ADMIN_NAME], if_match)
     return _config_response(live.version, live.document)
 

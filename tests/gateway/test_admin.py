@@ -257,9 +257,9 @@ async def test_a_rule_keyed_on_what_no_route_it_matches_offers_is_refused(client
     ]}})
     assert resp.status == 422
     body = await resp.json()
-    assert_error_shape(body, "validation_failed")
-    assert body["error"]["details"]["fields"] == {"ratelimit.rules.1.key": "subject_not_offered",
-                                                  "ratelimit.rules.2.key": "subject_not_offered"}
+    assert_error_shape(body, "invalid_config")
+    assert set(body["error"]["details"]["fields"]) == {"ratelimit.rules[1].key", "ratelimit.rules[2].key"}
+    assert "can never apply" in body["error"]["details"]["fields"]["ratelimit.rules[1].key"]
     assert await (await client.get(CONFIG, headers=auth())).json() == {"version": 0, "config": DEFAULT}
     assert await audit_count(pg) == rows_before
 
