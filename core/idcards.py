@@ -32,7 +32,7 @@ def check_digit(first17: str) -> str:
     """The 18th character of a resident id whose first 17 digits are given."""
     if len(first17) != 17 or not _all_digits(first17):
         raise ValueError(f"expected 17 digits, got {first17!r}")
-    total = sum(int(ch) * w for ch, w in zip(first17, WEIGHTS))
+    total = sum(int(ch) * w for ch, w in zip(first17, WEIGHTS, strict=True))
     return _CHECK_CHARS[total % 11]
 
 

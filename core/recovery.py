@@ -53,7 +53,7 @@ __all__ = [
 
 SMS_TEMPLATE = "password_reset_code"
 CODE_DIGITS = 6
-_CODE = re.compile(r"[0-9]{%d}" % CODE_DIGITS).fullmatch
+_CODE = re.compile(rf"[0-9]{{{CODE_DIGITS}}}").fullmatch
 _PHONE = re.compile(r"1[3-9][0-9]{9}").fullmatch
 _RESET_ID = re.compile(r"[A-Za-z0-9_-]{43}").fullmatch  # token_urlsafe(32)
 

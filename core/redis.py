@@ -577,7 +577,7 @@ class AutoPipeline:
     async def hgetall(self, key: Arg) -> dict[bytes, bytes]:
         """HGETALL as a dict."""
         flat = iter(await self._submit((b"HGETALL", key)))
-        return dict(zip(flat, flat))
+        return dict(zip(flat, flat, strict=True))
 
     async def zadd(self, key: Arg, mapping: Mapping[Arg, float]) -> int:
         """ZADD ``{member: score}``; the number of members added."""

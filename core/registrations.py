@@ -64,7 +64,8 @@ class RegistrationClosed(RegistrationError):
     code = "registration_closed"
 
     def __init__(self, exam_id: int, opens_at: datetime, closes_at: datetime) -> None:
-        super().__init__(f"registration for exam {exam_id} is open from {opens_at.isoformat()} to {closes_at.isoformat()}")
+        super().__init__(f"registration for exam {exam_id} is open"
+                         f" from {opens_at.isoformat()} to {closes_at.isoformat()}")
         self.exam_id = exam_id
         self.opens_at = opens_at
         self.closes_at = closes_at

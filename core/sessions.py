@@ -38,8 +38,8 @@ from typing import Any, NamedTuple, cast
 from core.redis import AutoPipeline
 from core.scripts import Script, ScriptClient, load_scripts
 
-__all__ = ["PendingResolve", "Session", "SessionSettings", "create", "finish_resolve", "resolve", "revoke", "revoke_all", "session_key",
-           "index_key", "submit_resolve"]
+__all__ = ["PendingResolve", "Session", "SessionSettings", "create", "finish_resolve", "resolve", "revoke",
+           "revoke_all", "session_key", "index_key", "submit_resolve"]
 
 TOKEN_BYTES = 32
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}").fullmatch  # token_urlsafe(32): 32 bytes, base64url, no padding

@@ -52,7 +52,9 @@ async def enqueue(conn: asyncpg.Connection | asyncpg.Pool, phone: str, template:
     return int(message_id)
 
 
-async def outbox(conn: asyncpg.Connection | asyncpg.Pool, *, phone: str | None = None, limit: int = 50) -> list[OutboxMessage]:
+async def outbox(
+    conn: asyncpg.Connection | asyncpg.Pool, *, phone: str | None = None, limit: int = 50
+) -> list[OutboxMessage]:
     """The newest ``limit`` messages, newest first; only those to ``phone`` when given."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")

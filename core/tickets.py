@@ -16,8 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import asyncpg
-
+from core.db import Conn
 from core.errors import CoreError
 
 
@@ -73,7 +72,7 @@ RETURNING registration_id
 """
 
 
-async def allocate(conn: asyncpg.Connection, paid: Sequence[Paid]) -> list[Ticket]:
+async def allocate(conn: Conn, paid: Sequence[Paid]) -> list[Ticket]:
     """Tickets for ``paid`` (inside the caller's transaction); registrations that already have one are skipped.
 
     Raises ``SiteOverfull`` when a site has no seat number left (its inventory was wrong).
