@@ -133,7 +133,7 @@ async def pool_size(client: AutoPipeline) -> int:
 async def pool_stats(client: AutoPipeline) -> PoolStats:
     """Pool size and the worker's last refill figures, in one batch."""
     size, flat = await asyncio.gather(client.execute("LLEN", keys.POOL), client.execute("HGETALL", keys.POOL_STATS))
-    fields = dict(zip(flat[::2], flat[1::2]))
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
 
     def number(name: bytes) -> float:
         try:
