@@ -23,7 +23,7 @@ from urllib.parse import quote
 PREFIX = "eg:{rl}:"
 MAX_SUBJECT_CHARS = 96
 
-_VERBATIM = re.compile(r"[A-Za-z0-9._:@-]{0,%d}" % MAX_SUBJECT_CHARS).fullmatch
+_VERBATIM = re.compile(rf"[A-Za-z0-9._:@-]{{0,{MAX_SUBJECT_CHARS}}}").fullmatch
 
 
 def encode_subject(subject: str) -> str:

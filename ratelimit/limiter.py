@@ -89,7 +89,9 @@ class LimiterSettings:
 
     def __post_init__(self) -> None:
         if min(self.budget_ms, self.processes, self.denial_cache_entries, self.max_plans, self.max_batch_keys) < 1:
-            raise ValueError("budget_ms, processes, denial_cache_entries, max_plans and max_batch_keys must be positive")
+            raise ValueError(
+                "budget_ms, processes, denial_cache_entries, max_plans and max_batch_keys must be positive"
+            )
 
 
 _NOTHING = Verdict(True, 0.0, (), (), "none")
@@ -415,7 +417,7 @@ class Limiter:
             return Verdict(True, 0.0, (), (), "fallback_open")
         counters["fallback_local"] += len(entries)
         decision = local.decide(entries, self._clock())
-        states = tuple(plan.state(*result) for plan, result in zip(deciding, decision.results))
+        states = tuple(plan.state(*result) for plan, result in zip(deciding, decision.results, strict=True))
         shadow_denied = tuple(state.rule_id for state in states if not state.enforced and not state.allowed)
         if shadow_denied:
             counters["shadow_denials"] += len(shadow_denied)

@@ -102,7 +102,7 @@ def decide(entries: Sequence[Entry], now_s: float) -> LocalDecision:
             retry_us = max(retry_us, allow_at - now)
         staged.append((tat, new, ok))
     results = []
-    for (bucket, subject, _, _, *check_only), (tat, new, ok) in zip(entries, staged):
+    for (bucket, subject, _, _, *check_only), (tat, new, ok) in zip(entries, staged, strict=True):
         final = tat
         if ok and not denied and not (check_only and check_only[0]):
             final = new
