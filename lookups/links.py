@@ -33,8 +33,8 @@ PATH_TEMPLATE = "/api/v1/tickets/{ticket_no}.pdf"
 MAX_TICKET_NO_CHARS = 64
 MAX_EXP_DIGITS = 12  # unix seconds stay below 10**12 for the next 30,000 years
 SIG_CHARS = 43  # 32 bytes of HMAC-SHA256 in unpadded base64url
-_SIG = re.compile(r"[A-Za-z0-9_-]{%d}" % SIG_CHARS).fullmatch
-_EXP = re.compile(r"[0-9]{1,%d}" % MAX_EXP_DIGITS).fullmatch
+_SIG = re.compile(rf"[A-Za-z0-9_-]{{{SIG_CHARS}}}").fullmatch
+_EXP = re.compile(rf"[0-9]{{1,{MAX_EXP_DIGITS}}}").fullmatch
 _EXAM = re.compile(r"[1-9][0-9]{0,9}").fullmatch
 
 
