@@ -32,8 +32,9 @@ class AdmissionExpired(PlaceExpired):
 
     def __init__(self, exam_id: int, candidate_id: int, admitted_at_s: int) -> None:
         super().__init__(exam_id, candidate_id)
-        self.args = (f"admission of candidate {candidate_id} to exam {exam_id} (admitted at {admitted_at_s}) "
-                     f"has expired",)
+        message = (f"admission of candidate {candidate_id} to exam {exam_id} (admitted at {admitted_at_s}) "
+                   f"has expired")
+        self.args = (message,)
         self.admitted_at_s = admitted_at_s
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from core.catalogue import Catalogue
@@ -36,7 +36,7 @@ DEFAULT_HOLD_TTL_S = 1800
 # this many retries something is moving the hold in a loop.
 MAX_ATTEMPTS = 8
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class HoldError(QueueingError):
@@ -279,7 +279,7 @@ def active_exam_ids(catalogue: Catalogue, *, now: datetime | None = None,
     ``grace`` covers holds expiring after the close and late payments; the worker's
     consumers and sweepers watch these exams' streams and expiry sets.
     """
-    moment = now or datetime.now(timezone.utc)
+    moment = now or datetime.now(UTC)
     return [exam.id for exam in catalogue.exams.values()
             if exam.registration_opens_at - grace <= moment <= exam.registration_closes_at + grace]
 

@@ -175,8 +175,8 @@ async def reconcile_exam(pg: asyncpg.Connection | asyncpg.Pool, redis: aioredis.
                 last_events = cast("dict[bytes, bytes]", await pipe.hgetall(last_key)) if unapplied else {}
                 truth = await _truth(pg, exam_id)
                 found_holds = cast("dict[bytes, bytes]", await pipe.hgetall(holds_key))
-                found_expiry = {member: int(score) for member, score in
-                                cast("list[tuple[bytes, float]]", await pipe.zrange(expiry_key, 0, -1, withscores=True))}
+                expiry_scores = cast("list[tuple[bytes, float]]", await pipe.zrange(expiry_key, 0, -1, withscores=True))
+                found_expiry = {member: int(score) for member, score in expiry_scores}
                 found_left = await pipe.mget(list(left_keys.values())) if left_keys else []
                 in_flight = _in_flight(unapplied, last_events)
                 for member in in_flight:  # Redis is ahead of PostgreSQL here: keep what it has
@@ -253,7 +253,7 @@ async def reconcile(
     report = Report()
     if drain_first and exam_ids:
         streams = [keys.holds_stream(e) for e in exam_ids]
-        existing = [s for s, found in zip(streams, await _exist(redis, streams)) if found]
+        existing = [s for s, found in zip(streams, await _exist(redis, streams), strict=True) if found]
         if existing:
             drained = await drain(redis, pg, existing, consumer_name="reconcile", min_idle_ms=min_idle_ms)
             report.events_drained = drained.applied

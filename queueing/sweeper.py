@@ -49,7 +49,7 @@ async def _expire_all(redis: aioredis.Redis, exam_id: int, base: list[str], due:
     """One ``hold_expire`` call per due hold, all in one pipeline (one round trip)."""
     for attempt in range(2):
         async with redis.pipeline(transaction=False) as pipe:
-            for (member, score), site in zip(due, sites):
+            for (member, score), site in zip(due, sites, strict=True):
                 script_keys = list(base)
                 if site is not None:
                     script_keys.append(keys.site_left(exam_id, int(site)))

@@ -295,7 +295,8 @@ async def advance(
         raise ValueError("admit_per_s must be positive")
     meta, _, tickets, draw, order, _ = keys.room_keys(exam_id)
     serving, admitted, skipped, tail, opened = await _scripts()["room_advance"].run(
-        client, (meta, tickets, draw, order), [repr(float(admit_per_s)), _now_arg(now_s), max_scan, RATE_WINDOW_S * 1000]
+        client, (meta, tickets, draw, order),
+        [repr(float(admit_per_s)), _now_arg(now_s), max_scan, RATE_WINDOW_S * 1000],
     )
     return Advance(serving, admitted, skipped, max(0, tail - serving), bool(opened))
 

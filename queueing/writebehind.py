@@ -148,8 +148,8 @@ async def _latest_numbers(redis: aioredis.Redis, events: Sequence[HoldEvent]) ->
             pipe.hmget(keys.hold_last_event(exam_id), [str(reg) for reg in regs])
         replies = await pipe.execute()
     latest: dict[tuple[int, int], int | None] = {}
-    for (exam_id, regs), values in zip(exams, replies):
-        for reg, value in zip(regs, values):
+    for (exam_id, regs), values in zip(exams, replies, strict=True):
+        for reg, value in zip(regs, values, strict=True):
             latest[(exam_id, reg)] = None if value is None else int(value)
     return latest
 
@@ -262,7 +262,7 @@ async def _to_dead_letters(redis: aioredis.Redis, stream: str, group: str,
     failures = [f"{stream} {entry_id}" for entry_id, _, _ in entries]
     errors = await redis.hmget(keys.HOLDS_FAILURES, failures)
     async with redis.pipeline(transaction=False) as pipe:
-        for (entry_id, fields, deliveries), error in zip(entries, errors):
+        for (entry_id, fields, deliveries), error in zip(entries, errors, strict=True):
             record: dict[FieldT, EncodableT] = {_text(k): _text(v) for k, v in fields.items()}
             # Written before the XACK: a crash between them duplicates a dead letter, never loses one.
             pipe.xadd(keys.HOLDS_DEAD_LETTERS, {
