@@ -167,7 +167,8 @@ class ProviderClient:
         raise _wechat_rejection(status, reply)
 
     async def _wechat_query(self, order_no: str) -> Trade | None:
-        path = f"/v3/pay/transactions/out-trade-no/{quote(order_no, safe='')}?mchid={quote(self.settings.wechat_mch_id)}"
+        path = (f"/v3/pay/transactions/out-trade-no/{quote(order_no, safe='')}"
+                f"?mchid={quote(self.settings.wechat_mch_id)}")
         status, tx = await self._wechat_call("GET", path)
         if status == 404:
             return None

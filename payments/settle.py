@@ -41,6 +41,7 @@ import asyncpg
 import orjson
 
 from core import tickets
+from core.db import Conn
 from core.errors import StorageUnavailable, storage_errors
 from core.timeutil import SHANGHAI, iso_local, utcnow
 from payments.seats import Seats
@@ -171,8 +172,8 @@ def storable_item(item: Incoming) -> Incoming:
     if is_storable((fields, item.payload, extra)):
         return item
     if notice is not None:
-        notice = dataclasses.replace(notice, payload=storable(notice.payload),
-                                     **{name: storable_text(value) for name, value in zip(_NOTICE_TEXT, fields)})
+        texts = {name: storable_text(value) for name, value in zip(_NOTICE_TEXT, fields, strict=True)}
+        notice = dataclasses.replace(notice, payload=storable(notice.payload), **texts)
     return item._replace(notice=notice, payload=storable(item.payload))
 
 
@@ -193,7 +194,7 @@ def _mismatch(notice: Any, order: _OrderRow | None, expected: Expected) -> str |
 
 
 class _Payment(NamedTuple):
-    index: int  # of its outcome
+    outcome_index: int  # in the group's outcomes (``index`` would shadow tuple.index)
     item: Incoming
     notice: Any
     paid_at: datetime
@@ -324,7 +325,7 @@ async def settle(pool: asyncpg.Pool, seats: Seats, items: Sequence[Incoming], ex
     return group.finish()
 
 
-async def _pay(conn: asyncpg.Connection, seats: Seats, group: _Group) -> None:
+async def _pay(conn: Conn, seats: Seats, group: _Group) -> None:
     """Seats made permanent, orders and registrations paid, tickets allocated, for ``group.to_pay``."""
     if not group.to_pay:
         return
@@ -332,10 +333,10 @@ async def _pay(conn: asyncpg.Connection, seats: Seats, group: _Group) -> None:
     orders = [group.orders[p.notice.order_no] for p in payments]
     sites = await asyncio.gather(*(seats.keep(o.exam_id, o.registration_id, o.site_id) for o in orders))
     paid: list[tuple[_OrderRow, _Payment, int]] = []
-    for payment, site in zip(payments, sites):
+    for payment, site in zip(payments, sites, strict=True):
         order = group.orders[payment.notice.order_no]
         if site is None:  # the hold lapsed and the site has filled up since
-            group.refund(payment.item, payment.notice, order, "seat_released", payment.index)
+            group.refund(payment.item, payment.notice, order, "seat_released", payment.outcome_index)
             continue
         paid.append((order, payment, site))
         group.record(payment.notice.provider, payment.notice.event_id, payment.notice, "accepted", None,
@@ -353,7 +354,7 @@ async def _pay(conn: asyncpg.Connection, seats: Seats, group: _Group) -> None:
             "SELECT registration_id, ticket_no FROM admission_tickets WHERE registration_id = ANY($1::bigint[])",
             missing)})
     for order, payment, _ in paid:
-        group.answer(Outcome("paid", None, order.order_no, numbers.get(order.registration_id)), payment.index)
+        group.answer(Outcome("paid", None, order.order_no, numbers.get(order.registration_id)), payment.outcome_index)
 
 
 class GroupCommitter:
@@ -413,7 +414,7 @@ class GroupCommitter:
             return
         self.groups += 1
         self.settled += len(batch)
-        for (_, future), outcome in zip(batch, outcomes):
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
 
