@@ -20,6 +20,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,7 @@ class Stack:
     spare_sessions: list[str] = field(default_factory=list)
     baseline_config: dict[str, Any] = field(default_factory=dict)
     cases: int = 0
+    by_operation: Counter[str] = field(default_factory=Counter)  # cases sent, per "METHOD /path"
 
 
 STACK: list[Stack] = []  # the module's stack, for the auth provider (it cannot take fixtures)
@@ -260,6 +262,7 @@ CHECKS = [
 def _with_real_ids(case: schemathesis.Case, stack: Stack) -> None:
     """Every other schema-valid case aims at the exam and registration that exist, to get past their 404s."""
     stack.cases += 1
+    stack.by_operation[f"{case.method.upper()} {case.path}"] += 1
     if case.meta is None or not case.meta.generation.mode.is_positive or stack.cases % 2:
         return
     params = case.path_parameters or {}
@@ -308,6 +311,19 @@ def test_every_operation_answers_as_documented(case: schemathesis.Case, stack: S
             _restore_config(stack)
 
 
+def test_the_fuzz_run_reached_every_operation(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs after the parametrized test: every documented operation got cases; the run's size is printed."""
+    document = openapi.gateway_document()
+    documented = {f"{method.upper()} {path}" for path, operations in document["paths"].items() for method in operations}
+    assert documented <= set(stack.by_operation)
+    # The coverage phase also sends the undocumented methods of each path (405 expected): counted apart.
+    cases = sum(count for operation, count in stack.by_operation.items() if operation in documented)
+    others = sum(stack.by_operation.values()) - cases
+    with capsys.disabled():
+        print(f"\nschemathesis: {len(documented)} operations, {cases} cases (and {others} with other methods); "
+              f"seed {SEED}, at most {MAX_EXAMPLES} examples per phase")
+
+
 def test_the_served_document_is_the_one_tested(stack: Stack) -> None:
     with urllib.request.urlopen(stack.gateway.url + "/api/v1/openapi.json", timeout=5) as resp:
         assert json.loads(resp.read()) == json.loads(json.dumps(openapi.gateway_document()))
@@ -335,7 +351,8 @@ def test_every_route_of_the_app_is_in_the_document(tmp_path: Path) -> None:
     served = {(route.method.lower(), re.sub(r"\{([a-z_]+):[^{}]*(?:\{[^{}]*\}[^{}]*)*\}", r"{\1}",
                                             route.resource.canonical))
               for route in app.router.routes() if route.method != "HEAD" and route.resource is not None}
-    documented = {(method, path) for path, operations in openapi.gateway_document()["paths"].items() for method in operations}
+    documented = {(method, path) for path, operations in openapi.gateway_document()["paths"].items()
+                  for method in operations}
     assert served == documented
 
 
