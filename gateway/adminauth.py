@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from typing import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from aiohttp import web
 
 from core import sessions
@@ -66,7 +68,9 @@ async def finish_candidate(request: web.Request, pending: PendingCandidate) -> i
     """
     if pending.__class__ is int:
         return pending
-    resolved = await sessions.finish_resolve(request.app[keys.REDIS], pending)
+    # mypy narrows a class check only where it holds: what is left here is the lookup or None.
+    lookup = cast("sessions.PendingResolve | None", pending)
+    resolved = await sessions.finish_resolve(request.app[keys.REDIS], lookup)
     if resolved is None:
         raise NotSignedIn("登录已失效，请重新登录", invalid=True)
     request[CANDIDATE_ID] = resolved

@@ -54,6 +54,6 @@ class CatalogueCache:
         while True:
             try:
                 await self.refresh()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("catalogue refresh failed, keeping the last one: %r", exc)
             await asyncio.sleep(self._refresh_s)

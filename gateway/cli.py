@@ -274,7 +274,8 @@ def render_outbox(messages: list[Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for index, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        # strict=False: widths stop before the last column, the body, which is appended unpadded.
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
         if index == 0:
             lines.append("  ".join("-" * width for width in widths) + "  " + "-" * 4)
     return "\n".join(lines)

@@ -15,7 +15,8 @@ import copy
 import functools
 import inspect
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import asyncpg
 import orjson
@@ -112,9 +113,10 @@ class ConfigStore:
 
     async def get(self) -> tuple[int, dict[str, Any]]:
         """The stored (version, document), restored from the audit if Redis has none; raises ConfigCorrupt."""
-        version, raw = await self._redis.hmget(self._key, ["version", "doc"])
+        # The client does not decode replies: the fields come back as bytes (None when absent).
+        version, raw = cast("list[bytes | None]", await self._redis.hmget(self._key, ["version", "doc"]))
         if version is None and raw is None and await self.rebuild():
-            version, raw = await self._redis.hmget(self._key, ["version", "doc"])
+            version, raw = cast("list[bytes | None]", await self._redis.hmget(self._key, ["version", "doc"]))
         return _decode(version, raw)
 
     async def _current(self) -> tuple[int, dict[str, Any]]:
@@ -286,7 +288,8 @@ class LiveConfigWatcher:
 
     async def _read(self, ask_audit: bool) -> LiveConfig | None:
         """The config to apply now (made ``current``), or None to keep ours."""
-        version = await self._redis.hget(self._key, "version")
+        # The client does not decode replies: the fields come back as bytes (None when absent).
+        version = cast("bytes | None", await self._redis.hget(self._key, "version"))
         lost = self._lost(version)
         if lost or (ask_audit and self._rebuild is not None):
             if lost and self.known:
@@ -297,14 +300,14 @@ class LiveConfigWatcher:
             if audited is None and lost:
                 return None
             if audited is not None:
-                version = await self._redis.hget(self._key, "version")
+                version = cast("bytes | None", await self._redis.hget(self._key, "version"))
                 if version is None and audited == 0 and not (self.known and self.current.version == 0):
                     # Nothing was ever stored anywhere: the defaults are the config.
                     self.current, self.known = validate(DEFAULT, 0), True
                     return self.current
         if version is None or version == self._rejected or (self.known and version == b"%d" % self.current.version):
             return None
-        raw_version, raw = await self._redis.hmget(self._key, ["version", "doc"])
+        raw_version, raw = cast("list[bytes | None]", await self._redis.hmget(self._key, ["version", "doc"]))
         if raw_version is None:  # emptied since: the next round sees the loss
             return None
         try:
@@ -337,7 +340,7 @@ class LiveConfigWatcher:
         except _AUDIT_DOWN as exc:
             if not self._audit_failing:
                 log.warning("cannot read the config audit (%r); %s", exc,
-                            "keeping version %d" % self.current.version if self.known
+                            f"keeping version {self.current.version}" if self.known
                             else "the guarded routes are refused until it answers")
             self._audit_failing = True
             return None

@@ -97,7 +97,8 @@ def parse_value(raw: str) -> Any:
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     cells = [headers, *[[str(cell) for cell in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
@@ -230,7 +231,8 @@ def render_stats(figures: dict[str, Any]) -> str:
 
 @ctl.command("stats")
 @click.option("--watch/--once", default=True, help="Refresh until interrupted, or print once.")
-@click.option("--interval", type=click.FloatRange(0.2), default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", type=click.FloatRange(0.2), default=2.0, show_default=True,
+              help="Seconds between refreshes.")
 @click.pass_context
 def stats(ctx: click.Context, watch: bool, interval: float) -> None:
     """Show live per-route request and rejection rates across all processes."""

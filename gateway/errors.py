@@ -392,6 +392,7 @@ def _no_record(exc: NoRecord) -> ApiError:
 def _too_early(exc: TooEarly) -> ApiError:
     """425 with the time in ``details``; Retry-After only when the time is ahead (at most a day)."""
     seconds = (exc.at - utcnow()).total_seconds()
+    details: dict[str, str | None]  # the print window may have no end
     if exc.kind == "scores":
         message, code, details = "成绩尚未发布", "not_yet_released", {"release_at": iso_local(exc.at)}
     else:

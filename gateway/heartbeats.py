@@ -69,7 +69,7 @@ def parse_workers(reply: Any, interval_s: float, now_s: float | None = None) -> 
     """``ZRANGE WORKERS 0 -1 WITHSCORES`` (a flat or paired reply) as workers, most recent first."""
     now = time.time() if now_s is None else now_s
     flat = list(reply)
-    pairs = flat if flat and isinstance(flat[0], (tuple, list)) else list(zip(flat[::2], flat[1::2]))
+    pairs = flat if flat and isinstance(flat[0], (tuple, list)) else list(zip(flat[::2], flat[1::2], strict=True))
     seen = []
     for member, score in pairs:
         last_seen_s = max(0.0, now - float(score))

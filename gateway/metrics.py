@@ -46,21 +46,24 @@ SHED = Counter("examgate_shed_total", "Requests refused at once to protect the p
 PAYMENT_REJECTED = Counter("examgate_payment_notifications_rejected", "Payment notifications answered as rejected "
                            "(failed verification or not matching their order), recorded in the ledger or not",
                            ["provider", "reason"])
-CAPTCHA_POOL = Gauge("examgate_captcha_pool_images", "Pre-drawn captcha images waiting in Redis (all processes see one pool)",
+CAPTCHA_POOL = Gauge("examgate_captcha_pool_images",
+                     "Pre-drawn captcha images waiting in Redis (all processes see one pool)",
                      multiprocess_mode="mostrecent")
 CAPTCHA_POOL_TARGET = Gauge("examgate_captcha_pool_target", "Images the worker keeps drawn ahead",
                             multiprocess_mode="mostrecent")
 CAPTCHA_REFILL_RATE = Gauge("examgate_captcha_refill_images_per_second", "Drawing rate of the worker's last refill",
                             multiprocess_mode="mostrecent")
-CAPTCHA_TAKES = Gauge("examgate_captcha_takes", "Image captcha requests since start, served or found the pool empty",
+CAPTCHA_TAKES = Gauge("examgate_captcha_takes",
+                      "Image captcha requests since start, served or found the pool empty",
                       ["outcome"], multiprocess_mode="livesum")
 PASSWORD_POOL = Gauge("examgate_password_pool_jobs", "Password hashing pool: jobs in it and jobs it accepts",
                       ["state"], multiprocess_mode="livesum")
-PASSWORD_REJECTED = Gauge("examgate_password_pool_rejected", "Hashing jobs refused because the pool was full, since start",
+PASSWORD_REJECTED = Gauge("examgate_password_pool_rejected",
+                          "Hashing jobs refused because the pool was full, since start",
                           multiprocess_mode="livesum")
 REDIS_COMMANDS = Gauge("examgate_redis_commands_sent", "Auto-pipelined commands written", multiprocess_mode="livesum")
-RENDERS = Counter("examgate_metrics_renders_total", "Times this exposition was rendered (at most one per cache interval "
-                  "per process, however many scrapes)")
+RENDERS = Counter("examgate_metrics_renders_total", "Times this exposition was rendered (at most one per cache "
+                  "interval per process, however many scrapes)")
 READINESS_CHECKS = Counter("examgate_readiness_checks_total", "Readiness verdicts computed, each asking Redis and "
                            "PostgreSQL once (at most one per cache interval per process)")
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import asyncpg
 
 from core.errors import StorageUnavailable
 
-PG = Union[asyncpg.Pool, asyncpg.Connection]
+PG = asyncpg.Pool | asyncpg.Connection
 DEFAULT_TTL_S = 30.0
 DEFAULT_MAX_ENTRIES = 200_000
 _PG_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.TooManyConnectionsError,

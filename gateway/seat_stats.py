@@ -54,7 +54,9 @@ async def seat_figures(app: web.Application) -> dict[str, Any]:
             "sites": {str(site.id): {"capacity": site.capacity,
                                      "available": None if value is None else int(value),
                                      "held": None if value is None else site.capacity - int(value)}
-                      for site, value in zip(exam.sites.values(), left)},
+                      # strict=False: an exam without sites reads one placeholder key (MGET needs a
+                      # key), whose reply has no site to go with.
+                      for site, value in zip(exam.sites.values(), left, strict=False)},
         }
     return figures
 

@@ -92,7 +92,7 @@ class StatsRecorder:
             *(asyncio.wait_for(self._providers[name](), timeout_s) for name in names), return_exceptions=True
         )
         sections: dict[str, Any] = {}
-        for name, result in zip(names, results):
+        for name, result in zip(names, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):
                     raise result

@@ -12,7 +12,7 @@ checked; the handler reports a failure with ``record_failure``, which consumes t
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from multidict import istr

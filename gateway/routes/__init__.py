@@ -10,7 +10,6 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
     from gateway.routes import (
         accounts,
         admin,
-        bench as bench_routes,
         captcha,
         console,
         exams,
@@ -23,7 +22,8 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         registrations,
         sessions,
     )
+    from gateway.routes import bench as bench_routes
 
     found = [health, exams, captcha, accounts, sessions, recovery, queue, registrations, payments, lookups, admin,
              pages, console]
-    return found + [bench_routes] if bench else found
+    return [*found, bench_routes] if bench else found

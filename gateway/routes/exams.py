@@ -7,6 +7,7 @@ from datetime import datetime
 
 from aiohttp import web
 from pydantic import Field
+from pydantic.json_schema import JsonDict
 
 from core.catalogue import Exam
 from gateway import keys
@@ -19,7 +20,7 @@ from queueing import inventory
 from queueing import keys as qkeys
 
 routes = Routes("Exams")
-PROVINCE = {"type": "string", "pattern": "^[0-9]{2}$"}
+PROVINCE: JsonDict = {"type": "string", "pattern": "^[0-9]{2}$"}
 
 
 class ExamLevel(Reply):
@@ -99,7 +100,7 @@ async def list_sites(request: web.Request) -> web.Response:
             "address": site.address, "capacity": site.capacity,
             "available": int(value) if value is not None else 0,
         }
-        for site, value in zip(sites, left)
+        for site, value in zip(sites, left, strict=True)
     ])
 
 
