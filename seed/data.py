@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from datetime import date, datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from typing import NamedTuple
 
 from core import idcards
@@ -28,7 +28,7 @@ SEATS_PER_ROOM = 30
 EXAM_A_CODE = "DEMO-2026-A"
 EXAM_B_CODE = "DEMO-2026-B"
 TICKET_PREFIX_A = "202601"  # year 2026, exam 01
-CREATED_EPOCH = datetime(2025, 3, 1, tzinfo=timezone.utc)
+CREATED_EPOCH = datetime(2025, 3, 1, tzinfo=UTC)
 
 _FIRST_BIRTH = date(1965, 1, 1)
 BIRTH_DAYS = (date(2003, 12, 31) - _FIRST_BIRTH).days + 1
@@ -69,7 +69,8 @@ BIRTH_DATE_DIGITS = tuple((_FIRST_BIRTH + timedelta(days=d)).strftime("%Y%m%d") 
 
 
 def _weighted(digits: str, offset: int) -> int:
-    return sum(int(ch) * w for ch, w in zip(digits, idcards.WEIGHTS[offset:]))
+    # strict=False: ``digits`` is one part of an id, so the weights may run on past its end.
+    return sum(int(ch) * w for ch, w in zip(digits, idcards.WEIGHTS[offset:], strict=False))
 
 
 BIRTH_DATE_WEIGHTED = tuple(_weighted(s, 6) for s in BIRTH_DATE_DIGITS)  # the date's share of the check sum
@@ -142,7 +143,7 @@ def site_rooms(p: int, j: int) -> int:
     return 12 + (p * 7 + j * 11) % 29
 
 
-@lru_cache(maxsize=None)
+@cache
 def _room_starts(p: int, upto_room: int) -> tuple[int, ...]:
     starts = [0]
     while starts[-1] <= upto_room:

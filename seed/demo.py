@@ -15,9 +15,9 @@ streams them as binary COPY into the loading one (``seed.stream``), so both core
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
-from typing import NamedTuple
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import ClassVar, NamedTuple
 
 import asyncpg
 
@@ -42,9 +42,11 @@ SEED_PASSWORD = "Demo#2026pass"
 # SEED_SECURITY_ANSWER, made once and written here: one hash for every seeded candidate keeps the
 # seed fast and its rows identical from run to run. tests/core/test_passwords.py checks that they
 # verify and still match the default settings (if the settings change, login rehashes them).
-SEED_PASSWORD_HASH = "$argon2id$v=19$m=19456,t=2,p=1$t9LAdwtIomfs7xJi/avjjw$0noi+n7pxuf2+FVBoDXN+pTP2sJ2HcsESpqGFEzCbxU"
+SEED_PASSWORD_HASH = ("$argon2id$v=19$m=19456,t=2,p=1$t9LAdwtIomfs7xJi/avjjw"
+                      "$0noi+n7pxuf2+FVBoDXN+pTP2sJ2HcsESpqGFEzCbxU")
 SEED_SECURITY_ANSWER = "演示"
-SEED_SECURITY_ANSWER_HASH = "$argon2id$v=19$m=19456,t=2,p=1$RrsWapEAHmeclZ7XgUbp7Q$ZQsdzbEWYxDPy62bQ/UvaYU7waG7H+8CONti0ZbP6iQ"
+SEED_SECURITY_ANSWER_HASH = ("$argon2id$v=19$m=19456,t=2,p=1$RrsWapEAHmeclZ7XgUbp7Q"
+                             "$ZQsdzbEWYxDPy62bQ/UvaYU7waG7H+8CONti0ZbP6iQ")
 
 _LOCK_KEY = 0x6567_7365_6564  # "egseed": one seeder at a time
 # Everything the seed (or a reset) writes, or whose keys it drops, locked up front in one order.
@@ -132,7 +134,9 @@ def lookup_keys(index: int) -> LookupKeys:
 
 class _Progress:
     # Units are rough row-equivalents of work, so the bar moves at a steady pace.
-    WEIGHTS = {"admission_tickets": 2, "candidates": 3, "registrations": 2, "scores": 1, "educations": 2, "keys": 10}
+    WEIGHTS: ClassVar[dict[str, int]] = {
+        "admission_tickets": 2, "candidates": 3, "registrations": 2, "scores": 1, "educations": 2, "keys": 10,
+    }
 
     def __init__(self, candidates: int, report: Callable[[int, int], None] | None) -> None:
         self.n = candidates
@@ -203,7 +207,7 @@ async def _load(conn: asyncpg.Connection, dsn: str, n: int, saved: seed_keys.Sav
     for setting in ("synchronous_commit = off", "maintenance_work_mem = '512MB'", "jit = off"):
         await conn.execute(f"SET LOCAL {setting}")
     ids = {t: await _next_id(conn, t) for t in ("candidates", "educations", "registrations", "exam_sites")}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     spec_a, spec_b = exam_specs(now)
     exam_a, exam_b = await insert_exam(conn, spec_a), await insert_exam(conn, spec_b)
     sites = demo_sites(n)
@@ -232,7 +236,7 @@ async def _fill(
     conn: asyncpg.Connection,
     dsn: str,
     n: int,
-    plan: list[tuple[str, sq.DerivedTable, tuple[object, ...]]],
+    plan: Sequence[tuple[str, sq.DerivedTable, tuple[object, ...]]],
     setup: Callable[[asyncpg.Connection], Awaitable[None]],
     bar: _Progress,
 ) -> None:

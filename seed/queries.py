@@ -173,7 +173,8 @@ FROM (SELECT i, h, l, m, (h / 13 % {len(UNIVERSITIES)})::int + 1 AS u,
 
 
 def _weighted(digits: str) -> int:
-    return sum(int(ch) * w for ch, w in zip(digits, WEIGHTS))
+    # strict=False: ``digits`` is an id's leading part (its region), so the weights run on past its end.
+    return sum(int(ch) * w for ch, w in zip(digits, WEIGHTS, strict=False))
 
 
 def _mix(salt: int) -> str:

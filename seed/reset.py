@@ -43,21 +43,23 @@ async def existing_seed(conn: asyncpg.Connection) -> ExistingSeed | None:
         ids,
         SEEDED_USERNAME_PATTERN,
     )
+    assert row is not None  # scalar subqueries without FROM: always exactly one row
     return ExistingSeed(candidates, row["educations"], row["registrations"], row["tickets"], row["scores"],
                         row["sites"], exam_ids)  # fmt: skip
 
 
 # Keep what is not demo data aside, TRUNCATE, put it back: far faster than deleting millions of
 # rows whenever the keepers are few (a handful of accounts made by a load test, say).
-_DEMO_IDS = "(SELECT id FROM exams WHERE code IN (%s))" % ", ".join(f"'{code}'" for code in DEMO_EXAMS)
+_DEMO_CODES = ", ".join(f"'{code}'" for code in DEMO_EXAMS)
+_DEMO_IDS = f"(SELECT id FROM exams WHERE code IN ({_DEMO_CODES}))"
 _KEEP = (
     ("candidates", f"SELECT * FROM candidates WHERE username !~ '{SEEDED_USERNAME_PATTERN}'"),
     ("educations", "SELECT * FROM educations WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"),
-    ("registrations", "SELECT * FROM registrations WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"
-                      f" AND exam_id NOT IN {_DEMO_IDS}"),
+    ("registrations", ("SELECT * FROM registrations WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"
+                       f" AND exam_id NOT IN {_DEMO_IDS}")),
     ("orders", "SELECT * FROM orders WHERE registration_id IN (SELECT id FROM seed_keep_registrations)"),
-    ("admission_tickets", "SELECT * FROM admission_tickets"
-                          " WHERE registration_id IN (SELECT id FROM seed_keep_registrations)"),
+    ("admission_tickets", ("SELECT * FROM admission_tickets"
+                           " WHERE registration_id IN (SELECT id FROM seed_keep_registrations)")),
     ("scores", "SELECT * FROM scores WHERE registration_id IN (SELECT id FROM seed_keep_registrations)"),
 )  # fmt: skip
 _MAX_KEPT = 100_000
@@ -103,8 +105,10 @@ _DELETES: tuple[tuple[str, tuple[object, ...]], ...] = (
     (f"DELETE FROM scores WHERE registration_id IN {_DOOMED}", ()),
     (f"DELETE FROM admission_tickets WHERE registration_id IN {_DOOMED}", ()),
     (
-        "DELETE FROM payment_notifications"
-        f" WHERE order_no IN (SELECT order_no FROM orders WHERE registration_id IN {_DOOMED})",
+        (
+            "DELETE FROM payment_notifications"
+            f" WHERE order_no IN (SELECT order_no FROM orders WHERE registration_id IN {_DOOMED})"
+        ),
         (),
     ),
     (f"DELETE FROM orders WHERE registration_id IN {_DOOMED}", ()),

@@ -60,7 +60,7 @@ class QueryStream:
             raise
 
     async def _produce(self) -> None:
-        for queue, (sql, args) in zip(self._queues, self.queries):
+        for queue, (sql, args) in zip(self._queues, self.queries, strict=True):
             pending = bytearray()
 
             # asyncpg hands over a few kilobytes at a time; COPY takes megabytes just as well.
