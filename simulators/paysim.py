@@ -15,7 +15,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -76,7 +76,8 @@ class Simulator:
         """
         known = self.book.get(trade.order_no)
         if known is None:
-            log.info("%s trade opened: order %s, %s yuan", trade.provider, trade.order_no, fen_to_yuan(trade.amount_fen))
+            log.info("%s trade opened: order %s, %s yuan", trade.provider, trade.order_no,
+                     fen_to_yuan(trade.amount_fen))
             return self.book.open(trade), None
         same = (known.provider, known.app_id, known.merchant_id, known.amount_fen) == (
             trade.provider, trade.app_id, trade.merchant_id, trade.amount_fen)
@@ -171,7 +172,8 @@ async def alipay_gateway(request: web.Request) -> web.Response:
     method = params.get("method", "")
     handler = _ALIPAY_METHODS.get(method)
     if handler is None:
-        error = {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-method", "sub_msg": "不存在的方法名"}
+        error = {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-method",
+                 "sub_msg": "不存在的方法名"}
         return _alipay_reply(sim, "error", error)
     if (params.get("sign_type") != alipay.SIGN_TYPE
             or not alipay.verify(params, sim.keys.alipay_app_public, keep_sign_type=True)):
@@ -192,7 +194,9 @@ def _alipay_reply(sim: Simulator, method: str, content: dict[str, Any]) -> web.R
     return web.Response(text=body, content_type="application/json", charset="utf-8")
 
 
-def _alipay_precreate(request: web.Request, sim: Simulator, params: dict[str, str], biz: dict[str, Any]) -> dict[str, Any]:
+def _alipay_precreate(
+    request: web.Request, sim: Simulator, params: dict[str, str], biz: dict[str, Any]
+) -> dict[str, Any]:
     order_no, subject = biz.get("out_trade_no"), biz.get("subject")
     try:
         amount_fen = yuan_to_fen(str(biz.get("total_amount")))
@@ -231,8 +235,8 @@ def _alipay_query(request: web.Request, sim: Simulator, params: dict[str, str], 
     if trade.trade_no is not None:
         reply["trade_no"] = trade.trade_no
     if trade.paid_at is not None:
-        reply.update({"buyer_pay_amount": fen_to_yuan(trade.amount_fen), "send_pay_date": alipay.alipay_time(trade.paid_at),
-                      "buyer_user_id": "2088102177846880"})
+        reply.update({"buyer_pay_amount": fen_to_yuan(trade.amount_fen),
+                      "send_pay_date": alipay.alipay_time(trade.paid_at), "buyer_user_id": "2088102177846880"})
     return reply
 
 
@@ -291,7 +295,8 @@ def _wechat_route(handler: WechatHandler) -> Callable[[web.Request], Awaitable[w
 
 def _wechat_reply(sim: Simulator, status: int, payload: dict[str, Any] | None, *, signed: bool = True) -> web.Response:
     body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    headers = wechat.sign_headers(body, sim.keys.wechat_platform_private, sim.keys.wechat_platform_serial) if signed else {}
+    headers = (wechat.sign_headers(body, sim.keys.wechat_platform_private, sim.keys.wechat_platform_serial)
+               if signed else {})
     if payload is not None:
         headers["Content-Type"] = "application/json; charset=utf-8"
     return web.Response(status=status, body=body or None, headers=headers)
@@ -457,7 +462,7 @@ def _error(status: int, code: str, message: str, **details: Any) -> web.Response
     return web.json_response({"error": {"code": code, "message": message, "details": details}}, status=status)
 
 
-def _order_no_ok(order_no: object) -> bool:
+def _order_no_ok(order_no: object) -> TypeGuard[str]:
     return isinstance(order_no, str) and 0 < len(order_no) <= 64 and order_no.isprintable()
 
 

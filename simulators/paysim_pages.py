@@ -62,7 +62,8 @@ def pay_page(trade: SimTrade, return_url: str | None = None) -> str:
         action = f"/pay/{quote(trade.order_no, safe='')}"
         back = safe_return_url(return_url)
         hidden = f'<input type="hidden" name="return_url" value="{escape(back)}">' if back else ""
-        content.append(f'<form method="post" action="{escape(action)}">{hidden}<button type="submit">支付</button></form>')
+        content.append(f'<form method="post" action="{escape(action)}">{hidden}'
+                       '<button type="submit">支付</button></form>')
     return _render(f"{provider} - 订单 {trade.order_no}", "\n".join(content), trade.provider)
 
 
