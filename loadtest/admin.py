@@ -73,7 +73,10 @@ class Operator:
         return int(answer["version"])
 
     def wait_applied(self, version: int, timeout_s: float = 5.0, rounds: int = 8) -> bool:
-        """Whether every gateway process answering ``/healthz`` runs config ``version`` or later within ``timeout_s``."""
+        """Whether every gateway process answering ``/healthz`` runs config ``version`` or later.
+
+        Asked until ``timeout_s`` has passed.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             # A new connection per request, so each of the processes sharing the port gets asked.

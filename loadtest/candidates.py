@@ -55,7 +55,10 @@ def province_of(index: int) -> str:
 
 
 def enrolment(index: int, exam: dict[str, Any], rng: random.Random | None = None) -> dict[str, Any]:
-    """A ``POST /api/v1/registrations`` body for the candidate: their own province, a level and specialty of the exam."""
+    """A ``POST /api/v1/registrations`` body for the candidate.
+
+    Their own province, and a level and specialty of the exam.
+    """
     rng = rng or random.Random(index)
     provinces = exam.get("provinces") or []
     province = province_of(index)

@@ -1,4 +1,7 @@
-"""Real processes for tests, benchmarks and load tests: the gateway, the worker, the payment simulator, private redis-servers and private PostgreSQL servers."""
+"""Real processes for tests, benchmarks and load tests.
+
+The gateway, the worker, the payment simulator, private redis-servers and private PostgreSQL servers.
+"""
 
 from __future__ import annotations
 

@@ -94,7 +94,8 @@ def render(summary: Summary) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
 
     def fmt(line: tuple[str, ...]) -> str:
-        return "  ".join([line[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(line[1:], widths[1:]))])
+        numbers = (cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True))
+        return "  ".join([line[0].ljust(widths[0]), *numbers])
 
     out = [fmt(lines[0]), "  ".join("-" * w for w in widths)]
     out += [fmt(line) for line in lines[1:-1]]

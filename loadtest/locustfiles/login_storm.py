@@ -1,4 +1,7 @@
-"""Login storm: every user signs in, reads the profile and signs out, again and again (``examgate loadtest login-storm``)."""
+"""Login storm: every user signs in, reads the profile and signs out, again and again.
+
+Run with ``examgate loadtest login-storm``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Registration opening: waiting room → poll → hold a seat → confirm → order → pay → paid (``examgate loadtest registration-opening``)."""
+"""Registration opening: waiting room → poll → hold a seat → confirm → order → pay → paid.
+
+Run with ``examgate loadtest registration-opening``.
+"""
 
 from __future__ import annotations
 

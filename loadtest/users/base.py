@@ -46,6 +46,7 @@ class Knobs(NamedTuple):
     def of(cls, environment: Environment) -> Knobs:
         """The knobs of ``environment``'s run."""
         options = environment.parsed_options
+        assert options is not None  # locust parses them before any user starts
         return cls(options.loadtest_token, int(options.think_ms), options.waiting_room == "on", options.keys_dir,
                    options.alipay_app_id, options.wechat_app_id, options.wechat_mch_id)
 
@@ -55,6 +56,7 @@ def candidate_pool(environment: Environment) -> CandidatePool:
     pool = _pools.get(environment)
     if pool is None:
         options = environment.parsed_options
+        assert options is not None  # locust parses them before any user starts
         runner = environment.runner
         workers, index = 1, 0
         if isinstance(runner, WorkerRunner):
@@ -137,8 +139,9 @@ class ExamgateUser(FastHttpUser):
     def _once(self, method: str, path: str, name: str, due: Collection[int], fields: Collection[str],
               json_body: Any, data: bytes | None, headers: dict[str, str] | None,
               check: Callable[[Any, Any], str | None] | None, tolerated: Collection[str]) -> Answer:
-        with self.client.request(method, path, name=name, json=json_body, data=data, headers=headers or {},
-                                 catch_response=True) as resp:
+        # locust documents bytes for ``data`` (they are sent as they are) but annotates only str or dict.
+        with self.client.request(method, path, name=name, json=json_body, data=data,  # type: ignore[arg-type]
+                                 headers=headers or {}, catch_response=True) as resp:
             status = resp.status_code or 0
             answered = resp.headers or {}
             text = ""
