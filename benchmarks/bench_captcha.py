@@ -7,8 +7,9 @@ the ratio to noop is reported in the details.
 Issuance is measured, not drawing: before every captcha round the Redis image pool is topped
 up to ``POOL_PER_ROUND`` images with ``captcha.pool.refill`` — enough for a 5 s round at
 ~24,000/s, more than noop does here. Drawing that many would take minutes (~800/s on this
-machine, see captcha/pool.py), so ``DISTINCT_IMAGES`` real images are drawn (``captcha.image.draw_batch`` in a process pool, as the
-worker does) and ``refill`` cycles through them: every entry still gets its own fresh id, so each
+machine, see captcha/pool.py), so ``DISTINCT_IMAGES`` real images are drawn
+(``captcha.image.draw_batch`` in a process pool, as the worker does) and ``refill`` cycles
+through them: every entry still gets its own fresh id, so each
 ``take`` pops a real ~2 KB entry and arms its own answer key, exactly as in production. A round
 counts only if the pool still had images when it ended and wrk saw no non-2xx answer (an empty
 pool answers 503). The issuance throttles (``captcha-image-ip``, ``captcha-image-global``) are

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, TypedDict
 
 from benchmarks.common import scrape_metrics, scratch_stores, wait_config_version
 from benchmarks.load import percentile, run_load
@@ -72,7 +72,17 @@ LIVE_PATCH = {
 LAG_METRIC = "examgate_event_loop_lag_seconds_bucket"
 
 
-def _gateway_env(ps: PasswordSettings) -> dict[str, str]:
+class _HasherEnv(TypedDict):
+    """The hashing settings as the gateway's environment (named keys: none can be taken for a parameter)."""
+
+    EXAMGATE_ARGON2_MEMORY_KIB: str
+    EXAMGATE_ARGON2_TIME_COST: str
+    EXAMGATE_ARGON2_PARALLELISM: str
+    EXAMGATE_HASHER_THREADS: str
+    EXAMGATE_HASHER_MAX_QUEUE: str
+
+
+def _gateway_env(ps: PasswordSettings) -> _HasherEnv:
     return {
         "EXAMGATE_ARGON2_MEMORY_KIB": str(ps.memory_kib), "EXAMGATE_ARGON2_TIME_COST": str(ps.time_cost),
         "EXAMGATE_ARGON2_PARALLELISM": str(ps.parallelism), "EXAMGATE_HASHER_THREADS": str(ps.threads),
@@ -111,7 +121,9 @@ async def _raw_verifies(ps: PasswordSettings, concurrency: int, warmup_s: float,
             "mean_verify_ms": hasher.mean_verify_ms}
 
 
-def raw_verify_rate(ps: PasswordSettings, *, concurrency: int, duration_s: float, cpus: str | None = "0") -> dict[str, Any]:
+def raw_verify_rate(
+    ps: PasswordSettings, *, concurrency: int, duration_s: float, cpus: str | None = "0"
+) -> dict[str, Any]:
     """``PasswordHasher.verify`` completions per second with ``ps``, measured in a child pinned to ``cpus``."""
     spec = {"settings": asdict(ps), "concurrency": concurrency, "warmup_s": 1.0, "duration_s": duration_s}
     command = [sys.executable, "-m", "benchmarks.bench_login", "raw", json.dumps(spec)]
@@ -146,7 +158,7 @@ def histogram_quantile(q: float, before: dict[float, float], after: dict[float, 
         return 0.0, 0.0, 0.0
     rank = q * total
     lower, below = 0.0, 0.0
-    for bound, cumulative in zip(bounds, counts):
+    for bound, cumulative in zip(bounds, counts, strict=True):
         if cumulative >= rank:
             if bound == float("inf"):
                 return lower, bound, total
@@ -203,9 +215,12 @@ def _overload(url: str, token: str, bodies: list[dict[str, str]], rate_per_s: fl
         "rate_per_s": round(rate_per_s, 1), "duration_s": OVERLOAD_S, "requests": result["requests"],
         "answered": len(samples), "outcomes": outcomes,
         "admitted": len(admitted), "refused": len(refused),
-        "admitted_ms": {"p50": percentile(admitted, 50), "p99": percentile(admitted, 99), "max": max(admitted, default=None)},
-        "refused_ms": {"p50": percentile(refused, 50), "p99": percentile(refused, 99), "max": max(refused, default=None)},
-        "loop_lag_ms": {"p99": round(lag_p99_s * 1000, 2), "p99_bucket_le": lag_bucket_s * 1000, "samples": lag_samples},
+        "admitted_ms": {"p50": percentile(admitted, 50), "p99": percentile(admitted, 99),
+                        "max": max(admitted, default=None)},
+        "refused_ms": {"p50": percentile(refused, 50), "p99": percentile(refused, 99),
+                       "max": max(refused, default=None)},
+        "loop_lag_ms": {"p99": round(lag_p99_s * 1000, 2), "p99_bucket_le": lag_bucket_s * 1000,
+                        "samples": lag_samples},
         "hasher_rejected": rejected, "send_lateness_ms": result["send_lateness_ms"],
     }
 
@@ -218,7 +233,8 @@ def run() -> list[dict[str, Any]]:
         gateway = start_gateway(pg_dsn, redis_url, workers=1, cpus="0", **_gateway_env(PASSWORDS))
         try:
             wait_config_version(gateway.url, gateway.patch_config(LIVE_PATCH))
-            capacity = scrape_metrics(gateway.url, gateway.metrics_token()).get('examgate_password_pool_jobs{state="capacity"}')
+            figures = scrape_metrics(gateway.url, gateway.metrics_token())
+            capacity = figures.get('examgate_password_pool_jobs{state="capacity"}')
             if capacity != PASSWORDS.capacity:
                 raise RuntimeError(f"the gateway's hashing pool takes {capacity} jobs, expected {PASSWORDS.capacity}")
             bodies = _bodies()

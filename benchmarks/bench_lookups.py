@@ -88,10 +88,11 @@ async def seed_and_prewarm(pg_dsn: str, redis_url: str, candidates: int) -> dict
         report = await prewarm.prewarm(pool, redis, exam_id, progress=progress)
         expected = await pool.fetchrow(
             """SELECT count(*) AS tickets,
-                      count(*) FILTER (WHERE EXISTS (SELECT 1 FROM scores s WHERE s.registration_id = t.registration_id))
-                        AS scores,
+                      count(*) FILTER (WHERE EXISTS (SELECT 1 FROM scores s
+                                                     WHERE s.registration_id = t.registration_id)) AS scores,
                       (SELECT count(*) FROM scores WHERE exam_id = $1) AS score_rows
                  FROM admission_tickets t WHERE t.exam_id = $1""", exam_id)
+        assert expected is not None  # an aggregate without GROUP BY: always exactly one row
         fields = 0
         async for key in redis.scan_iter(match=f"eg:lk:{exam_id}:*", count=1000):
             if key != records.meta_key(exam_id).encode():
@@ -205,7 +206,7 @@ class Phase:
 
 
 def _per_round(samples: dict[str, list[float]], name: str) -> list[float]:
-    return [round(a / b, 4) for a, b in zip(samples[name], samples["noop"])]
+    return [round(a / b, 4) for a, b in zip(samples[name], samples["noop"], strict=True)]
 
 
 def measure_lookups(gateway: Process, exam_id: int, candidates: int, directory: Path) -> dict[str, Any]:
@@ -213,10 +214,11 @@ def measure_lookups(gateway: Process, exam_id: int, candidates: int, directory: 
     bodies = _bodies(exam_id, KEYS, candidates)
     token = _loadtest_token(gateway)
     results: dict[str, Any] = {}
-    for label, patch, loads in [
+    phases: list[tuple[str, dict[str, object], dict[str, tuple[str, dict[str, str]]]]] = [
         ("off", OFF, {"lookup_redis": (SCORES, {}), "lookup_postgresql": (NAIVE, {}), "post_json": (POST_JSON, {})}),
         ("on", ON, {"lookup_redis": (SCORES, {"X-Loadtest-Token": token})}),
-    ]:
+    ]
+    for label, patch, loads in phases:
         wait_config_version(gateway.url, gateway.patch_config(patch))
         scripts = {name: write_script(directory, f"{label}-{name}", path, bodies, headers)
                    for name, (path, headers) in loads.items()}
@@ -266,7 +268,8 @@ def run(candidates: int = CANDIDATES) -> list[dict[str, Any]]:
          "details": {"requests_per_s": off["requests_per_s"], "per_round": off["per_round"],
                      "samples": off["samples"], "statuses": off["statuses"], **setup}},
         {"benchmark": "lookups", "metric": "score_lookup_postgresql_direct_vs_noop", "value": round(pg_ratio, 3),
-         "unit": "×", "target": "naive baseline", "passed": None if not off["unexpected"]["lookup_postgresql"] else False,
+         "unit": "×", "target": "naive baseline",
+         "passed": None if not off["unexpected"]["lookup_postgresql"] else False,
          "details": {"redis_vs_postgresql": round(off_ratio / pg_ratio, 2) if pg_ratio else None}},
         {"benchmark": "lookups", "metric": "post_json_body_vs_noop", "value": round(post_ratio, 3), "unit": "×",
          "target": "calibration", "passed": None if not off["unexpected"]["post_json"] else False,

@@ -61,8 +61,8 @@ async def make_exam(conn: asyncpg.Connection, seats: int) -> tuple[int, int]:
                    $2::timestamptz + interval '30 days', $2::timestamptz + interval '60 days', $3) RETURNING id""",
         f"B-{secrets.token_hex(4)}", now, FEE_FEN)
     await conn.execute("INSERT INTO exam_levels (exam_id, code, name) VALUES ($1, 'mid', '中级')", exam_id)
-    await conn.execute("INSERT INTO exam_specialties (exam_id, level_code, code, name) VALUES ($1, 'mid', 'fin', '金融')",
-                       exam_id)
+    await conn.execute(
+        "INSERT INTO exam_specialties (exam_id, level_code, code, name) VALUES ($1, 'mid', 'fin', '金融')", exam_id)
     rooms = -(-seats // 30)
     site_id = await conn.fetchval(
         """INSERT INTO exam_sites (exam_id, province, city, name, address, capacity, rooms)
@@ -91,7 +91,7 @@ async def make_orders(conn: asyncpg.Connection, exam_id: int, site_id: int, coun
     await conn.executemany(
         "INSERT INTO orders (order_no, registration_id, provider, amount_fen, expires_at) "
         "VALUES ($1, $2, $3, $4, now() + interval '1 hour')",
-        [(no, reg, provider, FEE_FEN) for (no, provider), reg in zip(orders, registrations)])
+        [(no, reg, provider, FEE_FEN) for (no, provider), reg in zip(orders, registrations, strict=True)])
     return orders
 
 
@@ -123,7 +123,10 @@ def sign_all(keys_dir: str, orders: list[tuple[str, str]]) -> list[tuple[str, di
 
 
 async def post_all(url: str, requests: list[tuple[str, dict[str, str], bytes]]) -> tuple[float, int]:
-    """Post every notification with ``CONCURRENCY`` connections: (seconds to the last answer, answers not "received")."""
+    """Post every notification with ``CONCURRENCY`` connections.
+
+    Returns (seconds to the last answer, answers not "received").
+    """
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     queue = list(reversed(requests))
     refused = 0
@@ -206,7 +209,7 @@ def run() -> list[dict[str, Any]]:
             for gateway in gateways.values():
                 gateway.stop()
         check = asyncio.run(_check(pg_dsn, data["exam_id"], data["seats"]))
-    per_round = [round(g / s, 2) for g, s in zip(rates["group"], rates["single"])]
+    per_round = [round(g / s, 2) for g, s in zip(rates["group"], rates["single"], strict=True)]
     value = statistics.median(per_round)
     exact = check["paid"] == check["expected"] == check["tickets"] and not any(refused.values())
     return [{

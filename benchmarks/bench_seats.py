@@ -99,11 +99,12 @@ async def make_exam(conn: asyncpg.Connection, capacities: list[int]) -> tuple[in
         now + timedelta(days=30), now + timedelta(days=30), now + timedelta(days=60),
     )  # fmt: skip
     await conn.execute("INSERT INTO exam_levels (exam_id, code, name) VALUES ($1, 'mid', '中级')", exam_id)
-    await conn.execute("INSERT INTO exam_specialties (exam_id, level_code, code, name) VALUES ($1, 'mid', 'fin', '金融')",
-                       exam_id)
+    await conn.execute(
+        "INSERT INTO exam_specialties (exam_id, level_code, code, name) VALUES ($1, 'mid', 'fin', '金融')", exam_id)
     starts = now + timedelta(days=30)
     await conn.execute("""INSERT INTO exam_subjects (exam_id, code, name, starts_at, ends_at, position)
-                          VALUES ($1, '101', '经济基础知识', $2, $3, 0)""", exam_id, starts, starts + timedelta(hours=2))
+                          VALUES ($1, '101', '经济基础知识', $2, $3, 0)""",
+                       exam_id, starts, starts + timedelta(hours=2))
     await conn.execute("""INSERT INTO exam_specialty_subjects (exam_id, level_code, specialty_code, subject_code)
                           VALUES ($1, 'mid', 'fin', '101')""", exam_id)
     sites = []
@@ -159,7 +160,7 @@ async def prepare(pg_dsn: str, redis_url: str) -> dict[str, Any]:
     key, now_s = admission_key(SECRET_KEY), time.time()
     tuples = [{"candidate": c, "registration": r, "session": s.token, "ticket": p.ticket,
                "admission": admission.issue(key, c, exam_id, ttl_s=QUEUE["admission_ttl_s"], now_s=now_s)}
-              for (c, r), s, p in zip(people, made, places)]
+              for (c, r), s, p in zip(people, made, places, strict=True)]
     return {"exam_id": exam_id, "sites": sites, "people": tuples, "race_exam": race_exam, "race_site": race_site,
             "race_registrations": race_registrations,
             "positions": [min(p.position for p in places), max(p.position for p in places)]}
@@ -191,7 +192,8 @@ local n = {start}
 local moves = {{}}  -- formatted once: request() only picks (to site A on even passes, B on odd ones)
 function init(args)
   for i, item in ipairs(items) do
-    local headers = {{["Authorization"] = item[2], ["X-Admission-Token"] = item[3], ["Content-Type"] = "application/json"}}
+    local headers = {{["Authorization"] = item[2], ["X-Admission-Token"] = item[3],
+                      ["Content-Type"] = "application/json"}}
     moves[i] = wrk.format("PUT", item[1], headers, '{{"site_id":{site_a}}}')
     moves[count + i] = wrk.format("PUT", item[1], headers, '{{"site_id":{site_b}}}')
   end
@@ -274,9 +276,8 @@ class Loads:
         self.seat_requests += answered
         if measured:
             self._count("seat", result)
-            delta = {name: after.get(name, 0.0) - before.get(name, 0.0)
-                     for name in {*_metric_sum(after, "examgate_redis_"), *_metric_sum(after, "examgate_ratelimit_events")}
-                     if "in_flight" not in name}
+            counted = {*_metric_sum(after, "examgate_redis_"), *_metric_sum(after, "examgate_ratelimit_events")}
+            delta = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in counted if "in_flight" not in name}
             self.redis_per_seat.append({name: round(value / max(1, answered), 3) for name, value in delta.items()})
         return result.requests_per_s
 
@@ -304,7 +305,7 @@ def measure(loads: Loads) -> dict[str, list[float]]:
 
 
 def _per_round(samples: dict[str, list[float]], name: str) -> list[float]:
-    return [round(a / b, 4) for a, b in zip(samples[name], samples["noop"])]
+    return [round(a / b, 4) for a, b in zip(samples[name], samples["noop"], strict=True)]
 
 
 # -- figure 3: the 2,000-to-100 race ------------------------------------------------------------

@@ -66,7 +66,7 @@ def ratio(samples: dict[str, list[float]], name: str, baseline: str) -> float:
     """Median over rounds of name/baseline (each pair measured seconds apart)."""
     import statistics
 
-    return statistics.median(a / b for a, b in zip(samples[name], samples[baseline]))
+    return statistics.median(a / b for a, b in zip(samples[name], samples[baseline], strict=True))
 
 
 def median_rps(samples: dict[str, list[float]]) -> dict[str, float]:
