@@ -34,7 +34,8 @@ from tests.gateway.candidate_http import PASSWORD, phone, registration, resident
 from tests.gateway.seat_stack import make_candidates, make_registrations, make_sessions
 
 if not in_ci():  # under CI a missing Playwright is a failure, as a missing browser is
-    pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install -e '.[test]')")
+    pytest.importorskip("playwright.sync_api",
+                        reason="Playwright for Python is not installed (pip install -e '.[test]')")
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.timeout(150)
@@ -89,13 +90,17 @@ async def ticket_of(dsn: str, registration_id: int) -> str | None:
     """The admission ticket number PostgreSQL allocated to the registration."""
     conn = await db.connect(dsn)
     try:
-        return await conn.fetchval("SELECT ticket_no FROM admission_tickets WHERE registration_id = $1", registration_id)
+        return await conn.fetchval("SELECT ticket_no FROM admission_tickets WHERE registration_id = $1",
+                                   registration_id)
     finally:
         await conn.close()
 
 
 async def scored_exam(dsn: str, count: int = 6) -> tuple[int, list[dict[str, Any]]]:
-    """An exam in its print window with scores released: ``count`` ticketed candidates, 55 + 1 × index in 101, 72.5 in 102."""
+    """An exam in its print window with scores released.
+
+    ``count`` ticketed candidates, scoring 55 + 1 × index in 101 and 72.5 in 102.
+    """
     conn = await db.connect(dsn)
     try:
         exam_id = await make_exam(conn, sites=[("11", 30)])
@@ -109,7 +114,7 @@ async def scored_exam(dsn: str, count: int = 6) -> tuple[int, list[dict[str, Any
         await conn.execute("UPDATE registrations SET status = 'paid', site_id = $2, subjects = '{101,102}' "
                            "WHERE id = ANY($1::bigint[])", registrations, site_id)
         people = []
-        for index, (candidate, registration) in enumerate(zip(candidates, registrations)):
+        for index, (candidate, registration) in enumerate(zip(candidates, registrations, strict=True)):
             ticket_no = f"{exam_id:04d}11{site_id:06d}{index + 1:05d}"
             await conn.execute("INSERT INTO admission_tickets (ticket_no, registration_id, exam_id, site_id, room, "
                                "seat_no) VALUES ($1, $2, $3, $4, 1, $5)", ticket_no, registration, exam_id, site_id,

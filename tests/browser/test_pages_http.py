@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,10 @@ ASSET_URL = re.compile(r'(?:src|href|data-pow-worker)="(/static/[^"]+)"')
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, redis_url: str, tmp_path: Path) -> AsyncIterator[TestClient]:
+async def client(aiohttp_client: Any, redis_url: str, tmp_path: Path) -> TestClient:
     """A gateway whose PostgreSQL does not exist (Redis is the test database, not flushed)."""
     app = create_app(make_settings(NO_POSTGRES, redis_url, tmp_path))
-    yield await aiohttp_client(app)
+    return await aiohttp_client(app)
 
 
 async def test_every_page_is_a_shell_served_without_postgresql(client: TestClient) -> None:

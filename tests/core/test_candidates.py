@@ -69,8 +69,9 @@ def registration(**changes: Any) -> Registration:
         password="Qiu#2026pass",
         name="王晓[沛]",
         id_type="resident_id",
-        id_number=make_resident_id("370112", date(1960 + rng.randrange(40), 1 + rng.randrange(12), 1 + rng.randrange(28)),
-                                   rng.randrange(1000)),
+        id_number=make_resident_id(
+            "370112", date(1960 + rng.randrange(40), 1 + rng.randrange(12), 1 + rng.randrange(28)), rng.randrange(1000)
+        ),
         phone=f"199{rng.randrange(10**8):08d}",
         email="t@example.com",
         security_question="我的小学校名？",
@@ -222,7 +223,9 @@ async def test_storm_of_unknown_names_reaches_postgresql_once_each(
     assert results == [None] * 200
 
 
-async def test_impossible_usernames_touch_nothing(pool: asyncpg.Pool, cache: AutoPipeline, redis: aioredis.Redis) -> None:
+async def test_impossible_usernames_touch_nothing(
+    pool: asyncpg.Pool, cache: AutoPipeline, redis: aioredis.Redis
+) -> None:
     for name in ("", "ab", "x" * 5000, "王小明abc", "a b c d e f", "1abcdef"):
         assert await credentials(cache, pool, name) is None
     assert await redis.dbsize() == 0

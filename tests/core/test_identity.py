@@ -1,4 +1,7 @@
-"""The one normalisation per kind of identity: every spelling of one identity gives one form, and that form is a fixed point."""
+"""The one normalisation per kind of identity.
+
+Every spelling of one identity gives one form, and that form is a fixed point.
+"""
 
 from __future__ import annotations
 

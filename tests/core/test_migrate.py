@@ -24,13 +24,17 @@ class _Rollback(Exception):
     pass
 
 
+async def _edit_and_roll_back(pg: asyncpg.Connection) -> None:
+    async with pg.transaction():
+        await pg.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+        with pytest.raises(MigrationError, match="changed after it was applied"):
+            await migrate.pending(pg)
+        raise _Rollback
+
+
 async def test_edited_migration_is_refused(pg: asyncpg.Connection) -> None:
     with pytest.raises(_Rollback):
-        async with pg.transaction():
-            await pg.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
-            with pytest.raises(MigrationError, match="changed after it was applied"):
-                await migrate.pending(pg)
-            raise _Rollback
+        await _edit_and_roll_back(pg)
     assert await migrate.pending(pg) == []
 
 

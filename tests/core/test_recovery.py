@@ -417,7 +417,7 @@ async def test_sms_code_expires(pg: asyncpg.Connection, redis: aioredis.Redis, h
 
 
 @pytest.mark.parametrize(
-    "phone, code",
+    ("phone", "code"),
     [("12345", "123456"), ("13800000000", "12345"), ("13800000000", "１２３４５６"), ("13800000000", "12345a")],
 )
 async def test_malformed_phone_or_code_is_invalid(

@@ -166,7 +166,8 @@ def test_outside_the_window_is_closed_whatever_the_body() -> None:
         with pytest.raises(RegistrationClosed) as caught:
             parse_request(body(city=""), EXAMS, now=now)
         assert caught.value.exam_id == EXAM_ID
-        assert (caught.value.opens_at, caught.value.closes_at) == (EXAM.registration_opens_at, EXAM.registration_closes_at)
+        window = (caught.value.opens_at, caught.value.closes_at)
+        assert window == (EXAM.registration_opens_at, EXAM.registration_closes_at)
     check_window(EXAM, now=EXAM.registration_opens_at)
     check_window(EXAM, now=EXAM.registration_closes_at - timedelta(microseconds=1))
 
@@ -313,7 +314,8 @@ async def test_confirm_refuses_final_states(pg: asyncpg.Connection, status: str)
     request = await exam_request(pg)
     registration_id = await create(pg, candidate_id, request)
     site_id = await pg.fetchval("SELECT min(id) FROM exam_sites WHERE exam_id = $1", request.exam_id)
-    await pg.execute("UPDATE registrations SET status = $2, site_id = $3 WHERE id = $1", registration_id, status, site_id)
+    await pg.execute("UPDATE registrations SET status = $2, site_id = $3 WHERE id = $1",
+                     registration_id, status, site_id)
     for hold in (True, False):
         with pytest.raises(CannotConfirm) as caught:
             await confirm(pg, registration_id, candidate_id, has_live_hold=hold)

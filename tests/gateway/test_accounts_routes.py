@@ -71,7 +71,8 @@ async def test_bad_bodies(client: TestClient) -> None:
     resp = await client.post(ACCOUNTS, data=b"[1, 2]", headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert_error_shape(await resp.json(), "malformed_body")
-    resp = await client.post(ACCOUNTS, data=b"username=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    resp = await client.post(ACCOUNTS, data=b"username=x",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert resp.status == 415
 
 

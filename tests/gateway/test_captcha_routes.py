@@ -1,4 +1,7 @@
-"""Captcha over HTTP in-process: the image pool, single use under concurrency, ALTCHA proof-of-work, load-test tokens."""
+"""Captcha over HTTP in-process.
+
+The image pool, single use under concurrency, ALTCHA proof-of-work, load-test tokens.
+"""
 
 from __future__ import annotations
 

@@ -149,7 +149,8 @@ def test_ctl_throttle_set(gateway: Process, store: redis.Redis) -> None:
     result = ctl(gateway, "throttle", "set", "login-ip", "--rate", "5", "--period-s", "10", "--mode", "shadow")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"rule login-ip updated: config version {before + 1}"
-    rules = {rule["id"]: rule for rule in json.loads(ctl(gateway, "config", "get").stdout)["config"]["ratelimit"]["rules"]}
+    stored = json.loads(ctl(gateway, "config", "get").stdout)["config"]
+    rules = {rule["id"]: rule for rule in stored["ratelimit"]["rules"]}
     assert rules["login-ip"] == {**DEFAULT["ratelimit"]["rules"][0], "rate": 5, "period_s": 10.0, "mode": "shadow"}
     assert rules["lookup-ip"] == DEFAULT["ratelimit"]["rules"][2]
     assert versions_within(gateway, before + 1, APPLY_WITHIN_S) == dict.fromkeys(pids(gateway), before + 1)

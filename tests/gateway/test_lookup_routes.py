@@ -42,7 +42,9 @@ async def client(aiohttp_client: Any, pg_dsn: str, redis_url: str, redis: aiored
         await redis.flushdb()  # the relaxed live config must not outlive these tests
 
 
-async def make_results(pg: asyncpg.Connection, count: int, *, released: bool = True) -> tuple[int, list[dict[str, Any]]]:
+async def make_results(
+    pg: asyncpg.Connection, count: int, *, released: bool = True
+) -> tuple[int, list[dict[str, Any]]]:
     """An exam inside its ticket print window (scores released or not) with ``count`` ticketed, scored candidates."""
     exam_id = await make_exam(pg, sites=[("11", max(count, 30))])
     now = utcnow()
@@ -55,13 +57,14 @@ async def make_results(pg: asyncpg.Connection, count: int, *, released: bool = T
     await pg.execute("UPDATE registrations SET status = 'paid', site_id = $2, subjects = '{101,102}' "
                      "WHERE id = ANY($1::bigint[])", registrations, site_id)
     people = []
-    for index, (candidate, registration) in enumerate(zip(candidates, registrations)):
+    for index, (candidate, registration) in enumerate(zip(candidates, registrations, strict=True)):
         ticket_no = f"{exam_id:04d}11{site_id:06d}{index + 1:05d}"
         await pg.execute("INSERT INTO admission_tickets (ticket_no, registration_id, exam_id, site_id, room, seat_no) "
                          "VALUES ($1, $2, $3, $4, $5, $6)", ticket_no, registration, exam_id, site_id,
                          index // 30 + 1, index % 30 + 1)
         await pg.execute("INSERT INTO scores (registration_id, exam_id, subject_code, score) "
-                         "VALUES ($1, $2, '101', $3), ($1, $2, '102', $4)", registration, exam_id, 55 + index % 40, 72.5)
+                         "VALUES ($1, $2, '101', $3), ($1, $2, '102', $4)",
+                         registration, exam_id, 55 + index % 40, 72.5)
         row = await pg.fetchrow("SELECT name, id_number FROM candidates WHERE id = $1", candidate)
         people.append({"name": row["name"], "id_number": row["id_number"], "ticket_no": ticket_no,
                        "room": index // 30 + 1, "seat_no": index % 30 + 1, "score_101": 55 + index % 40})
@@ -76,7 +79,8 @@ async def test_scores_by_id_number_and_by_ticket_number(client: TestClient, pg: 
     exam_id, people = await make_results(pg, 3)
     await _refresh(client)
     person = people[1]
-    by_id = await client.post(SCORES, json={"exam_id": exam_id, "name": person["name"], "id_number": person["id_number"]})
+    by_id = await client.post(SCORES, json={"exam_id": exam_id, "name": person["name"],
+                                            "id_number": person["id_number"]})
     assert by_id.status == 200, await by_id.text()
     body = await by_id.json()
     assert body["ticket_no"] == person["ticket_no"] and body["name"] == person["name"]
@@ -92,7 +96,8 @@ async def test_ticket_lookup_answers_the_seat_and_a_signed_pdf_link(client: Test
     exam_id, people = await make_results(pg, 2)
     await _refresh(client)
     person = people[0]
-    resp = await client.post(TICKETS, json={"exam_id": exam_id, "name": person["name"], "id_number": person["id_number"]})
+    resp = await client.post(TICKETS, json={"exam_id": exam_id, "name": person["name"],
+                                            "id_number": person["id_number"]})
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     assert (body["ticket_no"], body["room"], body["seat_no"]) == (person["ticket_no"], 1, 1)
@@ -133,7 +138,8 @@ async def test_before_the_release_the_answer_is_425_and_postgresql_is_not_asked(
     await _refresh(client)
     person = people[0]
     reads = await _settled_reads(pg)
-    resp = await client.post(SCORES, json={"exam_id": exam_id, "name": person["name"], "id_number": person["id_number"]})
+    resp = await client.post(SCORES, json={"exam_id": exam_id, "name": person["name"],
+                                           "id_number": person["id_number"]})
     assert resp.status == 425
     body = await resp.json()
     assert body["error"]["code"] == "not_yet_released" and "release_at" in body["error"]["details"]
@@ -196,7 +202,8 @@ async def test_the_ticket_pdf_behind_its_signed_link(client: TestClient, pg: asy
     exam_id, people = await make_results(pg, 1)
     await _refresh(client)
     person = people[0]
-    resp = await client.post(TICKETS, json={"exam_id": exam_id, "name": person["name"], "id_number": person["id_number"]})
+    resp = await client.post(TICKETS, json={"exam_id": exam_id, "name": person["name"],
+                                            "id_number": person["id_number"]})
     url = (await resp.json())["pdf_url"]
     pdf = await client.get(url)
     assert pdf.status == 200 and pdf.content_type == "application/pdf", await pdf.text()
@@ -207,7 +214,9 @@ async def test_the_ticket_pdf_behind_its_signed_link(client: TestClient, pg: asy
         pytest.skip("pdftotext is not installed (scripts/system-deps.sh installs it)")
     path = tmp_path / "ticket.pdf"
     path.write_bytes(content)
-    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    converted = await asyncio.to_thread(
+        subprocess.run, ["pdftotext", str(path), "-"], capture_output=True, text=True, check=True)
+    text = converted.stdout
     assert person["name"] in text and person["ticket_no"] in text
 
     tampered = url.replace("sig=", "sig=A")
@@ -243,7 +252,7 @@ async def test_throttle_captcha_and_record_read_leave_in_one_batch(client: TestC
         await redis.set(captcha_keys.answer_key(image_id), "12345", ex=60)
         before = [(p.batches_sent, p.commands_sent) for p in pipelines]
         resp = await client.post(SCORES, json={**body, "captcha": {"kind": "image", "id": image_id, "answer": "12345"}})
-        sent = [(p.batches_sent - b, p.commands_sent - c) for p, (b, c) in zip(pipelines, before)]
+        sent = [(p.batches_sent - b, p.commands_sent - c) for p, (b, c) in zip(pipelines, before, strict=True)]
         return resp.status, await resp.json(), sent
 
     for _ in range(2):

@@ -242,7 +242,7 @@ async def test_early_joiners_are_drawn_later_ones_first_come(gateway: Process, p
     assert [place["position"] for place in late] == list(range(31, 41))  # first come, first served
 
     positions = []
-    for ticket, token in zip(early, early_tokens):
+    for ticket, token in zip(early, early_tokens, strict=True):
         status, body = await poll(http, gateway, exam_id, ticket, token)
         assert status == 200 and body["admitted"] is False
         positions.append(body["position"])
@@ -254,7 +254,7 @@ async def test_early_joiners_are_drawn_later_ones_first_come(gateway: Process, p
     deadline = time.monotonic() + 10
     while len(admitted) < 40:
         assert time.monotonic() < deadline, f"only {len(admitted)} admitted"
-        for ticket, token in zip(early + [p["ticket"] for p in late], early_tokens + late_tokens):
+        for ticket, token in zip(early + [p["ticket"] for p in late], early_tokens + late_tokens, strict=True):
             if ticket not in admitted:
                 status, body = await poll(http, gateway, exam_id, ticket, token)
                 assert status == 200, body

@@ -80,7 +80,7 @@ async def test_reconcile_restores_inventory_and_holds_after_a_flush(
     registrations = await make_registrations(pg, exam_id, candidates)
     tokens = await make_sessions(own_redis.url, candidates)
     async with aiohttp.ClientSession() as http:
-        for index, (registration_id, token) in enumerate(zip(registrations, tokens)):
+        for index, (registration_id, token) in enumerate(zip(registrations, tokens, strict=True)):
             for site_id in ([sites[0], sites[1]] if index == 0 else [sites[index % 2]]):
                 async with http.put(f"{gateway.url}/api/v1/registrations/{registration_id}/seat",
                                     json={"site_id": site_id}, headers=bearer(token)) as resp:

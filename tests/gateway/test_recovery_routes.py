@@ -125,7 +125,9 @@ async def test_sms_flow_end_to_end(client: TestClient, pg: asyncpg.Connection) -
     assert int(throttled.headers["Retry-After"]) >= 1
 
 
-async def test_sms_for_unknown_pairs_answers_alike_and_sends_nothing(client: TestClient, pg: asyncpg.Connection) -> None:
+async def test_sms_for_unknown_pairs_answers_alike_and_sends_nothing(
+    client: TestClient, pg: asyncpg.Connection
+) -> None:
     account = await h.register(client)
     other_phone = h.phone()
     resp = await client.post(SMS, json={"name": "张三", "id_number": account["id_number"], "phone": other_phone})

@@ -85,10 +85,11 @@ async def test_two_thousand_race_for_a_hundred_seats(gateway: Process, worker: P
     await wait_inventory(store, exam_id, [site_id])
     registrations, tokens = await candidates_with_registrations(pg, redis_url, exam_id, 2000)
 
-    results = await asyncio.gather(*(put_seat(http, gateway, r, t, site_id) for r, t in zip(registrations, tokens)))
+    results = await asyncio.gather(*(put_seat(http, gateway, r, t, site_id)
+                                     for r, t in zip(registrations, tokens, strict=True)))
     assert Counter(status for status, _ in results) == {200: 100, 409: 1900}
     assert {code for status, code in results if status == 409} == {"site_full"}
-    winners = {r for r, (status, _) in zip(registrations, results) if status == 200}
+    winners = {r for r, (status, _) in zip(registrations, results, strict=True) if status == 200}
     assert await redis_holds(store, exam_id) == dict.fromkeys(winners, site_id)
     assert await seats_left(store, exam_id, site_id) == 0
 
@@ -106,7 +107,7 @@ async def test_moves_under_contention_keep_every_seat(gateway: Process, worker: 
     rng = random.Random(7)
     for _ in range(4):  # rounds of everyone asking for a random site at once
         results = await asyncio.gather(*(put_seat(http, gateway, r, t, rng.choice(sites))
-                                         for r, t in zip(registrations, tokens)))
+                                         for r, t in zip(registrations, tokens, strict=True)))
         assert {status for status, _ in results} <= {200, 409}, Counter(results)
         holds = await redis_holds(store, exam_id)
         for site_id in sites:
@@ -126,9 +127,9 @@ async def test_worker_killed_mid_batch_loses_and_duplicates_nothing(
     await wait_inventory(store, exam_id, sites, worker=False)
     registrations, tokens = await candidates_with_registrations(pg, redis_url, exam_id, 800)
     # No worker runs: the events wait in the stream. Each registration holds, then half of them move.
-    await asyncio.gather(*(put_seat(http, gateway, r, t, sites[0]) for r, t in zip(registrations, tokens)))
+    await asyncio.gather(*(put_seat(http, gateway, r, t, sites[0]) for r, t in zip(registrations, tokens, strict=True)))
     await asyncio.gather(*(put_seat(http, gateway, r, t, sites[1])
-                           for r, t in list(zip(registrations, tokens))[::2]))
+                           for r, t in list(zip(registrations, tokens, strict=True))[::2]))
     expected = await redis_holds(store, exam_id)
     assert len(expected) == 800
 
@@ -169,7 +170,7 @@ async def test_expired_holds_are_released(gateway: Process, worker: Process, pg:
         assert resp.status == 200
         expires = datetime.fromisoformat((await resp.json())["hold_expires_at"])
     assert before + timedelta(seconds=59) <= expires <= utcnow() + timedelta(seconds=61)
-    for registration_id, token in zip(registrations[1:], tokens[1:]):
+    for registration_id, token in zip(registrations[1:], tokens[1:], strict=True):
         assert (await put_seat(http, gateway, registration_id, token, site_id))[0] == 200
     await wait_drained(store, exam_id)
     assert len(await pg_holds(pg, exam_id)) == 3

@@ -7,6 +7,7 @@ restarted empty (no persistence); the audit in PostgreSQL is the config's source
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import urllib.request
@@ -180,7 +181,7 @@ async def test_config_is_rebuilt_after_redis_restarts_empty(gateway: Process, ow
     assert await stored_version(store) == version + 1
     audited = await audited_versions(pg_dsn)
     assert audited[-1] == version + 1
-    assert all(later >= earlier for earlier, later in zip(audited, audited[1:])), audited
+    assert all(later >= earlier for earlier, later in itertools.pairwise(audited)), audited
     await wait_versions(gateway, version + 1)
     assert (await asyncio.to_thread(gateway_config, gateway))["queue"]["exams"][str(seat.exam_id)]["enabled"] is True
 

@@ -212,7 +212,7 @@ async def test_readiness_turns_503_soon_after_redis_goes_away(pg_dsn: str) -> No
         try:
             await until_ready(served, lambda s, b: s == 200, 5)
             own.stop()
-            status, body, took_s = await until_ready(served, lambda s, b: s == 503, 5)
+            _, body, took_s = await until_ready(served, lambda s, b: s == 503, 5)
             assert took_s < 2.5, took_s
             assert_error_shape(body, "not_ready")
             assert body["error"]["details"]["missing"] == ["redis"]

@@ -165,7 +165,9 @@ async def test_seven_hundred_slow_connections_leave_real_clients_answered(gatewa
         attack = [asyncio.ensure_future(slow_client(port, kind, head, rest, opened))
                   for kind, head, rest in slow_requests(registrations[0])]
         deadline = time.monotonic() + 10
-        while len(opened) < len(attack) and time.monotonic() < deadline:
+        # Each attack task appends its connection once open (or fails first): polled with a deadline,
+        # so one that never opens bounds the wait instead of hanging it.
+        while len(opened) < len(attack) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # their headers and first body bytes are in
 
@@ -181,7 +183,7 @@ async def test_seven_hundred_slow_connections_leave_real_clients_answered(gatewa
                               headers=forwarded(10 + i, **{"X-Loadtest-Token": token}))) for i in range(3)),
             *(timed(http.put(f"{gateway.url}/api/v1/registrations/{r}/seat", json={"site_id": site_id},
                              headers=forwarded(20 + i, **bearer(t))))
-              for i, (r, t) in enumerate(zip(registrations, sessions))),
+              for i, (r, t) in enumerate(zip(registrations, sessions, strict=True))),
             *(timed(http.post(gateway.url + "/api/v1/payments/notify/alipay", data=b"out_trade_no=1&sign=forged",
                               headers=forwarded(30 + i, **{"Content-Type": "application/x-www-form-urlencoded"})))
               for i in range(3)),

@@ -71,5 +71,5 @@ def test_exceptions_in_the_users_fail_the_run(tmp_path: Path) -> None:
 
 def test_a_run_without_a_summary_was_not_run(tmp_path: Path) -> None:
     (tmp_path / "locust-master.log").write_text("Traceback …\nImportError: no module named x\n")
-    with pytest.raises(NotRun, match="(?s)master exited with 1.*ImportError: no module named x"):
+    with pytest.raises(NotRun, match=r"(?s)master exited with 1.*ImportError: no module named x"):
         judge(tmp_path, Thresholds(), master_code=1)

@@ -64,7 +64,8 @@ def test_registration_opening_pays_through_the_simulator(stack: Stack, tmp_path:
                   "PUT /api/v1/registrations/{id}/seat", "POST /api/v1/registrations/{id}/confirm",
                   "POST /api/v1/registrations/{id}/orders", "POST paysim /sim/orders/{order_no}/pay",
                   "GET /api/v1/registrations/{id}")
-    paid = count(stack, "SELECT count(*) FROM registrations WHERE exam_id = $1 AND status = 'paid'", exam_id) - paid_before
+    paid_sql = "SELECT count(*) FROM registrations WHERE exam_id = $1 AND status = 'paid'"
+    paid = count(stack, paid_sql, exam_id) - paid_before
     assert paid > 0
     # Every user that paid at the simulator saw its registration paid (a timeout would be a FLOW failure).
     assert paid >= int(run.rows()["POST paysim /sim/orders/{order_no}/pay"]["Request Count"])

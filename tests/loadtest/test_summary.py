@@ -9,7 +9,9 @@ from loadtest.summary import render, summarize
 pytestmark = pytest.mark.unit
 
 
-def entry(name: str, requests: int, failures: int = 0, p95: float | None = 20.0, method: str = "POST") -> dict[str, object]:
+def entry(
+    name: str, requests: int, failures: int = 0, p95: float | None = 20.0, method: str = "POST"
+) -> dict[str, object]:
     return {"method": method, "name": name, "requests": requests, "failures": failures,
             "p50_ms": None if p95 is None else p95 / 2, "p95_ms": p95, "p99_ms": None if p95 is None else p95 * 2}
 

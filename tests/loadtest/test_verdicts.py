@@ -28,7 +28,8 @@ def test_impossible_thresholds_fail_the_run_naming_each(stack: Stack, tmp_path: 
     assert rps.startswith("FAIL --target-rps: ") and "< 10,000,000 req/s (short by " in rps, rps
     assert any(line.startswith("ok   --max-fail-ratio") for line in lines)
     assert "FAILED: a threshold was missed (exit code 1)" in run.stdout
-    assert (tmp_path / "summary.txt").read_text().strip() == run.stdout.split("reports: ", 1)[1].split("\n", 1)[1].strip()
+    printed = run.stdout.split("reports: ", 1)[1].split("\n", 1)[1]
+    assert (tmp_path / "summary.txt").read_text().strip() == printed.strip()
 
 
 @pytest.mark.timeout(120)

@@ -80,7 +80,7 @@ def test_extended_exp_is_invalid_not_expired() -> None:
 
 
 def test_another_exam_is_invalid() -> None:
-    ticket_no, exam, exp, sig = parts(sign_link(KEY, TICKET, exam_id=EXAM, ttl_s=600, now=NOW))
+    ticket_no, _, exp, sig = parts(sign_link(KEY, TICKET, exam_id=EXAM, ttl_s=600, now=NOW))
     with pytest.raises(LinkInvalid) as caught:
         verify_link(KEY, ticket_no, str(EXAM + 1), exp, sig, now=NOW)
     assert caught.value.reason == "bad signature"

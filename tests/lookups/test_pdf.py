@@ -38,7 +38,8 @@ TICKET = TicketDoc(
     room=12,
     seat_no=8,
     subjects=(
-        TicketSubject("101", "思想政治理论", datetime(2026, 12, 20, 8, 30, tzinfo=BJ), datetime(2026, 12, 20, 11, 30, tzinfo=BJ)),
+        TicketSubject("101", "思想政治理论", datetime(2026, 12, 20, 8, 30, tzinfo=BJ),
+                      datetime(2026, 12, 20, 11, 30, tzinfo=BJ)),
         # given in UTC: printed in Beijing time
         TicketSubject("201", "英语（一）", datetime(2026, 12, 20, 6, 0, tzinfo=UTC),
                       datetime(2026, 12, 20, 9, 0, tzinfo=UTC)),
@@ -129,7 +130,8 @@ def test_concurrent_renders_do_not_disturb_each_other(font_path: str) -> None:
 
 def test_many_subjects_flow_onto_a_second_page(font_path: str, tmp_path: Path) -> None:
     start = datetime(2026, 12, 20, 8, 0, tzinfo=BJ)
-    subjects = tuple(TicketSubject(f"{n:03d}", f"科目{n}", start + timedelta(hours=n), start + timedelta(hours=n, minutes=90))
+    subjects = tuple(TicketSubject(f"{n:03d}", f"科目{n}", start + timedelta(hours=n),
+                                   start + timedelta(hours=n, minutes=90))
                      for n in range(30))
     text = pdftotext(render_ticket(replace(TICKET, subjects=subjects), font_path=font_path), tmp_path)
 
@@ -152,7 +154,7 @@ def test_missing_font_is_a_clear_error(tmp_path: Path) -> None:
     assert issubclass(TicketFontMissing, PdfError) and not issubclass(PdfError, LookupError)
 
 
-@pytest.mark.parametrize("name, content", [("broken.ttf", b"not a font at all"), ("font.txt", b"")])
+@pytest.mark.parametrize(("name", "content"), [("broken.ttf", b"not a font at all"), ("font.txt", b"")])
 def test_a_file_that_is_not_a_font_is_a_clear_error(tmp_path: Path, name: str, content: bytes) -> None:
     path = tmp_path / name
     path.write_bytes(content)
@@ -161,7 +163,7 @@ def test_a_file_that_is_not_a_font_is_a_clear_error(tmp_path: Path, name: str, c
     assert caught.value.path == str(path)
 
 
-@pytest.mark.parametrize("id_number, masked", [
+@pytest.mark.parametrize(("id_number", "masked"), [
     ("11010519900307123X", "110105********123X"),
     ("110105900307123", "110105*****7123"),  # 15-digit first-generation card
     ("E12345678", "E1*****78"),  # passport

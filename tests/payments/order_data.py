@@ -39,7 +39,7 @@ async def make_orders(conn: asyncpg.Connection, redis: aioredis.Redis, exam_id: 
     now = utcnow()
     expiry = expires_at or now + timedelta(minutes=30)
     made = [PendingOrder(new_order_no(now), registration, candidate, providers[index % len(providers)], FEE_FEN)
-            for index, (registration, candidate) in enumerate(zip(registrations, candidates))]
+            for index, (registration, candidate) in enumerate(zip(registrations, candidates, strict=True))]
     await conn.executemany(
         "INSERT INTO orders (order_no, registration_id, provider, amount_fen, expires_at) VALUES ($1, $2, $3, $4, $5)",
         [(o.order_no, o.registration_id, o.provider, o.amount_fen, expiry) for o in made])

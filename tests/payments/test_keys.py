@@ -32,7 +32,7 @@ def test_generate_writes_every_file_private(tmp_path: Path) -> None:
 def test_generate_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     payment_keys.generate(tmp_path)
     before = (tmp_path / "alipay_app_private.pem").read_bytes()
-    with pytest.raises(FileExistsError, match="alipay_app_private.pem"):
+    with pytest.raises(FileExistsError, match=r"alipay_app_private\.pem"):
         payment_keys.generate(tmp_path)
     assert (tmp_path / "alipay_app_private.pem").read_bytes() == before
     payment_keys.generate(tmp_path, force=True)
@@ -71,7 +71,7 @@ def test_unusable_files_are_refused(tmp_path: Path, keys_dir: Path) -> None:
         payment_keys.load(tmp_path)
     (tmp_path / "wechat_apiv3_key.txt").write_bytes((keys_dir / "wechat_apiv3_key.txt").read_bytes())
     (tmp_path / "alipay_platform_private.pem").write_text("not a key")
-    with pytest.raises(KeysInvalid, match="alipay_platform_private.pem"):
+    with pytest.raises(KeysInvalid, match=r"alipay_platform_private\.pem"):
         payment_keys.load(tmp_path)
 
 

@@ -45,6 +45,6 @@ def test_yuan_to_fen_takes_strings_only() -> None:
 
 
 def test_invalid_amount_is_a_value_error_and_a_payment_error() -> None:
-    with pytest.raises(ValueError, match="1.234"):
+    with pytest.raises(ValueError, match=r"1\.234"):
         yuan_to_fen("1.234")
     assert issubclass(InvalidAmount, PaymentError)

@@ -157,7 +157,7 @@ async def create_trades(paysim: Process, gateway: Process, keys: PaymentKeys, or
                 return await client.create_trade(order.provider, order.order_no, order.amount_fen, SUBJECT)
 
         pay_urls = await asyncio.gather(*(create(order) for order in orders))
-    assert all(url.endswith(f"/pay/{order.order_no}") for url, order in zip(pay_urls, orders))
+    assert all(url.endswith(f"/pay/{order.order_no}") for url, order in zip(pay_urls, orders, strict=True))
 
 
 async def sim_pay(http: aiohttp.ClientSession, paysim: Process, order_no: str, **options: Any) -> tuple[int, Any]:
@@ -240,7 +240,7 @@ async def test_notifications_refused_while_postgresql_is_down_are_settled_once_w
     async with aiohttp.ClientSession(connector=connector) as http:
         paid = await asyncio.gather(*(sim_pay(http, paysim, order_no) for order_no in order_nos))
         assert {status for status, _ in paid} == {202}
-        trade_nos = {order_no: body["trade_no"] for order_no, (_, body) in zip(order_nos, paid)}
+        trade_nos = {order_no: body["trade_no"] for order_no, (_, body) in zip(order_nos, paid, strict=True)}
 
         refused: list[dict[str, Any]] = []
 

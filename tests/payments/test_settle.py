@@ -58,8 +58,8 @@ async def runtime(keys: PaymentKeys, pool: Any, redis: aioredis.Redis) -> Any:
 
 def alipay_form(keys: PaymentKeys, order: PendingOrder, **overrides: Any) -> dict[str, str]:
     args: dict[str, Any] = {"order_no": order.order_no, "trade_no": f"2026{secrets.randbelow(10**20):020d}",
-                            "amount_fen": order.amount_fen, "app_id": APP_IDS["alipay"], "seller_id": "2088000000000001",
-                            "keys": keys}
+                            "amount_fen": order.amount_fen, "app_id": APP_IDS["alipay"],
+                            "seller_id": "2088000000000001", "keys": keys}
     args.update(overrides)
     return alipay.build_notification(**args)
 
@@ -89,11 +89,12 @@ async def test_a_payment_pays_the_order_once_and_allocates_a_ticket(
     assert [o.result for o in first] == ["paid", "paid"]
     again = await settle.settle(pool, HoldSeats(redis), items, EXPECTED)
     assert [o.result for o in again] == ["duplicate", "duplicate"]
-    rows = await pg.fetch("SELECT o.status, r.status AS reg, r.site_id, r.hold_expires_at, t.ticket_no, t.room, t.seat_no "
-                          "FROM orders o JOIN registrations r ON r.id = o.registration_id "
+    rows = await pg.fetch("SELECT o.status, r.status AS reg, r.site_id, r.hold_expires_at, t.ticket_no, t.room,"
+                          " t.seat_no FROM orders o JOIN registrations r ON r.id = o.registration_id "
                           "JOIN admission_tickets t ON t.registration_id = r.id "
                           "WHERE o.order_no = ANY($1::text[]) ORDER BY t.seat_no", [ali.order_no, wx.order_no])
-    assert [(r["status"], r["reg"], r["site_id"], r["hold_expires_at"]) for r in rows] == [("paid", "paid", site_id, None)] * 2
+    states = [(r["status"], r["reg"], r["site_id"], r["hold_expires_at"]) for r in rows]
+    assert states == [("paid", "paid", site_id, None)] * 2
     assert [(r["room"], r["seat_no"]) for r in rows] == [(1, 1), (1, 2)]
     assert {o.ticket_no for o in first} == {r["ticket_no"] for r in rows}
     assert all(t.startswith(f"{exam_id:04d}11{site_id:06d}") for t in (o.ticket_no for o in first))

@@ -31,7 +31,9 @@ def resigned(body: bytes, keys: PaymentKeys) -> tuple[dict[str, str], bytes]:
     return wechat.sign_headers(body, keys.wechat_platform_private, keys.wechat_platform_serial), body
 
 
-def with_resource(keys: PaymentKeys, transaction: dict[str, object], apiv3_key: bytes | None = None) -> tuple[dict[str, str], bytes]:
+def with_resource(
+    keys: PaymentKeys, transaction: dict[str, object], apiv3_key: bytes | None = None
+) -> tuple[dict[str, str], bytes]:
     """A correctly signed notification carrying ``transaction`` as its resource."""
     envelope = {"id": "evt-1", "create_time": "2024-06-01T10:00:00+08:00", "resource_type": "encrypt-resource",
                 "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
@@ -93,7 +95,8 @@ def test_stale_timestamps_are_refused_within_the_skew_accepted(keys: PaymentKeys
     assert wechat.parse_notification(headers, body, keys, now=now + 3000, max_skew_s=3600).paid
 
 
-@pytest.mark.parametrize("missing", ["Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial"])
+@pytest.mark.parametrize(
+    "missing", ["Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial"])
 def test_missing_headers_are_a_bad_signature(keys: PaymentKeys, missing: str) -> None:
     headers, body = notification(keys)
     del headers[missing]
@@ -160,7 +163,8 @@ def test_signed_bodies_of_the_wrong_shape(keys: PaymentKeys, body: bytes) -> Non
 
 @pytest.mark.parametrize(("transaction", "reason", "detail"), [
     ({"mchid": MCH_ID, "out_trade_no": "A", "trade_state": "NOTPAY", "amount": {"total": 1}}, "missing_field", "appid"),
-    ({"appid": APP_ID, "mchid": MCH_ID, "trade_state": "NOTPAY", "amount": {"total": 1}}, "missing_field", "out_trade_no"),
+    ({"appid": APP_ID, "mchid": MCH_ID, "trade_state": "NOTPAY", "amount": {"total": 1}},
+     "missing_field", "out_trade_no"),
     ({"appid": APP_ID, "mchid": MCH_ID, "out_trade_no": "A", "trade_state": "SUCCESS", "amount": {"total": 1}},
      "missing_field", "transaction_id"),
     ({"appid": APP_ID, "mchid": MCH_ID, "out_trade_no": "A", "trade_state": "NOTPAY"}, "missing_field", "amount"),

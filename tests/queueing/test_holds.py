@@ -60,7 +60,9 @@ async def make_registrations(conn: asyncpg.Connection, exam_id: int, count: int)
     return sorted(row["id"] for row in rows)
 
 
-async def exam_with_sites(conn: asyncpg.Connection, redis: aioredis.Redis, capacities: list[int]) -> tuple[int, list[int]]:
+async def exam_with_sites(
+    conn: asyncpg.Connection, redis: aioredis.Redis, capacities: list[int]
+) -> tuple[int, list[int]]:
     """An exam with sites of these capacities and its seat inventory loaded; (exam id, site ids)."""
     exam_id = await make_exam(conn, sites=[("11", capacity) for capacity in capacities])
     catalogue = await load_catalogue(conn)

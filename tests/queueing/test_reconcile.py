@@ -121,8 +121,9 @@ async def test_expired_holds_are_left_to_the_sweeper(pg: asyncpg.Connection, red
     exam_id, sites = await exam_with_sites(pg, redis, [5, 5])
     stale, fresh = await make_registrations(pg, exam_id, 2)
     past, future = utcnow() - timedelta(minutes=5), utcnow() + timedelta(minutes=5)
-    await pg.execute("UPDATE registrations SET site_id = $2, hold_expires_at = $3 WHERE id = $1", stale, sites[0], past)
-    await pg.execute("UPDATE registrations SET site_id = $2, hold_expires_at = $3 WHERE id = $1", fresh, sites[0], future)
+    place = "UPDATE registrations SET site_id = $2, hold_expires_at = $3 WHERE id = $1"
+    await pg.execute(place, stale, sites[0], past)
+    await pg.execute(place, fresh, sites[0], future)
 
     await redis.flushdb()
     report = await reconcile(pg, redis, exam_id)

@@ -49,11 +49,13 @@ def spearman(xs: list[int], ys: list[int]) -> float:
     n = len(xs)
     rank_x = {v: i for i, v in enumerate(sorted(xs))}
     rank_y = {v: i for i, v in enumerate(sorted(ys))}
-    d2 = sum((rank_x[x] - rank_y[y]) ** 2 for x, y in zip(xs, ys))
+    d2 = sum((rank_x[x] - rank_y[y]) ** 2 for x, y in zip(xs, ys, strict=True))
     return 1 - 6 * d2 / (n * (n * n - 1))
 
 
-async def join_open(client: AutoPipeline, candidate_id: int, now_s: float = T0, ttl_s: int = TTL_S) -> waiting_room.Place:
+async def join_open(
+    client: AutoPipeline, candidate_id: int, now_s: float = T0, ttl_s: int = TTL_S
+) -> waiting_room.Place:
     """Join a room that opened a second before T0."""
     return await join(client, EXAM, candidate_id, opens_at_s=T0 - 1, place_ttl_s=ttl_s, now_s=now_s)
 
@@ -211,7 +213,7 @@ async def test_early_joiners_are_drawn_in_random_order_and_later_joiners_are_fif
             for c in batch
         ))  # fmt: skip
         assert all(p.position == 0 for p in places)
-        tickets.update((c, p.ticket) for c, p in zip(batch, places))
+        tickets.update((c, p.ticket) for c, p in zip(batch, places, strict=True))
 
     late = [await join(pipelines[0], EXAM, n + k, opens_at_s=opens_at, place_ttl_s=TTL_S, now_s=opens_at + k)
             for k in range(1, 101)]  # fmt: skip
@@ -227,8 +229,8 @@ async def test_early_joiners_are_drawn_in_random_order_and_later_joiners_are_fif
     # Join order and drawn order are independent: |rho| is ~0.022 (one sigma) for n = 2000.
     assert abs(spearman(list(range(1, n + 1)), positions)) < 0.1
     # Admitted are exactly the first 500 drawn, and they are not the first 500 to join (~125 expected).
-    admitted = [c for c, s in zip(range(1, n + 1), drawn) if s.admitted]
-    assert admitted == [c for c, pos in zip(range(1, n + 1), positions) if pos <= 500]
+    admitted = [c for c, s in zip(range(1, n + 1), drawn, strict=True) if s.admitted]
+    assert admitted == [c for c, pos in zip(range(1, n + 1), positions, strict=True) if pos <= 500]
     assert sum(c <= 500 for c in admitted) < 200
 
     # The late joiners come after every drawn place, in their join order.
@@ -276,7 +278,7 @@ async def test_advance_is_rate_bound_however_often_and_by_how_many(pipelines: li
 
     async def worker(client: AutoPipeline, seed: int) -> None:
         rng = random.Random(seed)
-        times = sorted(T0 + rng.uniform(0, 10) for _ in range(300)) + [T0 + 10]
+        times = [*sorted(T0 + rng.uniform(0, 10) for _ in range(300)), T0 + 10]
         for now_s in times:
             await advance(client, EXAM, admit_per_s=37.5, now_s=now_s)
 

@@ -208,8 +208,10 @@ def test_identities_are_unique_by_construction() -> None:
 async def test_same_count_gives_identical_rows(databases: dict[str, str]) -> None:
     for sql in (
         "SELECT * FROM candidates ORDER BY id",
-        "SELECT id, candidate_id, province, city, level_code, specialty_code, subjects, work_years, site_id"
-        " FROM registrations ORDER BY id",
+        (
+            "SELECT id, candidate_id, province, city, level_code, specialty_code, subjects, work_years, site_id"
+            " FROM registrations ORDER BY id"
+        ),
         "SELECT ticket_no, registration_id, site_id, room, seat_no FROM admission_tickets ORDER BY ticket_no",
         "SELECT * FROM scores ORDER BY registration_id, subject_code",
         "SELECT * FROM educations ORDER BY id",

@@ -226,7 +226,8 @@ async def test_notifications_are_retried_on_schedule_until_acknowledged(
     assert elapsed_s >= sum(RETRY_SCHEDULES_S[provider][:fail_first]) * TIME_SCALE * 0.9
     assert receiver.requests == fail_first + 1 and not receiver.rejected
     notice = receiver.notices[0]
-    assert (notice.order_no, notice.amount_fen, notice.paid, notice.trade_no) == (number, 9900, True, answer["trade_no"])
+    assert (notice.order_no, notice.amount_fen, notice.paid, notice.trade_no) == (
+        number, 9900, True, answer["trade_no"])
     assert trade is not None and trade.paid and trade.trade_no == answer["trade_no"]
     state = await sim_order(session, paysim, number)
     assert state["deliveries"][0]["attempts"] == fail_first + 1 and state["deliveries"][0]["acknowledged"]
