@@ -1,6 +1,6 @@
 """``examgate loadtest``, registered as a plugin command (entry point ``loadtest`` in ``examgate.commands``).
 
-The product never imports ``loadtest``: ``gateway.cli`` finds this command through the entry
+The product never imports ``loadtest``: ``examgate.cli`` finds this command through the entry
 point when it is named, so the load tests stay above the product and use only its public parts.
 """
 

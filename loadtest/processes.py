@@ -130,7 +130,7 @@ def start_gateway(pg_dsn: str, redis_url: str, *, workers: int = 2, cpus: str | 
     env = examgate_env(pg_dsn, redis_url, run_dir, **extra)
     log_path = run_dir / "gateway.log"
     with open(log_path, "wb") as log_file:
-        command = [sys.executable, "-m", "gateway", "serve", "--workers", str(workers), "--port", str(port)]
+        command = [sys.executable, "-m", "examgate", "serve", "--workers", str(workers), "--port", str(port)]
         if cpus is not None and shutil.which("taskset"):
             command = ["taskset", "-c", cpus, *command]
         proc = subprocess.Popen(
@@ -154,7 +154,7 @@ def start_worker(pg_dsn: str, redis_url: str, *, run_dir: Path | None = None, ti
     log_path = run_dir / f"worker-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "worker"],
+            [sys.executable, "-m", "examgate", "worker"],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     process = Process(proc, log_path, "", {"run_dir": str(run_dir)})
@@ -183,7 +183,7 @@ def start_paysim(keys_dir: str | Path, *, time_scale: float = 1.0, run_dir: Path
     log_path = run_dir / f"paysim-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "paysim", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "examgate", "paysim", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     process = Process(proc, log_path, f"http://127.0.0.1:{port}", {"run_dir": str(run_dir)})

@@ -110,7 +110,7 @@ async def exam_ready(conn: asyncpg.Connection, gateway: Process, sites: list[tup
 async def wait_inventory(redis: aioredis.Redis, exam_id: int, site_ids: list[int], timeout_s: float = 10,
                          *, worker: bool = True) -> None:
     """Until every site of the exam has its seat count in Redis (and the worker has checked the exam)."""
-    from gateway.worker import inventory_marker
+    from examgate.worker import inventory_marker
 
     deadline = time.monotonic() + timeout_s
     while (await redis.exists(*(qkeys.site_left(exam_id, s) for s in site_ids)) < len(site_ids)

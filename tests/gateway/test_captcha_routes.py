@@ -20,9 +20,9 @@ from aiohttp.test_utils import TestClient
 from captcha import keys as captcha_keys
 from captcha import loadtest
 from captcha import pool as captcha_pool
+from examgate.worker import keep_captcha_pool
 from gateway import keys
 from gateway.app import create_app
-from gateway.worker import keep_captcha_pool
 from tests.gateway import candidate_http as h
 from tests.gateway.test_app import assert_error_shape
 

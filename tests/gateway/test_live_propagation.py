@@ -94,7 +94,7 @@ def ctl(gateway: Process, *args: str, url: str | None = None) -> subprocess.Comp
     token = next(iter(secrets["admin_tokens"].values()))
     env = examgate_env("postgresql://unused@127.0.0.1/unused", "redis://127.0.0.1:1/0", Path(gateway.extra["run_dir"]))
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "ctl", "--url", url or gateway.url, "--token", token, *args],
+        [sys.executable, "-m", "examgate", "ctl", "--url", url or gateway.url, "--token", token, *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )
 

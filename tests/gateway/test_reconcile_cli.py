@@ -58,7 +58,7 @@ async def store(own_redis: RedisServer) -> AsyncIterator[aioredis.Redis]:
 
 def examgate(pg_dsn: str, gateway: Process, redis_url: str, *args: str) -> str:
     env = examgate_env(pg_dsn, redis_url, Path(gateway.extra["run_dir"]))
-    done = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "examgate", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout

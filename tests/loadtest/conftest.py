@@ -154,7 +154,7 @@ def run_loadtest(stack: Stack, scenario: str, out_dir: Path, *args: str, users: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXAMGATE_")}
     env["EXAMGATE_SECRETS_FILE"] = str(Path(stack.gateway.extra["run_dir"]) / "secrets.json")
     env["EXAMGATE_KEYS_DIR"] = str(stack.keys_dir)
-    command = [sys.executable, "-m", "gateway", "loadtest", scenario, "--host", host or stack.gateway.url,
+    command = [sys.executable, "-m", "examgate", "loadtest", scenario, "--host", host or stack.gateway.url,
                "--out", str(out_dir), "--users", str(users), "--duration", duration,
                "--candidates", str(CANDIDATES), "--think-ms", "50", *args]
     started = time.monotonic()

@@ -27,7 +27,7 @@ def test_bad_durations(raw: str) -> None:
 
 
 def test_the_gateway_and_the_command_never_import_locust() -> None:
-    code = ("import sys, gateway.app, gateway.cli, gateway.serve, loadtest.run, loadtest.scenarios; "
+    code = ("import sys, gateway.app, examgate.cli, gateway.serve, loadtest.run, loadtest.scenarios; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('locust', 'gevent', 'geventhttpclient')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

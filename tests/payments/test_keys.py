@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import main
+from examgate.cli import main
 from payments import keys as payment_keys
 from payments.errors import KeysInvalid, KeysMissing, PaymentError
 from payments.keys import PaymentKeys

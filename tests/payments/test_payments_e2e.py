@@ -400,7 +400,7 @@ def ctl(gateway: Process, *args: str) -> subprocess.CompletedProcess[str]:
     env = examgate_env("postgresql://unused@127.0.0.1/unused", "redis://127.0.0.1:1/0",
                        Path(gateway.extra["run_dir"]))
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "ctl", "--url", gateway.url, "--token", gateway.admin_token(), *args],
+        [sys.executable, "-m", "examgate", "ctl", "--url", gateway.url, "--token", gateway.admin_token(), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )
 

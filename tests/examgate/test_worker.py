@@ -7,7 +7,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from core.tasks import Supervisor
-from gateway.worker import until_cancelled
+from examgate.worker import until_cancelled
 
 
 async def test_a_task_that_swallows_cancellations_still_ends(redis: aioredis.Redis) -> None:

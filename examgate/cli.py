@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
+from examgate.ctl import ctl
 from gateway import config as configmod
-from gateway.ctl import ctl
 
 
 def _settings(**overrides: Any) -> configmod.Settings:
@@ -128,8 +128,8 @@ def serve(workers: int | None, port: int | None, host: str | None) -> None:
 @main.command()
 def worker() -> None:
     """Run the background tasks: waiting rooms, hold write-behind, sweeper, inventory, captcha pool."""
+    from examgate.worker import run_worker
     from gateway.logs import configure_logging
-    from gateway.worker import run_worker
 
     settings = _settings()
     configure_logging(settings.log_level, "worker")

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from core import sms
+from examgate.cli import main
 from gateway import config
 from gateway.app import password_settings, session_settings
-from gateway.cli import main
 
 
 def env(tmp_path: Path, pg_dsn: str, **extra: str) -> dict[str, str]:

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from core import db, migrate
+from examgate.cli import main
 from gateway import config
-from gateway.cli import main
 
 
 def env(tmp_path: Path, **extra: str) -> dict[str, str]:

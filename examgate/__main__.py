@@ -1,0 +1,5 @@
+"""``python -m examgate`` is the ``examgate`` command."""
+
+from examgate.cli import main
+
+main()
