@@ -11,7 +11,8 @@ A route module makes one ``Routes`` and declares each operation on its handler::
 
 ``register`` builds from the tables everything that used to be written beside each route:
 the aiohttp routes, the shedding class of each, which routes' rate limits their handler decides
-(the throttle middleware decides the others before the handler), and the candidate wrapper;
+(the throttle middleware decides the others before the handler), the candidate wrapper and the
+operators' token check;
 ``gateway.openapi`` builds the OpenAPI document from the same tables, so the contract cannot
 drift from the code.
 
@@ -36,6 +37,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway import auth
+from gateway.adminauth import admin_only
 
 __all__ = [
     "ANONYMOUS", "BATCHED", "CANDIDATE", "OPERATOR", "PROVIDER", "RESOLVED", "SCRAPER",
@@ -139,6 +141,8 @@ class Routes:
             raise ValueError(f"{name}: a candidate route always offers the candidate subject")
         if declared.get("caller") == CANDIDATE:
             declared.setdefault("limits", ("ip", "global", "candidate"))
+        if declared.get("caller") == OPERATOR:
+            declared.setdefault("shedding", "admin")
         operation = Operation(name=name, method=method, path=path, handler=handler, summary=summary, **declared)
         if operation.shedding not in ("", None, *SHEDDING_CLASSES):
             raise ValueError(f"{name}: unknown shedding class {operation.shedding!r}")
@@ -209,6 +213,8 @@ def register(app: web.Application, tables: Iterable[Routes]) -> dict[str, Operat
             handler = operation.handler
             if operation.caller == CANDIDATE:
                 handler = _candidate_route(handler, operation.session == BATCHED)
+            elif operation.caller == OPERATOR:
+                handler = admin_only(handler)  # 401 before anything else is looked at
             if operation.method == "GET":
                 app.router.add_get(operation.path, handler, name=operation.name, allow_head=operation.allow_head)
             else:

@@ -15,6 +15,7 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         exams,
         health,
         lookups,
+        operations,
         pages,
         payments,
         queue,
@@ -25,5 +26,5 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
     from gateway.routes import bench as bench_routes
 
     found = [health, exams, captcha, accounts, sessions, recovery, queue, registrations, payments, lookups, admin,
-             pages, console]
+             operations, pages, console]
     return [*found, bench_routes] if bench else found
