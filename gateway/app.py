@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from captcha.pool import TakeCounters, preload_scripts
 from core.db import PoolSettings, create_pool
 from core.passwords import PasswordHasher, PasswordSettings
-from core.redis import AutoPipeline
+from core.redis import REDIS_DOWN, AutoPipeline
 from core.scripts import load_scripts, preload
 from core.sessions import SessionSettings
 from gateway import keys as appkeys
@@ -90,7 +89,7 @@ def session_settings(settings: Settings) -> SessionSettings:
 async def _accounts(app: web.Application) -> AsyncIterator[None]:
     # Hashing runs on its own bounded thread pool; nothing CPU-heavy runs on the event loop.
     hasher = app[appkeys.HASHER] = PasswordHasher(password_settings(app[appkeys.SETTINGS]))
-    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+    with contextlib.suppress(*REDIS_DOWN):
         await asyncio.wait_for(preload_scripts(app[appkeys.REDIS]), timeout=1)
     yield
     # Waits for the hashes still running (one per thread at most) without blocking the loop.
@@ -99,7 +98,7 @@ async def _accounts(app: web.Application) -> AsyncIterator[None]:
 
 async def _seats(app: web.Application) -> AsyncIterator[None]:
     # Waiting-room and hold scripts loaded before the first poll or hold (no NOSCRIPT round trip at peak).
-    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+    with contextlib.suppress(*REDIS_DOWN):
         await asyncio.wait_for(preload(app[appkeys.REDIS], load_scripts("queueing")), timeout=1)
     register_seat_stats(app)
     yield
@@ -144,7 +143,7 @@ async def _live(app: web.Application) -> AsyncIterator[None]:
     stats = app[appkeys.STATS] = StatsRecorder()
     # Start with the stored config, restored from the audit if Redis lost it. Until one is known
     # the guarded routes answer 503 config_unavailable and the watcher keeps trying.
-    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+    with contextlib.suppress(*REDIS_DOWN):
         await asyncio.wait_for(watcher.refresh(ask_audit=True), timeout=5)
     tasks = [
         asyncio.create_task(watcher.run(), name="live-config"),
@@ -154,7 +153,7 @@ async def _live(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+    with contextlib.suppress(*REDIS_DOWN):
         await asyncio.wait_for(stats.flush(redis_py), timeout=1)
 
 

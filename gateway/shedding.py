@@ -3,11 +3,12 @@
 Each route belongs to a class (candidate reads, candidate writes, login, payment notifications,
 admin), declared in the route table (``gateway.routing``). A class has a maximum of in-flight
 requests per process (live config ``shedding``); past it, requests get 503 + Retry-After immediately
-instead of queueing. When the event loop lags beyond ``max_loop_lag_ms``, candidate classes are shed
-too, but payment notifications and admin never are: they are shed last, only by their own limits,
-because a lost notification costs more than a slow page. While this process's live config is unknown
-(Redis lost it and the audit is not read yet), the candidate API routes, which its waiting room,
-captcha and throttles may guard, are refused with 503 ``config_unavailable``.
+instead of queueing. When the event loop lags beyond ``max_loop_lag_ms`` while the class has
+``LAG_MIN_IN_FLIGHT`` requests in flight, candidate classes are shed too, but payment notifications
+and admin never are: they are shed last, only by their own limits, because a lost notification costs
+more than a slow page. While this process's live config is unknown (Redis lost it and the audit is
+not read yet), the candidate API routes, which its waiting room, captcha and throttles may guard,
+are refused with 503 ``config_unavailable``.
 
 A request counts against its class only once its body is in: one that did not come with its
 headers is waited for up to ``body_timeout_s`` (408 after), so clients sending a byte at a time
@@ -31,6 +32,11 @@ from gateway.connections import GuardedRequestHandler
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LAG_EXEMPT = frozenset({"payment_notify", "admin"})
+# Loop lag sheds only a process that has at least this many requests of the class in flight. The lag
+# shedding can cure is the one this process's own queue makes; a late loop with a handful in flight is
+# the machine's (another process on the cores, a garbage-collection pause), and refusing those few
+# frees nothing. Seen as a lone test request answered 503 on a machine busy with another job.
+LAG_MIN_IN_FLIGHT = 8
 ADDRESS_EXEMPT = frozenset({"payment_notify"})
 RETRY_AFTER_S = 1.0
 # Classes whose routes may carry a guard of the live config (waiting room, captcha, throttle): while
@@ -123,7 +129,7 @@ async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse
     limit = live.shedding.get(klass)
     if limit is not None and shedder.in_flight[klass] >= limit:
         raise _shed(klass, "in_flight")
-    if (klass not in LAG_EXEMPT and live.max_loop_lag_ms
+    if (klass not in LAG_EXEMPT and live.max_loop_lag_ms and shedder.in_flight[klass] >= LAG_MIN_IN_FLIGHT
             and app[keys.LOOP_LAG].lag_s * 1000 > live.max_loop_lag_ms):
         raise _shed(klass, "loop_lag")
     address = None
