@@ -85,7 +85,7 @@ async def test_admin_passes_while_candidate_reads_are_shed(client: TestClient) -
 
 
 async def test_loop_lag_sheds_candidates_but_not_admin(client: TestClient) -> None:
-    await configure(client, {"shedding": {"max_loop_lag_ms": 50}})
+    await configure(client, {"shedding": {"max_loop_lag_ms": 50, "candidate_read": 4096}})
     client.app[keys.LOOP_LAG].lag_s = 0.2  # as if the loop had just been blocked for 200 ms
     client.app[keys.LOOP_LAG].interval_s = 3600  # and keep that reading for the test
     await asyncio.sleep(0.1)
