@@ -11,6 +11,8 @@ import orjson
 
 from core.catalogue import Catalogue, Exam, load_catalogue
 from core.timeutil import iso_local
+from gateway.errors import NotFoundError
+from gateway.pathids import path_id
 
 log = logging.getLogger("examgate.catalogue")
 
@@ -33,6 +35,15 @@ def exam_summary(exam: Exam) -> dict[str, Any]:
     }
 
 
+class ExamNotFound(NotFoundError):
+    """No such exam in this process's catalogue (404 ``exam_not_found``; ``details.exam_id`` as asked)."""
+
+    code, message = "exam_not_found", "考试不存在"
+
+    def __init__(self, asked: int | str) -> None:
+        super().__init__(details={"exam_id": asked})
+
+
 class CatalogueCache:
     """The latest catalogue read from PostgreSQL; readers never wait for a refresh."""
 
@@ -42,6 +53,21 @@ class CatalogueCache:
         self.catalogue = Catalogue({})
         self.exams_json = b"[]"
         self.loaded = False
+
+    def exam(self, exam_id: int) -> Exam:
+        """The exam, or ``ExamNotFound`` (also for one created after the last refresh)."""
+        exam = self.catalogue.exam(exam_id)
+        if exam is None:
+            raise ExamNotFound(exam_id)
+        return exam
+
+    def exam_of_path(self, raw: str) -> Exam:
+        """The exam a path's ``{exam_id}`` names (ASCII digits only), or ``ExamNotFound`` naming what was asked."""
+        exam_id = path_id(raw)
+        exam = self.catalogue.exam(exam_id) if exam_id is not None else None
+        if exam is None:
+            raise ExamNotFound(raw)
+        return exam
 
     async def refresh(self) -> None:
         """Re-read the catalogue and re-render the exams list."""

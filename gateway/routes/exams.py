@@ -12,9 +12,8 @@ from pydantic.json_schema import JsonDict
 from core.catalogue import Exam
 from gateway import keys
 from gateway.bodies import json_response
-from gateway.errors import NotFoundError, ValidationFailed
+from gateway.errors import ValidationFailed
 from gateway.models import Reply
-from gateway.pathids import path_id
 from gateway.routing import Answer, Param, Routes
 from queueing import inventory
 from queueing import keys as qkeys
@@ -66,22 +65,13 @@ async def list_exams(request: web.Request) -> web.Response:
     return web.Response(body=request.app[keys.CATALOGUE].exams_json, content_type="application/json")
 
 
-def _exam(request: web.Request) -> Exam:
-    raw = request.match_info["exam_id"]
-    exam_id = path_id(raw)
-    exam = request.app[keys.CATALOGUE].catalogue.exam(exam_id) if exam_id is not None else None
-    if exam is None:
-        raise NotFoundError("考试不存在", code="exam_not_found", details={"exam_id": raw})
-    return exam
-
-
 @routes.get("/api/v1/exams/{exam_id}/sites", "sites.list",
             params=(Param("province", "query", PROVINCE, "only this province's sites"),),
             answers={200: Answer(list[SiteAvailability], "sites")},
             errors={404: "exam_not_found", 422: "validation_failed: bad province code"})
 async def list_sites(request: web.Request) -> web.Response:
     """Sites of an exam (optionally one province) with seats available, read from Redis."""
-    exam = _exam(request)
+    exam = request.app[keys.CATALOGUE].exam_of_path(request.match_info["exam_id"])
     province = request.query.get("province")
     if province is not None and not (len(province) == 2 and province.isascii() and province.isdigit()):
         raise ValidationFailed({"province": "must be a two-digit province code, e.g. 11"})

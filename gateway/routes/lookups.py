@@ -26,7 +26,7 @@ from core.redis import REDIS_DOWN
 from core.timeutil import utcnow
 from gateway import captcha_gate, keys
 from gateway.bodies import NO_STORE, json_response, read_body
-from gateway.errors import ApiError, NotFoundError, ValidationFailed
+from gateway.errors import ApiError, ValidationFailed
 from gateway.models import Body, CaptchaValue, Id, Reply
 from gateway.routing import Answer, Param, Routes
 from lookups import links, pdf, records, rules
@@ -133,13 +133,6 @@ class Ticket(Reply):
     pdf_url: str
 
 
-def _exam(request: web.Request, exam_id: int) -> Exam:
-    exam = request.app[keys.CATALOGUE].catalogue.exam(exam_id)
-    if exam is None:
-        raise NotFoundError("考试不存在", code="exam_not_found", details={"exam_id": exam_id})
-    return exam
-
-
 async def _record(request: web.Request, body: Body, exam: Exam, query: rules.Query) -> records.Record | None:
     """The record ``query`` names, or None (its read sent in the captcha's and the throttle's batch).
 
@@ -180,7 +173,7 @@ async def released_query(request: web.Request) -> tuple[ScoreQuery, Exam, rules.
         raise ValidationFailed({"ticket_no": "give_id_number_or_ticket_no_not_both"})
     if body.id_number is None and body.ticket_no is None:
         raise ValidationFailed({"id_number": "required"})
-    exam = _exam(request, body.exam_id)
+    exam = request.app[keys.CATALOGUE].exam(body.exam_id)
     rules.check_released(exam, utcnow())
     return body, exam, rules.query(body.exam_id, body.name, id_number=body.id_number, ticket_no=body.ticket_no)
 
@@ -192,7 +185,7 @@ async def released_query(request: web.Request) -> tuple[ScoreQuery, Exam, rules.
 async def lookup_ticket(request: web.Request) -> web.Response:
     """The admission ticket inside the print window, with a signed PDF link."""
     body = await read_body(request, TicketQuery)
-    exam = _exam(request, body.exam_id)
+    exam = request.app[keys.CATALOGUE].exam(body.exam_id)
     rules.check_print_window(exam, utcnow())
     query = rules.query(body.exam_id, body.name, id_number=body.id_number, ticket_no=None)
     record = await _record(request, body, exam, query)
@@ -240,7 +233,7 @@ async def ticket_pdf(request: web.Request) -> web.Response:
                                     query.get("sig", ""))
     except links.LinkError:
         raise ApiError("下载链接无效或已过期，请重新查询准考证", code="link_invalid", status=403) from None
-    exam = _exam(request, exam_id)
+    exam = request.app[keys.CATALOGUE].exam(exam_id)
     redis = app[keys.REDIS]
     cached: bytes | None = None
     with contextlib.suppress(*REDIS_DOWN):

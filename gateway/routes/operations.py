@@ -19,7 +19,8 @@ from core.timeutil import iso_local
 from gateway import keys
 from gateway.adminauth import ADMIN_NAME
 from gateway.bodies import NO_STORE, json_response, read_body
-from gateway.errors import ApiError, ValidationFailed
+from gateway.catalogue import ExamNotFound
+from gateway.errors import ValidationFailed
 from gateway.heartbeats import read_workers
 from gateway.liveconfig import DEFAULT
 from gateway.models import Body, Int, Reply, Text
@@ -285,7 +286,7 @@ async def reconcile(request: web.Request) -> web.Response:
             raise ValidationFailed({"exam_id": "must be an exam id"}, "invalid query parameter")
         exam_id = int(raw)
         if await request.app[keys.PG].fetchval("SELECT 1 FROM exams WHERE id = $1", exam_id) is None:
-            raise ApiError("考试不存在", code="exam_not_found", status=404, details={"exam_id": exam_id})
+            raise ExamNotFound(exam_id)
     report = await reconcile_holds(request.app[keys.PG], request.app[keys.REDIS_PY], exam_id)
     return json_response(report.as_dict())
 
@@ -337,9 +338,9 @@ async def prewarm_exam(request: web.Request) -> web.Response:
     raw = request.match_info["exam_id"]
     exam_id = path_id(raw)
     if exam_id is None:
-        raise ApiError("考试不存在", code="exam_not_found", status=404, details={"exam_id": raw})
+        raise ExamNotFound(raw)
     if await request.app[keys.PG].fetchval("SELECT 1 FROM exams WHERE id = $1", exam_id) is None:
-        raise ApiError("考试不存在", code="exam_not_found", status=404, details={"exam_id": exam_id})
+        raise ExamNotFound(exam_id)
     report = await prewarm(request.app[keys.PG], request.app[keys.REDIS_PY], exam_id)
     return json_response(report.as_dict())
 

@@ -27,7 +27,6 @@ from gateway.bodies import NO_STORE, json_response
 from gateway.errors import ApiError, NotFoundError
 from gateway.liveconfig import QueueExam
 from gateway.models import Reply
-from gateway.pathids import path_id
 from gateway.routing import BATCHED, CANDIDATE, Answer, Param, Routes
 from queueing import admission, waiting_room
 from queueing.errors import AdmissionExpired, PlaceExpired, PlaceNotFound
@@ -71,11 +70,7 @@ class QueueAdmitted(Reply):
 
 def _room(request: web.Request) -> tuple[Exam, QueueExam]:
     """The exam of the path and its live waiting-room settings; 404 unless the room is enabled."""
-    raw = request.match_info["exam_id"]
-    exam_id = path_id(raw)
-    exam = request.app[keys.CATALOGUE].catalogue.exam(exam_id) if exam_id is not None else None
-    if exam is None:
-        raise NotFoundError("考试不存在", code="exam_not_found", details={"exam_id": raw})
+    exam = request.app[keys.CATALOGUE].exam_of_path(request.match_info["exam_id"])
     config = request.app[keys.LIVE].current.queue_exams.get(exam.id)
     if config is None or not config.enabled:
         raise NotFoundError("该考试当前无需排队", code="queue_not_enabled", details={"exam_id": exam.id})

@@ -26,7 +26,6 @@ from pydantic import AfterValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from core import registrations
-from core.catalogue import Exam
 from core.redis import abandon
 from core.timeutil import iso_local_ms, utcnow
 from gateway import auth, keys
@@ -168,13 +167,6 @@ async def _own_registration(request: web.Request, registration_id: int) -> tuple
     return candidate, ref, hint
 
 
-def _exam(request: web.Request, exam_id: int) -> Exam:
-    exam = request.app[keys.CATALOGUE].catalogue.exam(exam_id)
-    if exam is None:  # created after the last catalogue refresh
-        raise NotFoundError("考试不存在", code="exam_not_found", details={"exam_id": exam_id})
-    return exam
-
-
 def _admission(request: web.Request, exam_id: int) -> eligibility.Admission:
     config = request.app[keys.LIVE].current.queue_exams.get(exam_id)
     return eligibility.Admission(config is not None and config.enabled, request.app[keys.ADMISSION_KEY],
@@ -249,7 +241,7 @@ async def put_seat(request: web.Request) -> web.Response:
     raw = await json_bytes(request)
     _, ref, hint = await _own_registration(request, registration_id)
     choice = parse_body(raw, SeatChoice)  # judged once the registration is known to be the caller's
-    exam = _exam(request, ref.exam_id)
+    exam = request.app[keys.CATALOGUE].exam(ref.exam_id)
     eligibility.check_seat(exam, ref, choice.site_id, _admission(request, exam.id), now=utcnow(),
                            now_s=time.time())
     hold = await holds.hold_seat(request.app[keys.REDIS], exam.id, registration_id, choice.site_id,
