@@ -171,10 +171,11 @@ def _operation(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
         found["parameters"] = parameters
     if operation.body is not None:
         schema = schemas.of(operation.body, "validation")
-        found["requestBody"] = {"required": True, "content": {media: {"schema": schema}
-                                                              for media in operation.body_media}}
+        content = {media: {"schema": schema} for media in operation.body_media}
+        found["requestBody"] = {"required": operation.body_required, "content": content}
     elif operation.raw_body is not None:
-        found["requestBody"] = {"required": True, "content": copy.deepcopy(dict(operation.raw_body))}
+        found["requestBody"] = {"required": operation.body_required,
+                                "content": copy.deepcopy(dict(operation.raw_body))}
     responses: dict[str, Any] = {str(status): _answer(answer, schemas) for status, answer in operation.answers.items()}
     errors = dict(operation.errors)
     if operation.captcha:

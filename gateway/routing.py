@@ -97,6 +97,7 @@ class Operation:
     session: Session = RESOLVED
     body: type[BaseModel] | None = None
     body_media: tuple[str, ...] = ("application/json",)
+    body_required: bool = True  # False: the body may be left out (the handler has a default)
     raw_body: Mapping[str, Any] | None = None  # documented body read raw (a provider's own format)
     params: tuple[Param, ...] = ()
     answers: Mapping[int, Answer] = field(default_factory=dict)

@@ -319,7 +319,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 @routes.post("/admin/api/v1/dead-letters/replay", "admin.dead_letters.replay",
              summary="Put dead letters back on their streams: the ids given, or every one when ids is absent "
                      "(or there is no body)",
-             body=Replay, body_media=REPLAY_TYPES[::-1], answers={200: Answer(Replayed, "how many")},
+             body=Replay, body_media=REPLAY_TYPES[::-1], body_required=False,
+             answers={200: Answer(Replayed, "how many")},
              errors={422: f"validation_failed: ids {DEAD_LETTER_IDS} (null included), or an unknown field"},
              caller=OPERATOR)
 async def replay_dead_letters(request: web.Request) -> web.Response:
