@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,24 +44,47 @@ def scratch_stores() -> Iterator[tuple[str, str]]:
         client.close()
 
 
+@contextmanager
+def bare_app(cpus: str = "0") -> Iterator[str]:
+    """The bare aiohttp + uvloop app (``benchmarks.bare_app``) pinned like the gateway: its base URL while it runs."""
+    from loadtest.processes import free_port, wait_http
+
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.bare_app", str(port)]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", cpus, *command]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/noop")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def measure_routes(base_url: str, routes: dict[str, str], *, rounds: int = 3, duration_s: int = 6,
                    label: str = "") -> dict[str, list[float]]:
-    """Requests/s of each route, measured in interleaved rounds (alternating order) after a short warm-up."""
+    """Requests/s of each route, measured in interleaved rounds (alternating order) after a short warm-up.
+
+    A route given as a whole URL (the bare app's) is measured there instead of on ``base_url``.
+    """
     from benchmarks.wrk import run_wrk
 
-    for path in routes.values():
-        run_wrk(base_url + path, duration_s=2)
-    samples: dict[str, list[float]] = {name: [] for name in routes}
-    order = list(routes.items())
+    urls = {name: path if path.startswith("http") else base_url + path for name, path in routes.items()}
+    for url in urls.values():
+        run_wrk(url, duration_s=2)
+    samples: dict[str, list[float]] = {name: [] for name in urls}
+    order = list(urls.items())
     for round_no in range(rounds):
         # Odd rounds run the routes in reverse, so a machine whose speed drifts during a round
         # favours no route: on a shared VM the do-nothing route alone varies ±25 % minute to minute.
-        for name, path in (order if round_no % 2 == 0 else order[::-1]):
-            result = run_wrk(base_url + path, duration_s=duration_s)
+        for name, url in (order if round_no % 2 == 0 else order[::-1]):
+            result = run_wrk(url, duration_s=duration_s)
             if result.non_2xx:
-                raise RuntimeError(f"{path}: {result.non_2xx} non-2xx responses")
+                raise RuntimeError(f"{url}: {result.non_2xx} non-2xx responses")
             samples[name].append(result.requests_per_s)
-            print(f"  {label}round {round_no + 1}/{rounds} {path}: {result.requests_per_s:,.0f} req/s", flush=True)
+            print(f"  {label}round {round_no + 1}/{rounds} {routes[name]}: {result.requests_per_s:,.0f} req/s",
+                  flush=True)
     return samples
 
 
