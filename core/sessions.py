@@ -192,6 +192,20 @@ async def revoke(client: ScriptClient, token: str) -> bool:
     return True
 
 
+async def end(client: AutoPipeline, token: str, candidate_id: int) -> bool:
+    """End the session of ``token``, whose candidate the caller has just resolved: False when it is gone already.
+
+    The key and its index entry are dropped in one write (``revoke`` reads the key first to learn
+    the candidate; here the lookup that proved the session live has told it).
+    """
+    digest = _token_hash(token)
+    deleted = client.submit(b"DEL", session_key(digest))
+    unindexed = client.submit(b"ZREM", index_key(candidate_id), digest)
+    found = await deleted
+    await unindexed
+    return bool(found)
+
+
 async def revoke_all(redis: ScriptClient, candidate_id: int) -> int:
     """End every session of ``candidate_id`` (after a password reset); the number that were live.
 

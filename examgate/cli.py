@@ -10,6 +10,7 @@ contracts; a package installed beside examgate adds its commands the same way.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -17,6 +18,19 @@ import click
 
 from examgate.ctl import ctl
 from gateway import config as configmod
+
+
+def _percent_of(bar: Any) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback moving a 0-100 click progress bar forward only."""
+    shown = [0]
+
+    def progress(done: int, total: int) -> None:
+        percent = int(done * 100 / max(total, 1))
+        if percent > shown[0]:
+            bar.update(percent - shown[0])
+            shown[0] = percent
+
+    return progress
 
 
 def _settings(**overrides: Any) -> configmod.Settings:
@@ -96,13 +110,7 @@ def seed(candidates: int, reset: bool) -> None:
     settings = _settings()
     with click.progressbar(length=100, label="seeding", show_percent=True, show_eta=True,
                            file=sys.stderr) as bar:
-        shown = [0]
-
-        def progress(done: int, total: int) -> None:
-            percent = int(done * 100 / max(total, 1))
-            if percent > shown[0]:
-                bar.update(percent - shown[0])
-                shown[0] = percent
+        progress = _percent_of(bar)
 
         try:
             report = _run(seeding.seed(settings.database_url, candidates, reset=reset, progress=progress))
@@ -161,15 +169,7 @@ async def _prewarm(settings: configmod.Settings, exam_id: int) -> dict[str, Any]
         if await pool.fetchval("SELECT 1 FROM exams WHERE id = $1", exam_id) is None:
             raise click.ClickException(f"no exam {exam_id}")
         with click.progressbar(length=100, label=f"prewarming exam {exam_id}", file=sys.stderr) as bar:
-            shown = [0]
-
-            def progress(done: int, total: int) -> None:
-                percent = int(done * 100 / max(total, 1))
-                if percent > shown[0]:
-                    bar.update(percent - shown[0])
-                    shown[0] = percent
-
-            report = await prewarm(pool, redis, exam_id, progress=progress)
+            report = await prewarm(pool, redis, exam_id, progress=_percent_of(bar))
         return report.as_dict()
     finally:
         await redis.aclose()

@@ -61,14 +61,17 @@ def _problem(exc: FieldInvalid) -> PydanticCustomError:
     return PydanticCustomError(exc.code, "不符合要求：{code}", {"code": exc.code})
 
 
+def _judged(check: Callable[..., T], value: str, *args: Any, **kwargs: Any) -> T:
+    """``check(value, …)`` (a rule of ``core.accounts``): its ``FieldInvalid`` becomes the field's code."""
+    try:
+        return check(value, *args, **kwargs)
+    except FieldInvalid as exc:
+        raise _problem(exc) from None
+
+
 def _rule(check: Callable[[str], T]) -> AfterValidator:
-    """``check`` (a rule of ``core.accounts``) as a validator: its ``FieldInvalid`` becomes the field's code."""
-    def apply(value: str) -> T:
-        try:
-            return check(value)
-        except FieldInvalid as exc:
-            raise _problem(exc) from None
-    return AfterValidator(apply)
+    """``check`` as a validator of one field alone."""
+    return AfterValidator(lambda value: _judged(check, value))
 
 
 def _text(check: Callable[[str], str], schema: dict[str, Any]) -> Any:
@@ -82,10 +85,7 @@ def _free_text(min_chars: int, max_chars: int, description: str = FREE_TEXT) -> 
 
 
 def _year_month(value: Any) -> date:
-    try:
-        return accounts.check_year_month(_string(value))
-    except FieldInvalid as exc:
-        raise _problem(exc) from None
+    return _judged(accounts.check_year_month, _string(value))
 
 
 def _choice(kind: Any) -> Any:
@@ -150,27 +150,18 @@ class AccountForm(Body):
         id_type = info.data.get("id_type")
         if id_type is None:  # a number cannot be judged without its type, which is reported instead
             return value
-        try:
-            return accounts.check_id_number(value, id_type)
-        except FieldInvalid as exc:
-            raise _problem(exc) from None
+        return _judged(accounts.check_id_number, value, id_type)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str, info: ValidationInfo) -> str:
-        try:
-            return accounts.check_name(value, info.data.get("id_type"))
-        except FieldInvalid as exc:
-            raise _problem(exc) from None
+        return _judged(accounts.check_name, value, info.data.get("id_type"))
 
     @field_validator("password")
     @classmethod
     def _password(cls, value: str, info: ValidationInfo) -> str:
-        try:
-            return accounts.check_password(value, username=info.data.get("username"),
-                                           id_number=info.data.get("id_number"))
-        except FieldInvalid as exc:
-            raise _problem(exc) from None
+        return _judged(accounts.check_password, value, username=info.data.get("username"),
+                       id_number=info.data.get("id_number"))
 
     @field_validator("educations")
     @classmethod

@@ -143,8 +143,9 @@ async def _rehash(request: web.Request, record: candidates.Credentials, password
                answers={204: Answer(None, "signed out")})
 async def delete_current_session(request: web.Request) -> web.Response:
     """Sign out: end the session of the bearer token; 204, or 401 when it was not live."""
-    token = auth.bearer_token(request)
-    if not await sessions.revoke(request.app[keys.REDIS], token):
+    # The candidate wrapper resolved the session: its candidate names the index entry to drop too.
+    candidate = await auth.candidate_id(request)
+    if not await sessions.end(request.app[keys.REDIS], auth.bearer_token(request), candidate):
         raise auth.NotSignedIn("登录已失效，请重新登录", invalid=True)
     return web.Response(status=204)
 
