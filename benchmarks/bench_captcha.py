@@ -1,8 +1,9 @@
-"""Image captcha issuance (GET /api/v1/captcha/image) on one gateway process, beside a route doing nothing.
+"""Image captcha issuance (GET /api/v1/captcha/image) on one gateway process, beside routes doing nothing.
 
-One gateway process pinned to core 0, wrk on core 1 (64 connections); ``/_bench/noop`` and the
-captcha route are measured in interleaved rounds. The target is absolute (≥ 5,000 issued/s);
-the ratio to noop is reported in the details.
+One gateway process pinned to core 0, wrk on core 1 (64 connections); the bare aiohttp app's
+``GET /noop`` (``benchmarks.bare_app``, pinned to core 0 too), ``/_bench/noop`` and the captcha
+route are measured in interleaved rounds. The target is absolute (≥ 5,000 issued/s); the ratios
+to the bare app and to noop are secondary figures.
 
 Issuance is measured, not drawing: before every captcha round the Redis image pool is topped
 up to ``POOL_PER_ROUND`` images with ``captcha.pool.refill`` — enough for a 5 s round at
@@ -28,13 +29,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from benchmarks.common import median_rps, ratio, scrape_metrics, scratch_stores
+from benchmarks.common import bare_app, median_rps, ratio, scrape_metrics, scratch_stores
 from benchmarks.wrk import run_wrk
 from captcha import keys, pool
 from captcha.image import Drawn, draw_batch
 from loadtest.processes import start_gateway
 
-ROUTES = {"noop": "/_bench/noop", "captcha": "/api/v1/captcha/image"}
+ROUTES = {"noop": "/_bench/noop", "captcha": "/api/v1/captcha/image"}  # beside the bare app's "bare"
 DISTINCT_IMAGES = 256
 POOL_PER_ROUND = 120_000
 TARGET_RPS = 5000
@@ -82,22 +83,23 @@ def run(rounds: int = 3, duration_s: int = 5) -> list[dict[str, Any]]:
     images = _draw_distinct(DISTINCT_IMAGES)
     png_bytes = statistics.mean(len(item.png) for item in images)
     print(f"  drew {len(images)} distinct images (mean {png_bytes:,.0f} B)", flush=True)
-    samples: dict[str, list[float]] = {name: [] for name in ROUTES}
+    samples: dict[str, list[float]] = {name: [] for name in ["bare", *ROUTES]}
     checks: list[dict[str, Any]] = []
-    with scratch_stores() as (pg_dsn, redis_url):
+    with scratch_stores() as (pg_dsn, redis_url), bare_app() as bare_url:
         gateway = start_gateway(pg_dsn, redis_url, workers=1, cpus="0", EXAMGATE_BENCH_ROUTES="true")
         try:
             url = gateway.url
+            urls = {"bare": bare_url + "/noop", **{name: url + path for name, path in ROUTES.items()}}
             gateway.patch_config({"ratelimit": {"rules": []}})  # applied within a second, long before round 1
             asyncio.run(_top_up(redis_url, images, POOL_PER_ROUND))
-            for path in ROUTES.values():
-                run_wrk(url + path, duration_s=2)
+            for target in urls.values():
+                run_wrk(target, duration_s=2)
             for round_no in range(rounds):
-                for name, path in ROUTES.items():
+                for name, target in urls.items():
                     before = 0
                     if name == "captcha":
                         before = asyncio.run(_top_up(redis_url, images, POOL_PER_ROUND))
-                    result = run_wrk(url + path, duration_s=duration_s)
+                    result = run_wrk(target, duration_s=duration_s)
                     samples[name].append(result.requests_per_s)
                     if name == "captcha":
                         left = _size(redis_url)
@@ -106,7 +108,9 @@ def run(rounds: int = 3, duration_s: int = 5) -> list[dict[str, Any]]:
                         if left == 0 or result.non_2xx:
                             raise RuntimeError(f"captcha round {round_no + 1}: pool ran dry or non-2xx "
                                                f"({checks[-1]}); raise POOL_PER_ROUND")
-                    print(f"  round {round_no + 1}/{rounds} {path}: {result.requests_per_s:,.0f} req/s"
+                    elif result.non_2xx:
+                        raise RuntimeError(f"{target}: {result.non_2xx} non-2xx responses")
+                    print(f"  round {round_no + 1}/{rounds} {name}: {result.requests_per_s:,.0f} req/s"
                           + (f" (pool {checks[-1]['pool_before']:,} → {checks[-1]['pool_after']:,})"
                              if name == "captcha" else ""), flush=True)
             empty = scrape_metrics(url, gateway.metrics_token()).get('examgate_captcha_takes{outcome="empty"}', 0.0)
@@ -114,12 +118,16 @@ def run(rounds: int = 3, duration_s: int = 5) -> list[dict[str, Any]]:
             gateway.stop()
     issued = statistics.median(samples["captcha"])
     vs_noop = ratio(samples, "captcha", "noop")
+    vs_bare = ratio(samples, "captcha", "bare")
     details = {"requests_per_s": median_rps(samples), "samples": samples, "vs_noop": round(vs_noop, 3),
+               "vs_bare_aiohttp": round(vs_bare, 3),
                "rounds": checks, "empty_pool_takes": empty, "connections": 64, "gateway_processes": 1,
                "distinct_images": DISTINCT_IMAGES, "mean_png_bytes": round(png_bytes)}
     return [
         {"benchmark": "captcha", "metric": "image_issued_per_s", "value": round(issued), "unit": "req/s",
          "target": f">= {TARGET_RPS:,}", "passed": issued >= TARGET_RPS and empty == 0, "details": details},
+        {"benchmark": "captcha", "metric": "image_vs_bare_aiohttp", "value": round(vs_bare, 3), "unit": "×",
+         "target": None, "passed": None, "details": {}},
         {"benchmark": "captcha", "metric": "image_vs_noop", "value": round(vs_noop, 3), "unit": "×",
          "target": None, "passed": None, "details": {}},
     ]
