@@ -266,8 +266,8 @@ class Phase:
         return samples
 
     def unexpected(self, name: str) -> dict[str, int]:
-        """The statuses other than 200 the script of ``name`` counted."""
-        return {status: count for status, count in self.statuses[name].items() if status != "200"}
+        """The statuses other than 200 the script of ``name`` counted (none for a plain GET: it raises)."""
+        return {status: count for status, count in self.statuses.get(name, {}).items() if status != "200"}
 
 
 def _per_round(samples: dict[str, list[float]], name: str, baseline: str) -> list[float]:
