@@ -126,8 +126,15 @@ def check_window(exam: Exam, *, now: datetime | None = None) -> None:
         raise RegistrationClosed(exam.id, exam.registration_opens_at, exam.registration_closes_at)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _whole(value: Any) -> int | None:
+    """``value`` as an integer when JSON says it is one (2 and 2.0 alike, within 64 bits), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and -(2**63) <= value < 2**63:
+        return int(value)
+    return None
 
 
 def _string(body: Mapping[str, Any], key: str, fields: dict[str, str]) -> str | None:
@@ -196,10 +203,10 @@ def parse_request(
             fields[str(key)] = "unknown_field"
 
     exam: Exam | None = None
-    exam_id = body.get("exam_id")
-    if exam_id is None:
+    exam_id = _whole(body.get("exam_id"))
+    if body.get("exam_id") is None:
         fields["exam_id"] = "required"
-    elif not _is_int(exam_id):
+    elif exam_id is None:
         fields["exam_id"] = "must_be_integer"
     else:
         exam = exams.get(exam_id)
@@ -234,10 +241,10 @@ def parse_request(
                 allowed = taken
     subjects = _subjects(body.get("subjects"), allowed if exam is not None else None, fields)
 
-    work_years = body.get("work_years")
-    if work_years is None:
+    work_years = _whole(body.get("work_years"))
+    if body.get("work_years") is None:
         fields["work_years"] = "required"
-    elif not _is_int(work_years):
+    elif work_years is None:
         fields["work_years"] = "must_be_integer"
     elif not 0 <= work_years <= WORK_YEARS_MAX:
         fields["work_years"] = "out_of_range"

@@ -90,6 +90,9 @@ def test_a_valid_body() -> None:
     assert parse_request(body(subjects=["102"], work_years=0), EXAMS, now=NOW).subjects == ("102",)
     assert parse_request(body(work_years=60), EXAMS, now=NOW).work_years == 60
     assert parse_request(body(level="jr", subjects=["201"], province="37"), EXAMS, now=NOW).level == "jr"
+    # JSON's integers may be written 5.0, as the gateway's request models take them.
+    assert parse_request(body(exam_id=float(EXAM_ID), work_years=5.0), EXAMS, now=NOW) == parse_request(
+        body(), EXAMS, now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -119,7 +122,8 @@ def test_a_valid_body() -> None:
         ({"work_years": -1}, "work_years", "out_of_range"),
         ({"work_years": 61}, "work_years", "out_of_range"),
         ({"work_years": "5"}, "work_years", "must_be_integer"),
-        ({"work_years": 5.0}, "work_years", "must_be_integer"),
+        ({"work_years": 5.5}, "work_years", "must_be_integer"),
+        ({"exam_id": 7.5}, "exam_id", "must_be_integer"),
         ({"work_years": False}, "work_years", "must_be_integer"),
         ({"work_years": ...}, "work_years", "required"),
         ({"commitment": False}, "commitment", "must_be_true"),
