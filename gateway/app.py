@@ -24,13 +24,12 @@ from gateway.catalogue import CatalogueCache
 from gateway.clientip import ClientIp
 from gateway.config import Settings
 from gateway.configstore import ConfigStore, LiveConfigWatcher
-from gateway.metrics import LoopLagMonitor
-from gateway.middleware import make_edge_middleware
+from gateway.edge import Edge
+from gateway.metrics import LoopLagMonitor, RequestTally
 from gateway.registration_refs import RegistrationRefs
 from gateway.seat_stats import register_seat_stats
-from gateway.shedding import Shedder, shedding
+from gateway.shedding import Shedder
 from gateway.stats import StatsRecorder
-from gateway.throttle import throttle
 from ratelimit.limiter import Limiter, LimiterSettings
 
 log = logging.getLogger("examgate.gateway")
@@ -140,7 +139,7 @@ async def _live(app: web.Application) -> AsyncIterator[None]:
     store = app[appkeys.CONFIG_STORE] = ConfigStore(redis_py, app[appkeys.PG])
     watcher = app[appkeys.LIVE] = LiveConfigWatcher(redis_py, rebuild=store.rebuild,
                                                     newest_audited=store.newest_audited)
-    stats = app[appkeys.STATS] = StatsRecorder()
+    stats = app[appkeys.STATS] = StatsRecorder(app[appkeys.TALLY])
     # Start with the stored config, restored from the audit if Redis lost it. Until one is known
     # the guarded routes answer 503 config_unavailable and the watcher keeps trying.
     with contextlib.suppress(*REDIS_DOWN):
@@ -186,15 +185,13 @@ def create_app(settings: Settings) -> web.Application:
     """Build the gateway application for ``settings``."""
     from gateway.routes import modules
 
-    app = web.Application(
-        middlewares=[make_edge_middleware(settings.max_body_bytes), shedding, throttle],
-        client_max_size=settings.max_body_bytes,
-    )
+    app = web.Application(client_max_size=settings.max_body_bytes)  # no middleware: see gateway.edge
     app[appkeys.SETTINGS] = settings
     app[appkeys.LOOP_LAG] = LoopLagMonitor()
     client_ip = app[appkeys.CLIENT_IP] = ClientIp(settings.trusted_proxies)
-    app[appkeys.SHEDDER] = Shedder(client_ip, max_in_flight_per_address=settings.max_in_flight_per_address,
-                                   body_timeout_s=settings.body_timeout_s)
+    shedder = app[appkeys.SHEDDER] = Shedder(client_ip, max_in_flight_per_address=settings.max_in_flight_per_address,
+                                             body_timeout_s=settings.body_timeout_s)
+    tally = app[appkeys.TALLY] = RequestTally()
     app[appkeys.SESSIONS] = session_settings(settings)
     app[appkeys.POW_KEY] = settings.derived_key("captcha-pow")
     app[appkeys.LOADTEST_KEY] = settings.derived_key("loadtest")
@@ -210,7 +207,6 @@ def create_app(settings: Settings) -> web.Application:
     for module in routes:
         if hasattr(module, "setup"):
             module.setup(app)  # the module's own resources
-    operations = routing.register(app, [module.routes for module in routes])
+    operations = routing.register(app, [module.routes for module in routes], Edge(settings, shedder, tally))
     app[appkeys.HANDLER_DECIDES] = frozenset(name for name, op in operations.items() if op.decides_limits_in_handler)
-    app[appkeys.SHEDDING_CLASSES] = {name: op.shedding_class for name, op in operations.items()}
     return app

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from gateway.catalogue import CatalogueCache
     from gateway.clientip import ClientIp
     from gateway.configstore import ConfigStore, LiveConfigWatcher
-    from gateway.metrics import LoopLagMonitor
+    from gateway.metrics import LoopLagMonitor, RequestTally
     from gateway.registration_refs import RegistrationRefs
     from gateway.shedding import Shedder
     from gateway.stats import StatsRecorder
@@ -36,6 +36,7 @@ LIVE: web.AppKey[LiveConfigWatcher] = web.AppKey("live")
 CONFIG_STORE: web.AppKey[ConfigStore] = web.AppKey("config_store")
 STATS: web.AppKey[StatsRecorder] = web.AppKey("stats")
 LOOP_LAG: web.AppKey[LoopLagMonitor] = web.AppKey("loop_lag")
+TALLY: web.AppKey[RequestTally] = web.AppKey("request_tally")  # answers counted in memory until exported
 SHEDDER: web.AppKey[Shedder] = web.AppKey("shedder")
 CLIENT_IP: web.AppKey[ClientIp] = web.AppKey("client_ip")
 LIMITER: web.AppKey[Limiter] = web.AppKey("limiter")
@@ -54,5 +55,3 @@ TICKET_LINKS: web.AppKey[Callable[[str, int], str]] = web.AppKey("ticket_links")
 TICKET_PDF_KEY = web.AppKey("ticket_pdf_key", bytes)
 # Routes whose handler decides every rate limit itself (from the route table: ``gateway.routing``).
 HANDLER_DECIDES = web.AppKey("handler_decides", frozenset)
-# Route name → shedding class (None: never shed), from the route table.
-SHEDDING_CLASSES = web.AppKey("shedding_classes", dict)

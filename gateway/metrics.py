@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -68,24 +70,79 @@ READINESS_CHECKS = Counter("examgate_readiness_checks_total", "Readiness verdict
                            "PostgreSQL once (at most one per cache interval per process)")
 
 
-class RequestMetrics:
-    """Per-request counters with the labelled children cached (label lookup costs more than the inc)."""
+class RouteTally:
+    """One route's answers since the last export: counts by (method, status), and a latency histogram."""
+
+    __slots__ = ("name", "label", "counts", "buckets", "sum_s")
+
+    def __init__(self, name: str, label: str) -> None:
+        self.name = name  # the route name (live figures)
+        self.label = label  # the path template (Prometheus ``route`` label)
+        self.counts: dict[tuple[str, int], int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)  # the last one: above every bound
+        self.sum_s = 0.0
+
+    def observe(self, method: str, status: int, elapsed_s: float) -> None:
+        """Count one answer and its latency."""
+        key = (method, status)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        self.buckets[bisect_left(LATENCY_BUCKETS_S, elapsed_s)] += 1
+        self.sum_s += elapsed_s
+
+
+class RequestTally:
+    """Every route's answers and the requests in flight in this process, in memory until ``export``.
+
+    A Prometheus value in multiprocess mode is a locked write to a memory-mapped file; four of them
+    per request (in flight up and down, the counter, the histogram) cost more than a do-nothing
+    route's handler. So a request only adds to dicts and lists here, and ``export`` moves the sums
+    into the Prometheus values (and the live figures) once a second and before every render: the
+    exposition and the live figures are complete, at most an export interval behind.
+    """
 
     def __init__(self) -> None:
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._latencies: dict[str, Any] = {}
+        self.in_flight = 0
+        self._routes: list[RouteTally] = []
 
-    def observe(self, route: str, method: str, status: int, elapsed_s: float) -> None:
-        """Count one answered request and its latency."""
-        key = (route, method, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = REQUESTS.labels(route, method, str(status))
-        counter.inc()
-        latency = self._latencies.get(route)
-        if latency is None:
-            latency = self._latencies[route] = LATENCY.labels(route)
-        latency.observe(elapsed_s)
+    def route(self, name: str, label: str) -> RouteTally:
+        """A new tally for one route (each route's wrapper keeps its own)."""
+        tally = RouteTally(name, label)
+        self._routes.append(tally)
+        return tally
+
+    def export(self, record: Callable[[str, int, int], None] | None = None) -> int:
+        """Add what was counted since the last export to the Prometheus values; ``record(route name, status, n)``
+        gets the counts too. How many answers were exported."""
+        exported = 0
+        for tally in self._routes:
+            if not tally.counts:
+                continue
+            counts = dict(tally.counts)
+            tally.counts.clear()
+            buckets, tally.buckets[:] = list(tally.buckets), [0] * len(tally.buckets)
+            sum_s, tally.sum_s = tally.sum_s, 0.0
+            for (method, status), n in counts.items():
+                REQUESTS.labels(tally.label, method, str(status)).inc(n)
+                if record is not None:
+                    record(tally.name, status, n)
+                exported += n
+            add_observations(LATENCY.labels(tally.label), buckets, sum_s)
+        IN_FLIGHT.set(self.in_flight)
+        return exported
+
+
+def add_observations(histogram: Any, buckets: list[int], sum_s: float) -> None:
+    """Add many observations to one labelled Histogram at once: ``buckets[i]`` of them in its i-th bucket.
+
+    prometheus-client has no bulk observe; its child keeps one value per bucket (not cumulative) and one
+    for the sum, which ``observe`` increments, as this does (``tests/gateway/test_metrics_tally.py``
+    checks that both give the same exposition, so an upgrade that changes them fails a test).
+    """
+    histogram._sum.inc(sum_s)
+    for value, n in zip(histogram._buckets, buckets, strict=True):
+        if n:
+            value.inc(n)
 
 
 def render() -> tuple[bytes, str]:

@@ -38,6 +38,7 @@ from pydantic import BaseModel
 
 from gateway import auth
 from gateway.adminauth import admin_only
+from gateway.edge import CATCH_ALL_PATTERN, UNMATCHED, Edge, RouteFacts, unmatched
 
 __all__ = [
     "ANONYMOUS", "BATCHED", "CANDIDATE", "OPERATOR", "PROVIDER", "RESOLVED", "SCRAPER",
@@ -59,7 +60,9 @@ Subject = Literal["ip", "global", "candidate", "account", "id_number"]
 BODY_SUBJECTS = frozenset({"account", "id_number"})
 SHEDDING_CLASSES = ("candidate_read", "candidate_write", "login", "payment_notify", "admin")
 _PATH_PARAM = re.compile(r"\{([a-z_]+)(?::[^}]*)?\}")
-OPERATION = web.AppKey("operations", dict)  # route name → Operation, for the middlewares
+_PARAM_REGEX = re.compile(r"\{([a-z_]+):[^}]*\}")
+OPERATION = web.AppKey("operations", dict)  # route name → Operation
+EDGE = web.AppKey("edge", Edge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +206,11 @@ def _candidate_route(handler: Handler, batched: bool) -> Handler:
     return resolved_route
 
 
-def register(app: web.Application, tables: Iterable[Routes]) -> dict[str, Operation]:
-    """Add every operation of ``tables`` to ``app``'s router; all its operations by route name."""
+def register(app: web.Application, tables: Iterable[Routes], edge: Edge | None = None) -> dict[str, Operation]:
+    """Add every operation of ``tables`` to ``app``'s router, each behind ``edge`` (the first call's when not
+    given), and once the catch-all route for requests no operation matches; all its operations by route name."""
+    if edge is None:
+        edge = app[EDGE]
     operations: dict[str, Operation] = app.get(OPERATION, {})
     for routes in tables:
         for operation in routes.operations:
@@ -216,12 +222,26 @@ def register(app: web.Application, tables: Iterable[Routes]) -> dict[str, Operat
                 handler = _candidate_route(handler, operation.session == BATCHED)
             elif operation.caller == OPERATOR:
                 handler = admin_only(handler)  # 401 before anything else is looked at
+            facts = RouteFacts(operation.name, _canonical(operation.path), operation.shedding_class,
+                               operation.decides_limits_in_handler)
+            handler = edge.wrap(app, handler, facts)
             if operation.method == "GET":
                 app.router.add_get(operation.path, handler, name=operation.name, allow_head=operation.allow_head)
             else:
                 app.router.add_route(operation.method, operation.path, handler, name=operation.name)
+    if EDGE not in app:
+        # Tried after every operation's resource (aiohttp looks longer path prefixes up first, "/" last),
+        # however many are added later; its handler answers 404 or 405.
+        app.router.add_route("*", CATCH_ALL_PATTERN,
+                             edge.wrap(app, unmatched, RouteFacts(UNMATCHED, UNMATCHED, None, False)))
+        app[EDGE] = edge
     app[OPERATION] = operations
     return operations
+
+
+def _canonical(path: str) -> str:
+    """The path template as aiohttp reports it (``route.resource.canonical``): parameters without their regexes."""
+    return _PARAM_REGEX.sub(r"{\1}", path)
 
 
 def operations_of(app: web.Application) -> dict[str, Operation]:

@@ -1,4 +1,4 @@
-"""Maintenance switches and overload shedding: refuse at once what the process cannot serve well.
+"""Overload shedding: refuse at once what the process cannot serve well (applied by ``gateway.edge``).
 
 Each route belongs to a class (candidate reads, candidate writes, login, payment notifications,
 admin), declared in the route table (``gateway.routing``). A class has a maximum of in-flight
@@ -14,22 +14,19 @@ A request counts against its class only once its body is in: one that did not co
 headers is waited for up to ``body_timeout_s`` (408 after), so clients sending a byte at a time
 hold no place of anyone's. A client address may have ``max_in_flight_per_address`` requests in
 flight per process (429 beyond), payment notifications excepted: providers send many from few
-addresses, and their class limit bounds them.
+addresses, and their class limit bounds them. Maintenance messages (live config ``maintenance``)
+are answered by the edge before any of this.
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import errors, keys, metrics
-from gateway.bodies import await_body
+from gateway import errors, metrics
 from gateway.clientip import ClientIp
 from gateway.connections import GuardedRequestHandler
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LAG_EXEMPT = frozenset({"payment_notify", "admin"})
 # Loop lag sheds only a process that has at least this many requests of the class in flight. The lag
@@ -73,74 +70,55 @@ class Shedder:
         else:
             del self.by_address[address]
 
-    def classify(self, route_name: str, method: str, declared: dict[str, str | None]) -> str | None:
-        """The class of a route as the route table declares it; a request no route matched by its method."""
-        if route_name in declared:
-            return declared[route_name]
-        return "candidate_read" if method in ("GET", "HEAD") else "candidate_write"
+    def admit(self, request: web.Request, klass: str, limit: int | None, max_lag_ms: int, lag_s: float) -> str | None:
+        """Count ``request`` in flight in ``klass``, or raise the refusal: its class full (``limit``), the loop
+        late by more than ``max_lag_ms`` with the class busy, or its address with its maximum in flight.
+
+        The address counted (give it back with ``leave``), or None when addresses are not counted.
+        """
+        busy = self.in_flight[klass]
+        if limit is not None and busy >= limit:
+            raise shed(klass, "in_flight")
+        if busy >= LAG_MIN_IN_FLIGHT and max_lag_ms and klass not in LAG_EXEMPT and lag_s * 1000 > max_lag_ms:
+            raise shed(klass, "loop_lag")
+        address = None
+        if self.max_in_flight_per_address and klass not in ADDRESS_EXEMPT:
+            address = self.client_ip.of(request)
+            if not self.enter(address):
+                raise address_busy(klass)
+        self.in_flight[klass] = busy + 1
+        return address
 
 
-def _config_unavailable(klass: str) -> errors.ApiError:
+class BodyTooSlow(errors.RequestTimeout):
+    """The body did not come within ``body_timeout_s``: 408, and the connection closed after it."""
+
+
+def config_unavailable(klass: str) -> errors.ApiError:
+    """503 while this process does not know its live config (counted as shed)."""
     metrics.SHED.labels(klass, "config_unavailable").inc()
     return errors.ApiError("系统配置正在恢复，请稍后重试", code="config_unavailable", status=503,
                            retry_after_s=CONFIG_RETRY_AFTER_S)
 
 
-def _address_busy(klass: str) -> errors.ApiError:
+def address_busy(klass: str) -> errors.ApiError:
+    """429 for an address with its maximum of requests in flight (counted as shed)."""
     metrics.SHED.labels(klass, "address_in_flight").inc()
     return errors.ApiError("您的网络地址同时发出的请求过多，请稍后重试", code="too_many_requests", status=429,
                            retry_after_s=RETRY_AFTER_S,
                            details={"retry_after_s": RETRY_AFTER_S, "rules": [], "reason": "address_in_flight"})
 
 
-def _body_too_slow(request: web.Request, timeout_s: float) -> web.Response:
-    """408, the connection closed after it: the rest of the body is not waited for."""
-    response = errors.to_response(errors.RequestTimeout(details={"timeout_s": timeout_s}))
+def body_too_slow(request: web.Request, error: BodyTooSlow) -> web.Response:
+    """The 408 of ``error``, the connection closed after it: the rest of the body is not waited for."""
+    response = errors.to_response(error)
     response.force_close()
     if isinstance(request.protocol, GuardedRequestHandler):
         request.protocol.close_unread()
     return response
 
 
-def _shed(klass: str, reason: str) -> errors.Overloaded:
+def shed(klass: str, reason: str) -> errors.Overloaded:
+    """503 + Retry-After for a request of ``klass`` refused for ``reason`` (counted)."""
     metrics.SHED.labels(klass, reason).inc()
     return errors.Overloaded(retry_after_s=RETRY_AFTER_S, details={"reason": reason})
-
-
-@web.middleware
-async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Maintenance message, unknown config, the body, then in-flight limits (class, loop lag, address)."""
-    app = request.app
-    route_name = request.match_info.route.name or "unmatched"
-    watcher = app[keys.LIVE]
-    live = watcher.current
-    message = live.maintenance_for(route_name)
-    if message is not None:
-        raise errors.ApiError(message, code="maintenance", status=503, retry_after_s=60)
-    shedder = app[keys.SHEDDER]
-    klass = shedder.classify(route_name, request.method, app[keys.SHEDDING_CLASSES])
-    if klass is None:
-        return await handler(request)
-    if (not watcher.known and klass in CONFIG_GUARDED and route_name != "unmatched"
-            and not route_name.startswith(PAGES_PREFIX)):
-        raise _config_unavailable(klass)
-    if not request.content.is_eof() and not await await_body(request, shedder.body_timeout_s):
-        return _body_too_slow(request, shedder.body_timeout_s)
-    limit = live.shedding.get(klass)
-    if limit is not None and shedder.in_flight[klass] >= limit:
-        raise _shed(klass, "in_flight")
-    if (klass not in LAG_EXEMPT and live.max_loop_lag_ms and shedder.in_flight[klass] >= LAG_MIN_IN_FLIGHT
-            and app[keys.LOOP_LAG].lag_s * 1000 > live.max_loop_lag_ms):
-        raise _shed(klass, "loop_lag")
-    address = None
-    if shedder.max_in_flight_per_address and klass not in ADDRESS_EXEMPT:
-        address = shedder.client_ip.of(request)
-        if not shedder.enter(address):
-            raise _address_busy(klass)
-    shedder.in_flight[klass] += 1
-    try:
-        return await handler(request)
-    finally:
-        shedder.in_flight[klass] -= 1
-        if address is not None:
-            shedder.leave(address)

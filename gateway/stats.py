@@ -1,9 +1,10 @@
 """Live figures across processes: per-route request counts flushed to Redis each second, read as rates.
 
-Each process counts answered requests in a dict (``record`` runs on every request) and adds
-them every second to ``eg:stats:<unix_second>`` (HINCRBY ``<route>|<status>``, kept 120 s), so
-``read_stats`` in any process sees the sum of all of them. Later features add sections
-(queues, seats, stream lag, pools) with ``register_provider``.
+Each process counts answered requests in memory (``metrics.RequestTally``, added to on every
+request); every second the flush exports the tally (into the Prometheus values, and the counts
+per route and status here) and adds the counts to ``eg:stats:<unix_second>`` (HINCRBY
+``<route>|<status>``, kept 120 s), so ``read_stats`` in any process sees the sum of all of them.
+Later features add sections (queues, seats, stream lag, pools) with ``register_provider``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
 from core.redis import REDIS_DOWN
+
+if TYPE_CHECKING:
+    from gateway.metrics import RequestTally
 
 log = logging.getLogger("examgate.stats")
 
@@ -35,18 +39,25 @@ def bucket_key(unix_second: int) -> str:
 class StatsRecorder:
     """This process's request counts since the last flush, and the registered stats providers."""
 
-    def __init__(self) -> None:
+    def __init__(self, tally: RequestTally | None = None) -> None:
         self._counts: dict[tuple[str, int], int] = {}
         self._providers: dict[str, Provider] = {}
+        self._tally = tally
 
-    def record(self, route_name: str, status: int) -> None:
-        """Count one answered request."""
+    def record(self, route_name: str, status: int, n: int = 1) -> None:
+        """Count ``n`` answered requests."""
         key = (route_name, status)
         counts = self._counts
-        counts[key] = counts.get(key, 0) + 1
+        counts[key] = counts.get(key, 0) + n
+
+    def collect(self) -> None:
+        """Take in what the request tally counted since its last export (the Prometheus values get it too)."""
+        if self._tally is not None:
+            self._tally.export(self.record)
 
     async def flush(self, redis: aioredis.Redis, now_s: float | None = None) -> int:
         """Add the counts to the current second's bucket and start again; how many requests were flushed."""
+        self.collect()
         counts, self._counts = self._counts, {}
         if not counts:
             return 0

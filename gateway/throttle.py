@@ -1,6 +1,7 @@
 """Rate limits at the edge: every rule matching a request decided in one call to the limiter.
 
-Rules keyed by ip or global are decided here, from the request itself, before the handler.
+Rules keyed by ip or global are decided by the edge (``gateway.edge``), from the request
+itself, before the handler.
 Rules keyed by candidate are decided by ``gateway.auth.finish_candidate`` the moment the
 candidate is known (the candidate wrapper of ``gateway.routing`` makes every candidate route
 learn it). Routes whose rules key on what the body says (account, id_number), and the lookups,
@@ -12,8 +13,6 @@ checked; the handler reports a failure with ``record_failure``, which consumes t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 from multidict import istr
 
@@ -23,7 +22,6 @@ from ratelimit.headers import ratelimit_header, ratelimit_policy_header
 from ratelimit.limiter import Verdict
 from ratelimit.rules import Rule
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VERDICT_KEY = web.RequestKey("ratelimit_verdict", Verdict)
 POLICY_HEADER = istr("RateLimit-Policy")
 RATELIMIT_HEADER = istr("RateLimit")
@@ -32,7 +30,7 @@ GLOBAL_SUBJECT = "all"
 
 
 def handler_decides(app: web.Application, route_name: str) -> bool:
-    """True when the middleware leaves the route's rules to its handler (declared in the route table)."""
+    """True when the edge leaves the route's rules to its handler (declared in the route table)."""
     return route_name in app[keys.HANDLER_DECIDES]
 
 
@@ -89,27 +87,10 @@ async def record_failure(request: web.Request, *, account: str | None = None,
         await request.app[keys.LIMITER].check(checks, failures=True)
 
 
-def _add_headers(response: web.StreamResponse, verdict: Verdict) -> None:
+def add_headers(response: web.StreamResponse, verdict: Verdict) -> None:
     policy = ratelimit_policy_header(verdict)
     current = ratelimit_header(verdict)
     if policy is not None and current is not None:
         headers = response.headers
         headers[POLICY_HEADER] = policy
         headers[RATELIMIT_HEADER] = current
-
-
-@web.middleware
-async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Apply request-keyed rules before the handler; add RateLimit headers to the answer."""
-    live = request.app[keys.LIVE].current
-    name = request.match_info.route.name or ""
-    rules = live.rules_for(name)
-    if not rules:
-        return await handler(request)
-    if not handler_decides(request.app, name):  # else the handler enforces, once it has read the body
-        await enforce(request, rules=rules)
-    response = await handler(request)
-    verdict = request.get(VERDICT_KEY)
-    if verdict is not None:
-        _add_headers(response, verdict)
-    return response

@@ -105,6 +105,7 @@ async def _captcha_pool_stats(app: web.Application) -> PoolStats | None:
 
 
 async def _render_metrics(app: web.Application) -> Rendered:
+    app[keys.STATS].collect()  # this process's answers so far (the others export theirs each second)
     metrics.sample_pools(app.get(keys.PG), app.get(keys.REDIS))
     metrics.sample_limiter(app.get(keys.LIMITER))
     metrics.sample_hasher(app.get(keys.HASHER))

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway import auth, keys, routing
 from gateway.app import create_app
+from gateway.edge import CATCH_ALL
 from gateway.routes import modules
 from tests.gateway import candidate_http as h
 from tests.gateway.seat_stack import make_candidates, make_sessions
@@ -47,7 +48,7 @@ async def test_every_module_declares_its_routes_and_every_route_is_declared(clie
     assert all(hasattr(module, "routes") for module in modules(bench=True))
     declared = client.app[routing.OPERATION]
     for route in client.app.router.routes():
-        if route.method != "HEAD":
+        if route.method != "HEAD" and route.resource.canonical != CATCH_ALL:  # the catch-all answers 404/405
             assert route.name in declared, route.name
 
 
