@@ -10,6 +10,7 @@ address capped, headers and bodies due in bounded time, bad HTTP answered in JSO
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -71,6 +72,9 @@ async def _serve_forever(settings: Settings) -> None:
     site = GuardedSite(runner, ConnectionGuard(settings), settings.host, settings.port, backlog=2048,
                        options=options)
     await site.start()
+    # Everything loaded so far (modules, the app, its pools and caches) lives as long as the process:
+    # kept out of the cyclic collector's scans, which otherwise walk it again and again under load.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
