@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
+from cachetools import LRUCache
 
 from captcha.pool import TakeCounters, preload_scripts
 from core.db import PoolSettings, create_pool
@@ -172,6 +173,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+SEEN_SESSIONS_KEPT = 50_000  # a few MB; a session not among them costs its first request one round trip
 TICKET_LINK_PURPOSE = "ticket-pdf"  # lookups.links.KEY_PURPOSE, without importing fpdf2 at start-up
 
 
@@ -193,6 +195,7 @@ def create_app(settings: Settings) -> web.Application:
                                              body_timeout_s=settings.body_timeout_s)
     tally = app[appkeys.TALLY] = RequestTally()
     app[appkeys.SESSIONS] = session_settings(settings)
+    app[appkeys.SEEN_SESSIONS] = LRUCache(maxsize=SEEN_SESSIONS_KEPT)
     app[appkeys.POW_KEY] = settings.derived_key("captcha-pow")
     app[appkeys.LOADTEST_KEY] = settings.derived_key("loadtest")
     app[appkeys.RECOVERY_KEY] = settings.derived_key("recovery")

@@ -10,6 +10,7 @@ from core import sessions
 from core.redis import abandon
 from gateway import keys, throttle
 from gateway.errors import Unauthorized
+from ratelimit.limiter import PendingCheck, Verdict
 from ratelimit.rules import Rule
 
 CANDIDATE_ID = web.RequestKey("signed_in_candidate", int)
@@ -18,6 +19,9 @@ PendingCandidate = int | sessions.PendingResolve | None
 # The lookup the candidate wrapper of ``gateway.routing`` started for a route that finishes it itself.
 PENDING_CANDIDATE: web.RequestKey[PendingCandidate] = web.RequestKey("pending_candidate", object)  # type: ignore[arg-type]
 _CHALLENGE = 'Bearer realm="examgate"'
+# (the candidate this process saw the session belong to, or None; its rules' decision when sent early)
+EARLY_CHECK: web.RequestKey[tuple[int | None, Verdict | PendingCheck | None]] = web.RequestKey(
+    "early_candidate_check", tuple)
 
 
 class NotSignedIn(Unauthorized):
@@ -50,35 +54,64 @@ def submit_candidate(request: web.Request) -> PendingCandidate:
 
     The handler issues its own Redis commands next (one write for all) and then awaits
     ``finish_candidate`` before their replies: no Task per lookup, as ``asyncio.gather`` would make.
+    When the route has candidate-keyed rules and this process has resolved the same session before
+    (``keys.SEEN_SESSIONS``), the rules' decision is sent now too, beside the lookup, instead of one
+    round trip after it: a session belongs to one candidate for good, so the one seen is the one the
+    lookup will find, or the lookup finds none and the request is refused 401 whatever the rules said.
     """
     found = request.get(CANDIDATE_ID)
     if found is not None:
         return found
     token = bearer_token(request)
     app = request.app
-    return sessions.submit_resolve(app[keys.REDIS], token, settings=app[keys.SESSIONS])
+    pending = sessions.submit_resolve(app[keys.REDIS], token, settings=app[keys.SESSIONS])
+    if pending is not None and (rules := candidate_rules(request)):
+        seen = app[keys.SEEN_SESSIONS].get(pending.keys[0])
+        decision = None
+        if seen is not None:
+            subject = request[throttle.CANDIDATE_KEY] = str(seen)
+            decision = throttle.submit_candidate_rules(request, rules, subject)
+        request[EARLY_CHECK] = (seen, decision)
+    return pending
 
 
 async def finish_candidate(request: web.Request, pending: PendingCandidate) -> int:
     """The signed-in candidate of a ``submit_candidate``; raises NotSignedIn when the session is not live.
 
     Learning the candidate decides the route's candidate-keyed rate limits at once (RateLimited
-    when refused): the throttle middleware ran before the candidate was known and left them out.
-    No handler has to remember them; a route without such rules costs no coroutine here.
+    when refused): the edge ran before the candidate was known and left them out. No handler has
+    to remember them; a route without such rules costs no coroutine here.
     """
     if pending.__class__ is int:
         return pending
     # mypy narrows a class check only where it holds: what is left here is the lookup or None.
     lookup = cast("sessions.PendingResolve | None", pending)
-    resolved = await sessions.finish_resolve(request.app[keys.REDIS], lookup)
+    seen, decision = request.get(EARLY_CHECK) or (None, None)
+    try:
+        resolved = await sessions.finish_resolve(request.app[keys.REDIS], lookup)
+    except BaseException:
+        _abandon_check(decision)
+        raise
     if resolved is None:
+        _abandon_check(decision)
         raise NotSignedIn("登录已失效，请重新登录", invalid=True)
     request[CANDIDATE_ID] = resolved
     request[throttle.CANDIDATE_KEY] = str(resolved)
+    if decision is not None and seen == resolved:
+        await throttle.settle(request, decision)
+        return resolved
+    _abandon_check(decision)
     rules = candidate_rules(request)
     if rules:
+        if lookup is not None:
+            request.app[keys.SEEN_SESSIONS][lookup.keys[0]] = resolved
         await throttle.enforce(request, rules=rules)
     return resolved
+
+
+def _abandon_check(decision: Verdict | PendingCheck | None) -> None:
+    if isinstance(decision, PendingCheck):
+        abandon(decision.reply)
 
 
 def abandon_candidate(pending: PendingCandidate) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
+from cachetools import LRUCache
 
 from captcha.pool import TakeCounters
 from core.passwords import PasswordHasher
@@ -53,5 +54,8 @@ LOOKUPS: web.AppKey[Lookups] = web.AppKey("lookups")
 # (ticket number, exam id) → signed PDF path
 TICKET_LINKS: web.AppKey[Callable[[str, int], str]] = web.AppKey("ticket_links")
 TICKET_PDF_KEY = web.AppKey("ticket_pdf_key", bytes)
+# Session key → candidate, for sessions this process has resolved on routes with candidate-keyed rules
+# (``gateway.auth.submit_candidate`` sends those rules beside the session lookup).
+SEEN_SESSIONS = web.AppKey("seen_sessions", LRUCache)
 # Routes whose handler decides every rate limit itself (from the route table: ``gateway.routing``).
 HANDLER_DECIDES = web.AppKey("handler_decides", frozenset)

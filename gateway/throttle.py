@@ -19,7 +19,7 @@ from multidict import istr
 from core.identity import normalise_id_number, normalise_username
 from gateway import keys
 from ratelimit.headers import ratelimit_header, ratelimit_policy_header
-from ratelimit.limiter import Verdict
+from ratelimit.limiter import PendingCheck, Verdict
 from ratelimit.rules import Rule
 
 VERDICT_KEY = web.RequestKey("ratelimit_verdict", Verdict)
@@ -69,9 +69,18 @@ async def enforce(request: web.Request, *, account: str | None = None, id_number
     if rules is None:
         rules = request.app[keys.LIVE].current.rules_for(request.match_info.route.name or "")
     checks = _checks(request, rules, account, id_number)
-    if not checks:
-        return
-    verdict = await request.app[keys.LIMITER].check(checks)
+    if checks:
+        await settle(request, request.app[keys.LIMITER].submit(checks))
+
+
+def submit_candidate_rules(request: web.Request, rules: tuple[Rule, ...], candidate: str) -> Verdict | PendingCheck:
+    """Queue the decision of candidate-keyed ``rules`` for ``candidate`` in this tick's batch (``settle`` it)."""
+    return request.app[keys.LIMITER].submit([(rule, candidate) for rule in rules])
+
+
+async def settle(request: web.Request, pending: Verdict | PendingCheck) -> None:
+    """Await a submitted decision; raise RateLimited / LimiterUnavailable when refused."""
+    verdict = await request.app[keys.LIMITER].finish(pending)
     if not verdict.allowed:
         raise verdict.refusal()  # type: ignore[misc]
     request[VERDICT_KEY] = verdict

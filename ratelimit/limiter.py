@@ -143,6 +143,15 @@ class _Plan:
         denials[subject] = (bypass_at, retry_at)
 
 
+class PendingCheck(NamedTuple):
+    """A check ``Limiter.submit`` queued: its rules and subjects, and the future of its part of the reply."""
+
+    active: list[tuple[_Plan, str]]
+    reply: asyncio.Future[list[int]]
+    sent_at: float
+    failures: bool
+
+
 class _Batch:
     """Checks gathered for one script call, kept as pre-encoded RESP parts (see ``Limiter._call``)."""
 
@@ -235,6 +244,11 @@ class Limiter:
         Rules with ``counts: failures`` may refuse the request but consume nothing, unless
         ``failures`` is set: then the request is a failure being recorded and they consume.
         """
+        return await self.finish(self.submit(checks, failures=failures))
+
+    def submit(self, checks: Sequence[tuple[Rule, str]], *, failures: bool = False) -> Verdict | PendingCheck:
+        """``check`` without awaiting: the verdict when no Redis call is needed, else the call queued in this
+        tick's batch (``finish`` gives the verdict). Lets a request send its check beside its other commands."""
         counters = self.counters
         counters["checks"] += 1
         plans = self._plans
@@ -273,11 +287,18 @@ class Limiter:
             key = plan.prefix + encode_subject(subject)
             keys.append(f"${len(key)}\r\n{key}\r\n")
             args.append(plan.argv_resp if failures else plan.check_argv_resp)
+        return PendingCheck(active, self._decide("".join(keys), "".join(args), len(active)), now, failures)
+
+    async def finish(self, pending: Verdict | PendingCheck) -> Verdict:
+        """The verdict of a ``submit``."""
+        if not isinstance(pending, PendingCheck):
+            return pending
         try:
-            reply = await self._decide("".join(keys), "".join(args), len(active))
+            reply = await pending.reply
         except (RedisError, TimeoutError):  # counted, and the breaker told, once per batch
-            return self._fallback(active, failures)
-        return self._verdict(active, reply, now)
+            return self._fallback(pending.active, pending.failures)
+        return self._verdict(pending.active, reply, pending.sent_at)
+
 
     def _decide(self, keys: str, args: str, rules: int) -> asyncio.Future[list[int]]:
         """Queue one request for the next batch; the future gets its part of the reply.

@@ -6,7 +6,9 @@ hold (a hint for the hold script) in one auto-pipelined batch, (2) the hold scri
 admission token is an HMAC checked in Python; the exam and its sites come from the
 in-memory catalogue; the registration's owner, exam and province from ``RegistrationRefs``
 (one ``fetchrow`` the first time this process sees the registration). Rate-limit rules
-keyed by candidate, when the live config has any for the route, add one limiter call.
+keyed by candidate, when the live config has any for the route, are decided by one limiter call
+sent beside the session lookup once this process has seen the session (``gateway.auth``), one
+round trip after it the first time.
 
 Whether the registration may take the seat is one domain call, ``queueing.eligibility.check_seat``
 (site, province, status, window, waiting room); a paid seat neither moves nor is released (409

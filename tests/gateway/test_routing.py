@@ -92,3 +92,48 @@ def test_a_candidate_route_always_offers_the_candidate_subject() -> None:
         routes.add("GET", "/x", "x", handler, caller=routing.CANDIDATE, limits=("ip",))
     assert routes.add("POST", "/y", "y", handler, limits=("ip", "account")).decides_limits_in_handler
     assert routes.add("GET", "/z", "z", handler).shedding_class == "candidate_read"
+
+
+async def test_a_seen_session_has_its_rules_decided_beside_its_lookup(client: Any, pg: asyncpg.Connection,
+                                                                      redis_url: str) -> None:
+    """The first request of a session decides its candidate's rules after the lookup, the next ones beside it
+    (sent before the lookup's reply is awaited); the budget is spent exactly; a dead session is 401 first."""
+    candidates = await make_candidates(pg, 2)
+    mine, other = await make_sessions(redis_url, candidates)
+    rule = {"id": "per-candidate", "routes": ["test.*"], "key": "candidate", "rate": 1, "period_s": 3600, "burst": 5,
+            "mode": "enforce", "on_redis_error": "local"}
+    resp = await client.patch("/admin/api/v1/config", headers=h.admin(), json={"ratelimit": {"rules": [rule]}})
+    assert resp.status == 200, await resp.text()
+    await client.app[keys.LIVE].refresh()
+    limiter, events = client.app[keys.LIMITER], []
+    submit, finish = limiter.submit, auth.sessions.finish_resolve
+
+    def recording_submit(*args: Any, **kwargs: Any) -> Any:
+        events.append("rules")
+        return submit(*args, **kwargs)
+
+    async def recording_finish(*args: Any, **kwargs: Any) -> Any:
+        events.append("lookup awaited")
+        return await finish(*args, **kwargs)
+
+    limiter.submit = recording_submit
+    auth.sessions.finish_resolve = recording_finish  # type: ignore[assignment]
+    try:
+        statuses = []
+        for _ in range(7):
+            events.clear()
+            statuses.append((await client.get("/test/resolved", headers={"Authorization": f"Bearer {mine}"})).status)
+            if len(statuses) == 1:
+                assert events == ["lookup awaited", "rules"]  # not seen yet: one round trip after the other
+            elif statuses[-1] == 200:
+                assert events == ["rules", "lookup awaited"]  # seen: both in one round trip
+        assert statuses == [200] * 5 + [429] * 2  # the burst, exactly
+        # Another candidate's budget is untouched; a forged token spends nobody's.
+        assert (await client.get("/test/batched", headers={"Authorization": "Bearer " + "x" * 43})).status == 401
+        assert (await client.get("/test/batched", headers={"Authorization": f"Bearer {other}"})).status == 200
+        # Signed out (the session gone from Redis): 401, however the rules would have answered.
+        await client.app[keys.REDIS_PY].flushdb()
+        assert (await client.get("/test/resolved", headers={"Authorization": f"Bearer {mine}"})).status == 401
+    finally:
+        limiter.submit = submit
+        auth.sessions.finish_resolve = finish  # type: ignore[assignment]
