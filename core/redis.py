@@ -442,6 +442,16 @@ class AutoPipeline:
             raise ConnectionError("Redis client closed")
         return self._enqueue(packed)
 
+    def write_packed(self, packed: bytes) -> asyncio.Future[Any]:
+        """``send_packed``, written now with whatever this tick has queued (not at the end of the tick).
+
+        For a caller that gathers its own batch and sends it from a loop callback: waiting for the
+        end of that callback's tick would let the other writes made beside it go one round before it.
+        """
+        future = self.send_packed(packed)
+        self._flush()
+        return future
+
     def _enqueue(self, packed: bytes) -> asyncio.Future[Any]:
         loop = self._loop or self._get_loop()
         fut = loop.create_future()

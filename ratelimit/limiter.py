@@ -299,7 +299,6 @@ class Limiter:
             return self._fallback(pending.active, pending.failures)
         return self._verdict(pending.active, reply, pending.sent_at)
 
-
     def _decide(self, keys: str, args: str, rules: int) -> asyncio.Future[list[int]]:
         """Queue one request for the next batch; the future gets its part of the reply.
 
@@ -334,31 +333,39 @@ class Limiter:
         if batch.timer is not None:
             batch.timer.cancel()
         self._in_flight += 1
-        task = asyncio.ensure_future(self._run_batch(batch))
+        # Written now, not when the task first runs: at the end of the tick that gathered it, beside
+        # the commands the same requests sent through the main client (one round trip for both).
+        packed = self._packed(batch)
+        try:
+            reply: asyncio.Future[list[int]] | BaseException = self.client.write_packed(packed)
+        except RedisError as exc:
+            reply = exc
+        task = asyncio.ensure_future(self._run_batch(batch, packed, reply))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_batch(self, batch: _Batch) -> None:
-        """One script call for the batch, within the budget; then the batch gathered meanwhile goes."""
+    async def _run_batch(self, batch: _Batch, packed: bytes,
+                         reply: asyncio.Future[list[int]] | BaseException) -> None:
+        """Await the batch's script call, within the budget; then the batch gathered meanwhile goes."""
         try:
-            await self._call(batch)
+            await self._call(batch, packed, reply)
         finally:
             self._in_flight -= 1
             waiting = self._batch
             if waiting is not None and self._in_flight == 0:
                 self._send_batch(waiting)
 
-    async def _call(self, batch: _Batch) -> None:
-        """One script call for the batch; the breaker hears once per call."""
+    async def _call(self, batch: _Batch, packed: bytes, reply: asyncio.Future[list[int]] | BaseException) -> None:
+        """The batch's script call; the breaker hears once per call."""
         counters = self.counters
         counters["redis_calls"] += 1
         breaker = self.breaker
         try:
             if self._client_keeps_budget:
-                reply = await self._evalsha(batch)
+                result = await self._evalsha(packed, reply)
             else:
                 async with asyncio.timeout(self._budget_s):
-                    reply = await self._evalsha(batch)
+                    result = await self._evalsha(packed, reply)
         except (TimeoutError, RedisTimeoutError) as exc:
             counters["redis_timeouts"] += 1
             counters["redis_errors"] += 1
@@ -375,17 +382,22 @@ class Limiter:
             batch.fail(RedisError("rate-limit batch abandoned"))
             raise
         breaker.record_success()
-        batch.resolve(reply)
+        batch.resolve(result)
 
-    async def _evalsha(self, batch: _Batch) -> list[int]:
+    def _packed(self, batch: _Batch) -> bytes:
         """EVALSHA of the batch, encoded here from pre-encoded parts (see ``AutoPipeline.send_packed``)."""
         key_count = batch.key_count
-        packed = "".join((
+        return "".join((
             f"*{3 + key_count + 2 + batch.arg_count}\r\n$7\r\nEVALSHA\r\n$40\r\n{self.script.sha}\r\n",
             bulk_strings((key_count,)), *batch.keys, bulk_strings((self._pad, len(batch.futures))), *batch.args,
         )).encode()
+
+    async def _evalsha(self, packed: bytes, reply: asyncio.Future[list[int]] | BaseException) -> list[int]:
+        """The reply of the written call; the script loaded and the call sent again after NOSCRIPT."""
         try:
-            return await self.client.send_packed(packed)
+            if isinstance(reply, BaseException):
+                raise reply
+            return await reply
         except NoScriptError:
             await self.script.load(self.client)
             return await self.client.send_packed(packed)

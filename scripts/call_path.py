@@ -1,4 +1,4 @@
-"""Which of the project's files and functions one seat hold and one score lookup pass through.
+"""Which of the project's files and functions a seat hold and a score lookup pass through, in how many round trips.
 
     .venv/bin/python scripts/call_path.py [--redis-url URL] [--json]
 
@@ -17,7 +17,13 @@
    is a take on the cached path: the warm-up's hold is given back (DELETE, untraced) first.
    The test server is aiohttp's own, so the guarded connections of ``gateway/serve.py`` are
    not on the path.
-4. Prints per request the number of distinct files and functions and ``path: func, …``.
+   The seat route has one candidate-keyed rate-limit rule, as at peak (and in the benchmark).
+4. Counts the request's Redis round trips: the writes of the auto-pipelined clients (the
+   main one and the limiter's) while it is in flight, grouped into rounds; a write starts a
+   new round when a reply has come back since the previous write (writes with no reply
+   between them travel together).
+5. Prints per request the number of distinct files and functions, Redis writes and round
+   trips, and ``path: func, …``.
 
 The tree measured is the one ``gateway`` is imported from: ``PYTHONPATH=/other/tree``
 measures another checkout (its ``tests/`` helpers included) with this venv.
@@ -46,6 +52,7 @@ PG_SERVER = os.environ.get("EXAMGATE_TEST_DATABASE_URL", "postgresql://postgres@
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 SEAT = "PUT /api/v1/registrations/{id}/seat"
 SCORE = "POST /api/v1/scores/lookup"
+SCORE_PROTECTED = "POST /api/v1/scores/lookup (captcha passed by a load-test token, an ip and an id-number rule)"
 # Code objects that are not functions a reader would name: comprehensions (own frames on 3.11) and module bodies.
 NOT_FUNCTIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<module>"})
 # A new connection per request, so its server-side task starts inside the traced window.
@@ -63,12 +70,61 @@ class Trace:
     request: str
     status: int
     calls: dict[str, set[str]] = field(default_factory=dict)
+    redis_writes: int = 0
+    redis_round_trips: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The trace as JSON-ready data."""
         return {"request": self.request, "status": self.status, "files": len(self.calls),
                 "functions": sum(len(funcs) for funcs in self.calls.values()),
+                "redis_writes": self.redis_writes, "redis_round_trips": self.redis_round_trips,
                 "calls": {path: sorted(funcs) for path, funcs in sorted(self.calls.items())}}
+
+
+class RedisRounds:
+    """Writes and replies of the auto-pipelined clients' connections while installed, as round trips."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def __enter__(self) -> RedisRounds:
+        from core.redis import _Connection
+
+        self._send, self._received = _Connection.send, _Connection.data_received
+        events, send, received = self.events, self._send, self._received
+
+        def recording_send(conn: Any, *args: Any) -> None:
+            events.append("write")
+            send(conn, *args)
+
+        def recording_received(conn: Any, data: bytes) -> None:
+            events.append("reply")
+            received(conn, data)
+
+        _Connection.send, _Connection.data_received = recording_send, recording_received  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from core.redis import _Connection
+
+        _Connection.send, _Connection.data_received = self._send, self._received  # type: ignore[method-assign]
+
+    @property
+    def writes(self) -> int:
+        """Batches written."""
+        return self.events.count("write")
+
+    @property
+    def round_trips(self) -> int:
+        """Rounds of writes: a write after a reply (since the write before it) starts one."""
+        rounds, replied = 0, True
+        for event in self.events:
+            if event == "write":
+                rounds += replied
+                replied = False
+            else:
+                replied = True
+        return rounds
 
 
 class CallRecorder:
@@ -134,10 +190,11 @@ async def _trace(recorder: CallRecorder, name: str, request: Callable[[], Any], 
         return int(resp.status)
 
     await asyncio.sleep(0.05)  # the warm-up's connection closes outside the traced window
-    got, calls = await recorder.trace(send)
+    with RedisRounds() as rounds:
+        got, calls = await recorder.trace(send)
     if got != status:
         raise CallPathError(f"{name}: {got}, expected {status}")
-    trace = Trace(name, got)
+    trace = Trace(name, got, redis_writes=rounds.writes, redis_round_trips=rounds.round_trips)
     for path, func in calls:
         trace.calls.setdefault(path, set()).add(func)
     return trace
@@ -154,6 +211,7 @@ async def _seat_hold(client: Any, pg: Any, redis_url: str, recorder: CallRecorde
     await client.app[keys.CATALOGUE].refresh()
     # The sites route loads the exam's seat inventory into Redis (the worker's job otherwise).
     await _expect(await client.get(f"/api/v1/exams/{exam_id}/sites", headers=CLOSE), 200, "exam sites")
+    await _candidate_rule(client)
     candidates = await make_candidates(pg, 1)
     (registration_id,) = await make_registrations(pg, exam_id, candidates)
     (token,) = await make_sessions(redis_url, candidates)
@@ -182,6 +240,46 @@ async def _score_lookup(client: Any, pg: Any, recorder: CallRecorder) -> Trace:
         return await client.post("/api/v1/scores/lookup", json=body, headers=CLOSE)
 
     return await _trace(recorder, SCORE, lookup, 200)
+
+
+async def _candidate_rule(client: Any) -> None:
+    """One generous candidate-keyed rule on the seat route: the limiter decides every hold, as at peak."""
+    from gateway import keys
+    from tests.gateway import candidate_http as h
+
+    rule = {"id": "seat-candidate", "routes": ["registrations.seat.put"], "key": "candidate", "rate": 1000,
+            "period_s": 60, "burst": 1000, "mode": "enforce", "on_redis_error": "open"}
+    resp = await client.patch("/admin/api/v1/config", headers={**h.admin(), **CLOSE},
+                              json={"ratelimit": {"rules": [rule]}})
+    await _expect(resp, 200, "live config")
+    await client.app[keys.LIVE].refresh()
+
+
+async def _protected_lookup(client: Any, pg: Any, recorder: CallRecorder) -> Trace:
+    """The score lookup as at peak: captcha on (passed with a load-test token), an ip and an id-number rule."""
+    from gateway import keys
+    from tests.gateway import candidate_http as h
+    from tests.gateway.test_lookup_routes import make_results
+
+    generous = {"rate": 1000, "period_s": 60, "burst": 1000, "mode": "enforce", "on_redis_error": "open"}
+    resp = await client.patch("/admin/api/v1/config", headers={**h.admin(), **CLOSE}, json={
+        "captcha": {"routes": {"scores.lookup": "either"}},
+        "ratelimit": {"rules": [{"id": "lookup-ip", "routes": ["scores.lookup"], "key": "ip", **generous},
+                                {"id": "lookup-id", "routes": ["scores.lookup"], "key": "id_number", **generous}]}})
+    await _expect(resp, 200, "live config")
+    await client.app[keys.LIVE].refresh()
+    resp = await client.post("/admin/api/v1/loadtest-tokens", headers={**h.admin(), **CLOSE},
+                             json={"ttl_s": 600, "name": "call-path"})
+    await _expect(resp, 201, "load-test token")
+    token = (await resp.json())["token"]
+    exam_id, (person,) = await make_results(pg, 1)
+    await client.app[keys.CATALOGUE].refresh()
+    body = {"exam_id": exam_id, "name": person["name"], "id_number": person["id_number"]}
+
+    async def lookup() -> Any:
+        return await client.post("/api/v1/scores/lookup", json=body, headers={"X-Loadtest-Token": token, **CLOSE})
+
+    return await _trace(recorder, SCORE_PROTECTED, lookup, 200)
 
 
 async def _relax_lookups(client: Any) -> None:
@@ -234,10 +332,11 @@ async def measure(redis_url: str, pg_server: str = PG_SERVER) -> list[Trace]:
                 seat = await _seat_hold(client, pg, redis_url, recorder)
                 await _relax_lookups(client)
                 score = await _score_lookup(client, pg, recorder)
+                protected = await _protected_lookup(client, pg, recorder)
             finally:
                 await pg.close()
                 await client.close()
-        return [seat, score]
+        return [seat, score, protected]
     finally:
         await db.drop_database(dsn)
 
@@ -246,7 +345,8 @@ def _text(traces: list[Trace]) -> str:
     lines = []
     for trace in traces:
         data = trace.as_dict()
-        lines.append(f"{data['request']} ({data['status']}): {data['files']} files, {data['functions']} functions")
+        lines.append(f"{data['request']} ({data['status']}): {data['files']} files, {data['functions']} functions, "
+                     f"{data['redis_round_trips']} Redis round trips ({data['redis_writes']} writes)")
         lines.extend(f"  {path}: {', '.join(funcs)}" for path, funcs in data["calls"].items())
         lines.append("")
     return "\n".join(lines)
