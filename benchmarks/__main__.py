@@ -69,6 +69,22 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "platform": platform.platform(), "commit": commit}
 
 
+def cpu_times() -> tuple[int, int]:
+    """(all CPU time, time stolen by the hypervisor) in ticks since boot (``/proc/stat``); (0, 0) elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0, 0
+    ticks = [int(value) for value in fields[:8]]
+    return sum(ticks), ticks[7] if len(ticks) > 7 else 0
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the machine's CPU time the hypervisor gave to others between two ``cpu_times``."""
+    total = after[0] - before[0]
+    return round(100 * (after[1] - before[1]) / total, 1) if total > 0 else None
+
+
 def table(figures: list[dict[str, Any]]) -> str:
     """A Markdown table of the figures."""
     lines = ["| benchmark | metric | value | target | verdict |", "|---|---|---:|---|---|"]
@@ -79,11 +95,17 @@ def table(figures: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def report(figures: list[dict[str, Any]], stamp: str, about: dict[str, Any], elapsed_s: float) -> str:
-    """The Markdown report: when, on what, the table."""
+def report(figures: list[dict[str, Any]], stamp: str, about: dict[str, Any], elapsed_s: float,
+           steal: dict[str, float | None] | None = None) -> str:
+    """The Markdown report: when, on what, how much CPU the machine lost to its neighbours, the table."""
     cpus = f"{about['cpus']} × {about['cpu_model']}"
+    stolen = ""
+    if steal and any(value is not None for value in steal.values()):
+        stolen = ("\n\nCPU time taken by the hypervisor (steal) during each benchmark: "
+                  + ", ".join(f"{name} {value:g} %" for name, value in steal.items() if value is not None)
+                  + ". Ratios are measured side by side, but a run with much steal is noisier.")
     return (f"Measured {stamp} (commit {about['commit'] or 'unknown'}) on {cpus}, {about['memory_gib']} GiB, "
-            f"Python {about['python']}; the run took {elapsed_s / 60:.1f} min.\n\n{table(figures)}\n")
+            f"Python {about['python']}; the run took {elapsed_s / 60:.1f} min.{stolen}\n\n{table(figures)}\n")
 
 
 def update_readme(text: str, image_name: str | None) -> None:
@@ -106,22 +128,25 @@ def main(names: list[str]) -> int:
     chosen = names or list(BENCHMARKS)
     started = time.perf_counter()
     figures: list[dict[str, Any]] = []
+    steal: dict[str, float | None] = {}
     for index, name in enumerate(chosen, 1):
         print(f"== {name} ({index}/{len(chosen)}, {(time.perf_counter() - started) / 60:.1f} min so far)", flush=True)
+        before = cpu_times()
         try:
             figures.extend(importlib.import_module(BENCHMARKS[name]).run())
         except Exception as exc:  # one broken benchmark must not lose the others' figures
             traceback.print_exc()
             figures.append({"benchmark": name, "metric": "did_not_finish", "value": type(exc).__name__, "unit": "",
                             "target": "finishes", "passed": False, "details": {"error": str(exc)[:2000]}})
+        steal[name] = steal_percent(before, cpu_times())
     elapsed_s = time.perf_counter() - started
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     about = machine()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps({"when": stamp, "machine": about, "benchmarks": chosen,
-                               "elapsed_s": round(elapsed_s, 1), "figures": figures}, indent=2))
-    rendered = report(figures, stamp, about, elapsed_s)
+                               "elapsed_s": round(elapsed_s, 1), "steal_percent": steal, "figures": figures}, indent=2))
+    rendered = report(figures, stamp, about, elapsed_s, steal)
     (RESULTS / f"{stamp}.md").write_text(rendered)
     (RESULTS / "latest.md").write_text(rendered)
     image = chart.draw(figures, RESULTS / f"{stamp}.png", f"examgate benchmarks {stamp}")
