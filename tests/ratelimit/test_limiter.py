@@ -146,6 +146,11 @@ async def test_sustained_rate_is_burst_plus_rate_times_elapsed(server: RedisServ
     rule = make_rule("steady", rate=200, period_s=1, burst=20, on_redis_error="closed")
     admitted = 0
     duration_s = 2.0
+    # GCRA keeps at most the burst: a process frozen longer than burst / rate (a virtual machine's
+    # stolen CPU, a collection) cannot claim what accrued meanwhile. Such stalls are measured and
+    # the part beyond that window is what nobody could have used.
+    window_s = 20 / 200
+    frozen_s = 0.0
 
     async def hammer(deadline: float) -> None:
         nonlocal admitted
@@ -154,16 +159,26 @@ async def test_sustained_rate_is_burst_plus_rate_times_elapsed(server: RedisServ
             admitted += verdict.allowed
             await asyncio.sleep(0)  # a cached denial returns without yielding
 
+    async def watch(deadline: float) -> None:
+        nonlocal frozen_s
+        last = time.monotonic()
+        while last < deadline:
+            await asyncio.sleep(0.001)
+            now = time.monotonic()
+            frozen_s += max(0.0, now - last - window_s)
+            last = now
+
     try:
         await limiter.preload()
         started = time.monotonic()
-        await asyncio.gather(*(hammer(started + duration_s) for _ in range(50)))
+        await asyncio.gather(watch(started + duration_s), *(hammer(started + duration_s) for _ in range(50)))
         elapsed_s = time.monotonic() - started
     finally:
         await client.close()
 
-    expected = 20 + 200 * elapsed_s
-    assert abs(admitted - expected) <= 0.05 * expected, (admitted, expected, limiter.counters)
+    most = 20 + 200 * elapsed_s
+    least = 20 + 200 * (elapsed_s - frozen_s)
+    assert 0.95 * least <= admitted <= 1.05 * most, (admitted, least, most, frozen_s, limiter.counters)
     assert limiter.counters["redis_errors"] == 0
     assert limiter.counters["denial_cache_hits"] > 0
 
