@@ -82,7 +82,7 @@ async def json_bytes(request: web.Request, content_types: tuple[str, ...] = ("ap
     if request.content_type not in content_types:
         expected: str | list[str] = content_types[0] if len(content_types) == 1 else list(content_types)
         raise UnsupportedMediaType(details={"expected": expected, "got": request.content_type or None})
-    raw = request._read_bytes  # kept by ``read()``: a body the shedding middleware waited for
+    raw = request._read_bytes  # kept by ``read()``: a body the edge waited for
     if raw is None:
         content = request.content
         if content.is_eof():

@@ -5,11 +5,11 @@ aiohttp has no header timeout: a client sending its headers a byte at a time kee
 connection, and a file descriptor, as long as it likes. So each gateway process counts the
 open connections of every peer address when they open and close (never per request) and
 closes a new one at once beyond ``max_connections_per_address``. Trusted proxies are not
-capped: their clients are told apart per request (``X-Forwarded-For``) by the shedding
-middleware. The first request's headers must be in ``header_timeout_s`` after the connection
+capped: their clients are told apart per request (``X-Forwarded-For``) by the edge's
+shedding. The first request's headers must be in ``header_timeout_s`` after the connection
 opens; a later request on a kept-alive connection has until aiohttp's keep-alive timer fires
 (``keepalive_timeout_s`` after the previous answer), which closes a connection whose next
-request is not complete by then, idle or half-sent alike. A body is the shedding middleware's
+request is not complete by then, idle or half-sent alike. A body is the edge's
 concern (``body_timeout_s``).
 """
 

@@ -11,8 +11,8 @@ A route module makes one ``Routes`` and declares each operation on its handler::
 
 ``register`` builds from the tables everything that used to be written beside each route:
 the aiohttp routes, the shedding class of each, which routes' rate limits their handler decides
-(the throttle middleware decides the others before the handler), the candidate wrapper and the
-operators' token check;
+(the edge decides the others before the handler), the edge wrapper of each (``gateway.edge``),
+the candidate wrapper and the operators' token check;
 ``gateway.openapi`` builds the OpenAPI document from the same tables, so the contract cannot
 drift from the code.
 
@@ -121,7 +121,7 @@ class Operation:
 
     @property
     def decides_limits_in_handler(self) -> bool:
-        """True when the throttle middleware leaves every rule of the route to its handler."""
+        """True when the edge leaves every rule of the route to its handler."""
         return self.handler_decides or bool(BODY_SUBJECTS.intersection(self.limits))
 
     @property

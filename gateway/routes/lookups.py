@@ -3,7 +3,7 @@
 Outside the window (before ``score_release_at`` for scores; outside the print window for
 tickets) the answer is 425 with the time, decided from the in-memory catalogue before any
 captcha, Redis or PostgreSQL work. Inside it, the throttle (all the route's rules: the
-middleware leaves them to the handler), the captcha check and the record's Redis read are
+edge leaves them to the handler), the captcha check and the record's Redis read are
 sent in the same tick, so they leave together (the limiter's script on its own connection);
 the name is compared in constant time and a wrong id, ticket or name all get the same 404. A
 miss goes to PostgreSQL through ``lookups.service.Lookups``.
