@@ -19,8 +19,8 @@ PendingCandidate = int | sessions.PendingResolve | None
 # The lookup the candidate wrapper of ``gateway.routing`` started for a route that finishes it itself.
 PENDING_CANDIDATE: web.RequestKey[PendingCandidate] = web.RequestKey("pending_candidate", object)  # type: ignore[arg-type]
 _CHALLENGE = 'Bearer realm="examgate"'
-# (the candidate this process saw the session belong to, or None; its rules' decision when sent early)
-EARLY_CHECK: web.RequestKey[tuple[int | None, Verdict | PendingCheck | None]] = web.RequestKey(
+# (the candidate this process saw the session belong to, its rules' decision sent beside the lookup)
+EARLY_CHECK: web.RequestKey[tuple[int, Verdict | PendingCheck]] = web.RequestKey(
     "early_candidate_check", tuple)
 
 
@@ -67,11 +67,9 @@ def submit_candidate(request: web.Request) -> PendingCandidate:
     pending = sessions.submit_resolve(app[keys.REDIS], token, settings=app[keys.SESSIONS])
     if pending is not None and (rules := candidate_rules(request)):
         seen = app[keys.SEEN_SESSIONS].get(pending.keys[0])
-        decision = None
         if seen is not None:
             subject = request[throttle.CANDIDATE_KEY] = str(seen)
-            decision = throttle.submit_candidate_rules(request, rules, subject)
-        request[EARLY_CHECK] = (seen, decision)
+            request[EARLY_CHECK] = (seen, throttle.submit_candidate_rules(request, rules, subject))
     return pending
 
 
@@ -94,6 +92,9 @@ async def finish_candidate(request: web.Request, pending: PendingCandidate) -> i
         raise
     if resolved is None:
         _abandon_check(decision)
+        if seen is not None and lookup is not None:
+            # Dead now (signed out, expired): its old candidate's budget is not spent again on its behalf.
+            request.app[keys.SEEN_SESSIONS].pop(lookup.keys[0], None)
         raise NotSignedIn("登录已失效，请重新登录", invalid=True)
     request[CANDIDATE_ID] = resolved
     request[throttle.CANDIDATE_KEY] = str(resolved)

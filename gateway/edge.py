@@ -157,8 +157,12 @@ class Edge:
 async def unmatched(request: web.Request) -> web.StreamResponse:
     """The catch-all route's handler: 405 naming the methods the path allows, else 404 (aiohttp's own answers)."""
     allowed: set[str] = set()
+    path = request.rel_url.path
     for resource in request.app.router.resources():
-        if resource.canonical == CATCH_ALL:
+        canonical = resource.canonical
+        # Only a resource whose literal start the path shares can match it: a flood of 404s costs a
+        # string comparison per route, not a regex each.
+        if canonical == CATCH_ALL or not path.startswith(canonical.partition("{")[0]):
             continue
         match, methods = await resource.resolve(request)
         if match is None:

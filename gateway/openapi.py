@@ -14,7 +14,6 @@ the whole document against the running gateway (tests/hardening/test_openapi_con
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,7 +25,6 @@ from gateway.routing import CANDIDATE, OPERATOR, SCRAPER, Answer, Operation, Par
 __all__ = ["document", "gateway_document"]
 
 _REF = "#/components/schemas/{model}"
-_REGEX_PARAM = re.compile(r"\{([a-z_]+):[^{}]*(?:\{[^{}]*\}[^{}]*)*\}")
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -117,10 +115,6 @@ class _Schemas:
         return schema
 
 
-def _path(operation: Operation) -> str:
-    return _REGEX_PARAM.sub(r"{\1}", operation.path)
-
-
 def _param(param: Param) -> dict[str, Any]:
     found: dict[str, Any] = {"name": param.name, "in": param.where, "schema": dict(param.schema)}
     if param.where == "path" or param.required:
@@ -200,7 +194,7 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for operation in operations:
         if operation.documented:
-            paths.setdefault(_path(operation), {})[operation.method.lower()] = _operation(operation, schemas)
+            paths.setdefault(operation.template, {})[operation.method.lower()] = _operation(operation, schemas)
     components = schemas.components
     return {
         "openapi": "3.1.0",

@@ -60,7 +60,8 @@ Subject = Literal["ip", "global", "candidate", "account", "id_number"]
 BODY_SUBJECTS = frozenset({"account", "id_number"})
 SHEDDING_CLASSES = ("candidate_read", "candidate_write", "login", "payment_notify", "admin")
 _PATH_PARAM = re.compile(r"\{([a-z_]+)(?::[^}]*)?\}")
-_PARAM_REGEX = re.compile(r"\{([a-z_]+):[^}]*\}")
+# A parameter with its regex (which may hold braces itself: ``{exam_id:[0-9]{1,10}}``).
+_REGEX_PARAM = re.compile(r"\{([a-z_]+):[^{}]*(?:\{[^{}]*\}[^{}]*)*\}")
 OPERATION = web.AppKey("operations", dict)  # route name → Operation
 EDGE = web.AppKey("edge", Edge)
 
@@ -123,6 +124,11 @@ class Operation:
     def decides_limits_in_handler(self) -> bool:
         """True when the edge leaves every rule of the route to its handler."""
         return self.handler_decides or bool(BODY_SUBJECTS.intersection(self.limits))
+
+    @property
+    def template(self) -> str:
+        """The path without its parameters' regexes, as aiohttp names the resource and the document shows it."""
+        return _REGEX_PARAM.sub(r"{\1}", self.path)
 
     @property
     def path_params(self) -> tuple[str, ...]:
@@ -222,7 +228,7 @@ def register(app: web.Application, tables: Iterable[Routes], edge: Edge | None =
                 handler = _candidate_route(handler, operation.session == BATCHED)
             elif operation.caller == OPERATOR:
                 handler = admin_only(handler)  # 401 before anything else is looked at
-            facts = RouteFacts(operation.name, _canonical(operation.path), operation.shedding_class,
+            facts = RouteFacts(operation.name, operation.template, operation.shedding_class,
                                operation.decides_limits_in_handler)
             handler = edge.wrap(app, handler, facts)
             if operation.method == "GET":
@@ -237,11 +243,6 @@ def register(app: web.Application, tables: Iterable[Routes], edge: Edge | None =
         app[EDGE] = edge
     app[OPERATION] = operations
     return operations
-
-
-def _canonical(path: str) -> str:
-    """The path template as aiohttp reports it (``route.resource.canonical``): parameters without their regexes."""
-    return _PARAM_REGEX.sub(r"{\1}", path)
 
 
 def operations_of(app: web.Application) -> dict[str, Operation]:

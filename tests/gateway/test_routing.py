@@ -134,6 +134,18 @@ async def test_a_seen_session_has_its_rules_decided_beside_its_lookup(client: An
         # Signed out (the session gone from Redis): 401, however the rules would have answered.
         await client.app[keys.REDIS_PY].flushdb()
         assert (await client.get("/test/resolved", headers={"Authorization": f"Bearer {mine}"})).status == 401
+        # Forgotten once found dead: a stolen signed-out token no longer spends its owner's budget.
+        events.clear()
+        assert (await client.get("/test/resolved", headers={"Authorization": f"Bearer {mine}"})).status == 401
+        assert events == ["lookup awaited"]
     finally:
         limiter.submit = submit
         auth.sessions.finish_resolve = finish  # type: ignore[assignment]
+
+
+async def test_an_operations_template_is_aiohttps_name_for_its_resource(client: Any) -> None:
+    """The metric label and the documented path: regexes with braces of their own (``{1,10}``) left out whole."""
+    declared = client.app[routing.OPERATION]
+    for route in client.app.router.routes():
+        if route.name in declared:
+            assert declared[route.name].template == route.resource.canonical, route.name
