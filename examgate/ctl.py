@@ -6,6 +6,7 @@ import json
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import IO, Any
@@ -280,20 +281,62 @@ def deadletters_replay(ctx: click.Context, ids: tuple[str, ...]) -> None:
     click.echo(f"replayed {answer['replayed']} dead letter(s)")
 
 
-@ctl.command("refunds")
+REFUND_STATUSES = ("pending", "requested", "succeeded", "failed")
+
+
+@ctl.group("refunds", invoke_without_command=True)
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="How many, newest first.")
+@click.option("--status", type=click.Choice(REFUND_STATUSES), help="Only the refunds in this status.")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 @click.pass_context
-def refunds(ctx: click.Context, limit: int, as_json: bool) -> None:
-    """Payments that must go back: made after the order expired or closed, or a second trade for a paid order."""
-    answer = _client(ctx).call("GET", f"/admin/api/v1/refunds?limit={limit}")
-    found = answer["refunds"]
+def refunds(ctx: click.Context, limit: int, status: str | None, as_json: bool) -> None:
+    """Refunds, newest first: payments that must go back (late, for a closed order, a second trade) and
+    approved cancellations, with their status, attempts and last error. `refunds execute ID` sends one again."""
+    if ctx.invoked_subcommand is not None:
+        return
+    query = f"limit={limit}" + (f"&status={status}" if status else "")
+    found = _client(ctx).call("GET", f"/admin/api/v1/refunds?{query}")["refunds"]
     if as_json:
         click.echo(json.dumps(found, ensure_ascii=False, indent=2))
         return
     if not found:
-        click.echo("(no payments waiting for a refund)")
+        click.echo("(no refunds)")
         return
-    rows = [[r["received_at"], r["provider"], r["order_no"], r["registration_id"], f"{r['amount_fen'] / 100:.2f}",
-             r["trade_no"], r["reason"]] for r in found]
-    click.echo(_table(["received", "provider", "order", "registration", "yuan", "trade", "reason"], rows))
+    rows = [[r["refund_id"], r["status"], r["attempts"], r["provider"], r["order_no"], r["registration_id"],
+             f"{r['amount_fen'] / 100:.2f}", r["reason"], r["next_attempt_at"] or "-", _clip(r["last_error"], 50)]
+            for r in found]
+    click.echo(_table(["refund", "status", "attempts", "provider", "order", "registration", "yuan", "reason", "next",
+                       "last error"], rows))
+
+
+def _clip(text: str | None, width: int) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@refunds.command("show")
+@click.argument("refund_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the refund and its ledger as JSON.")
+@click.pass_context
+def refunds_show(ctx: click.Context, refund_id: str, as_json: bool) -> None:
+    """One refund and its ledger: every request sent, answer and notification received, operator's action."""
+    found = _client(ctx).call("GET", f"/admin/api/v1/refunds/{urllib.parse.quote(refund_id, safe='')}")
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"refund {found['refund_id']}: {found['status']}, {found['attempts']} attempt(s), "
+               f"{found['amount_fen'] / 100:.2f} yuan of {found['provider']} trade {found['trade_no']} "
+               f"(order {found['order_no']}, {found['reason']}, asked by {found['requested_by']})")
+    if found["last_error"]:
+        click.echo(f"last error: {found['last_error']}")
+    rows = [[e["at"], e["kind"], e["actor"], e["outcome"] or "", _clip(e["detail"], 60)] for e in found["events"]]
+    click.echo(_table(["at", "kind", "actor", "outcome", "detail"], rows))
+
+
+@refunds.command("execute")
+@click.argument("refund_id")
+@click.pass_context
+def refunds_execute(ctx: click.Context, refund_id: str) -> None:
+    """Send REFUND_ID (again) now: the worker sends it, or asks the provider about it, at its next pass."""
+    found = _client(ctx).call("POST", f"/admin/api/v1/refunds/{urllib.parse.quote(refund_id, safe='')}/execute")
+    click.echo(f"refund {found['refund_id']} queued ({found['status']}, {found['attempts']} attempt(s) so far)")

@@ -28,8 +28,9 @@ from gateway.configstore import ConfigStore, LiveConfigWatcher
 from lookups.prewarm import keep_prewarmed
 from payments.clients import ProviderClient
 from payments.errors import PaymentError
-from payments.keys import load as load_payment_keys
+from payments.keys import load_merchant as load_payment_keys
 from payments.reconcile import run_reconciler
+from payments.refunder import RefundPolicy, run_refunder
 from payments.runtime import expected as payment_expectations
 from queueing import keys, waiting_room
 from queueing.errors import QueueingError
@@ -174,13 +175,19 @@ async def until_cancelled(factory: TaskFactory) -> None:
 
 
 def _provider_client(settings: Settings) -> ProviderClient | None:
-    """The client order reconciliation asks providers with; None (and no such task) without keys."""
+    """The client order reconciliation and refunds reach providers with; None (and no such tasks) without keys."""
     try:
         keys = load_payment_keys(settings.keys_dir)
     except PaymentError as exc:
-        log.error("order reconciliation disabled: %s", exc)
+        log.error("order reconciliation and refunds disabled: %s", exc)
         return None
     return ProviderClient(settings, keys)
+
+
+def refund_policy(settings: Settings) -> RefundPolicy:
+    """How refunds are sent and retried, from the settings."""
+    return RefundPolicy(max_attempts=settings.refund_max_attempts, retry_s=settings.refund_retry_s,
+                        query_after_s=settings.refund_query_after_s, concurrency=settings.refund_concurrency)
 
 
 async def run_worker(settings: Settings) -> None:
@@ -227,6 +234,8 @@ async def run_worker(settings: Settings) -> None:
         tasks["payments-reconcile"] = lambda: run_reconciler(
             pool, HoldSeats(redis), provider, payment_expectations(settings),
             query_after_s=settings.order_query_after_s, interval_s=settings.payments_interval_s)
+        tasks["refunds"] = lambda: run_refunder(pool, provider, refund_policy(settings),
+                                                interval_s=settings.refunds_interval_s)
     supervisor = Supervisor({name: functools.partial(until_cancelled, factory) for name, factory in tasks.items()})
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

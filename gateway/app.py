@@ -107,7 +107,7 @@ async def _seats(app: web.Application) -> AsyncIterator[None]:
 async def _payments(app: web.Application) -> AsyncIterator[None]:
     # Without provider keys the gateway still serves everything else; payment routes answer 503.
     from payments.errors import PaymentError
-    from payments.keys import load as load_keys
+    from payments.keys import load_merchant as load_keys  # the merchant's keys only (payments.keys)
     from payments.runtime import PaymentsRuntime
     from queueing.seats import HoldSeats
 

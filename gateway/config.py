@@ -192,6 +192,14 @@ class Settings(BaseSettings):
     wechat_mch_id: Text = setting("1900000001", "our WeChat Pay merchant id")
     paysim_url: HttpUrl = setting(
         "http://127.0.0.1:8090", "payment provider base URL (pay pages, trade create and query)")
+    alipay_url: HttpUrl = setting(
+        "", "Alipay's open-platform base URL, POST …/gateway.do (unset: EXAMGATE_PAYSIM_URL; "
+        "https://openapi.alipay.com for the real one)")
+    wechat_url: HttpUrl = setting(
+        "", "WeChat Pay's API v3 base URL, …/v3/… (unset: EXAMGATE_PAYSIM_URL; "
+        "https://api.mch.weixin.qq.com for the real one)")
+    alipay_seller_id: Text = setting(
+        "2088000000000001", "our Alipay seller id (merchant PID, 2088…); notifications naming another are rejected")
     public_url: HttpUrl = setting(
         "http://127.0.0.1:8080", "the gateway's own base URL, where providers send notifications")
     paysim_port: int = setting(8090, "port `examgate paysim` binds", ge=1, le=65_535)
@@ -202,6 +210,18 @@ class Settings(BaseSettings):
         300.0, "a pending order without a notification this long is queried at the provider", ge=0.01, le=86_400)
     payments_interval_s: float = setting(
         5.0, "how often the worker reconciles pending and expired orders", ge=0.01, le=3600)
+    refunds_interval_s: float = setting(
+        2.0, "how often the worker looks for refunds due to be sent or asked about", ge=0.01, le=3600)
+    refund_concurrency: int = setting(4, "refunds the worker sends at once", ge=1, le=64)
+    refund_max_attempts: int = setting(
+        5, "a refund the provider refuses or does not answer is retried this many times in all, then left "
+        "failed for an operator to execute again", ge=1, le=100)
+    refund_retry_s: float = setting(
+        60.0, "wait before the first retry of a failed refund; doubled at each further one, at most an hour",
+        ge=0.01, le=86_400)
+    refund_query_after_s: float = setting(
+        60.0, "a refund the provider is still processing is asked about again after this (if no notification "
+        "came)", ge=0.01, le=86_400)
     notify_group_max: int = setting(
         256, "most payment notifications committed in one transaction (group commit)", ge=1, le=10_000)
     notify_rejected_interval_s: float = setting(
@@ -262,6 +282,17 @@ class Settings(BaseSettings):
         if self.pg_pool_min > self.pg_pool_max:
             raise ValueError(f"{PREFIX}PG_POOL_MIN ({self.pg_pool_min}) exceeds "
                              f"{PREFIX}PG_POOL_MAX ({self.pg_pool_max})")
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_urls(cls, values: Any) -> Any:
+        # Each provider's base URL is the simulator's unless set: one variable points a demo at paysim.
+        if isinstance(values, dict):
+            paysim = values.get("paysim_url") or cls.model_fields["paysim_url"].default
+            for name in ("alipay_url", "wechat_url"):
+                if not values.get(name):
+                    values = {**values, name: paysim}
+        return values
+
         if self.session_idle_timeout_s > self.session_absolute_timeout_s:
             raise ValueError(f"{PREFIX}SESSION_IDLE_TIMEOUT_S ({self.session_idle_timeout_s:g}) exceeds "
                              f"{PREFIX}SESSION_ABSOLUTE_TIMEOUT_S ({self.session_absolute_timeout_s:g})")
@@ -310,6 +341,8 @@ def describe() -> list[tuple[str, str, str]]:
         rows.append((env_name(name), str(default), info.description or ""))
     return rows
 
+        elif default == "":
+            default = "(unset)"
 
 class _Environ(EnvSettingsSource):
     """The ``EXAMGATE_*`` variables of a given mapping (``os.environ`` unless a test passes its own)."""

@@ -3,7 +3,9 @@
 Notifications are form posts signed by the platform key over the sorted ``k=v&…`` string
 without ``sign``/``sign_type``; requests to the gateway are signed by our app key over the
 same string keeping ``sign_type``; each reply signs the raw JSON text of its
-``<method>_response`` member.
+``<method>_response`` member. A refund (``alipay.trade.refund``) is answered at once, success or
+failure, and is idempotent by its ``out_request_no``; ``alipay.trade.fastpay.refund.query`` asks
+about one later.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from core.timeutil import SHANGHAI, utcnow
 from payments.errors import BadNotification, BadSignature
-from payments.keys import PaymentKeys
+from payments.keys import MerchantKeys, PaymentKeys
 from payments.money import InvalidAmount, fen_to_yuan, yuan_to_fen
 from payments.notice import Notice
 from payments.signing import rsa_sign, rsa_verify
 
+GATEWAY_PATH = "/gateway.do"  # the open platform's one endpoint, under the base URL (EXAMGATE_ALIPAY_URL)
 REPLY_OK = "success"  # the exact reply body that stops Alipay resending a notification
 SUCCESS_STATUSES = frozenset({"TRADE_SUCCESS", "TRADE_FINISHED"})
 CODE_OK = "10000"
+REFUND_SUCCESS = "REFUND_SUCCESS"  # alipay.trade.fastpay.refund.query's refund_status of a refund made
 SIGN_TYPE = "RSA2"
 _REQUIRED = ("notify_id", "app_id", "out_trade_no", "trade_no", "total_amount", "trade_status")
 
@@ -55,7 +59,7 @@ def verify(params: Mapping[str, Any], public_key: rsa.RSAPublicKey, *, keep_sign
     return rsa_verify(message, params.get("sign"), public_key)
 
 
-def parse_notification(form: Mapping[str, str], keys: PaymentKeys) -> Notice:
+def parse_notification(form: Mapping[str, str], keys: MerchantKeys) -> Notice:
     """Check an asynchronous notification and turn it into a ``Notice``.
 
     Raises ``BadSignature`` (missing, other sign type, invalid) or ``BadNotification`` (fields).

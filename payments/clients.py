@@ -1,8 +1,14 @@
-"""Merchant side of the provider APIs: create, query and close trades at Alipay and WeChat Pay.
+"""Merchant side of the provider APIs: create, query and close trades, and refund them, at Alipay and WeChat Pay.
 
 Every request is signed as the real API requires (Alipay common parameters + RSA2 by our app
 key; WeChat ``Authorization: WECHATPAY2-SHA256-RSA2048`` by our merchant key) and every reply's
-signature is checked against the platform key before it is believed.
+signature is checked against the platform key before it is believed. Each provider is reached at
+its own base URL (``alipay_url`` + ``/gateway.do``, ``wechat_url`` + ``/v3/…``): the simulator's
+by default, the real providers' in production.
+
+A refund is sent under our refund id (Alipay ``out_request_no``, WeChat ``out_refund_no``), the
+same every time: both providers refund a given id once, so a retry after a timeout can never
+refund twice.
 """
 
 from __future__ import annotations
@@ -25,17 +31,19 @@ from payments.errors import (
     TradeAlreadyPaid,
     TradeClosed,
 )
-from payments.keys import PaymentKeys
+from payments.keys import MerchantKeys
 from payments.money import InvalidAmount, fen_to_yuan, yuan_to_fen
 
 PROVIDERS = ("alipay", "wechat")
 REQUEST_TIMEOUT_S = 5.0
+REFUND_NOTIFY_PATH = "/api/v1/payments/wechat/refund-notify"
 
 
 class ProviderSettings(Protocol):
     """The settings a ``ProviderClient`` reads (``gateway.config.Settings`` has them all)."""
 
-    paysim_url: str
+    alipay_url: str
+    wechat_url: str
     public_url: str
     alipay_app_id: str
     wechat_app_id: str
@@ -56,17 +64,41 @@ class Trade:
     closed: bool
 
 
-class ProviderClient:
-    """Creates, queries and closes trades at either provider; one per process, sharing a ClientSession."""
+@dataclass(frozen=True)
+class RefundOrder:
+    """One refund to send or ask about: our refund id, the trade it takes money back from, how much."""
 
-    def __init__(self, settings: ProviderSettings, keys: PaymentKeys, session: aiohttp.ClientSession | None = None,
+    provider: str
+    refund_id: str  # Alipay out_request_no, WeChat out_refund_no
+    order_no: str  # out_trade_no
+    trade_no: str  # Alipay trade_no, WeChat transaction_id
+    amount_fen: int  # refunded
+    total_fen: int  # of the trade (WeChat asks for it)
+    reason: str  # shown to the payer
+
+
+@dataclass(frozen=True)
+class RefundAnswer:
+    """What the provider said of a refund: ``succeeded``, ``processing`` (WeChat: wait for it) or ``failed``."""
+
+    state: str
+    status: str  # the provider's own word: 10000 / REFUND_SUCCESS, SUCCESS, PROCESSING, ABNORMAL, CLOSED
+    provider_refund_no: str | None  # WeChat refund_id; Alipay gives none
+    reply: dict[str, Any]  # the answer as received (signature checked), for the refund's ledger
+
+
+class ProviderClient:
+    """Creates, queries, closes and refunds trades at either provider; one per process, sharing a ClientSession."""
+
+    def __init__(self, settings: ProviderSettings, keys: MerchantKeys, session: aiohttp.ClientSession | None = None,
                  *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.settings = settings
         self.keys = keys
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session = session
         self._owns_session = session is None
-        self._base = settings.paysim_url.rstrip("/")
+        self._alipay_gateway = settings.alipay_url.rstrip("/") + alipay.GATEWAY_PATH
+        self._wechat_base = settings.wechat_url.rstrip("/")
 
     async def __aenter__(self) -> ProviderClient:
         return self
@@ -84,6 +116,10 @@ class ProviderClient:
     def notify_url(self, provider: str) -> str:
         """Where the provider is told to send this provider's notifications."""
         return f"{self.settings.public_url.rstrip('/')}/api/v1/payments/notify/{_checked(provider)}"
+
+    def refund_notify_url(self) -> str:
+        """Where WeChat Pay is told to send refund notifications (Alipay sends none)."""
+        return f"{self.settings.public_url.rstrip('/')}{REFUND_NOTIFY_PATH}"
 
     async def create_trade(self, provider: str, order_no: str, amount_fen: int, subject: str) -> str:
         """Open a trade (again: same answer for the same order and amount); return the pay URL.
@@ -109,6 +145,21 @@ class ProviderClient:
             await self._alipay_close(order_no)
         else:
             await self._wechat_close(order_no)
+
+    async def refund(self, order: RefundOrder) -> RefundAnswer:
+        """Ask the provider to refund ``order`` (again: the same refund id is refunded once).
+
+        Raises ``ProviderRejected`` (refused: balance, amount, unknown trade, …) or ``ProviderUnavailable``.
+        """
+        if _checked(order.provider) == "alipay":
+            return await self._alipay_refund(order)
+        return await self._wechat_refund(order)
+
+    async def query_refund(self, order: RefundOrder) -> RefundAnswer | None:
+        """What the provider knows of the refund, or None when it knows no refund of that id."""
+        if _checked(order.provider) == "alipay":
+            return await self._alipay_refund_query(order)
+        return await self._wechat_refund_query(order)
 
     # --- Alipay ---------------------------------------------------------------------------------------
 
@@ -141,10 +192,34 @@ class ProviderClient:
             return
         raise _alipay_rejection(reply)
 
+    async def _alipay_refund(self, order: RefundOrder) -> RefundAnswer:
+        biz = {"out_trade_no": order.order_no, "trade_no": order.trade_no, "out_request_no": order.refund_id,
+               "refund_amount": fen_to_yuan(order.amount_fen), "refund_reason": order.reason}
+        reply = await self._alipay_call("alipay.trade.refund", biz)
+        if reply.get("code") != alipay.CODE_OK:
+            raise _alipay_rejection(reply)
+        # Success is final (fund_change "N" on a repeat: the money went back the first time).
+        return RefundAnswer("succeeded", alipay.CODE_OK, None, reply)
+
+    async def _alipay_refund_query(self, order: RefundOrder) -> RefundAnswer | None:
+        biz = {"out_trade_no": order.order_no, "trade_no": order.trade_no, "out_request_no": order.refund_id}
+        reply = await self._alipay_call("alipay.trade.fastpay.refund.query", biz)
+        if reply.get("sub_code") == "ACQ.TRADE_NOT_EXIST":
+            return None
+        if reply.get("code") != alipay.CODE_OK:
+            raise _alipay_rejection(reply)
+        # Alipay's rule: data returned with refund_status empty or REFUND_SUCCESS is a refund made;
+        # no data (no refund_amount) is no refund of that out_request_no.
+        if not reply.get("refund_amount"):
+            return None
+        status = str(reply.get("refund_status") or alipay.REFUND_SUCCESS)
+        state = "succeeded" if status == alipay.REFUND_SUCCESS else "processing"
+        return RefundAnswer(state, status, None, reply)
+
     async def _alipay_call(self, method: str, biz: Mapping[str, Any], notify_url: str | None = None) -> dict[str, Any]:
         form = alipay.build_request(method, biz, app_id=self.settings.alipay_app_id,
                                     private_key=self.keys.alipay_app_private, notify_url=notify_url)
-        status, _, body = await self._send("alipay", "POST", URL(f"{self._base}/alipay/gateway"), data=form)
+        status, _, body = await self._send("alipay", "POST", URL(self._alipay_gateway), data=form)
         try:
             reply = alipay.read_response(body.decode("utf-8"), method, self.keys.alipay_platform_public)
         except BadSignature as exc:
@@ -190,9 +265,27 @@ class ProviderClient:
             return
         raise _wechat_rejection(status, reply)
 
+    async def _wechat_refund(self, order: RefundOrder) -> RefundAnswer:
+        body = {"transaction_id": order.trade_no, "out_refund_no": order.refund_id, "reason": order.reason,
+                "notify_url": self.refund_notify_url(),
+                "amount": {"refund": order.amount_fen, "total": order.total_fen, "currency": "CNY"}}
+        status, reply = await self._wechat_call("POST", "/v3/refund/domestic/refunds", body)
+        if status != 200:
+            raise _wechat_rejection(status, reply)
+        return _wechat_refund_answer(reply)
+
+    async def _wechat_refund_query(self, order: RefundOrder) -> RefundAnswer | None:
+        path = f"/v3/refund/domestic/refunds/{quote(order.refund_id, safe='')}"
+        status, reply = await self._wechat_call("GET", path)
+        if status == 404:
+            return None
+        if status != 200:
+            raise _wechat_rejection(status, reply)
+        return _wechat_refund_answer(reply)
+
     async def _wechat_call(self, method: str, path: str, body: Mapping[str, Any] | None = None,
                            ) -> tuple[int, dict[str, Any]]:
-        url = URL(self._base + path, encoded=True)
+        url = URL(self._wechat_base + path, encoded=True)
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8") if body is not None else b""
         headers = {
             "Authorization": wechat.authorization(method, url.raw_path_qs, data, mch_id=self.settings.wechat_mch_id,
@@ -246,6 +339,14 @@ def _alipay_rejection(reply: Mapping[str, Any]) -> ProviderRejected:
     if code == "ACQ.TRADE_HAS_CLOSE":
         return TradeClosed("alipay", code, message)
     return ProviderRejected("alipay", code, message)
+
+
+def _wechat_refund_answer(reply: dict[str, Any]) -> RefundAnswer:
+    status = str(reply.get("status", ""))
+    if status not in wechat.REFUND_STATES:
+        raise ProviderUnavailable("wechat", f"unreadable refund status {status[:32]!r}")
+    state = {"SUCCESS": "succeeded", "PROCESSING": "processing"}.get(status, "failed")
+    return RefundAnswer(state, status, str(reply.get("refund_id") or "") or None, reply)
 
 
 def _wechat_rejection(status: int, reply: Mapping[str, Any]) -> ProviderRejected:

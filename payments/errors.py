@@ -19,6 +19,9 @@ __all__ = [
     "PaymentError",
     "ProviderRejected",
     "ProviderUnavailable",
+    "RefundFinished",
+    "RefundInvalid",
+    "RefundNotFound",
     "TradeAlreadyPaid",
     "TradeClosed",
 ]
@@ -89,4 +92,28 @@ class KeysInvalid(PaymentError):
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"payment key file {path} is unusable: {reason}")
         self.path = path
+        self.reason = reason
+
+
+class RefundNotFound(PaymentError):
+    """No refund has this id."""
+
+    def __init__(self, refund_id: str) -> None:
+        super().__init__(f"no refund {refund_id!r}")
+        self.refund_id = refund_id
+
+
+class RefundFinished(PaymentError):
+    """The refund succeeded already: there is nothing left to send."""
+
+    def __init__(self, refund_id: str) -> None:
+        super().__init__(f"refund {refund_id} succeeded already")
+        self.refund_id = refund_id
+
+
+class RefundInvalid(PaymentError, ValueError):
+    """A refund that cannot be asked for: unknown provider or reason, no amount, no paid trade to take it from."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason

@@ -1,10 +1,13 @@
 """Provider keys: generate a development set, load it into ``PaymentKeys``.
 
-One directory holds both sides for development and tests: our Alipay app key pair and
-WeChat merchant key pair (we sign requests, the provider verifies), and the providers'
-platform key pairs (the provider signs notifications and responses, we verify), plus the
-WeChat API v3 key that encrypts notification resources. In production the gateway's
-directory would hold only our private keys, the platforms' public keys and the v3 key.
+A development directory holds both sides: our Alipay app key pair and WeChat merchant key
+pair (we sign requests, the provider verifies), and the providers' platform key pairs (the
+provider signs notifications and responses, we verify), plus the WeChat API v3 key that
+encrypts notification resources. The simulator (``examgate paysim``) plays the providers and
+loads both sides (``load``). The gateway and the worker are the merchant and load only what a
+merchant has (``load_merchant``, ``MERCHANT_FILES``): our two private keys and the WeChat
+merchant certificate's serial, the platforms' public keys and the WeChat platform serial, and
+the v3 key; a production directory holds those files and nothing else.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from payments.errors import KeysInvalid, KeysMissing
 
-__all__ = ["FILES", "KeysInvalid", "KeysMissing", "PaymentKeys", "ensure", "generate", "load"]
+__all__ = ["FILES", "MERCHANT_FILES", "KeysInvalid", "KeysMissing", "MerchantKeys", "PaymentKeys", "ensure",
+           "generate", "load", "load_merchant"]
 
 RSA_BITS = 2048
 APIV3_KEY_LEN = 32
@@ -37,27 +41,42 @@ FILES: tuple[str, ...] = (
     *(f"{name}_serial.txt" for name in SERIALS),
     APIV3_FILE,
 )
+# What the merchant (the gateway, the worker) needs: its own private keys, the platforms' public keys.
+MERCHANT_PRIVATE = ("alipay_app", "wechat_merchant")
+PLATFORM_PUBLIC = ("alipay_platform", "wechat_platform")
+MERCHANT_FILES: tuple[str, ...] = (
+    *(f"{name}_private.pem" for name in MERCHANT_PRIVATE),
+    *(f"{name}_public.pem" for name in PLATFORM_PUBLIC),
+    *(f"{name}_serial.txt" for name in SERIALS),
+    APIV3_FILE,
+)
 
 
 @dataclass(frozen=True)
-class PaymentKeys:
-    """Every key of both providers, both sides, as loaded from one keys directory."""
+class MerchantKeys:
+    """The merchant's side: what the gateway and the worker sign with and verify against."""
 
-    alipay_app_private: rsa.RSAPrivateKey
-    alipay_app_public: rsa.RSAPublicKey
-    alipay_platform_private: rsa.RSAPrivateKey
-    alipay_platform_public: rsa.RSAPublicKey
-    wechat_merchant_private: rsa.RSAPrivateKey
-    wechat_merchant_public: rsa.RSAPublicKey
-    wechat_merchant_serial: str
-    wechat_platform_private: rsa.RSAPrivateKey
-    wechat_platform_public: rsa.RSAPublicKey
+    alipay_app_private: rsa.RSAPrivateKey  # signs our requests to Alipay
+    alipay_platform_public: rsa.RSAPublicKey  # verifies Alipay's notifications and replies
+    wechat_merchant_private: rsa.RSAPrivateKey  # signs our requests to WeChat Pay
+    wechat_merchant_serial: str  # our merchant certificate's serial, named in each request
+    wechat_platform_public: rsa.RSAPublicKey  # verifies WeChat Pay's notifications and replies
     wechat_platform_serial: str
-    wechat_apiv3_key: bytes
+    wechat_apiv3_key: bytes  # opens WeChat Pay's encrypted notification resources
 
     def __repr__(self) -> str:  # never print key material
-        return (f"PaymentKeys(wechat_merchant_serial={self.wechat_merchant_serial!r}, "
+        return (f"{type(self).__name__}(wechat_merchant_serial={self.wechat_merchant_serial!r}, "
                 f"wechat_platform_serial={self.wechat_platform_serial!r})")
+
+
+@dataclass(frozen=True, repr=False)
+class PaymentKeys(MerchantKeys):
+    """Every key of both providers, both sides: the merchant's and the platforms' (the simulator, tests)."""
+
+    alipay_app_public: rsa.RSAPublicKey
+    alipay_platform_private: rsa.RSAPrivateKey
+    wechat_merchant_public: rsa.RSAPublicKey
+    wechat_platform_private: rsa.RSAPrivateKey
 
 
 def generate(keys_dir: str | Path, force: bool = False) -> list[Path]:
@@ -78,7 +97,7 @@ def generate(keys_dir: str | Path, force: bool = False) -> list[Path]:
 
 
 def load(keys_dir: str | Path) -> PaymentKeys:
-    """Read every key from ``keys_dir``; ``KeysMissing`` names a missing file and the command that writes it."""
+    """Read every key of both sides from ``keys_dir`` (the simulator); ``KeysMissing`` names a missing file."""
     directory = Path(keys_dir)
     values: dict[str, object] = {}
     for name in PAIRS:
@@ -87,10 +106,35 @@ def load(keys_dir: str | Path) -> PaymentKeys:
         if private.public_key().public_numbers() != public.public_numbers():
             raise KeysInvalid(directory / f"{name}_public.pem", f"does not match {name}_private.pem")
         values[f"{name}_private"], values[f"{name}_public"] = private, public
-    for name in SERIALS:
-        values[f"{name}_serial"] = _load_serial(directory, f"{name}_serial.txt")
-    values["wechat_apiv3_key"] = _load_apiv3_key(directory)
+    values.update(_shared(directory))
     return PaymentKeys(**values)  # type: ignore[arg-type]
+
+
+def load_merchant(keys_dir: str | Path) -> MerchantKeys:
+    """Read the merchant's keys (``MERCHANT_FILES``) from ``keys_dir``; the platforms' private keys are not needed.
+
+    A public half of our own pairs found beside its private key must match it (a mixed-up
+    directory is refused rather than signing with a key the provider does not know).
+    """
+    directory = Path(keys_dir)
+    values: dict[str, object] = {}
+    for name in MERCHANT_PRIVATE:
+        private = values[f"{name}_private"] = _load_private(directory, f"{name}_private.pem")
+        if (directory / f"{name}_public.pem").exists():
+            public = _load_public(directory, f"{name}_public.pem")
+            if private.public_key().public_numbers() != public.public_numbers():
+                raise KeysInvalid(directory / f"{name}_public.pem", f"does not match {name}_private.pem")
+    for name in PLATFORM_PUBLIC:
+        values[f"{name}_public"] = _load_public(directory, f"{name}_public.pem")
+    values.update(_shared(directory))
+    return MerchantKeys(**values)  # type: ignore[arg-type]
+
+
+def _shared(directory: Path) -> dict[str, object]:
+    """The serials and the v3 key: both sides hold them."""
+    values: dict[str, object] = {f"{name}_serial": _load_serial(directory, f"{name}_serial.txt") for name in SERIALS}
+    values["wechat_apiv3_key"] = _load_apiv3_key(directory)
+    return values
 
 
 def ensure(keys_dir: str | Path) -> PaymentKeys:

@@ -1,4 +1,4 @@
-"""``Notice``: a verified payment notification, the same shape for every provider."""
+"""``Notice``: a verified payment notification, the same shape for every provider; ``RefundNotice`` for refunds."""
 
 from __future__ import annotations
 
@@ -20,3 +20,26 @@ class Notice:
     status: str  # the provider's raw status: TRADE_SUCCESS, WAIT_BUYER_PAY, … / SUCCESS, NOTPAY, …
     paid: bool  # True only for the provider's success statuses
     payload: dict[str, Any]  # what was received (wechat: with the resource decrypted), JSON-serialisable
+
+
+@dataclass(frozen=True)
+class RefundNotice:
+    """What a provider said of one refund (WeChat Pay's REFUND.* notification), its signature checked."""
+
+    provider: str  # "wechat" (Alipay answers a refund request at once and sends no such notification)
+    event_id: str  # the notification's "id" (resends of one event share it)
+    event_type: str  # REFUND.SUCCESS | REFUND.ABNORMAL | REFUND.CLOSED
+    refund_no: str  # our out_refund_no: the refund's id here
+    provider_refund_no: str  # the provider's refund_id
+    order_no: str  # our out_trade_no
+    trade_no: str  # the provider's transaction_id
+    amount_fen: int  # refunded
+    total_fen: int  # of the trade
+    merchant_id: str  # mchid
+    status: str  # SUCCESS | ABNORMAL | CLOSED (refund_status)
+    payload: dict[str, Any]  # the notification, its resource decrypted, JSON-serialisable
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the money went back."""
+        return self.status == "SUCCESS"

@@ -1,4 +1,5 @@
-"""What one gateway process needs for payments: keys, provider client, group committer, rejection sampler."""
+"""What one gateway process needs for payments: keys, provider client, group committer, rejection sampler,
+and the verification of refund notifications."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from core.scripts import ScriptClient
 from payments import alipay, rejections, settle, wechat
 from payments.clients import ProviderClient
 from payments.errors import BadNotification, BadSignature
-from payments.keys import PaymentKeys
+from payments.keys import MerchantKeys
+from payments.notice import RefundNotice
 from payments.orders import Order
 from payments.seats import Seats
 
@@ -24,15 +26,15 @@ _WECHAT_HEADERS = ("Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Serial",
 
 
 def expected(settings: Any) -> settle.Expected:
-    """Our app and merchant ids at each provider, from the settings."""
+    """Our app and merchant ids at each provider (Alipay's seller id, WeChat's mchid), from the settings."""
     return settle.Expected(app_ids={"alipay": settings.alipay_app_id, "wechat": settings.wechat_app_id},
-                           merchant_ids={"wechat": settings.wechat_mch_id})
+                           merchant_ids={"alipay": settings.alipay_seller_id, "wechat": settings.wechat_mch_id})
 
 
 class PaymentsRuntime:
     """Verifies notifications, settles them in groups, and opens trades at the provider."""
 
-    def __init__(self, settings: Any, keys: PaymentKeys, pool: asyncpg.Pool, redis: ScriptClient,
+    def __init__(self, settings: Any, keys: MerchantKeys, pool: asyncpg.Pool, redis: ScriptClient,
                  client: ProviderClient | None = None, *, seats: Seats) -> None:
         self.seats = seats  # the seat holds (queueing.seats.HoldSeats), handed in by the gateway
         self.keys = keys
@@ -74,6 +76,13 @@ class PaymentsRuntime:
             return self._rejected("wechat", exc.reason, body, sender,
                                   {name: headers.get(name) for name in _WECHAT_HEADERS})
         return settle.Incoming("wechat", notice, None, notice.payload)
+
+    def verify_wechat_refund(self, headers: Mapping[str, str], body: bytes) -> RefundNotice | str:
+        """A WeChat Pay refund notification: the verified notice, or the reason it failed verification."""
+        try:
+            return wechat.parse_refund_notification(headers, body, self.keys)
+        except (BadSignature, BadNotification) as exc:
+            return exc.reason
 
     def _rejected(self, provider: str, reason: str, body: bytes, sender: str,
                   headers: Mapping[str, str | None] | None = None) -> settle.Incoming:

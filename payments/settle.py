@@ -14,7 +14,8 @@
    hold lapsed and a seat is left); the order becomes paid, the registration paid with its seat, and an
    admission ticket is allocated (``core.tickets``);
 4. a payment that cannot have its seat — made after the order expired, for a closed order,
-   or with the site full since — is recorded ``refund_pending`` (``examgate ctl refunds``);
+   or with the site full since — is recorded ``refund_pending``, and its refund made
+   (``payments.refunds``: one per trade, sent by the worker; ``examgate ctl refunds``);
 5. every new event gets a ledger row (``payment_notifications``, unique per provider and
    event id), rejected ones under ``rejected:<digest of the body>`` so a forged event can
    never occupy a real event's id; a notification that failed verification keeps only its
@@ -43,7 +44,8 @@ import orjson
 from core import tickets
 from core.db import Conn
 from core.errors import StorageUnavailable, storage_errors
-from core.timeutil import SHANGHAI, iso_local, utcnow
+from core.timeutil import SHANGHAI, utcnow
+from payments import refunds as refund_rows
 from payments.seats import Seats
 from payments.storable import is_storable, storable, storable_text
 
@@ -187,7 +189,7 @@ def _mismatch(notice: Any, order: _OrderRow | None, expected: Expected) -> str |
         return "app_id_mismatch"
     merchant = expected.merchant_ids.get(notice.provider)
     if merchant is not None and notice.merchant_id != merchant:
-        return "merchant_mismatch"
+        return "seller_id_mismatch" if notice.provider == "alipay" else "merchant_mismatch"
     if notice.amount_fen != order.amount_fen:
         return "amount_mismatch"
     return None
@@ -219,6 +221,7 @@ class _Group:
     def answer(self, outcome: Outcome | None, index: int | None = None) -> None:
         if index is None:
             self.outcomes.append(outcome)
+        self.to_refund: list[refund_rows.Wanted] = []  # every payment that goes back, a paid order's too
         else:
             self.outcomes[index] = outcome
 
@@ -292,6 +295,8 @@ class _Group:
             earlier = self.outcomes[first]
             assert earlier is not None
             self.outcomes[index] = earlier._replace(result="duplicate") if earlier.acknowledged else earlier
+        self.to_refund.append(refund_rows.Wanted(order.order_no, notice.trade_no, notice.provider, notice.amount_fen,
+                                                 reason, refund_rows.SYSTEM, notice.event_id))
         assert all(outcome is not None for outcome in self.outcomes)
         return self.outcomes  # type: ignore[return-value]
 
@@ -322,6 +327,8 @@ async def settle(pool: asyncpg.Pool, seats: Seats, items: Sequence[Incoming], ex
                                    [r.order_no for r in rows], [r.amount_fen for r in rows],
                                    [r.app_id for r in rows], [r.outcome for r in rows], [r.reason for r in rows],
                                    [r.payload for r in rows])
+            if group.to_refund:
+                await refund_rows.request_refunds(conn, group.to_refund, now=moment)
     return group.finish()
 
 
@@ -423,23 +430,6 @@ def _store_down(exc: BaseException) -> bool:
     return isinstance(exc, (StorageUnavailable, ConnectionError, TimeoutError, OSError))
 
 
-_REFUNDS = """
-SELECT n.id, n.provider, n.event_id, n.order_no, n.amount_fen, n.reason, n.received_at,
-       o.registration_id, o.status AS order_status, n.payload ->> 'trade_no' AS alipay_trade_no,
-       COALESCE(n.payload -> 'resource' ->> 'transaction_id', n.payload ->> 'transaction_id') AS wechat_transaction_id
-  FROM payment_notifications n LEFT JOIN orders o ON o.order_no = n.order_no
- WHERE n.outcome = 'refund_pending'
- ORDER BY n.received_at DESC, n.id DESC
- LIMIT $1
-"""
-
-
 async def refunds(pool: asyncpg.Pool, *, limit: int = 100) -> list[dict[str, Any]]:
-    """Payments recorded ``refund_pending``, newest first, for ``examgate ctl refunds`` and the admin route."""
-    async with storage_errors():
-        rows = await pool.fetch(_REFUNDS, limit)
-    return [{"id": row["id"], "provider": row["provider"], "event_id": row["event_id"], "order_no": row["order_no"],
-             "registration_id": row["registration_id"], "amount_fen": row["amount_fen"], "reason": row["reason"],
-             "order_status": row["order_status"],
-             "trade_no": row["alipay_trade_no"] or row["wechat_transaction_id"],
-             "received_at": iso_local(row["received_at"])} for row in rows]
+    """Refunds (``payments.refunds.list_refunds``), newest first: kept for callers of the earlier list."""
+    return await refund_rows.list_refunds(pool, limit=limit)

@@ -4,7 +4,8 @@ Messages from the platform (notifications, replies) carry ``Wechatpay-Timestamp`
 ``-Signature`` and ``-Serial`` headers: SHA256withRSA by the platform key over
 ``"{timestamp}\\n{nonce}\\n{body}\\n"``. Requests carry ``Authorization: WECHATPAY2-SHA256-RSA2048 …``
 signed by the merchant key over ``"METHOD\\nPATH?QUERY\\ntimestamp\\nnonce\\nbody\\n"``. A notification's
-``resource`` is AEAD_AES_256_GCM-encrypted under the API v3 key.
+``resource`` is AEAD_AES_256_GCM-encrypted under the API v3 key; a refund notification
+(``REFUND.SUCCESS`` / ``REFUND.ABNORMAL`` / ``REFUND.CLOSED``) carries the refund the same way.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core.timeutil import iso_local
 from payments.errors import BadNotification, BadSignature
-from payments.keys import PaymentKeys
-from payments.notice import Notice
+from payments.keys import MerchantKeys, PaymentKeys
+from payments.notice import Notice, RefundNotice
 from payments.signing import rsa_sign, rsa_verify
 
 AUTH_SCHEMA = "WECHATPAY2-SHA256-RSA2048"
@@ -113,7 +114,7 @@ def decrypt_resource(resource: Mapping[str, Any], apiv3_key: bytes) -> dict[str,
     return opened
 
 
-def parse_notification(headers: Mapping[str, str], body: bytes, keys: PaymentKeys, now: float | None = None,
+def parse_notification(headers: Mapping[str, str], body: bytes, keys: MerchantKeys, now: float | None = None,
                        max_skew_s: int = MAX_SKEW_S) -> Notice:
     """Check a v3 payment notification and turn it into a ``Notice``.
 
@@ -170,7 +171,7 @@ def transaction(*, order_no: str, transaction_id: str | None, amount_fen: int, a
         "attach": "",
         "amount": {"total": amount_fen, "currency": "CNY"},
     }
-    if trade_state == SUCCESS_STATE:
+    if trade_state in (SUCCESS_STATE, "REFUND"):  # paid (and maybe refunded since): the payment's fields
         tx.update({
             "transaction_id": transaction_id,
             "bank_type": "OTHERS",
@@ -208,6 +209,102 @@ def build_notification(*, order_no: str, transaction_id: str, amount_fen: int, a
     headers = {"Content-Type": "application/json",
                **sign_headers(body, keys.wechat_platform_private, keys.wechat_platform_serial, now=now)}
     return headers, body
+
+
+# --- refunds ---------------------------------------------------------------------------------------------
+
+REFUND_EVENTS = {"REFUND.SUCCESS": "SUCCESS", "REFUND.ABNORMAL": "ABNORMAL", "REFUND.CLOSED": "CLOSED"}
+REFUND_STATES = ("SUCCESS", "PROCESSING", "ABNORMAL", "CLOSED")
+_REFUND_SUMMARY = {"SUCCESS": "退款成功", "ABNORMAL": "退款异常", "CLOSED": "退款关闭"}
+
+
+def refund(*, out_refund_no: str, refund_id: str, order_no: str, transaction_id: str, amount_fen: int,
+           total_fen: int, status: str, created_at: datetime, succeeded_at: datetime | None = None,
+           account: str = "支付用户零钱") -> dict[str, Any]:
+    """A refund as v3 shows it (the create and query replies; without ``mchid``, a notification's resource)."""
+    found: dict[str, Any] = {
+        "refund_id": refund_id,
+        "out_refund_no": out_refund_no,
+        "transaction_id": transaction_id,
+        "out_trade_no": order_no,
+        "channel": "ORIGINAL",
+        "user_received_account": account,
+        "create_time": iso_local(created_at),
+        "status": status,
+        "funds_account": "AVAILABLE",
+        "amount": {"total": total_fen, "refund": amount_fen, "payer_total": total_fen, "payer_refund": amount_fen,
+                   "settlement_total": total_fen, "settlement_refund": amount_fen, "discount_refund": 0,
+                   "currency": "CNY"},
+    }
+    if succeeded_at is not None:
+        found["success_time"] = iso_local(succeeded_at)
+    return found
+
+
+def build_refund_notification(found: Mapping[str, Any], *, mch_id: str, keys: PaymentKeys,
+                              event_id: str | None = None, now: float | None = None) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a REFUND.* notification for refund ``found`` (its v3 form), signed at ``now``."""
+    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    status = str(found["status"])
+    resource = {"mchid": mch_id, "out_trade_no": found["out_trade_no"], "transaction_id": found["transaction_id"],
+                "out_refund_no": found["out_refund_no"], "refund_id": found["refund_id"], "refund_status": status,
+                "user_received_account": found.get("user_received_account", ""),
+                "amount": {k: found["amount"][k] for k in ("total", "refund", "payer_total", "payer_refund")}}
+    if found.get("success_time"):
+        resource["success_time"] = found["success_time"]
+    envelope = {
+        "id": event_id or str(uuid.uuid4()),
+        "create_time": iso_local(moment),
+        "resource_type": "encrypt-resource",
+        "event_type": f"REFUND.{status}",
+        "summary": _REFUND_SUMMARY.get(status, status),
+        "resource": encrypt_resource(resource, keys.wechat_apiv3_key, original_type="refund",
+                                     associated_data="refund"),
+    }
+    body = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    headers = {"Content-Type": "application/json",
+               **sign_headers(body, keys.wechat_platform_private, keys.wechat_platform_serial, now=now)}
+    return headers, body
+
+
+def parse_refund_notification(headers: Mapping[str, str], body: bytes, keys: MerchantKeys,
+                              now: float | None = None, max_skew_s: int = MAX_SKEW_S) -> RefundNotice:
+    """Check a v3 refund notification and turn it into a ``RefundNotice``.
+
+    Raises ``BadSignature`` (headers) or ``BadNotification`` (body, resource, fields, an event
+    type that is not a refund's).
+    """
+    verify_headers(headers, body, keys.wechat_platform_public, keys.wechat_platform_serial, now=now,
+                   max_skew_s=max_skew_s)
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        raise BadNotification("malformed_body", "not JSON") from None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("resource"), dict):
+        raise BadNotification("missing_field", "resource")
+    if not isinstance(envelope.get("id"), str) or not envelope["id"]:
+        raise BadNotification("missing_field", "id")
+    event_type = envelope.get("event_type")
+    if event_type not in REFUND_EVENTS:
+        raise BadNotification("unexpected_event_type", str(event_type)[:64])
+    found = decrypt_resource(envelope["resource"], keys.wechat_apiv3_key)
+    for name in ("mchid", "out_refund_no", "refund_id", "out_trade_no", "transaction_id", "refund_status"):
+        if not isinstance(found.get(name), str) or not found[name]:
+            raise BadNotification("missing_field", name)
+    if found["refund_status"] != REFUND_EVENTS[event_type]:
+        raise BadNotification("status_mismatch", f"{event_type} with refund_status {found['refund_status']}"[:64])
+    amount = found.get("amount")
+    refund_fen = amount.get("refund") if isinstance(amount, dict) else None
+    total_fen = amount.get("total") if isinstance(amount, dict) else None
+    for value in (refund_fen, total_fen):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BadNotification("bad_amount", repr(amount)[:64])
+    assert isinstance(refund_fen, int) and isinstance(total_fen, int)
+    return RefundNotice(provider="wechat", event_id=envelope["id"], event_type=event_type,
+                        refund_no=found["out_refund_no"], provider_refund_no=found["refund_id"],
+                        order_no=found["out_trade_no"], trade_no=found["transaction_id"], amount_fen=refund_fen,
+                        total_fen=total_fen, merchant_id=found["mchid"], status=found["refund_status"],
+                        payload={**envelope, "resource": found})
 
 
 # --- merchant → platform: request signatures ----------------------------------------------------------

@@ -35,6 +35,7 @@ def paysim(port: int | None, host: str | None, time_scale: float | None) -> None
     configure_logging(settings.log_level, "paysim")
     bind = host or settings.host
     try:
-        uvloop.run(serve_paysim(keys, bind, settings.paysim_port, time_scale=settings.paysim_time_scale))
+        uvloop.run(serve_paysim(keys, bind, settings.paysim_port, time_scale=settings.paysim_time_scale,
+                                sellers={settings.alipay_app_id: settings.alipay_seller_id}))
     except OSError as exc:
         raise click.ClickException(f"cannot serve on {bind}:{settings.paysim_port}: {exc}") from None

@@ -1,10 +1,15 @@
 """``examgate paysim``: an in-memory Alipay / WeChat Pay for development, demos and tests.
 
 It speaks the merchant side of both APIs as the gateway's ``ProviderClient`` does (signed trade
-create, query and close), serves the cashier page ``pay_url`` points at, and, once a trade is
-paid, posts signed notifications to its ``notify_url`` until acknowledged, on each provider's
-retry schedule compressed by ``time_scale``. ``/sim/*`` lets tests pay with duplicates, delays,
-dropped notifications and late payments of closed trades.
+create, query and close; refund and refund query, ``simulators.paysim_refunds``) on the real
+APIs' paths (Alipay ``/gateway.do``, WeChat Pay ``/v3/…``), serves the cashier page ``pay_url``
+points at, and, once a trade is paid or a WeChat Pay refund made, posts signed notifications to
+its ``notify_url`` until acknowledged, on each provider's retry schedule compressed by
+``time_scale``. ``/sim/*`` lets tests pay with duplicates, delays, dropped notifications and late
+payments of closed trades, make refunds fail, and send a refund notification again.
+
+Our Alipay app's seller id (PID) is the one the gateway expects (``sellers``: app id → PID, by
+default the settings' defaults); any other app gets a PID derived from its app id.
 """
 
 from __future__ import annotations
@@ -13,24 +18,26 @@ import asyncio
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeGuard
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import web
 
+from gateway.config import Settings
 from payments import alipay, wechat
 from payments.errors import BadSignature
 from payments.keys import PaymentKeys
 from payments.money import InvalidAmount, fen_to_yuan, yuan_to_fen
 from simulators.paysim_delivery import Notifier
 from simulators.paysim_pages import not_found_page, pay_page
+from simulators.paysim_refunds import RefundDesk, RefundRefused
 from simulators.paysim_trades import (
     CLOSED,
     PAID,
     Delivery,
+    SimRefund,
     SimTrade,
     TradeBook,
     alipay_seller_id,
@@ -38,19 +45,28 @@ from simulators.paysim_trades import (
 
 log = logging.getLogger("examgate.paysim")
 
-MAX_DUPLICATES = 100
-MAX_DELAY_MS = 600_000
+WECHAT_REFUND_PROCESSING_S = 60.0  # PROCESSING → SUCCESS, scaled by the time scale like the retry schedules
+# Our app's seller id, as the gateway expects it by default (EXAMGATE_ALIPAY_APP_ID / _SELLER_ID).
+DEFAULT_SELLERS = {str(Settings.model_fields["alipay_app_id"].default):
+                   str(Settings.model_fields["alipay_seller_id"].default)}
 
 
 class Simulator:
-    """The simulator's state: keys, trades, and the notification deliveries in flight."""
+    """The simulator's state: keys, trades, refunds, and the notification deliveries in flight."""
 
-    def __init__(self, keys: PaymentKeys, *, time_scale: float = 1.0) -> None:
+    def __init__(self, keys: PaymentKeys, *, time_scale: float = 1.0,
+                 sellers: Mapping[str, str] | None = None) -> None:
         self.keys = keys
         self.time_scale = time_scale
+        self.sellers = dict(DEFAULT_SELLERS if sellers is None else sellers)
         self.book = TradeBook()
+        self.refunds = RefundDesk(self.book)
         self._notifier: Notifier | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def seller_of(self, app_id: str) -> str:
+        """The seller id (PID) of an Alipay app: the one configured, else one derived from the app id."""
+        return self.sellers.get(app_id) or alipay_seller_id(app_id)
 
     async def http_session(self, app: web.Application) -> AsyncIterator[None]:
         """cleanup_ctx: the HTTP session notifications go out on, open while the app runs."""
@@ -101,6 +117,29 @@ class Simulator:
             self._spawn(self._notifier.deliver(trade, delivery, delay_s))
         return copies
 
+    def start_refund(self, refund: SimRefund) -> None:
+        """A WeChat Pay refund just made: SUCCESS after a (scaled) moment, then its notification."""
+        self._spawn(self._complete_refund(refund))
+
+    async def _complete_refund(self, refund: SimRefund) -> None:
+        await asyncio.sleep(WECHAT_REFUND_PROCESSING_S * self.time_scale)
+        refund.succeed()
+        log.info("wechat refund %s succeeded: order %s, %s yuan", refund.refund_no, refund.order_no,
+                 fen_to_yuan(refund.amount_fen))
+        self.notify_refund(refund)
+
+    def notify_refund(self, refund: SimRefund, copies: int = 1) -> int:
+        """Send ``copies`` of the refund's notification (one event: a resend carries the same id); how many."""
+        if not refund.notify_url or refund.provider != "wechat":
+            return 0
+        if self._notifier is None:
+            raise RuntimeError("the simulator is not running")
+        for _ in range(copies):
+            delivery = Delivery(event_id=refund.event_id, copy=len(refund.deliveries))
+            refund.deliveries.append(delivery)
+            self._spawn(self._notifier.deliver_refund(refund, delivery))
+        return copies
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -110,30 +149,36 @@ class Simulator:
 SIM = web.AppKey("paysim", Simulator)
 
 
-def build_app(keys: PaymentKeys, *, time_scale: float = 1.0) -> web.Application:
+def build_app(keys: PaymentKeys, *, time_scale: float = 1.0, sellers: Mapping[str, str] | None = None,
+              ) -> web.Application:
     """The simulator as an aiohttp application (state in memory, lost at exit)."""
-    sim = Simulator(keys, time_scale=time_scale)
+    from simulators import paysim_controls  # it reads the simulator's state through SIM, defined above
+
+    sim = Simulator(keys, time_scale=time_scale, sellers=sellers)
     app = web.Application()
     app[SIM] = sim
     app.cleanup_ctx.append(sim.http_session)
     app.on_shutdown.append(sim.stop_deliveries)
     app.add_routes([
-        web.post("/alipay/gateway", alipay_gateway),
+        web.post(alipay.GATEWAY_PATH, alipay_gateway),
+        web.post("/alipay/gateway", alipay_gateway),  # the path of earlier releases
         web.post("/v3/pay/transactions/native", _wechat_route(wechat_native)),
         web.get("/v3/pay/transactions/out-trade-no/{order_no}", _wechat_route(wechat_query)),
         web.post("/v3/pay/transactions/out-trade-no/{order_no}/close", _wechat_route(wechat_close)),
+        web.post("/v3/refund/domestic/refunds", _wechat_route(wechat_refund)),
+        web.get("/v3/refund/domestic/refunds/{refund_no}", _wechat_route(wechat_refund_query)),
         web.get("/pay/{order_no}", cashier_page),
         web.post("/pay/{order_no}", cashier_pay),
-        web.post("/sim/orders/{order_no}/pay", sim_pay),
-        web.get("/sim/orders/{order_no}", sim_order),
-        web.get("/sim/healthz", sim_healthz),
     ])
+    app.add_routes(paysim_controls.routes())
     return app
 
 
-async def serve(keys: PaymentKeys, host: str, port: int, *, time_scale: float = 1.0) -> None:
+async def serve(keys: PaymentKeys, host: str, port: int, *, time_scale: float = 1.0,
+                sellers: Mapping[str, str] | None = None) -> None:
     """Serve the simulator until SIGTERM or SIGINT, then cancel pending deliveries and stop."""
-    runner = web.AppRunner(build_app(keys, time_scale=time_scale), handle_signals=False, access_log=None)
+    runner = web.AppRunner(build_app(keys, time_scale=time_scale, sellers=sellers), handle_signals=False,
+                           access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -155,7 +200,7 @@ def pay_url(request: web.Request, order_no: str) -> str:
     return f"{request.url.origin()}/pay/{quote(order_no, safe='')}"
 
 
-# --- Alipay: POST /alipay/gateway ---------------------------------------------------------------------
+# --- Alipay: POST /gateway.do -------------------------------------------------------------------------
 
 _ALIPAY_BAD_SIGNATURE = {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature",
                          "sub_msg": "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配"}
@@ -209,7 +254,7 @@ def _alipay_precreate(
         return _alipay_business_error("ACQ.INVALID_PARAMETER", "参数无效: notify_url")
     trade, problem = sim.open_trade(SimTrade(
         provider="alipay", order_no=order_no, amount_fen=amount_fen, app_id=params["app_id"],
-        merchant_id=alipay_seller_id(params["app_id"]), subject=subject, notify_url=notify_url))
+        merchant_id=sim.seller_of(params["app_id"]), subject=subject, notify_url=notify_url))
     if problem == "inconsistent":
         return _alipay_business_error("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改")
     if problem == "paid":
@@ -230,7 +275,7 @@ def _alipay_query(request: web.Request, sim: Simulator, params: dict[str, str], 
     if trade is None:
         return _alipay_business_error("ACQ.TRADE_NOT_EXIST", "交易不存在")
     reply = {"code": alipay.CODE_OK, "msg": "Success", "out_trade_no": trade.order_no,
-             "trade_status": trade.provider_status, "total_amount": fen_to_yuan(trade.amount_fen),
+             "trade_status": trade.query_status, "total_amount": fen_to_yuan(trade.amount_fen),
              "seller_id": trade.merchant_id}
     if trade.trade_no is not None:
         reply["trade_no"] = trade.trade_no
@@ -251,10 +296,24 @@ def _alipay_close(request: web.Request, sim: Simulator, params: dict[str, str], 
     return {"code": alipay.CODE_OK, "msg": "Success", "out_trade_no": trade.order_no}
 
 
+def _alipay_refund(request: web.Request, sim: Simulator, params: dict[str, str], biz: dict[str, Any]) -> dict[str, Any]:
+    reply = sim.refunds.alipay_refund(params["app_id"], biz)
+    log.info("alipay refund %s of trade %s: %s", biz.get("out_request_no"), biz.get("trade_no") or
+             biz.get("out_trade_no"), reply.get("sub_code") or f"fund_change {reply.get('fund_change')}")
+    return reply
+
+
+def _alipay_refund_query(request: web.Request, sim: Simulator, params: dict[str, str],
+                         biz: dict[str, Any]) -> dict[str, Any]:
+    return sim.refunds.alipay_refund_query(params["app_id"], biz)
+
+
 _ALIPAY_METHODS: dict[str, Callable[[web.Request, Simulator, dict[str, str], dict[str, Any]], dict[str, Any]]] = {
     "alipay.trade.precreate": _alipay_precreate,
     "alipay.trade.query": _alipay_query,
     "alipay.trade.close": _alipay_close,
+    "alipay.trade.refund": _alipay_refund,
+    "alipay.trade.fastpay.refund.query": _alipay_refund_query,
 }
 
 
@@ -339,7 +398,7 @@ async def wechat_query(request: web.Request, sim: Simulator, mch_id: str, body: 
         raise WechatFailure(400, "PARAM_ERROR", "mchid与请求头中的商户号不一致")
     trade = _wechat_trade(sim, request, mch_id)
     return 200, wechat.transaction(order_no=trade.order_no, transaction_id=trade.trade_no, amount_fen=trade.amount_fen,
-                                   app_id=trade.app_id, mch_id=trade.merchant_id, trade_state=trade.provider_status,
+                                   app_id=trade.app_id, mch_id=trade.merchant_id, trade_state=trade.query_status,
                                    paid_at=trade.paid_at, description=trade.subject)
 
 
@@ -353,6 +412,33 @@ async def wechat_close(request: web.Request, sim: Simulator, mch_id: str, body: 
     sim.book.mark_closed(trade)
     log.info("wechat trade closed: order %s", trade.order_no)
     return 204, None
+
+
+async def wechat_refund(request: web.Request, sim: Simulator, mch_id: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    """``POST /v3/refund/domestic/refunds``: refund a paid trade (PROCESSING, then SUCCESS and its notification)."""
+    data = _json_object(body)
+    if "notify_url" in data and not _http_url(data["notify_url"]):
+        raise WechatFailure(400, "PARAM_ERROR", "notify_url 格式不正确")
+    try:
+        refund, made = sim.refunds.wechat_refund(mch_id, data)
+    except RefundRefused as refused:
+        log.info("wechat refund %s refused: %s", data.get("out_refund_no"), refused)
+        raise WechatFailure(refused.status, refused.code, refused.message) from None
+    if made:
+        log.info("wechat refund %s accepted: order %s, %s yuan", refund.refund_no, refund.order_no,
+                 fen_to_yuan(refund.amount_fen))
+        sim.start_refund(refund)
+    return 200, refund.as_wechat()
+
+
+async def wechat_refund_query(request: web.Request, sim: Simulator, mch_id: str,
+                              body: bytes) -> tuple[int, dict[str, Any]]:
+    """``GET /v3/refund/domestic/refunds/{out_refund_no}``: the refund as it is now."""
+    try:
+        refund = sim.refunds.wechat_refund_query(mch_id, request.match_info["refund_no"])
+    except RefundRefused as refused:
+        raise WechatFailure(refused.status, refused.code, refused.message) from None
+    return 200, refund.as_wechat()
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -390,76 +476,6 @@ async def cashier_pay(request: web.Request) -> web.Response:
     elif trade.state != PAID:  # paying a paid trade again from the page changes nothing
         sim.pay(trade)
     return web.Response(status=status, text=pay_page(trade, return_url), content_type="text/html")
-
-
-# --- /sim: test controls -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PayOptions:
-    """What ``POST /sim/orders/{order_no}/pay`` may ask for."""
-
-    duplicates: int = 0
-    delay_ms: int = 0
-    drop: bool = False
-    force: bool = False
-
-
-async def sim_pay(request: web.Request) -> web.Response:
-    """Pay a trade as a buyer would, with duplicated, delayed or dropped notifications, or despite a close."""
-    sim = request.app[SIM]
-    raw = await request.read()
-    try:
-        data = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return _error(400, "malformed_body", "the body is not JSON")
-    if not isinstance(data, dict):
-        return _error(400, "malformed_body", "the body must be a JSON object")
-    options, problems = _pay_options(data)
-    if problems:
-        return _error(422, "validation_failed", "invalid pay options", fields=problems)
-    order_no = request.match_info["order_no"]
-    trade = sim.book.get(order_no)
-    if trade is None:
-        return _error(404, "order_not_found", f"no trade for order {order_no}")
-    if trade.state == CLOSED and not options.force:
-        return _error(409, "trade_closed", "the merchant closed this trade; pass force=true to pay it anyway")
-    copies = sim.pay(trade, duplicates=options.duplicates, delay_s=options.delay_ms / 1000, drop=options.drop)
-    return web.json_response({"order_no": trade.order_no, "trade_no": trade.trade_no, "notifications": copies},
-                             status=202)
-
-
-def _pay_options(data: dict[str, Any]) -> tuple[PayOptions, dict[str, str]]:
-    problems = {name: "unknown_field" for name in data if name not in PayOptions.__dataclass_fields__}
-    for name, hi in (("duplicates", MAX_DUPLICATES), ("delay_ms", MAX_DELAY_MS)):
-        value = data.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems[name] = "not_an_integer"
-        elif not 0 <= value <= hi:
-            problems[name] = f"out_of_range_0_{hi}"
-    for name in ("drop", "force"):
-        if not isinstance(data.get(name, False), bool):
-            problems[name] = "not_a_boolean"
-    if problems:
-        return PayOptions(), problems
-    return PayOptions(**data), {}
-
-
-async def sim_order(request: web.Request) -> web.Response:
-    """The trade, its state and every notification delivery attempt."""
-    trade = request.app[SIM].book.get(request.match_info["order_no"])
-    if trade is None:
-        return _error(404, "order_not_found", f"no trade for order {request.match_info['order_no']}")
-    return web.json_response(trade.as_dict())
-
-
-async def sim_healthz(request: web.Request) -> web.Response:
-    """Liveness: answers while the simulator runs."""
-    sim = request.app[SIM]
-    return web.json_response({"status": "ok", "trades": len(sim.book), "time_scale": sim.time_scale})
-
-
-def _error(status: int, code: str, message: str, **details: Any) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message, "details": details}}, status=status)
 
 
 def _order_no_ok(order_no: object) -> TypeGuard[str]:

@@ -1,5 +1,8 @@
 """The payment simulator's notifier: send each notification until the merchant acknowledges it.
 
+Payment notifications go to the trade's ``notify_url``; WeChat Pay's refund notifications
+(``REFUND.SUCCESS`` …) to the ``notify_url`` of the refund request, on the same schedule.
+
 Retries follow each provider's published schedule, multiplied by the time scale so tests and
 demos can compress hours into milliseconds. A network error counts as a failed attempt.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -16,7 +20,7 @@ import aiohttp
 from core.timeutil import utcnow
 from payments import alipay, wechat
 from payments.keys import PaymentKeys
-from simulators.paysim_trades import Delivery, SimTrade
+from simulators.paysim_trades import Delivery, SimRefund, SimTrade
 
 log = logging.getLogger("examgate.paysim")
 
@@ -42,34 +46,48 @@ class Notifier:
 
     async def deliver(self, trade: SimTrade, delivery: Delivery, delay_s: float = 0.0) -> None:
         """Wait ``delay_s``, then send and resend on the provider's schedule until acknowledged or out of attempts."""
+        await self._deliver(trade.provider, trade.notify_url, lambda: self._message(trade), delivery,
+                            f"order {trade.order_no}", delay_s)
+
+    async def deliver_refund(self, refund: SimRefund, delivery: Delivery) -> None:
+        """Send WeChat Pay's notification of ``refund`` (as it is now) until acknowledged or out of attempts."""
+        def message() -> tuple[dict[str, str], bytes]:
+            return wechat.build_refund_notification(refund.as_wechat(), mch_id=refund.merchant_id, keys=self.keys,
+                                                    event_id=refund.event_id, now=time.time())
+
+        await self._deliver(refund.provider, refund.notify_url, message, delivery, f"refund {refund.refund_no}")
+
+    async def _deliver(self, provider: str, url: str, message: Callable[[], tuple[dict[str, str], bytes]],
+                       delivery: Delivery, about: str, delay_s: float = 0.0) -> None:
         if delay_s > 0:
             await asyncio.sleep(delay_s)
-        waits_s = (0.0, *RETRY_SCHEDULES_S[trade.provider])
+        waits_s = (0.0, *RETRY_SCHEDULES_S[provider])
         for wait_s in waits_s:
             if wait_s:
                 await asyncio.sleep(wait_s * self.time_scale)
-            if await self._attempt(trade, delivery):
+            if await self._attempt(provider, url, message, delivery, about):
                 return
         delivery.gave_up = True
-        log.warning("%s notification %s copy %d for order %s: no acknowledgement after %d attempts; giving up",
-                    trade.provider, delivery.event_id, delivery.copy, trade.order_no, delivery.attempts)
+        log.warning("%s notification %s copy %d for %s: no acknowledgement after %d attempts; giving up",
+                    provider, delivery.event_id, delivery.copy, about, delivery.attempts)
 
-    async def _attempt(self, trade: SimTrade, delivery: Delivery) -> bool:
-        headers, body = self._message(trade)
+    async def _attempt(self, provider: str, url: str, message: Callable[[], tuple[dict[str, str], bytes]],
+                       delivery: Delivery, about: str) -> bool:
+        headers, body = message()
         delivery.attempts += 1
         delivery.last_attempt_at = utcnow()
         try:
-            async with self.session.post(trade.notify_url, data=body, headers=headers, timeout=self.timeout) as resp:
+            async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
                 status, reply = resp.status, (await resp.read()).decode("utf-8", "replace")
         except (TimeoutError, aiohttp.ClientError) as exc:
             delivery.last_status, delivery.last_error = None, str(exc) or type(exc).__name__
-            log.info("%s notification %s copy %d for order %s, attempt %d: %s", trade.provider, delivery.event_id,
-                     delivery.copy, trade.order_no, delivery.attempts, delivery.last_error)
+            log.info("%s notification %s copy %d for %s, attempt %d: %s", provider, delivery.event_id,
+                     delivery.copy, about, delivery.attempts, delivery.last_error)
             return False
         delivery.last_status, delivery.last_error = status, None
-        delivery.acknowledged = acknowledged(trade.provider, status, reply)
-        log.info("%s notification %s copy %d for order %s, attempt %d: HTTP %d %r -> %s", trade.provider,
-                 delivery.event_id, delivery.copy, trade.order_no, delivery.attempts, status,
+        delivery.acknowledged = acknowledged(provider, status, reply)
+        log.info("%s notification %s copy %d for %s, attempt %d: HTTP %d %r -> %s", provider,
+                 delivery.event_id, delivery.copy, about, delivery.attempts, status,
                  reply[:_REPLY_PREVIEW], "acknowledged" if delivery.acknowledged else "will retry")
         return delivery.acknowledged
 

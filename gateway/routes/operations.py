@@ -1,5 +1,6 @@
 """The operators' tools beside the live config: live stats, load-test tokens, reconciliation, dead letters,
-refunds awaiting a person, and prewarming an exam's lookups. Every route needs an admin token.
+refunds (listed, shown with their ledger, executed again), and prewarming an exam's lookups. Every route
+needs an admin token.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import copy
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import asyncpg
 from aiohttp import web
@@ -20,7 +21,7 @@ from gateway import keys
 from gateway.adminauth import ADMIN_NAME
 from gateway.bodies import NO_STORE, json_response, read_body
 from gateway.catalogue import ExamNotFound
-from gateway.errors import ValidationFailed
+from gateway.errors import Conflict, NotFoundError, ValidationFailed
 from gateway.heartbeats import read_workers
 from gateway.liveconfig import DEFAULT
 from gateway.models import Body, Int, Reply, Text
@@ -28,7 +29,8 @@ from gateway.pathids import path_id
 from gateway.routing import OPERATOR, Answer, Param, Routes
 from gateway.stats import read_stats
 from lookups.prewarm import prewarm
-from payments import settle
+from payments import refunds
+from payments.errors import RefundFinished, RefundNotFound
 from queueing import writebehind
 from queueing.reconcile import reconcile as reconcile_holds
 
@@ -134,25 +136,63 @@ class Replayed(Reply):
     replayed: int = Field(ge=0)
 
 
-class Refund(Reply):
-    """A payment recorded ``refund_pending``."""
+RefundStatus = Literal["pending", "requested", "succeeded", "failed"]  # payments.refunds.STATUSES
+REFUND_ID = r"^RF[0-9]{24}$"
+_REFUND_ID = re.compile(REFUND_ID).fullmatch
 
-    id: int
+
+class Refund(Reply):
+    """A refund: a payment that must go back (or a cancellation's fee), and how sending it went."""
+
+    refund_id: str
+    status: RefundStatus = Field(description="pending → requested → succeeded | failed (failed is retried "
+                                             "while next_attempt_at is set)")
+    attempts: int = Field(ge=0, description="requests sent to the provider")
+    last_error: str | None = Field(description="why the last attempt failed, as the provider said")
+    next_attempt_at: datetime | None = Field(description="when the worker sends it or asks about it next; "
+                                                         "null: nothing due (execute it to send it again)")
+    provider_refund_no: str | None
+    requested_by: str = Field(description="the operator who asked for it, or system")
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    id: int | None = Field(description="the payment notification that made it (null for a cancellation)")
     provider: str
-    event_id: str
-    order_no: str | None
-    registration_id: int | None
-    amount_fen: int | None
-    reason: str | None
-    order_status: str | None
-    trade_no: str | None
-    received_at: datetime
+    event_id: str | None
+    order_no: str
+    registration_id: int
+    amount_fen: int
+    reason: str = Field(description="order_closed, order_expired, second_payment, seat_released, cancellation, "
+                                    "registration_<status>")
+    order_status: str
+    trade_no: str = Field(description="the provider's trade the money goes back from")
+    received_at: datetime = Field(description="when the payment notification came (else when the refund was made)")
 
 
 class Refunds(Reply):
-    """Payments that must go back, newest first."""
+    """Refunds, newest first."""
 
     refunds: list[Refund]
+
+
+class RefundEvent(Reply):
+    """One line of a refund's ledger: a request sent, an answer or notification received, an operator's action."""
+
+    id: int
+    kind: Literal["created", "queued", "request", "answer", "query", "notification", "error"]
+    provider: str | None
+    event_id: str | None = Field(description="the provider's notification id (recorded once)")
+    outcome: str | None
+    detail: str | None
+    actor: str
+    payload: dict[str, Any]
+    at: datetime
+
+
+class RefundDetail(Refund):
+    """A refund with its ledger, oldest first."""
+
+    events: list[RefundEvent]
 
 
 class Prewarmed(Reply):
@@ -346,13 +386,75 @@ async def prewarm_exam(request: web.Request) -> web.Response:
     return json_response(report.as_dict())
 
 
+class RefundNotFoundError(NotFoundError):
+    """No refund has this id (404 ``refund_not_found``)."""
+
+    code, message = "refund_not_found", "退款记录不存在"
+
+
+def _refund_id(request: web.Request) -> str:
+    raw = request.match_info["refund_id"]
+    if _REFUND_ID(raw) is None:
+        raise RefundNotFoundError(details={"refund_id": raw[:64]})
+    return raw
+
+
+REFUND_PATH = Param("refund_id", "path", {"type": "string", "pattern": REFUND_ID}, "RF + UTC time + 10 digits",
+                    required=True)
+
+
 @routes.get("/admin/api/v1/refunds", "admin.refunds.list",
-            summary="Payments recorded refund_pending (late, for a closed order, or a second trade), newest first",
-            params=(Param("limit", "query", {**LIMIT, "maximum": REFUNDS_MAX}),),
-            answers={200: Answer(Refunds, "refunds")}, errors={422: "validation_failed: bad limit"}, caller=OPERATOR)
+            summary="Refunds, newest first: payments that must go back (late, for a closed order, a second trade, "
+                    "a registration no longer payable) and approved cancellations, with how sending them went",
+            params=(Param("limit", "query", {**LIMIT, "maximum": REFUNDS_MAX}),
+                    Param("status", "query", {"enum": list(refunds.STATUSES)}, "only the refunds in this status")),
+            answers={200: Answer(Refunds, "refunds")}, errors={422: "validation_failed: bad limit or status"},
+            caller=OPERATOR)
 async def list_refunds(request: web.Request) -> web.Response:
-    """Payments that must go back (late, for a closed order, or a second one), newest first (``?limit=``)."""
+    """Refunds, newest first (``?limit=``, ``?status=failed``): status, attempts, the last error, when next tried."""
     raw = request.query.get("limit", "100")
+    status = request.query.get("status")
+    problems: dict[str, str] = {}
     if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= REFUNDS_MAX):
-        raise ValidationFailed({"limit": f"must be an integer from 1 to {REFUNDS_MAX}"}, "invalid query parameter")
-    return json_response({"refunds": await settle.refunds(request.app[keys.PG], limit=int(raw))})
+        problems["limit"] = f"must be an integer from 1 to {REFUNDS_MAX}"
+    if status is not None and status not in refunds.STATUSES:
+        problems["status"] = f"must be one of {', '.join(refunds.STATUSES)}"
+    if problems:
+        raise ValidationFailed(problems, "invalid query parameter")
+    return json_response({"refunds": await refunds.list_refunds(request.app[keys.PG], limit=int(raw),
+                                                                status=status)})
+
+
+@routes.get("/admin/api/v1/refunds/{refund_id}", "admin.refunds.get",
+            summary="One refund with its ledger: every request sent, answer and notification received, "
+                    "operator's action",
+            params=(REFUND_PATH,), answers={200: Answer(RefundDetail, "the refund")},
+            errors={404: "refund_not_found"}, caller=OPERATOR)
+async def get_refund(request: web.Request) -> web.Response:
+    """One refund and its ledger, oldest event first."""
+    refund_id = _refund_id(request)
+    try:
+        found = await refunds.get_refund(request.app[keys.PG], refund_id)
+    except RefundNotFound:
+        raise RefundNotFoundError(details={"refund_id": refund_id}) from None
+    return json_response(found)
+
+
+@routes.post("/admin/api/v1/refunds/{refund_id}/execute", "admin.refunds.execute",
+             summary="Send the refund (again) now: the worker sends it, or asks the provider about it, within "
+                     "EXAMGATE_REFUNDS_INTERVAL_S; one that gave up after its attempts gets one more (audited in its "
+                     "ledger). The provider refunds a refund id once, however often it is sent",
+             params=(REFUND_PATH,), answers={202: Answer(RefundDetail, "queued: the refund as it is now")},
+             errors={404: "refund_not_found", 409: "refund_succeeded: the money went back already"},
+             caller=OPERATOR)
+async def execute_refund(request: web.Request) -> web.Response:
+    """Queue the refund now (202), for the worker to send; 409 when it succeeded already."""
+    refund_id = _refund_id(request)
+    try:
+        queued = await refunds.queue(request.app[keys.PG], refund_id, request[ADMIN_NAME])
+    except RefundNotFound:
+        raise RefundNotFoundError(details={"refund_id": refund_id}) from None
+    except RefundFinished:
+        raise Conflict("该退款已成功，无需再次执行", code="refund_succeeded",
+                       details={"refund_id": refund_id}) from None
+    return json_response(queued, status=202)

@@ -13,6 +13,10 @@ A notification failing verification could come from anyone: it counts against it
 address (the ``counts: failures`` rules of the notify routes, which then refuse that address
 with 429 before its body is read), and the ledger keeps only a sampled summary of it
 (``payments.rejections``); the others are answered without touching PostgreSQL.
+
+WeChat Pay's refund notifications (``REFUND.SUCCESS`` / ``ABNORMAL`` / ``CLOSED``) come to their own
+route, verified the same way, and are recorded in the refund's ledger once however often they
+come (``payments.refunds.record_notification``); 204 only after that commit.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from gateway.errors import ApiError, Overloaded
 from gateway.models import Body, Reply
 from gateway.routes.registrations import _not_found, _registration_id
 from gateway.routing import CANDIDATE, PROVIDER, Answer, Param, Routes
-from payments import orders, settle
+from payments import orders, refunds, settle
+from payments.clients import REFUND_NOTIFY_PATH
 from payments.runtime import PaymentsRuntime
 from queueing import holds
 
@@ -219,4 +224,50 @@ async def notify_wechat(request: web.Request) -> web.Response:
         return _wechat_fail(500, "not settled, retry")
     if not outcome.acknowledged:
         return _wechat_fail(400, outcome.reason or "rejected")
+    return web.Response(status=204)
+
+
+WECHAT_REFUND_ENVELOPE = {"application/json": {"schema": {
+    "type": "object", "required": ["id", "event_type", "resource"],
+    "properties": {"id": {"type": "string", "minLength": 1},
+                   "event_type": {"enum": ["REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED"]},
+                   "resource": {"type": "object", "description": "the refund (out_refund_no, refund_id, "
+                                                                 "refund_status, amount), AEAD_AES_256_GCM-encrypted"}},
+    "description": "WeChat Pay's v3 refund notification, signed over timestamp, nonce and these bytes"}}}
+
+
+@routes.post(REFUND_NOTIFY_PATH, "payments.notify.wechat_refund", caller=PROVIDER, shedding="payment_notify",
+             raw_body=WECHAT_REFUND_ENVELOPE, params=WECHAT_HEADERS,
+             summary="WeChat Pay v3 refund notification (REFUND.SUCCESS, ABNORMAL, CLOSED); 204 only after it is "
+                     "recorded in the refund's ledger",
+             answers={
+                 204: Answer(None, "recorded (or recorded before: a notification sent twice changes nothing)"),
+                 400: Answer(WECHAT_REFUSED, "rejected: bad signature, malformed, an unknown refund, or one that "
+                                             "does not match it; malformed_request (the API's error) when the "
+                                             "body's framing is broken"),
+                 500: Answer(WechatReply, "not recorded (store down); WeChat Pay retries"),
+             },
+             errors={503: "service_unavailable: payment keys missing; or shed"})
+async def notify_wechat_refund(request: web.Request) -> web.Response:
+    """WeChat Pay's refund notification: the refund moved and the event recorded once, then 204."""
+    runtime = _runtime(request)
+    verified = runtime.verify_wechat_refund(request.headers, await request.read())
+    if isinstance(verified, str):
+        metrics.PAYMENT_REJECTED.labels("wechat", verified).inc()
+        await throttle.record_failure(request)
+        log.warning("refund notification from wechat failed verification: %s (sender %s)", verified,
+                    _sender(request))
+        return _wechat_fail(400, verified)
+    try:
+        outcome = await refunds.record_notification(request.app[keys.PG], verified,
+                                                    merchant_id=request.app[keys.SETTINGS].wechat_mch_id)
+    except Exception as exc:  # store down, or a bug: never acknowledge what was not recorded
+        log.warning("refund notification %s not recorded: %s", verified.event_id, exc)
+        return _wechat_fail(500, "not recorded, retry")
+    if not outcome.acknowledged:
+        metrics.PAYMENT_REJECTED.labels("wechat", outcome.reason).inc()
+        log.warning("refund notification %s rejected: %s (refund %s)", verified.event_id, outcome.reason,
+                    verified.refund_no)
+        return _wechat_fail(400, outcome.reason or "rejected")
+    log.info("refund %s: %s from wechat (%s)", verified.refund_no, verified.event_type, outcome.result)
     return web.Response(status=204)

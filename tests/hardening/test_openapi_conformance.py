@@ -99,7 +99,8 @@ UNSTATED_EVERYWHERE = frozenset({"contains_nul"})
 STATE_REFUSALS = frozenset({"reset_invalid", "reset_attempts_exhausted", "code_invalid", "captcha_required",
                             "invalid_config"})
 # Payment notifications are refused (400) unless the provider signed them, which no schema states.
-SIGNED_OPERATIONS = frozenset({"POST /api/v1/payments/notify/alipay", "POST /api/v1/payments/notify/wechat"})
+SIGNED_OPERATIONS = frozenset({"POST /api/v1/payments/notify/alipay", "POST /api/v1/payments/notify/wechat",
+                               "POST /api/v1/payments/wechat/refund-notify"})
 
 
 @dataclass

@@ -31,7 +31,9 @@ class _Settings:
     alipay_app_id = APP_IDS["alipay"]
     wechat_app_id = APP_IDS["wechat"]
     wechat_mch_id = MCH_ID
+    alipay_seller_id = "2088000000000001"
     paysim_url = "http://127.0.0.1:9"
+    alipay_url = wechat_url = "http://127.0.0.1:9"
     public_url = "http://127.0.0.1:9"
     notify_group_max = 64
     notify_rejected_interval_s = 60.0
