@@ -277,11 +277,6 @@ class Settings(BaseSettings):
             shown[name] = value
         return shown
 
-    @model_validator(mode="after")
-    def _bounds_agree(self) -> Settings:
-        if self.pg_pool_min > self.pg_pool_max:
-            raise ValueError(f"{PREFIX}PG_POOL_MIN ({self.pg_pool_min}) exceeds "
-                             f"{PREFIX}PG_POOL_MAX ({self.pg_pool_max})")
     @model_validator(mode="before")
     @classmethod
     def _provider_urls(cls, values: Any) -> Any:
@@ -293,6 +288,11 @@ class Settings(BaseSettings):
                     values = {**values, name: paysim}
         return values
 
+    @model_validator(mode="after")
+    def _bounds_agree(self) -> Settings:
+        if self.pg_pool_min > self.pg_pool_max:
+            raise ValueError(f"{PREFIX}PG_POOL_MIN ({self.pg_pool_min}) exceeds "
+                             f"{PREFIX}PG_POOL_MAX ({self.pg_pool_max})")
         if self.session_idle_timeout_s > self.session_absolute_timeout_s:
             raise ValueError(f"{PREFIX}SESSION_IDLE_TIMEOUT_S ({self.session_idle_timeout_s:g}) exceeds "
                              f"{PREFIX}SESSION_ABSOLUTE_TIMEOUT_S ({self.session_absolute_timeout_s:g})")
@@ -336,13 +336,13 @@ def describe() -> list[tuple[str, str, str]]:
         default = info.get_default(call_default_factory=True)
         if _is_secret(name):
             default = "(generated)"
+        elif default == "":
+            default = "(unset)"
         elif isinstance(default, tuple):
             default = ",".join(default) or "(none)"
         rows.append((env_name(name), str(default), info.description or ""))
     return rows
 
-        elif default == "":
-            default = "(unset)"
 
 class _Environ(EnvSettingsSource):
     """The ``EXAMGATE_*`` variables of a given mapping (``os.environ`` unless a test passes its own)."""

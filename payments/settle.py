@@ -215,13 +215,13 @@ class _Group:
         self.ledger: list[_LedgerRow] = []
         self.to_pay: dict[str, _Payment] = {}
         self.refunds: list[tuple[str, str]] = []  # (order, trade) to mark refund_pending
+        self.to_refund: list[refund_rows.Wanted] = []  # every payment that goes back, a paid order's too
         self.duplicates: list[tuple[int, int]] = []  # (outcome index, index of the event's first copy)
         self._first: dict[tuple[str, str], int] = {}
 
     def answer(self, outcome: Outcome | None, index: int | None = None) -> None:
         if index is None:
             self.outcomes.append(outcome)
-        self.to_refund: list[refund_rows.Wanted] = []  # every payment that goes back, a paid order's too
         else:
             self.outcomes[index] = outcome
 
@@ -289,14 +289,14 @@ class _Group:
         self.answer(Outcome("refund_pending", reason, order.order_no), index)
         if order.status != "paid":
             self.refunds.append((order.order_no, notice.trade_no))
+        self.to_refund.append(refund_rows.Wanted(order.order_no, notice.trade_no, notice.provider, notice.amount_fen,
+                                                 reason, refund_rows.SYSTEM, notice.event_id))
 
     def finish(self) -> list[Outcome]:
         for index, first in self.duplicates:
             earlier = self.outcomes[first]
             assert earlier is not None
             self.outcomes[index] = earlier._replace(result="duplicate") if earlier.acknowledged else earlier
-        self.to_refund.append(refund_rows.Wanted(order.order_no, notice.trade_no, notice.provider, notice.amount_fen,
-                                                 reason, refund_rows.SYSTEM, notice.event_id))
         assert all(outcome is not None for outcome in self.outcomes)
         return self.outcomes  # type: ignore[return-value]
 
@@ -321,14 +321,14 @@ async def settle(pool: asyncpg.Pool, seats: Seats, items: Sequence[Incoming], ex
             await _pay(conn, seats, group)
             if group.refunds:
                 await conn.execute(_REFUND_ORDERS, [o for o, _ in group.refunds], [t for _, t in group.refunds])
+            if group.to_refund:
+                await refund_rows.request_refunds(conn, group.to_refund, now=moment)
             if group.ledger:
                 rows = group.ledger
                 await conn.execute(_LEDGER, [r.provider for r in rows], [r.event_id for r in rows],
                                    [r.order_no for r in rows], [r.amount_fen for r in rows],
                                    [r.app_id for r in rows], [r.outcome for r in rows], [r.reason for r in rows],
                                    [r.payload for r in rows])
-            if group.to_refund:
-                await refund_rows.request_refunds(conn, group.to_refund, now=moment)
     return group.finish()
 
 
