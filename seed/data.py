@@ -17,6 +17,7 @@ from seed.names import (
     GIVEN_FEMALE,
     GIVEN_MALE,
     GIVEN_SHARED,
+    MAJORS,
     PROVINCES,
     RARE_GIVEN,
     SECURITY_QUESTIONS,
@@ -27,6 +28,7 @@ MAX_CANDIDATES = 10_000_000
 SEATS_PER_ROOM = 30
 EXAM_A_CODE = "DEMO-2026-A"
 EXAM_B_CODE = "DEMO-2026-B"
+EXAM_FAMILY = "DEMO-ECON"  # exams.family of both: one exam over the years, as the integrity archive counts it
 TICKET_PREFIX_A = "202601"  # year 2026, exam 01
 CREATED_EPOCH = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -202,3 +204,36 @@ def security_question(index: int) -> str:
 def created_at(index: int) -> datetime:
     """When the seeded account was created: a deterministic moment in the year after CREATED_EPOCH."""
     return CREATED_EPOCH + timedelta(seconds=index * CREATED_STEP_S % CREATED_SPAN_S)
+
+
+
+# --- each candidate's one education record (seed.queries.EDUCATIONS computes the same) ---
+
+# Highest first, and each level's share of the candidates in percent.
+EDUCATION_LEVELS = ("doctorate", "master", "bachelor", "college", "secondary")
+EDUCATION_SHARES = (1, 12, 55, 29, 3)
+# The row hash the queries draw a candidate's level, specialty and education from (not ``_mix``),
+# and the divisors that pick the education's level (a percentile) and major out of it.
+ROW_HASH_MULT, ROW_HASH_ADD = 2_654_435_761, 12_345
+LEVEL_DRAW_DIV, MAJOR_DRAW_DIV = 331, 97
+_EDUCATION_BOUNDS = tuple(sum(EDUCATION_SHARES[: n + 1]) for n in range(len(EDUCATION_SHARES)))
+assert _EDUCATION_BOUNDS[-1] == 100
+
+
+class Education(NamedTuple):
+    """A seeded candidate's education as the automatic review reads it: level and major."""
+
+    level: str
+    major: str
+
+
+def row_hash(index: int) -> int:
+    """The 32-bit hash of ``index`` that ``seed.queries`` draws the candidate's rows from."""
+    return (index * ROW_HASH_MULT + ROW_HASH_ADD) % 4_294_967_296
+
+
+def education(index: int) -> Education:
+    """The level and major of seeded candidate ``index``'s education record, without the database."""
+    h = row_hash(index)
+    level = EDUCATION_LEVELS[bisect_right(_EDUCATION_BOUNDS, h // LEVEL_DRAW_DIV % 100)]
+    return Education(level, MAJORS[h // MAJOR_DRAW_DIV % len(MAJORS)])

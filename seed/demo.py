@@ -1,5 +1,9 @@
 """Deterministic demo data: a million candidates, a finished exam (A) and an open one (B), in seconds.
 
+Exam B also carries its registration lifecycle (eligibility rules, review rules and points, the
+notice, commitment and instructions texts) and a few seeded candidates an integrity record
+(``seed.lifecycle``).
+
 Every seeded candidate is a pure function of its index (``candidate_credentials``, ``lookup_keys``),
 so load tests can log in as, or look up, any of them without reading the database. Seeded
 candidates are the ones whose username is ``c`` and seven or more digits; their phones run upwards
@@ -24,6 +28,7 @@ import asyncpg
 from core.errors import CoreError
 from seed import data as seed_data
 from seed import keys as seed_keys
+from seed import lifecycle as seed_lifecycle
 from seed import queries as sq
 from seed.data import EXAM_A_CODE, EXAM_B_CODE, MAX_CANDIDATES
 from seed.exams import demo_sites, exam_specs, insert_exam, insert_sites
@@ -52,7 +57,9 @@ _LOCK_KEY = 0x6567_7365_6564  # "egseed": one seeder at a time
 # Everything the seed (or a reset) writes, or whose keys it drops, locked up front in one order.
 _LOCK_TABLES = (
     "LOCK TABLE exams, exam_levels, exam_specialties, exam_subjects, exam_specialty_subjects, exam_sites,"
-    " candidates, educations, registrations, orders, payment_notifications, admission_tickets, scores"
+    " review_points, exam_review_rules, eligibility_rules, exam_documents, integrity_records,"
+    " candidates, educations, registrations, registration_events, registration_commitments,"
+    " cancellation_requests, orders, refunds, refund_events, payment_notifications, admission_tickets, scores"
     " IN ACCESS EXCLUSIVE MODE"
 )
 
@@ -181,6 +188,9 @@ async def seed(
             found = await existing_seed(conn)
             complete = found is not None and found.exam_ids.keys() == {EXAM_A_CODE, EXAM_B_CODE}
             if found is not None and complete and found.candidates == candidates and not reset:
+                # A demo seeded before the lifecycle data existed gets it; otherwise nothing changes.
+                await seed_lifecycle.apply(conn, list(found.exam_ids.values()), found.exam_ids[EXAM_B_CODE],
+                                           candidates)
                 _Progress(candidates, progress).finish()
                 return SeedReport(*found, already_seeded=True, elapsed_s=time.perf_counter() - started)
             if found is not None and not reset:
@@ -213,6 +223,7 @@ async def _load(conn: asyncpg.Connection, dsn: str, n: int, saved: seed_keys.Sav
     sites = demo_sites(n)
     await insert_sites(conn, exam_a, sites, ids["exam_sites"])
     await insert_sites(conn, exam_b, sites, ids["exam_sites"] + len(sites))
+    await seed_lifecycle.apply(conn, [exam_a, exam_b], exam_b, n)
 
     # Where each table's rows are computed: "copy" by a second session, streamed into a COPY here
     # while this session inserts; "insert" by this session itself (INSERT … SELECT). The split keeps

@@ -1,4 +1,4 @@
-"""The two demo exams: structure (levels, specialties, subjects), windows and sites."""
+"""The two demo exams: structure (levels, specialties, subjects), windows, family and sites."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from core.timeutil import SHANGHAI
 from seed.data import (
     EXAM_A_CODE,
     EXAM_B_CODE,
+    EXAM_FAMILY,
     SEATS_PER_ROOM,
     site_rooms,
     sites_needed,
@@ -86,11 +87,11 @@ async def insert_exam(conn: asyncpg.Connection, spec: ExamSpec) -> int:
     starts = min(_subject_times(spec.exam_day, pos, False)[0] for pos in range(len(LEVELS)))
     exam_id: int = await conn.fetchval(
         """INSERT INTO exams (code, name, registration_opens_at, registration_closes_at, ticket_print_opens_at,
-                              ticket_print_closes_at, exam_starts_at, score_release_at, fee_per_subject_fen)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
+                              ticket_print_closes_at, exam_starts_at, score_release_at, fee_per_subject_fen, family)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
         spec.code, spec.name, spec.registration_opens_at, spec.registration_closes_at,
         spec.ticket_print_opens_at, spec.ticket_print_closes_at, starts, spec.score_release_at,
-        FEE_PER_SUBJECT_FEN,
+        FEE_PER_SUBJECT_FEN, EXAM_FAMILY,
     )  # fmt: skip
     levels, specialties, subjects, links = [], [], [], []
     for lpos, (level, level_name) in enumerate(LEVELS):

@@ -88,7 +88,7 @@ def _indexed(rows_per_index: int = 1) -> str:
     FROM (SELECT i, ord, p, k, h, {birth_day} AS bd
           FROM (SELECT g.j / {rows_per_index} AS i, (g.j % {rows_per_index})::int AS ord, {_CYCLE}[{pos}] AS p,
                        g.j / {rows_per_index} / {_L} * {_WEIGHTS}[{_CYCLE}[{pos}] + 1] + {_CYCLE_RANK}[{pos}] AS k,
-                       (g.j / {rows_per_index} * 2654435761 + 12345) % 4294967296 AS h
+                       (g.j / {rows_per_index} * {sd.ROW_HASH_MULT} + {sd.ROW_HASH_ADD}) % 4294967296 AS h
                 FROM generate_series($1::bigint * {rows_per_index}, $2::bigint * {rows_per_index} - 1) AS g(j)
                 OFFSET 0) a
           OFFSET 0) b
@@ -142,8 +142,7 @@ FROM (SELECT x.*, ((x.i * 2 + x.ord + 1) * 2246822519 + 3266489917) % 4294967296
 """,
 )
 
-_EDU_LEVELS = ("doctorate", "master", "bachelor", "college", "secondary")
-_EDU_SHARES = (1, 12, 55, 29, 3)
+_EDU_LEVELS, _EDU_SHARES = sd.EDUCATION_LEVELS, sd.EDUCATION_SHARES
 _EDU_CODES = (1, 2, 5, 6, 9)  # the two "level" digits of a graduation certificate number
 _GRADUATION_AGE = (29, 25, 22, 21, 18)
 _MODES = ("full_time", "part_time", "self_study", "online")
@@ -160,11 +159,12 @@ SELECT $4::bigint + e.i, $3::bigint + e.i,
            * 10000 + e.year) * 100 + {_ints(_EDU_CODES)}[e.l + 1]) * 1000000 + e.i % 999983)::text,
        {_texts(name for _, name in UNIVERSITIES)}[e.u],
        make_date(e.year, CASE WHEN e.m = 0 THEN 6 ELSE 1 END, CASE WHEN e.m = 0 THEN 30 ELSE 10 END),
-       {_texts(MAJORS)}[(e.h / 97 % {len(MAJORS)})::int + 1], {_texts(_EDU_LEVELS)}[e.l + 1], {_texts(_MODES)}[e.m + 1]
+       {_texts(MAJORS)}[(e.h / {sd.MAJOR_DRAW_DIV} % {len(MAJORS)})::int + 1], {_texts(_EDU_LEVELS)}[e.l + 1],
+       {_texts(_MODES)}[e.m + 1]
 FROM (SELECT i, h, l, m, (h / 13 % {len(UNIVERSITIES)})::int + 1 AS u,
              least($5::int, birth_year + {_ints(_GRADUATION_AGE)}[l + 1] + CASE WHEN m = 0 THEN 0 ELSE 3 END) AS year
-      FROM (SELECT x.i, x.h, x.birth_year, {_shares(_EDU_SHARES)}[(x.h / 331 % 100)::int + 1] AS l,
-                   CASE WHEN x.h / 331 % 100 < {sum(_EDU_SHARES[:2])} THEN 0
+      FROM (SELECT x.i, x.h, x.birth_year, {_shares(_EDU_SHARES)}[(x.h / {sd.LEVEL_DRAW_DIV} % 100)::int + 1] AS l,
+                   CASE WHEN x.h / {sd.LEVEL_DRAW_DIV} % 100 < {sum(_EDU_SHARES[:2])} THEN 0
                         ELSE {_shares(_MODE_SHARES)}[(x.h / 33331 % 100)::int + 1] END AS m
             FROM {_indexed()} OFFSET 0) y
       OFFSET 0) e

@@ -1,4 +1,8 @@
-"""Finding and removing earlier demo data: the demo exams and the candidates with seeded usernames."""
+"""Finding and removing earlier demo data: the demo exams and the candidates with seeded usernames.
+
+With them go whatever references them (registrations' events, commitments, orders, refunds, …) and
+the integrity records the seed wrote.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import NamedTuple
 import asyncpg
 
 from seed.data import EXAM_A_CODE, EXAM_B_CODE
+from seed.lifecycle import SEED_ACTOR
 
 # Seeded usernames are "c" and seven or more digits (see seed.data.username).
 SEEDED_USERNAME_PATTERN = "^c[0-9]{7,}$"
@@ -52,16 +57,24 @@ async def existing_seed(conn: asyncpg.Connection) -> ExistingSeed | None:
 # rows whenever the keepers are few (a handful of accounts made by a load test, say).
 _DEMO_CODES = ", ".join(f"'{code}'" for code in DEMO_EXAMS)
 _DEMO_IDS = f"(SELECT id FROM exams WHERE code IN ({_DEMO_CODES}))"
+_KEPT_REGISTRATION = "registration_id IN (SELECT id FROM seed_keep_registrations)"
+# In the order rows are put back (referenced tables first); every table referencing a truncated one is here.
 _KEEP = (
     ("candidates", f"SELECT * FROM candidates WHERE username !~ '{SEEDED_USERNAME_PATTERN}'"),
     ("educations", "SELECT * FROM educations WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"),
     ("registrations", ("SELECT * FROM registrations WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"
                        f" AND exam_id NOT IN {_DEMO_IDS}")),
-    ("orders", "SELECT * FROM orders WHERE registration_id IN (SELECT id FROM seed_keep_registrations)"),
-    ("admission_tickets", ("SELECT * FROM admission_tickets"
-                           " WHERE registration_id IN (SELECT id FROM seed_keep_registrations)")),
-    ("scores", "SELECT * FROM scores WHERE registration_id IN (SELECT id FROM seed_keep_registrations)"),
+    ("registration_events", f"SELECT * FROM registration_events WHERE {_KEPT_REGISTRATION}"),
+    ("registration_commitments", f"SELECT * FROM registration_commitments WHERE {_KEPT_REGISTRATION}"),
+    ("cancellation_requests", f"SELECT * FROM cancellation_requests WHERE {_KEPT_REGISTRATION}"),
+    ("orders", f"SELECT * FROM orders WHERE {_KEPT_REGISTRATION}"),
+    ("refunds", "SELECT * FROM refunds WHERE order_no IN (SELECT order_no FROM seed_keep_orders)"),
+    ("refund_events", "SELECT * FROM refund_events WHERE refund_id IN (SELECT refund_id FROM seed_keep_refunds)"),
+    ("admission_tickets", f"SELECT * FROM admission_tickets WHERE {_KEPT_REGISTRATION}"),
+    ("scores", f"SELECT * FROM scores WHERE {_KEPT_REGISTRATION}"),
 )  # fmt: skip
+# The integrity records the seed wrote (operators' imports stay).
+_SEEDED_RECORDS = ("DELETE FROM integrity_records WHERE created_by = $1", (SEED_ACTOR,))
 _MAX_KEPT = 100_000
 
 
@@ -83,7 +96,9 @@ async def truncate_seeded(conn: asyncpg.Connection) -> bool:
                 " EXCEPT SELECT order_no FROM seed_keep_orders)"
             )
             await conn.execute("TRUNCATE " + ", ".join(table for table, _ in reversed(_KEEP)))
+            # levels, subjects, sites, review points and rules, eligibility rules and texts cascade
             await conn.execute("DELETE FROM exams WHERE code = ANY($1)", list(DEMO_EXAMS))
+            await conn.execute(_SEEDED_RECORDS[0], *_SEEDED_RECORDS[1])
             for table, _ in _KEEP:
                 await conn.execute(f"INSERT INTO {table} SELECT * FROM seed_keep_{table}")
     except asyncpg.FeatureNotSupportedError:
@@ -92,6 +107,7 @@ async def truncate_seeded(conn: asyncpg.Connection) -> bool:
 
 
 _DOOMED = "(SELECT id FROM seed_doomed)"
+_DOOMED_ORDER = f"order_no IN (SELECT order_no FROM orders WHERE registration_id IN {_DOOMED})"
 # Run with the foreign keys dropped (no cascades, no per-row checks), so every dependent row is
 # deleted explicitly; re-adding the keys afterwards proves nothing was left dangling.
 _DELETES: tuple[tuple[str, tuple[object, ...]], ...] = (
@@ -111,9 +127,16 @@ _DELETES: tuple[tuple[str, tuple[object, ...]], ...] = (
         ),
         (),
     ),
+    (f"DELETE FROM refund_events WHERE refund_id IN (SELECT refund_id FROM refunds WHERE {_DOOMED_ORDER})", ()),
+    (f"DELETE FROM refunds WHERE {_DOOMED_ORDER}", ()),
     (f"DELETE FROM orders WHERE registration_id IN {_DOOMED}", ()),
+    (f"DELETE FROM registration_events WHERE registration_id IN {_DOOMED}", ()),
+    (f"DELETE FROM registration_commitments WHERE registration_id IN {_DOOMED}", ()),
+    (f"DELETE FROM cancellation_requests WHERE registration_id IN {_DOOMED}", ()),
     (f"DELETE FROM registrations WHERE id IN {_DOOMED}", ()),
-    ("DELETE FROM exams WHERE code = ANY($1)", (list(DEMO_EXAMS),)),  # levels, subjects, sites cascade
+    # levels, subjects, sites, review points and rules, eligibility rules and texts cascade
+    ("DELETE FROM exams WHERE code = ANY($1)", (list(DEMO_EXAMS),)),
+    _SEEDED_RECORDS,
     ("DELETE FROM educations WHERE candidate_id IN (SELECT id FROM candidates WHERE username ~ $1)",
      (SEEDED_USERNAME_PATTERN,)),  # fmt: skip
     ("DELETE FROM candidates WHERE username ~ $1", (SEEDED_USERNAME_PATTERN,)),

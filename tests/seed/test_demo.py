@@ -1,5 +1,6 @@
 """Demo seed: counts, validity and uniqueness, agreement with the pure per-index functions,
-determinism, idempotence, reset, and an unchanged schema afterwards.
+the open exam's lifecycle data (rules the seeded candidates mostly pass, review rules and points,
+texts, the archive), determinism, idempotence, reset, and an unchanged schema afterwards.
 
 Each test database here is private (seeding the shared test database would hand other tests
 thousands of candidates and two exams they did not ask for).
@@ -16,8 +17,10 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from core import db, migrate
+from core import db, migrate, qualification
+from core.documents import text_hash
 from core.idcards import is_valid_resident_id
+from core.timeutil import SHANGHAI
 from seed import (
     EXAM_A_CODE,
     EXAM_B_CODE,
@@ -28,6 +31,7 @@ from seed import (
     seed,
 )
 from seed import data as seed_data
+from seed import lifecycle as seed_lifecycle
 from seed import queries as seed_queries
 from seed import reset as seed_reset
 
@@ -196,6 +200,90 @@ async def test_candidate_query_matches_the_pure_functions_up_to_the_maximum(data
         await conn.close()
 
 
+async def test_education_function_matches_the_rows(databases: dict[str, str]) -> None:
+    rows = await _fetch(databases["a"], """SELECT e.level, e.major FROM educations e
+                                           JOIN candidates c ON c.id = e.candidate_id ORDER BY c.id""")
+    assert [tuple(r) for r in rows] == [tuple(seed_data.education(i)) for i in range(N)]
+
+
+async def test_open_exam_carries_its_lifecycle(databases: dict[str, str]) -> None:
+    dsn = databases["a"]
+    exams = {r["code"]: r for r in await _fetch(dsn, "SELECT id, code, family FROM exams")}
+    assert {e["family"] for e in exams.values()} == {seed_data.EXAM_FAMILY}
+    exam_b = exams[EXAM_B_CODE]["id"]
+    rules = {r["level_code"]: qualification.EligibilityRules.model_validate_json(r["rules"])
+             for r in await _fetch(dsn, "SELECT level_code, rules::text AS rules FROM eligibility_rules"
+                                        " WHERE exam_id = $1", exam_b)}
+    assert set(rules) == {"CJ", "ZJ"}
+    assert {p.education: p.min_work_years for p in rules["ZJ"].paths} == {"college": 6, "bachelor": 4, "master": 1,
+                                                                          "doctorate": 0}
+    # every seeded major is in the lists but one: 其他专业
+    seeded_majors = {r["major"] for r in await _fetch(dsn, "SELECT DISTINCT major FROM educations")}
+    listed = set(rules["ZJ"].majors_same) | set(rules["ZJ"].majors_related)
+    assert seeded_majors - listed == {"土木工程"} and listed <= seeded_majors
+
+    modes = {r["province"]: r for r in await _fetch(dsn, "SELECT * FROM exam_review_rules WHERE exam_id = $1", exam_b)}
+    provinces = {r["province"] for r in await _fetch(dsn, "SELECT DISTINCT province FROM exam_sites"
+                                                          " WHERE exam_id = $1", exam_b)}
+    assert set(modes) == provinces
+    auto = [p for p, r in modes.items() if r["review_mode"] == "auto"]
+    assert len(auto) >= len(provinces) - 3 and all(modes[p]["commitment"] for p in auto)
+    assert sorted(p for p, r in modes.items() if r["review_mode"] == "online") == ["46", "63"]
+    (onsite,) = [r for r in modes.values() if r["review_mode"] == "onsite"]
+    assert onsite["withdraw_rule"] == "until_review" and not onsite["commitment"]
+
+    points = await _fetch(dsn, "SELECT province, city, name, address FROM review_points WHERE exam_id = $1", exam_b)
+    site_cities = {(r["province"], r["city"]) for r in await _fetch(
+        dsn, "SELECT DISTINCT province, city FROM exam_sites WHERE exam_id = $1", exam_b)}
+    assert site_cities <= {(r["province"], r["city"]) for r in points}
+    assert all(r["name"].endswith("审核点") and r["address"] for r in points)
+
+    documents = await _fetch(dsn, "SELECT kind, version, title, body, sha256 FROM exam_documents WHERE exam_id = $1",
+                             exam_b)
+    assert sorted(d["kind"] for d in documents) == ["commitment", "instructions", "notice"]
+    assert all(d["version"] == 1 and d["sha256"] == text_hash(d["title"], d["body"]) for d in documents)
+
+
+async def test_most_seeded_candidates_pass_the_automatic_review(databases: dict[str, str]) -> None:
+    dsn = databases["a"]
+    conn = await db.connect(dsn)
+    try:
+        exam_b = await conn.fetchval("SELECT id FROM exams WHERE code = $1", EXAM_B_CODE)
+        candidates = await conn.fetch("SELECT id, id_number FROM candidates ORDER BY id")
+        rules = {level: await qualification.load_rules(conn, exam_b, level) for level in ("CJ", "ZJ")}
+        today = datetime.now(UTC).astimezone(SHANGHAI).date()
+        verdicts: dict[str, list[str]] = {"CJ": [], "ZJ": []}
+        for index, candidate in enumerate(candidates):
+            province = candidate["id_number"][:2]
+            rule = await qualification.review_rule(conn, exam_b, province)
+            archived = await qualification.archive_record(conn, candidate["id"], exam_b, today) is not None
+            assert archived == seed_lifecycle.in_archive(index), index
+            records = await qualification.educations(conn, candidate["id"])
+            for level, work_years in (("CJ", 0), ("ZJ", 6)):
+                verdict = qualification.review(rules[level], records, work_years=work_years,
+                                               subjects=[f"{level}01", f"{level}11"], rule=rule, archived=archived,
+                                               acknowledged_major=True)
+                verdicts[level].append(verdict.status)
+                assert (verdict.status != "rejected") == seed_lifecycle.qualifies(index, level, work_years), index
+    finally:
+        await conn.close()
+    for level, statuses in verdicts.items():
+        assert statuses.count("approved") > 0.8 * N, (level, statuses.count("approved"))
+        assert 0 < statuses.count("under_review") < 0.15 * N  # 其他专业, the archive, the online provinces
+    assert verdicts["CJ"].count("rejected") == 0 < verdicts["ZJ"].count("rejected")  # 中专 cannot sit 中级
+
+
+async def test_integrity_records_of_a_few_seeded_candidates(databases: dict[str, str]) -> None:
+    rows = await _fetch(databases["a"], "SELECT id_number, exam_family, violation, starts_on, ends_on, created_by"
+                                        " FROM integrity_records ORDER BY id")
+    entries = seed_lifecycle.archive_entries(N)
+    assert 0 < len(rows) == len(entries) < N / 100
+    assert [(r["id_number"], r["exam_family"], r["violation"]) for r in rows] == [
+        (seed_data.resident_id(e.candidate), e.family, e.violation) for e in entries]
+    assert all(r["created_by"] == seed_lifecycle.SEED_ACTOR and r["starts_on"] < r["ends_on"] for r in rows)
+    assert sum(e.in_force for e in entries) > 0 and sum(not e.in_force for e in entries) > 0
+
+
 def test_identities_are_unique_by_construction() -> None:
     sample = [*range(0, 150_000), *range(seed_data.MAX_CANDIDATES - 50_000, seed_data.MAX_CANDIDATES)]
     ids = [seed_data.resident_id(i) for i in sample]
@@ -215,6 +303,11 @@ async def test_same_count_gives_identical_rows(databases: dict[str, str]) -> Non
         "SELECT ticket_no, registration_id, site_id, room, seat_no FROM admission_tickets ORDER BY ticket_no",
         "SELECT * FROM scores ORDER BY registration_id, subject_code",
         "SELECT * FROM educations ORDER BY id",
+        "SELECT province, city, name, address FROM review_points ORDER BY province, name",
+        "SELECT * FROM exam_review_rules ORDER BY exam_id, province",
+        "SELECT exam_id, level_code, rules FROM eligibility_rules ORDER BY exam_id, level_code",
+        "SELECT exam_id, kind, version, title, body, sha256 FROM exam_documents ORDER BY exam_id, kind",
+        "SELECT id_number, exam_family, violation, ends_on - starts_on FROM integrity_records ORDER BY id_number",
     ):
         assert await _fetch(databases["a"], sql) == await _fetch(databases["b"], sql)
 
@@ -234,12 +327,32 @@ async def test_sequences_continue_after_the_seed(databases: dict[str, str]) -> N
 
 
 async def test_second_run_with_same_count_changes_nothing(databases: dict[str, str]) -> None:
-    sql = "SELECT (SELECT count(*) FROM candidates), (SELECT max(id) FROM registrations), (SELECT count(*) FROM exams)"
+    sql = """SELECT (SELECT count(*) FROM candidates), (SELECT max(id) FROM registrations),
+                    (SELECT count(*) FROM exams), (SELECT count(*) FROM review_points),
+                    (SELECT count(*) FROM exam_review_rules),
+                    (SELECT count(*) FROM eligibility_rules), (SELECT count(*) FROM integrity_records),
+                    (SELECT array_agg(published_at ORDER BY kind) FROM exam_documents)"""
     before = await _fetch(databases["a"], sql)
     report = await seed(databases["a"], N)
     assert report.already_seeded and str(report).startswith("already seeded: 2,000 candidates")
     assert (report.candidates, report.registrations, report.tickets, report.scores) == (N, N, N, 2 * N)
     assert await _fetch(databases["a"], sql) == before
+
+
+async def test_a_demo_seeded_before_the_lifecycle_data_gets_it(databases: dict[str, str]) -> None:
+    dsn = databases["b"]
+    lifecycle_rows = """SELECT (SELECT count(*) FROM review_points), (SELECT count(*) FROM exam_review_rules),
+                               (SELECT count(*) FROM eligibility_rules), (SELECT count(*) FROM exam_documents),
+                               (SELECT count(*) FROM integrity_records), (SELECT count(*) FROM exams
+                                                                          WHERE family IS NOT NULL)"""
+    before = await _fetch(dsn, lifecycle_rows)
+    await _fetch(dsn, """WITH a AS (DELETE FROM review_points), b AS (DELETE FROM exam_review_rules),
+                              c AS (DELETE FROM eligibility_rules), d AS (DELETE FROM exam_documents),
+                              e AS (DELETE FROM integrity_records)
+                         UPDATE exams SET family = NULL""")
+    assert list((await _fetch(dsn, lifecycle_rows))[0]) == [0] * 6
+    assert (await seed(dsn, N)).already_seeded
+    assert await _fetch(dsn, lifecycle_rows) == before
 
 
 async def test_other_count_needs_reset(databases: dict[str, str]) -> None:
@@ -266,19 +379,27 @@ async def test_reset_replaces_seed_and_keeps_other_candidates(
            SELECT c.id, e.id, '11', '北京市', 'ZJ', 'GS', '{ZJ01,ZJ11}', 5 FROM c, exams e WHERE e.code = $1""",
         EXAM_B_CODE,
     )
+    await _lifecycle_rows(dsn)
     seen: list[tuple[int, int]] = []
     report = await seed(dsn, 500, reset=True, progress=lambda done, total: seen.append((done, total)))
     assert not report.already_seeded and report.candidates == 500
     assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
     counts = """SELECT (SELECT count(*) FROM candidates) AS candidates, (SELECT count(*) FROM registrations) AS regs,
                        (SELECT count(*) FROM exams) AS exams, (SELECT count(*) FROM scores) AS scores,
-                       (SELECT count(*) FROM candidates WHERE username = 'zhang.san') AS kept"""
-    expected = {"candidates": 501, "regs": 500, "exams": 2, "scores": 1000, "kept": 1}
+                       (SELECT count(*) FROM candidates WHERE username = 'zhang.san') AS kept,
+                       (SELECT count(*) FROM registration_events) + (SELECT count(*) FROM registration_commitments)
+                       + (SELECT count(*) FROM cancellation_requests) + (SELECT count(*) FROM orders)
+                       + (SELECT count(*) FROM refunds) + (SELECT count(*) FROM refund_events) AS lifecycle_rows,
+                       (SELECT count(*) FROM integrity_records) AS archive"""
+    expected = {"candidates": 501, "regs": 500, "exams": 2, "scores": 1000, "kept": 1, "lifecycle_rows": 0,
+                "archive": len(seed_lifecycle.archive_entries(500)) + 1}
     assert dict((await _fetch(dsn, counts))[0]) == expected
     # reset with the same count starts over too (after a load test, say), also row by row
+    await _lifecycle_rows(dsn)
     assert not (await seed(dsn, 500, reset=True)).already_seeded
     assert dict((await _fetch(dsn, counts))[0]) == expected
     monkeypatch.setattr(seed_reset, "_MAX_KEPT", 0)
+    await _lifecycle_rows(dsn)
     assert not (await seed(dsn, 500, reset=True)).already_seeded
     assert dict((await _fetch(dsn, counts))[0]) == expected
     keys = lookup_keys(499)
@@ -287,6 +408,50 @@ async def test_reset_replaces_seed_and_keeps_other_candidates(
                                   " WHERE c.id_number = $1", keys.id_number)  # fmt: skip
     assert ticket["ticket_no"] == keys.ticket_no
     assert await _fetch(dsn, _SCHEMA) == await _fetch(databases["empty"], _SCHEMA)
+
+
+async def _lifecycle_rows(dsn: str) -> None:
+    """What a load test and operators leave behind: zhang.san's exam-B registration with its events, commitment,
+    cancellation request, a closed order and its refund; a seeded candidate's order and refund; an operator's
+    integrity record (which a reset keeps)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            registration = await conn.fetchval(
+                """INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code,
+                                              subjects, work_years, status)
+                   SELECT c.id, e.id, '11', '北京市', 'ZJ', 'GS', '{ZJ01,ZJ11}', 5, 'approved'
+                     FROM candidates c, exams e WHERE c.username = 'zhang.san' AND e.code = $1
+                   ON CONFLICT (candidate_id, exam_id) DO UPDATE SET status = 'approved'
+                   RETURNING id""", EXAM_B_CODE)
+            seeded = await conn.fetchval("SELECT min(id) FROM registrations WHERE status = 'paid'")
+            await conn.execute("""INSERT INTO registration_events (registration_id, action, from_status, to_status,
+                                                                   version, actor)
+                                  VALUES ($1, 'confirm', 'draft', 'approved', 2, 'candidate:1')""", registration)
+            await conn.execute("""INSERT INTO registration_commitments (registration_id, candidate_id, version,
+                                                                        text_sha256, address)
+                                  SELECT id, candidate_id, 1, $2, '10.0.0.1' FROM registrations WHERE id = $1""",
+                               registration, "0" * 64)
+            await conn.execute("INSERT INTO cancellation_requests (registration_id) VALUES ($1)", registration)
+            for registration_id in (registration, seeded):
+                order_no = f"T{secrets.token_hex(8)}"
+                await conn.execute("""INSERT INTO orders (order_no, registration_id, provider, amount_fen, status,
+                                                          provider_trade_no, expires_at)
+                                      VALUES ($1, $2, 'alipay', 12000, 'closed', 'T1', now())""",
+                                   order_no, registration_id)
+                refund_id = "RF" + "".join(random.choice("0123456789") for _ in range(24))
+                await conn.execute("""INSERT INTO refunds (refund_id, order_no, provider, provider_trade_no,
+                                                           amount_fen, reason, requested_by)
+                                      VALUES ($1, $2, 'alipay', 'T1', 12000, 'cancellation', 'admin')""",
+                                   refund_id, order_no)
+                await conn.execute("INSERT INTO refund_events (refund_id, kind, actor) VALUES ($1, 'created', 'x')",
+                                   refund_id)
+            await conn.execute(
+                """INSERT INTO integrity_records (id_number, exam_family, violation, starts_on, ends_on, created_by)
+                   VALUES ('E12345678', '*', '替考', '2025-01-01', '2028-01-01', 'operator:admin')
+                   ON CONFLICT DO NOTHING""")
+    finally:
+        await conn.close()
 
 
 async def test_failure_changes_nothing(databases: dict[str, str]) -> None:
