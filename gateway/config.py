@@ -242,6 +242,11 @@ class Settings(BaseSettings):
     secret_key: SecretKey = setting(
         "", "HMAC key for signed tokens (generated into the secrets file if unset)", secret=True)
     admin_tokens: Tokens = setting({}, "operator bearer tokens, name:token,… (generated if unset)", secret=True)
+    operator_token_days: int = setting(
+        90, "lifetime of an operator token issued without --expires-in (days)", ge=1, le=3650)
+    operator_token_cache_s: float = setting(
+        5.0, "a stored operator token is trusted this long per process once looked up; a revoked or expired token, "
+        "or a disabled operator, stops working within it", ge=0, le=300)
     metrics_token: ScrapeToken = setting(
         "", "bearer token the metrics scraper sends to /metrics (admin tokens work too; generated if unset)",
         secret=True)

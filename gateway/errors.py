@@ -12,6 +12,14 @@ from aiohttp import web
 from captcha.errors import CaptchaInvalid, CaptchaRequired, PoolEmpty
 from core.candidates import AccountConflict
 from core.errors import CoreError, NotFound, StorageUnavailable
+from core.operators import (
+    InvalidOperator,
+    OperatorDisabled,
+    OperatorExists,
+    OperatorNotFound,
+    OutOfScope,
+    TokenNotFound,
+)
 from core.passwords import PoolFull
 from core.recovery import (
     AttemptsExhausted,
@@ -408,6 +416,33 @@ def _lookups_busy(exc: LookupsBusy) -> ApiError:
                       details={"reason": "lookup_fallback_full"})
 
 
+def _invalid_operator(exc: InvalidOperator) -> ApiError:
+    return ValidationFailed(exc.fields, "操作员信息有误，请检查后重试")
+
+
+def _operator_not_found(exc: OperatorNotFound) -> ApiError:
+    # Out of a provincial admin's scope answers the same: what it may not manage, it does not see.
+    return NotFoundError("没有这个操作员账号", code="operator_not_found", details={"name": exc.name})
+
+
+def _operator_exists(exc: OperatorExists) -> ApiError:
+    return Conflict("该操作员名称已被使用，请换一个", code="operator_exists", details={"name": exc.name})
+
+
+def _operator_disabled(exc: OperatorDisabled) -> ApiError:
+    return Conflict("该操作员账号已停用，启用后才能签发令牌", code="operator_disabled", details={"name": exc.name})
+
+
+def _token_not_found(exc: TokenNotFound) -> ApiError:
+    return NotFoundError("该操作员没有这个令牌", code="token_not_found",
+                         details={"name": exc.name, "token_id": exc.token_id})
+
+
+def _out_of_scope(exc: OutOfScope) -> ApiError:
+    return Forbidden("不能授予超出本人管辖范围的省份", code="scope_exceeded",
+                     details={"provinces": sorted(exc.provinces) if exc.provinces is not None else None})
+
+
 # The one table: package error class → the ApiError answered for it. Every package's
 # errors are added here; more specific classes first, the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
@@ -452,6 +487,12 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (ProviderUnavailable, _provider_unavailable),
     (TradeAlreadyPaid, _trade_paid),
     (ProviderRejected, _provider_rejected),
+    (InvalidOperator, _invalid_operator),
+    (OperatorNotFound, _operator_not_found),
+    (OperatorExists, _operator_exists),
+    (OperatorDisabled, _operator_disabled),
+    (TokenNotFound, _token_not_found),
+    (OutOfScope, _out_of_scope),
 ]
 
 

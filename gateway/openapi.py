@@ -6,7 +6,8 @@ module walks the registered operations and adds, once for every operation, the a
 route can give: 429 (a throttle: live config can put a rule on any route; too many requests in
 flight from one address) and 503 (overload shedding, maintenance switches, a store or the live
 config away), 413 (Content-Length over the limit, checked before any route runs), 400 (not valid
-HTTP), 401 where a caller must prove who it is, and for a request body 408 (sent too slowly) and,
+HTTP), 401 where a caller must prove who it is, 403 where an operator's role may not call it (the
+roles an operator operation admits are its ``x-roles``), and for a request body 408 (sent too slowly) and,
 when it is JSON, 415 and 422. Every answer carries ``X-Request-Id``. Tests run schemathesis over
 the whole document against the running gateway (tests/hardening/test_openapi_conformance.py).
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from gateway.adminauth import DEFAULT_ROLES
 from gateway.models import MAX_ID
 from gateway.routing import CANDIDATE, OPERATOR, SCRAPER, Answer, Operation, Param
 
@@ -58,7 +60,10 @@ _RETRY = {"Retry-After": _HEADER["RetryAfter"]}
 SECURITY_SCHEMES = {
     "session": {"type": "http", "scheme": "bearer",
                 "description": "a candidate session token from POST /api/v1/sessions"},
-    "admin": {"type": "http", "scheme": "bearer", "description": "an operator's token (EXAMGATE_ADMIN_TOKENS)"},
+    "admin": {"type": "http", "scheme": "bearer",
+              "description": "an operator's token: one issued by POST /admin/api/v1/operators/{name}/tokens, or one "
+                             "of EXAMGATE_ADMIN_TOKENS (national admins); each operation's x-roles names the roles "
+                             "it admits"},
     "metrics": {"type": "http", "scheme": "bearer",
                 "description": "the metrics scraper's token (EXAMGATE_METRICS_TOKEN)"},
 }
@@ -81,6 +86,8 @@ SHARED: dict[str, dict[str, Any]] = {
     "400": error("malformed_request: not valid HTTP (details.reason)"),
     "401": {**error("unauthorized: no bearer token, or not a valid one"),
             "headers": {"WWW-Authenticate": _HEADER["WWWAuthenticate"]}},
+    "403": error("forbidden: the operator's role is not one of the operation's x-roles (details.role, "
+                 "details.allowed_roles)"),
     "408": error("request_timeout: the body was not received in time"),
     "413": error("body_too_large: details.max_bytes"),
     "429": {**error("too_many_requests: a throttle (details.retry_after_s, details.rules)"),
@@ -149,6 +156,8 @@ def _shared(operation: Operation, has_body: bool) -> dict[str, dict[str, Any]]:
     shared = {status: SHARED[status] for status in ("400", "413", "429", "503")}
     if operation.caller in SECURITY:
         shared["401"] = SHARED["401"]
+    if operation.caller == OPERATOR:
+        shared["403"] = SHARED["403"]
     if has_body:
         shared["408"] = SHARED["408"]
         if operation.body is not None:
@@ -160,6 +169,10 @@ def _operation(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
     found: dict[str, Any] = {"operationId": operation.name, "summary": operation.summary, "tags": [operation.tag]}
     if operation.caller in SECURITY:
         found["security"] = SECURITY[operation.caller]
+    if operation.caller == OPERATOR:
+        roles = list(operation.roles or DEFAULT_ROLES)
+        found["x-roles"] = roles
+        found["description"] = f"Operators of the roles {', '.join(roles)}."
     parameters = _parameters(operation)
     if parameters:
         found["parameters"] = parameters

@@ -12,7 +12,7 @@ A route module makes one ``Routes`` and declares each operation on its handler::
 ``register`` builds from the tables everything that used to be written beside each route:
 the aiohttp routes, the shedding class of each, which routes' rate limits their handler decides
 (the edge decides the others before the handler), the edge wrapper of each (``gateway.edge``),
-the candidate wrapper and the operators' token check;
+the candidate wrapper and the operators' token and role check;
 ``gateway.openapi`` builds the OpenAPI document from the same tables, so the contract cannot
 drift from the code.
 
@@ -37,7 +37,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway import auth
-from gateway.adminauth import admin_only
+from gateway.adminauth import DEFAULT_ROLES, ROLES, operator_route
 from gateway.edge import CATCH_ALL_PATTERN, UNMATCHED, Edge, RouteFacts, unmatched
 
 __all__ = [
@@ -112,6 +112,7 @@ class Operation:
     handler_decides: bool = False  # the handler decides every rate limit itself, in its own Redis batch
     documented: bool = True
     allow_head: bool = True
+    roles: tuple[str, ...] = ()  # operator routes: the roles admitted (default DEFAULT_ROLES; 403 for others)
 
     @property
     def shedding_class(self) -> str | None:
@@ -153,6 +154,11 @@ class Routes:
             declared.setdefault("limits", ("ip", "global", "candidate"))
         if declared.get("caller") == OPERATOR:
             declared.setdefault("shedding", "admin")
+            declared["roles"] = tuple(declared.get("roles", DEFAULT_ROLES))
+            if not declared["roles"] or not set(declared["roles"]) <= set(ROLES):
+                raise ValueError(f"{name}: roles must be some of {ROLES}, got {declared['roles']}")
+        elif declared.get("roles"):
+            raise ValueError(f"{name}: only operator routes declare roles")
         operation = Operation(name=name, method=method, path=path, handler=handler, summary=summary, **declared)
         if operation.shedding not in ("", None, *SHEDDING_CLASSES):
             raise ValueError(f"{name}: unknown shedding class {operation.shedding!r}")
@@ -227,7 +233,8 @@ def register(app: web.Application, tables: Iterable[Routes], edge: Edge | None =
             if operation.caller == CANDIDATE:
                 handler = _candidate_route(handler, operation.session == BATCHED)
             elif operation.caller == OPERATOR:
-                handler = admin_only(handler)  # 401 before anything else is looked at
+                # 401 before anything else is looked at, then 403 for a role the route does not admit.
+                handler = operator_route(app, handler, operation.roles or DEFAULT_ROLES)
             facts = RouteFacts(operation.name, operation.template, operation.shedding_class,
                                operation.decides_limits_in_handler)
             handler = edge.wrap(app, handler, facts)

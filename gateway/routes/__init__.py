@@ -16,6 +16,7 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         health,
         lookups,
         operations,
+        operators,
         pages,
         payments,
         queue,
@@ -26,5 +27,5 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
     from gateway.routes import bench as bench_routes
 
     found = [health, exams, captcha, accounts, sessions, recovery, queue, registrations, payments, lookups, admin,
-             operations, pages, console]
+             operations, operators, pages, console]
     return [*found, bench_routes] if bench else found

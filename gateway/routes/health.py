@@ -22,7 +22,7 @@ from pydantic import Field
 
 from captcha.pool import PoolStats, pool_stats
 from gateway import keys, metrics, openapi, readiness
-from gateway.adminauth import AdminUnauthorized, token_name
+from gateway.adminauth import DEFAULT_ROLES, AdminUnauthorized, stored_operator, token_name
 from gateway.bodies import json_response
 from gateway.config import Settings
 from gateway.errors import ApiError
@@ -123,7 +123,9 @@ async def metrics_route(request: web.Request) -> web.Response:
     try:
         token_name(authorization, tokens)
     except AdminUnauthorized:
-        raise MetricsUnauthorized(invalid=authorization is not None) from None
+        operator = await stored_operator(request)  # an operator's issued token (the console sends it)
+        if operator is None or operator.role not in DEFAULT_ROLES:
+            raise MetricsUnauthorized(invalid=authorization is not None) from None
     body, content_type = await request.app[METRICS_TEXT]()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
