@@ -33,6 +33,7 @@ ROUTE_PREFIX = "pages."
 
 COMMON = "js/common.js"
 CAPTCHA = "js/captcha.js"
+LIFECYCLE = "js/lifecycle.js"
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("home", "/", "首页", "home", (COMMON, "js/pages/home.js")),
     PageSpec("register", "/register", "考生注册", "register", (COMMON, CAPTCHA, "js/pages/register.js"),
@@ -45,6 +46,13 @@ PAGES: tuple[PageSpec, ...] = (
              (COMMON, "js/pages/seat.js")),
     PageSpec("pay", "/registrations/{registration_id:[0-9]{1,18}}/pay", "确认与缴费", "pay",
              (COMMON, "js/pages/pay.js")),
+    # The registration lifecycle: its home (status and flow), the notice and commitment, the edit form.
+    PageSpec("registration", "/registrations/{registration_id:[0-9]{1,18}}", "报名状态", "registration",
+             (COMMON, LIFECYCLE, "js/pages/registration.js")),
+    PageSpec("commitment", "/registrations/{registration_id:[0-9]{1,18}}/commitment", "报名须知与告知承诺",
+             "commitment", (COMMON, LIFECYCLE, "js/pages/commitment.js")),
+    PageSpec("registration_edit", "/registrations/{registration_id:[0-9]{1,18}}/edit", "修改报名信息", "enrol",
+             (COMMON, "js/pages/enrol.js")),
     PageSpec("tickets", "/tickets", "准考证打印", "tickets", (COMMON, CAPTCHA, "js/pages/tickets.js"),
              captcha_routes=("tickets.lookup",)),
     PageSpec("scores", "/scores", "成绩查询", "scores", (COMMON, CAPTCHA, "js/pages/scores.js"),

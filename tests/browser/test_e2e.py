@@ -1,9 +1,12 @@
 """Candidates and an operator in headless Chromium, against the running gateway, worker and payment simulator.
 
 - A candidate on a phone registers (first with mistakes, shown next to the inputs), signs in
-  (the proof-of-work solved in the background), enrols, waits in the waiting room behind others,
-  holds a seat with the keyboard, pays at the simulator's cashier page and comes back to "paid" and
-  the ticket number, then looks the admission ticket up and downloads its PDF.
+  (the proof-of-work solved in the background), enrols and lands on the registration's status page,
+  reads the exam's notice and signs its commitment (我已阅知并同意), is approved by the automatic
+  review, waits in the waiting room behind others, holds a seat with the keyboard, pays at the
+  simulator's cashier page and comes back to "paid" and the ticket number, looks the admission
+  ticket up and downloads its PDF, and finally asks to give the registration up (a request to the
+  exam authority once paid).
 - Another candidate looks a score up (a wrong name first, then by id number and by ticket number).
 - A candidate whose account took wrong passwords is asked for an image captcha on the sign-in page
   and signs in with it.
@@ -28,6 +31,7 @@ from captcha import keys as captcha_keys
 from core import db
 from core.timeutil import utcnow
 from gateway.liveconfig import DEFAULT
+from tests.browser.checks import check_page, publish_documents
 from tests.browser.conftest import DESKTOP, PHONE, Shots, Stack, in_ci, run_async
 from tests.factories import make_exam
 from tests.gateway.candidate_http import PASSWORD, phone, registration, resident_id
@@ -36,25 +40,11 @@ from tests.gateway.seat_stack import make_candidates, make_registrations, make_s
 if not in_ci():  # under CI a missing Playwright is a failure, as a missing browser is
     pytest.importorskip("playwright.sync_api",
                         reason="Playwright for Python is not installed (pip install -e '.[test]')")
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.timeout(150)
 
-# Every visible control has an accessible name (a label, aria-label or aria-labelledby, or its text).
-UNLABELLED = """() => Array.from(document.querySelectorAll('input, select, textarea, button'))
-  .filter(el => el.type !== 'hidden' && el.getClientRects().length > 0)
-  .filter(el => el.tagName === 'BUTTON'
-    ? !(el.textContent.trim() || el.getAttribute('aria-label'))
-    : !((el.labels && el.labels.length) || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')))
-  .map(el => el.outerHTML.slice(0, 160))"""
-OVERFLOW = "() => document.documentElement.scrollWidth - window.innerWidth"
 QUEUE_AHEAD = 8
-
-
-def check_page(page: Page) -> None:
-    """Every control labelled, and nothing wider than the screen."""
-    assert page.evaluate(UNLABELLED) == [], page.url
-    assert page.evaluate(OVERFLOW) <= 0, f"{page.url} scrolls sideways"
 
 
 def invalid_check_digit(id_number: str) -> str:
@@ -130,11 +120,12 @@ async def scored_exam(dsn: str, count: int = 6) -> tuple[int, list[dict[str, Any
 
 # --- 1. the candidate's journey ----------------------------------------------------------------------------
 
-def test_a_candidate_registers_queues_holds_a_seat_pays_and_downloads_the_ticket(
+def test_a_candidate_registers_signs_the_commitment_queues_holds_a_seat_pays_and_downloads_the_ticket(
         stack: Stack, context_factory: Any, shots: Shots) -> None:
     exam_name = f"2026 年度经济专业技术资格考试（{secrets.token_hex(2)}）"
     exam_id, sites = run_async(open_exam_with_print_window(stack.dsn, exam_name))
     stack.wait_exam(exam_id)
+    publish_documents(stack, exam_id)
     # The server asks for the proof-of-work on the account routes; the queue admits one every two seconds.
     stack.set_live({"captcha": {"routes": {"accounts.create": "pow", "sessions.create": "pow"}},
                     "queue": {"exams": {str(exam_id): {"enabled": True, "admit_per_s": 0.5}}}})
@@ -190,24 +181,56 @@ def test_a_candidate_registers_queues_holds_a_seat_pays_and_downloads_the_ticket
     shots.take(page, "home")
     enrol.click()
 
-    # Enrol; others take their places in the waiting room just before.
+    # Enrol: a draft, and the registration's status page says what comes next.
     page.wait_for_url(f"{stack.url}/exams/{exam_id}/enrol")
     page.get_by_label("报考省份").select_option("11")
     page.get_by_label("工作所在城市").fill("北京市")
     page.get_by_label("经济基础知识（101）").check()
     page.get_by_label("金融专业知识和实务（102）").check()
     page.get_by_label("从事相关工作年限（年）").fill("6")
-    page.get_by_label("本人承诺所填信息真实、准确，符合报考条件").check()
+    expect(page.get_by_label("资格审核点")).to_be_hidden()  # the province has no review point
     check_page(page)
     shots.take(page, "enrol")
+    page.get_by_role("button", name="提交报名信息").click()
+    page.wait_for_url(re.compile(r".*/registrations/\d+\?from=enrol$"))
+    registration_id = int(page.url.split("/registrations/")[1].split("?")[0])
+    expect(page.get_by_role("heading", name="当前状态：待确认")).to_be_visible()
+    expect(page.locator("[data-notice]")).to_contain_text("报名信息已保存")
+    flow = page.get_by_role("list", name="报名流程")
+    expect(flow.locator("li")).to_have_count(6)
+    expect(flow.locator("li[aria-current=step]")).to_contain_text("阅读告知/签署承诺")
+    expect(page.locator("[data-details]")).to_contain_text("经济基础知识、金融专业知识和实务")
+    check_page(page)
+    shots.take(page, "status-draft")
+
+    # The notice, the commitment, 我已阅知并同意: signed, confirmed, approved by the automatic review.
+    page.get_by_role("link", name="确认报名信息").click()
+    page.wait_for_url(f"{stack.url}/registrations/{registration_id}/commitment")
+    expect(page.get_by_role("heading", name="报名须知", exact=True)).to_be_visible()
+    expect(page.locator("[data-notice-text]")).to_contain_text("报名信息确认后即进行资格审核")
+    expect(page.get_by_role("heading", name="告知承诺书")).to_be_visible()
+    expect(page.locator("[data-commitment-text] p")).to_have_count(2)
+    expect(page.get_by_role("link", name="暂不提交")).to_have_attribute("href", f"/registrations/{registration_id}")
+    check_page(page)
+    shots.take(page, "commitment")
+    page.get_by_role("button", name="我已阅知并同意").click()
+    page.wait_for_url(f"{stack.url}/registrations/{registration_id}?from=confirm")
+    expect(page.get_by_role("heading", name="当前状态：审核通过")).to_be_visible()
+    expect(page.locator("[data-notice]")).to_have_text("报名信息已确认，资格审核已通过。")
+    expect(flow.locator("li[aria-current=step]")).to_contain_text("选择考点")
+    expect(page.locator("[data-details]")).to_contain_text("已签署（第 1 版")
+    expect(page.locator("[data-history]")).to_contain_text("签署告知承诺书")
+    check_page(page)
+    shots.take(page, "status-approved")
+
+    # Others take their places in the waiting room just before the candidate goes on to the seats.
     for token in others:
         status, _ = stack.call("POST", f"/api/v1/exams/{exam_id}/queue", headers={"Authorization": f"Bearer {token}"})
         assert status == 202
-    page.get_by_role("button", name="提交报名信息").click()
+    page.get_by_role("link", name="选择考点").click()
 
     # The waiting room: position, people ahead and ETA update by themselves, then on to the seats.
-    page.wait_for_url(re.compile(rf".*/exams/{exam_id}/queue\?registration=\d+$"))
-    registration_id = int(page.url.rsplit("=", 1)[1])
+    page.wait_for_url(f"{stack.url}/exams/{exam_id}/queue?registration={registration_id}")
     expect(page.locator("[data-ahead]")).to_have_text(re.compile(r"^[1-9][0-9]* 人$"), timeout=10_000)
     expect(page.get_by_role("status")).to_contain_text("您前面还有")
     expect(page.locator("[data-eta]")).to_have_text(re.compile(r"秒"))
@@ -230,9 +253,9 @@ def test_a_candidate_registers_queues_holds_a_seat_pays_and_downloads_the_ticket
     expect(page.locator("label.site", has_text="第2考点")).to_contain_text("余座 39 / 40", timeout=12_000)
     check_page(page)
     shots.take(page, "seat-held")
-    page.get_by_role("button", name="确认报名信息并去缴费").click()
+    page.get_by_role("button", name="去缴费").click()
 
-    # Confirm and pay: to the simulator's cashier page and back.
+    # Pay: to the simulator's cashier page and back.
     page.wait_for_url(f"{stack.url}/registrations/{registration_id}/pay")
     expect(page.locator("[data-amount]")).to_have_text("¥112.00")
     expect(page.get_by_label("支付宝")).to_be_checked()
@@ -277,6 +300,23 @@ def test_a_candidate_registers_queues_holds_a_seat_pays_and_downloads_the_ticket
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
         assert ticket_no in text
+
+    # 放弃报名 after payment: asked first, then a request the exam authority decides.
+    page.goto(f"{stack.url}/registrations/{registration_id}")
+    expect(page.get_by_role("heading", name="当前状态：已缴费")).to_be_visible()
+    expect(page.locator("[data-details]")).to_contain_text(ticket_no)
+    page.get_by_role("button", name="申请放弃报名").click()
+    dialog = page.get_by_role("dialog", name="申请放弃报名")
+    expect(dialog).to_contain_text("提交考试机构审核")
+    check_page(page)
+    shots.take(page, "cancel-request-dialog")
+    dialog.get_by_role("button", name="提交放弃报名申请").click()
+    expect(page.locator("[data-notice]")).to_have_text("放弃报名申请已提交，等待考试机构审核。")
+    expect(page.get_by_role("heading", name="当前状态：已缴费")).to_be_visible()
+    expect(page.locator("[data-status-text]")).to_contain_text("等待考试机构审核")
+    expect(page.get_by_role("button", name="申请放弃报名")).to_have_count(0)
+    expect(page.locator("[data-history]")).to_contain_text("申请放弃报名")
+    shots.take(page, "cancel-requested")
 
 
 # --- 2. a score lookup ------------------------------------------------------------------------------------

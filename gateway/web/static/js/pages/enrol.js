@@ -1,10 +1,14 @@
-/* 网上报名: the enrolment form of one exam (province, level, specialty, subjects); then the waiting room. */
+/* 网上报名: the enrolment form of one exam (province, city, review point, level, specialty, subjects, work
+ * years), then the registration's status page. The same form edits a draft or rejected registration
+ * (修改报名信息, /registrations/<id>/edit: PATCH; the exam and province stay), which is a draft again after.
+ */
 (function () {
   "use strict";
 
   const EG = window.EG;
   const LABELS = { province: "报考省份", city: "城市", level: "级别", specialty: "专业", subjects: "报考科目",
-                   work_years: "工作年限", commitment: "承诺", exam_id: "考试" };
+                   work_years: "工作年限", review_point: "资格审核点", exam_id: "考试" };
+  const EDITABLE = ["draft", "rejected"];
 
   function options(select, items, label) {
     select.replaceChildren.apply(select, items.map(function (item) {
@@ -12,28 +16,59 @@
     }));
   }
 
+  function statusLink(registrationId, text) {
+    return EG.el("p", {}, [EG.el("a", { href: "/registrations/" + registrationId, text: text || "查看报名状态" })]);
+  }
+
   document.addEventListener("DOMContentLoaded", async function () {
     EG.requireSession();
-    const examId = parseInt(location.pathname.split("/")[2], 10);
+    const editing = document.body.getAttribute("data-page") === "registration_edit";
     const form = EG.$("[data-form]");
     const summary = EG.$("[data-exam-summary]");
     const alert = EG.$("[data-alert]");
-    const existing = EG.registrations.get(examId);
+    let examId = parseInt(location.pathname.split("/")[2], 10);
+    let registration = null;
+
+    if (editing) {
+      EG.$("[data-heading]").textContent = "修改报名信息";
+      const loaded = await EG.api("GET", "/api/v1/registrations/" + location.pathname.split("/")[2]);
+      if (loaded.status === 401) return EG.toLogin(true);
+      if (!loaded.ok) {
+        summary.textContent = "报名信息加载失败：" + loaded.error.message;
+        return;
+      }
+      registration = loaded.data;
+      examId = registration.exam_id;
+    }
+    const existing = editing ? null : EG.registrations.get(examId);
     const result = await EG.exams();
     const exam = result.ok ? result.data.find(function (e) { return e.id === examId; }) : null;
     if (!exam) {
       summary.textContent = result.ok ? "考试不存在。" : "考试信息加载失败：" + result.error.message;
       return;
     }
-    document.title = "网上报名：" + exam.name;
+    document.title = (editing ? "修改报名信息：" : "网上报名：") + exam.name;
     summary.textContent = exam.name + "（报名时间 " + EG.time(exam.registration_opens_at) + " 至 " +
       EG.time(exam.registration_closes_at) + "，报名费 " + EG.yuan(exam.fee_per_subject_fen) + " / 科）";
+    if (editing && EDITABLE.indexOf(registration.status) < 0) {
+      summary.textContent = exam.name + " · 报名号 " + registration.registration_id;
+      const page = EG.$("main");
+      const box = EG.el("div", { className: "alert", role: "alert", tabindex: "-1" }, [
+        EG.el("p", { text: "当前报名状态为“" + ({ under_review: "网上审核中", onsite_review: "待现场审核", approved: "审核通过",
+                                                  paid: "已缴费", cancelled: "已放弃报名", expired: "已过期" }[registration.status] ||
+                                                 registration.status) + "”，不能修改报名信息。" }),
+        statusLink(registration.registration_id, "返回报名状态"),
+      ]);
+      page.insertBefore(box, form);
+      return;
+    }
     form.hidden = false;
 
     const province = EG.$("#province");
     const level = EG.$("#level");
     const specialty = EG.$("#specialty");
     const subjects = EG.$("[data-subjects]");
+    const reviewPoint = EG.$("#review_point");
     options(province, exam.provinces.map(function (code) { return { code: code }; }), function (p) { return EG.province(p.code); });
     options(level, exam.levels, function (l) { return l.name; });
 
@@ -52,46 +87,104 @@
         ]);
       }));
     }
+    async function showReviewPoints(selected) {
+      const field = EG.$('[data-field="review_point"]');
+      const listed = await EG.api("GET", "/api/v1/exams/" + examId + "/review-points?province=" + encodeURIComponent(province.value), { token: null });
+      const points = listed.ok ? listed.data : [];
+      reviewPoint.replaceChildren.apply(reviewPoint, [EG.el("option", { value: "", text: "暂不选择" })].concat(points.map(function (p) {
+        return EG.el("option", { value: String(p.review_point_id), text: p.name + "（" + p.city + (p.address ? " · " + p.address : "") + "）",
+                                 selected: String(p.review_point_id) === String(selected) });
+      })));
+      field.hidden = !points.length;
+    }
     level.addEventListener("change", showSpecialties);
     specialty.addEventListener("change", showSubjects);
+    province.addEventListener("change", function () { showReviewPoints(null); });
     showSpecialties();
 
-    if (existing) {
+    if (editing) {
+      // The form as the registration has it; the exam and the province stay.
+      province.value = registration.province;
+      province.disabled = true;
+      EG.$("#province-hint").textContent = "报考省份不能修改；如需更改，请放弃本次报名后重新报名。";
+      EG.$("#city").value = registration.city || "";
+      level.value = registration.level;
+      showSpecialties();
+      specialty.value = registration.specialty;
+      showSubjects();
+      EG.$$('input[name="subject"]', form).forEach(function (box) { box.checked = registration.subjects.indexOf(box.value) >= 0; });
+      EG.$("#work_years").value = registration.work_years === null || registration.work_years === undefined ? "" : String(registration.work_years);
+      EG.$("[data-submit]", form).textContent = "保存修改";
+      const back = EG.$("[data-back]");
+      back.href = "/registrations/" + registration.registration_id;
+      back.hidden = false;
+      if (registration.status === "rejected" && (registration.reasons || []).length) {
+        EG.alert(alert, "资格审核未通过，请根据以下原因修改后重新确认", registration.reasons.map(function (r) { return r.message; }), null);
+      }
+    } else if (existing) {
       EG.alert(alert, "您已在本浏览器提交过该考试的报名（报名号 " + existing + "）。", null, null);
-      alert.appendChild(EG.el("p", {}, [EG.el("a", { href: "/registrations/" + existing + "/seat", text: "继续选择考点" })]));
+      alert.appendChild(statusLink(existing));
+    }
+    await showReviewPoints(registration ? registration.review_point : null);
+
+    function values() {
+      const chosenSubjects = EG.$$('input[name="subject"]:checked', form).map(function (box) { return box.value; });
+      const years = EG.$("#work_years").value.trim();
+      return {
+        province: province.value, city: EG.$("#city").value.trim(), level: level.value, specialty: specialty.value,
+        subjects: chosenSubjects, work_years: years === "" ? undefined : Number(years),
+        review_point: reviewPoint.value ? Number(reviewPoint.value) : null,
+      };
+    }
+
+    async function create(body) {
+      body.exam_id = examId;
+      if (!body.city) delete body.city;
+      if (!body.subjects.length) delete body.subjects;
+      if (body.review_point === null) delete body.review_point;
+      const created = await EG.api("POST", "/api/v1/registrations", { json: body });
+      if (created.status === 401) return EG.toLogin(true);
+      if (!created.ok) {
+        EG.showError(form, created, { labels: LABELS });
+        const known = EG.registrations.get(examId);
+        if (created.error.code === "already_registered" && known) alert.appendChild(statusLink(known));
+        if (created.error.code === "registration_closed") {
+          const d = created.error.details;
+          alert.appendChild(EG.el("p", { text: "报名时间：" + EG.time(d.opens_at) + " 至 " + EG.time(d.closes_at) }));
+        }
+        return;
+      }
+      const registrationId = created.data.registration_id;
+      EG.registrations.put(examId, registrationId);
+      location.assign("/registrations/" + registrationId + "?from=enrol");
+    }
+
+    async function change(body) {
+      // A PATCH leaves out what it does not name: an emptied field is named here rather than kept unchanged.
+      const missing = {};
+      if (!body.city) missing.city = "required";
+      if (!body.subjects.length) missing.subjects = "required";
+      if (body.work_years === undefined) missing.work_years = "required";
+      if (Object.keys(missing).length) {
+        return EG.showError(form, { status: 422, error: { code: "validation_failed", message: "填写的信息有误，请检查后重试",
+                                                          details: { fields: missing } } }, { labels: LABELS });
+      }
+      delete body.province;
+      const changed = await EG.api("PATCH", "/api/v1/registrations/" + registration.registration_id, { json: body });
+      if (changed.status === 401) return EG.toLogin(true);
+      if (!changed.ok) {
+        EG.showError(form, changed, { labels: LABELS });
+        if (changed.error.code === "registration_locked") alert.appendChild(statusLink(registration.registration_id, "返回报名状态"));
+        return;
+      }
+      location.assign("/registrations/" + registration.registration_id + "?from=edit");
     }
 
     form.addEventListener("submit", async function (event) {
       event.preventDefault();
       EG.clearErrors(form);
-      const chosenSubjects = EG.$$('input[name="subject"]:checked', form).map(function (box) { return box.value; });
-      const years = EG.$("#work_years").value.trim();
-      const body = {
-        exam_id: examId, province: province.value, city: EG.$("#city").value.trim(), level: level.value,
-        specialty: specialty.value, subjects: chosenSubjects, work_years: years === "" ? undefined : Number(years),
-        commitment: EG.$("#commitment").checked ? true : undefined,
-      };
-      if (!body.city) delete body.city;
-      if (!chosenSubjects.length) delete body.subjects;
-      await EG.busy(form, async function () {
-        const created = await EG.api("POST", "/api/v1/registrations", { json: body });
-        if (created.status === 401) return EG.toLogin(true);
-        if (!created.ok) {
-          EG.showError(form, created, { labels: LABELS });
-          const known = EG.registrations.get(examId);
-          if (created.error.code === "already_registered" && known) {
-            alert.appendChild(EG.el("p", {}, [EG.el("a", { href: "/registrations/" + known + "/seat", text: "继续选择考点" })]));
-          }
-          if (created.error.code === "registration_closed") {
-            const d = created.error.details;
-            alert.appendChild(EG.el("p", { text: "报名时间：" + EG.time(d.opens_at) + " 至 " + EG.time(d.closes_at) }));
-          }
-          return;
-        }
-        const registrationId = created.data.registration_id;
-        EG.registrations.put(examId, registrationId);
-        location.assign("/exams/" + examId + "/queue?registration=" + registrationId);
-      });
+      const body = values();
+      await EG.busy(form, function () { return editing ? change(body) : create(body); });
     });
   });
 })();

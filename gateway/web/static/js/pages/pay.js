@@ -1,10 +1,13 @@
-/* 确认与缴费: open the order, pay at the provider's cashier page, come back and see the ticket number. */
+/* 缴费: open the order of an approved registration holding a seat, pay at the provider's cashier page, come
+ * back and see the ticket number. A registration not approved yet is pointed to its status page. */
 (function () {
   "use strict";
 
   const EG = window.EG;
   const SETTLE_WAIT_S = 90;
-  const STATUS_NAMES = { draft: "待确认", confirmed: "已确认，待缴费", paid: "已缴费", cancelled: "已取消", expired: "已过期" };
+  const STATUS_NAMES = { draft: "待确认", under_review: "网上审核中", onsite_review: "待现场审核", approved: "审核通过，待缴费",
+                         rejected: "审核未通过", paid: "已缴费", cancelled: "已放弃报名", expired: "已过期" };
+  const BEFORE_APPROVAL = ["draft", "under_review", "onsite_review", "rejected"];
 
   document.addEventListener("DOMContentLoaded", async function () {
     EG.requireSession();
@@ -15,6 +18,7 @@
     const status = EG.$("[data-status]");
     const summary = EG.$("[data-summary]");
     const countdown = EG.$("[data-countdown]");
+    const statusPage = "/registrations/" + registrationId;
     let exam = null;
     let ticking = null;
     let waitingSince = null;
@@ -64,6 +68,7 @@
       EG.$("[data-ticket-link]").href = "/tickets?exam=" + registration.exam_id;
       const paid = EG.$("[data-paid]");
       paid.hidden = false;
+      next("查看报名状态", statusPage);
       paid.focus();
     }
 
@@ -83,7 +88,7 @@
       summary.textContent = exam ? exam.name : "";
       showDetails(registration);
       if (registration.status === "paid" && registration.ticket_no) return showPaid(registration);
-      if (registration.status === "paid" || (registration.status === "confirmed" && (params.get("returned") || waitingSince))) {
+      if (registration.status === "paid" || (registration.status === "approved" && (params.get("returned") || waitingSince))) {
         // Back from the cashier: the provider's notification is on its way; follow the registration until it lands.
         form.hidden = true;
         waitingSince = waitingSince || Date.now();
@@ -99,13 +104,14 @@
         setTimeout(load, 1000);
         return;
       }
-      if (registration.status === "draft") {
-        status.textContent = "请先选择考点并确认报名信息。";
-        next("前往选择考点", "/registrations/" + registrationId + "/seat");
+      if (BEFORE_APPROVAL.indexOf(registration.status) >= 0) {
+        status.textContent = "当前报名状态为“" + STATUS_NAMES[registration.status] + "”，资格审核通过后才能缴费。";
+        next("查看报名状态", statusPage);
         return;
       }
-      if (registration.status !== "confirmed") {
+      if (registration.status !== "approved") {
         status.textContent = "该报名" + (STATUS_NAMES[registration.status] || registration.status) + "，不能缴费。";
+        next("查看报名状态", statusPage);
         return;
       }
       status.textContent = "";
@@ -129,7 +135,7 @@
           EG.showError(form, opened, { labels: { provider: "支付方式" } });
           const code = opened.error.code;
           if (code === "hold_required") next("重新选择考点", "/registrations/" + registrationId + "/seat");
-          if (code === "not_confirmed") next("前往确认报名信息", "/registrations/" + registrationId + "/seat");
+          if (code === "not_approved") next("查看报名状态", statusPage);
           if (code === "already_paid" || code === "payment_processing") { waitingSince = Date.now(); load(); }
           return;
         }

@@ -1,4 +1,5 @@
-/* 选择考点: the sites of the registration's province with live seats left; hold one, then confirm. */
+/* 选择考点: the sites of the registration's province with live seats left; hold one, then pay.
+ * Only an approved registration takes a seat: any other is sent to its status page, which says why. */
 (function () {
   "use strict";
 
@@ -34,6 +35,7 @@
       EG.alert(alert, "该报名已" + (registration.status === "cancelled" ? "取消" : "过期") + "，不能选择考点。", null, null);
       return;
     }
+    if (registration.status !== "approved") return location.replace("/registrations/" + registrationId);
     const examId = registration.exam_id;
     const exams = await EG.exams();
     const exam = exams.ok ? exams.data.find(function (e) { return e.id === examId; }) : null;
@@ -85,7 +87,7 @@
       clearInterval(ticking);
       if (!hold) { holdBox.hidden = true; return; }
       holdBox.hidden = false;
-      EG.$("[data-hold-text]").textContent = "已为您保留“" + siteName(hold.siteId) + "”的座位，请在保留期内确认报名信息并缴费，逾期座位将自动释放。";
+      EG.$("[data-hold-text]").textContent = "已为您保留“" + siteName(hold.siteId) + "”的座位，请在保留期内缴费，逾期座位将自动释放。";
       const tick = function () {
         const left = Math.round((hold.expiresAt - Date.now()) / 1000);
         if (left <= 0) {
@@ -135,6 +137,7 @@
                                                          text: "前往排队" })]));
           }
           if (held.error.code === "site_full") loadSites();
+          if (held.error.code === "not_approved") location.replace("/registrations/" + registrationId);
           return;
         }
         hold = { siteId: held.data.site_id, expiresAt: held.data.hold_expires_at ? Date.parse(held.data.hold_expires_at) : Infinity };
@@ -144,17 +147,8 @@
       });
     });
 
-    confirmButton.addEventListener("click", async function () {
-      EG.clearErrors(form);
-      confirmButton.disabled = true;
-      const confirmed = await EG.api("POST", "/api/v1/registrations/" + registrationId + "/confirm");
-      if (confirmed.status === 401) return EG.toLogin(true);
-      if (!confirmed.ok) {
-        confirmButton.disabled = false;
-        EG.alert(alert, confirmed.error.message, null, confirmed.retryAfterS);
-        alert.focus();
-        return;
-      }
+    // The registration was confirmed and approved before the seat: on to the payment.
+    confirmButton.addEventListener("click", function () {
       location.assign("/registrations/" + registrationId + "/pay");
     });
 
