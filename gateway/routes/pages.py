@@ -57,6 +57,9 @@ PAGES: tuple[PageSpec, ...] = (
              captcha_routes=("tickets.lookup",)),
     PageSpec("scores", "/scores", "成绩查询", "scores", (COMMON, CAPTCHA, "js/pages/scores.js"),
              captcha_routes=("scores.lookup",)),
+    # Operators' review of registrations: the console's token (sessionStorage), a page of its own.
+    PageSpec("reviews", "/console/reviews", "资格审核", "console-reviews", (COMMON, "js/console-reviews.js"),
+             header="console-reviews"),
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

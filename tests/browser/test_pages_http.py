@@ -25,7 +25,8 @@ NO_POSTGRES = "postgresql://postgres@127.0.0.1:1/examgate_nowhere"
 PAGE_PATHS = {
     "home": "/", "register": "/register", "login": "/login", "enrol": "/exams/7/enrol", "queue": "/exams/7/queue",
     "seat": "/registrations/12/seat", "pay": "/registrations/12/pay", "tickets": "/tickets", "scores": "/scores",
-    "console": "/console",
+    "console": "/console", "registration": "/registrations/12", "commitment": "/registrations/12/commitment",
+    "registration_edit": "/registrations/12/edit", "reviews": "/console/reviews",
 }
 ASSET_URL = re.compile(r'(?:src|href|data-pow-worker)="(/static/[^"]+)"')
 
@@ -55,6 +56,39 @@ async def test_every_page_is_a_shell_served_without_postgresql(client: TestClien
         assert resp.headers["ETag"]
         again = await client.get(path, headers={"If-None-Match": resp.headers["ETag"]})
         assert again.status == 304
+
+
+async def test_the_lifecycle_pages_have_their_shells(client: TestClient) -> None:
+    async def shell(path: str) -> str:
+        resp = await client.get(path)
+        assert resp.status == 200, path
+        return await resp.text()
+
+    # The candidate's pages: the candidate header, the lifecycle helpers and the page's own script.
+    status = await shell("/registrations/12")
+    assert 'class="site-header"' in status and "data-sign-out" in status
+    assert re.search(r'src="/static/[0-9a-f]{12}/js/lifecycle\.js"', status)
+    assert re.search(r'src="/static/[0-9a-f]{12}/js/pages/registration\.js"', status)
+    assert 'aria-label="报名流程" data-flow' in status and "<dialog" in status
+    commitment = await shell("/registrations/12/commitment")
+    assert re.search(r'src="/static/[0-9a-f]{12}/js/pages/commitment\.js"', commitment)
+    for marker in ("data-notice-section", "data-commitment-section", "data-refusal", "data-mismatch",
+                   "我已阅知并同意", "暂不提交", "放弃报名"):
+        assert marker in commitment, marker
+    # Editing is the enrolment form in edit mode: the same template and script, its own page name.
+    edit = await shell("/registrations/12/edit")
+    assert 'data-page="registration_edit"' in edit and 'id="review_point"' in edit
+    assert re.search(r'src="/static/[0-9a-f]{12}/js/pages/enrol\.js"', edit)
+    assert 'id="review_point"' in await shell("/exams/7/enrol")
+    # The review console: the console's header style, not the candidate's navigation; its own script.
+    reviews = await shell("/console/reviews")
+    assert "site-header--console" in reviews and "data-sign-out" not in reviews
+    assert 'href="/console/reviews" aria-current="page"' in reviews
+    assert re.search(r'src="/static/[0-9a-f]{12}/js/console-reviews\.js"', reviews)
+    assert "js/console.js" not in reviews
+    assert 'href="/console/reviews"' in await shell("/console")  # the console links to it
+    for path in ("/registrations/12a", "/registrations/12/commitment/x", "/console/reviews/1"):
+        assert (await client.get(path)).status == 404, path
 
 
 async def test_page_assets_have_versioned_urls_cached_for_a_year(client: TestClient) -> None:
