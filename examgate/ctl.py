@@ -340,3 +340,150 @@ def refunds_execute(ctx: click.Context, refund_id: str) -> None:
     """Send REFUND_ID (again) now: the worker sends it, or asks the provider about it, at its next pass."""
     found = _client(ctx).call("POST", f"/admin/api/v1/refunds/{urllib.parse.quote(refund_id, safe='')}/execute")
     click.echo(f"refund {found['refund_id']} queued ({found['status']}, {found['attempts']} attempt(s) so far)")
+
+
+# -- operators -------------------------------------------------------------------------------------
+
+OPERATOR_ROLES = ("reviewer", "operator", "admin")
+_DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
+_DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_JSON_BODY = {"Content-Type": "application/json"}
+
+
+def parse_duration(raw: str) -> int:
+    """``30d``, ``12h``, ``90m``, ``3600s`` or ``3600`` as seconds."""
+    match = _DURATION.fullmatch(raw.strip().lower())
+    if match is None:
+        raise CtlError(f"not a duration: {raw!r} (e.g. 30d, 12h, 90m or 3600s)")
+    return int(match[1]) * _DURATION_UNITS_S[match[2]]
+
+
+def _scope(provinces: list[str] | None) -> str:
+    return "national" if provinces is None else ",".join(provinces)
+
+
+def _operator_line(found: dict[str, Any]) -> str:
+    state = " (disabled)" if found.get("disabled") else ""
+    return f"operator {found['name']}: role {found['role']}, scope {_scope(found['provinces'])}{state}"
+
+
+@ctl.group("operators")
+def operators_group() -> None:
+    """Operator accounts: roles, scopes and tokens (admins only)."""
+
+
+@operators_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_context
+def operators_list(ctx: click.Context, as_json: bool) -> None:
+    """List the operators (and their tokens not revoked) within your scope."""
+    found = _client(ctx).call("GET", "/admin/api/v1/operators")["operators"]
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    rows = [[o["name"], o["role"], _scope(o["provinces"]), "disabled" if o["disabled"] else "enabled",
+             o["source"], o["display_name"]] for o in found]
+    click.echo(_table(["name", "role", "scope", "state", "source", "display name"], rows))
+    tokens = [[t["id"], o["name"], t["label"], t["expires_at"], t["last_used_at"] or "-",
+               "active" if t["active"] else "expired"] for o in found for t in o["tokens"]]
+    if tokens:
+        click.echo("")
+        click.echo(_table(["token", "operator", "label", "expires", "last used", "state"], tokens))
+
+
+@operators_group.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(OPERATOR_ROLES), required=True, help="What the operator may do.")
+@click.option("--province", "provinces", multiple=True, metavar="CODE",
+              help="A province it may see (11, 31, …); repeat for several. None: national.")
+@click.option("--display-name", default="", help="A name for people, e.g. 张三（北京考试院）.")
+@click.pass_context
+def operators_add(ctx: click.Context, name: str, role: str, provinces: tuple[str, ...], display_name: str) -> None:
+    """Add an operator NAME (no token yet: see ``operators token``)."""
+    body = {"name": name, "role": role, "provinces": list(provinces) or None, "display_name": display_name}
+    click.echo(_operator_line(_client(ctx).call("POST", "/admin/api/v1/operators", body, _JSON_BODY)) + " added")
+
+
+def _change(ctx: click.Context, name: str, change: dict[str, Any]) -> None:
+    found = _client(ctx).call("PATCH", f"/admin/api/v1/operators/{urllib.parse.quote(name, safe='')}", change)
+    click.echo(_operator_line(found))
+
+
+@operators_group.command("set")
+@click.argument("name")
+@click.option("--role", type=click.Choice(OPERATOR_ROLES), help="A new role.")
+@click.option("--province", "provinces", multiple=True, metavar="CODE",
+              help="The provinces it may see from now on; repeat for several.")
+@click.option("--national", is_flag=True, help="Make its scope the whole country.")
+@click.option("--display-name", help="A new name for people.")
+@click.pass_context
+def operators_set(ctx: click.Context, name: str, role: str | None, provinces: tuple[str, ...], national: bool,
+                  display_name: str | None) -> None:
+    """Change NAME's role, scope or display name."""
+    if provinces and national:
+        raise CtlError("give --province or --national, not both")
+    change: dict[str, Any] = {"role": role, "display_name": display_name}
+    change = {key: value for key, value in change.items() if value is not None}
+    if provinces or national:
+        change["provinces"] = list(provinces) or None
+    if not change:
+        raise CtlError("nothing to change: give --role, --province, --national or --display-name")
+    _change(ctx, name, change)
+
+
+@operators_group.command("disable")
+@click.argument("name")
+@click.pass_context
+def operators_disable(ctx: click.Context, name: str) -> None:
+    """Disable NAME: its tokens stop working (within the gateway's cache time)."""
+    _change(ctx, name, {"disabled": True})
+
+
+@operators_group.command("enable")
+@click.argument("name")
+@click.pass_context
+def operators_enable(ctx: click.Context, name: str) -> None:
+    """Enable NAME again: its tokens not revoked nor expired work again."""
+    _change(ctx, name, {"disabled": False})
+
+
+@operators_group.command("token")
+@click.argument("name")
+@click.option("--expires-in", help="Lifetime, e.g. 30d, 12h (default: the gateway's EXAMGATE_OPERATOR_TOKEN_DAYS).")
+@click.option("--label", default="", help="What the token is for (shown in lists).")
+@click.pass_context
+def operators_token(ctx: click.Context, name: str, expires_in: str | None, label: str) -> None:
+    """Issue a token to NAME: printed alone on stdout, this once (the gateway keeps only its digest)."""
+    body: dict[str, Any] = {"label": label}
+    if expires_in is not None:
+        body["expires_in_s"] = parse_duration(expires_in)
+    issued = _client(ctx).call("POST", f"/admin/api/v1/operators/{urllib.parse.quote(name, safe='')}/tokens",
+                               body, _JSON_BODY)
+    click.echo(f"token {issued['id']} for {issued['operator']}, expires {issued['expires_at']} "
+               "(shown once; revoke with: examgate ctl operators revoke "
+               f"{issued['operator']} {issued['id']})", err=True)
+    click.echo(issued["token"])
+
+
+@operators_group.command("revoke")
+@click.argument("name")
+@click.argument("token_id", type=click.IntRange(1))
+@click.pass_context
+def operators_revoke(ctx: click.Context, name: str, token_id: int) -> None:
+    """Revoke NAME's token TOKEN_ID (it stops working within the gateway's cache time)."""
+    revoked = _client(ctx).call("DELETE", f"/admin/api/v1/operators/{urllib.parse.quote(name, safe='')}"
+                                          f"/tokens/{token_id}")
+    click.echo(f"token {revoked['id']} of {name} revoked at {revoked['revoked_at']}")
+
+
+@operators_group.command("audit")
+@click.option("--name", help="Only this operator's changes.")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True, help="How many changes.")
+@click.pass_context
+def operators_audit(ctx: click.Context, name: str | None, limit: int) -> None:
+    """Who changed which operator or token, and when, newest first."""
+    query = urllib.parse.urlencode({"limit": limit, **({"name": name} if name else {})})
+    changes = _client(ctx).call("GET", f"/admin/api/v1/operator-audit?{query}")["changes"]
+    rows = [[c["changed_at"], c["actor"], c["action"], c["operator"], c["token_id"] or "",
+             _short(c["changes"], 60)] for c in changes]
+    click.echo(_table(["changed_at", "actor", "action", "operator", "token", "changes"], rows))
