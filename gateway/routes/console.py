@@ -14,7 +14,8 @@ from gateway.routes.pages import COMMON, declare_page, shells
 from gateway.routing import Routes
 from gateway.web.shells import PageSpec
 
-CONSOLE = PageSpec("console", "/console", "运行控制台", "console", (COMMON, "js/console.js", "js/console-refunds.js"),
+CONSOLE = PageSpec("console", "/console", "运行控制台", "console", (COMMON, "js/console.js", "js/console-operators.js",
+                                                                     "js/console-refunds.js"),
                    header="console")
 routes = Routes("Pages")
 declare_page(routes, CONSOLE)

@@ -4,6 +4,9 @@
  * Authorization: Bearer. Figures come from GET /admin/api/v1/stats (all processes, last 10 s)
  * and a few series of /metrics (same token); every change is a JSON merge patch sent with If-Match: <version>,
  * so a change made meanwhile by someone else is reported (412) instead of overwritten.
+ * Signing in asks GET /admin/api/v1/me who the token is (name, role, scope) and which operator
+ * routes its role may call: elements whose data-requires names a route it may not call are hidden.
+ * Sections in scripts of their own listen for "eg:console-ready" and use EG.console.
  */
 (function () {
   "use strict";
@@ -20,6 +23,7 @@
                      payment_notify: "支付通知", admin: "运维接口" };
 
   let token = sessionStorage.getItem(TOKEN);
+  let me = null;
   let config = null;
   let version = null;
   let exams = [];
@@ -40,7 +44,11 @@
 
   function signOut(message) {
     token = null;
+    me = null;
+    config = null;
     sessionStorage.removeItem(TOKEN);
+    EG.$("[data-whoami]").hidden = true;
+    document.dispatchEvent(new CustomEvent("eg:console-signed-out"));
     clearTimeout(timer);
     EG.$("[data-console]").hidden = true;
     EG.$("[data-console-nav]").hidden = true;
@@ -53,17 +61,58 @@
   }
 
   async function enter() {
-    const loaded = await loadConfig();
-    if (!loaded) return;
+    if (!me && !(await loadMe())) return;
+    if (may("admin.config.get") && !(await loadConfig())) return;
     EG.$("[data-signin]").hidden = true;
     EG.$("[data-console]").hidden = false;
     EG.$("[data-console-nav]").hidden = false;
-    const listed = await EG.exams();
-    exams = listed.ok ? listed.data : [];
-    renderConfig();
-    loadAudit();
-    refreshFigures();
+    showWhoAmI();
+    applyRole();
+    if (config) {
+      const listed = await EG.exams();
+      exams = listed.ok ? listed.data : [];
+      renderConfig();
+    }
+    if (may("admin.audit")) loadAudit();
+    if (may("admin.stats")) refreshFigures();
+    document.dispatchEvent(new CustomEvent("eg:console-ready", { detail: me }));
   }
+
+  // --- who is signed in, and what the role may use --------------------------------------------------------
+
+  function may(route) { return !!me && me.routes.indexOf(route) >= 0; }
+
+  async function loadMe() {
+    const loaded = await admin("GET", "/admin/api/v1/me");
+    if (loaded.status === 401) { signOut("管理令牌无效，请核对后重试。"); return false; }
+    if (!loaded.ok) {
+      const form = EG.$("[data-signin-form]");
+      EG.fieldError(form, "token", loaded.error.message + (loaded.retryAfterS ? "，" + EG.retrySentence(loaded.retryAfterS) : ""));
+      return false;
+    }
+    me = loaded.data;
+    return true;
+  }
+
+  function scopeText(provinces) {
+    return provinces === null ? "全国" : provinces.map(EG.province).join("、");
+  }
+
+  function showWhoAmI() {
+    const who = me.display_name ? me.display_name + "（" + me.name + "）" : me.name;
+    const parts = [who, me.role_label, "范围：" + scopeText(me.provinces),
+                   me.token ? "令牌有效期至 " + EG.time(me.token.expires_at) : "配置文件中的管理令牌"];
+    const line = EG.$("[data-whoami]");
+    line.textContent = "当前登录：" + parts.join(" · ");
+    line.hidden = false;
+  }
+
+  /** Hide what the role may not use: each element whose data-requires names a route outside me.routes. */
+  function applyRole() {
+    EG.$$("[data-requires]").forEach(function (node) { node.hidden = !may(node.getAttribute("data-requires")); });
+  }
+
+  EG.console = { admin: admin, may: may, me: function () { return me; }, scopeText: scopeText, signOut: signOut };
 
   // --- figures -------------------------------------------------------------------------------------------
 
@@ -498,7 +547,8 @@
         return;
       }
       token = typed;
-      const ok = await loadConfig();
+      me = null;
+      const ok = await loadMe();
       if (!ok) return;
       sessionStorage.setItem(TOKEN, token);
       enter();
