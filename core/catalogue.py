@@ -26,6 +26,17 @@ class Site:
 
 
 @dataclass(frozen=True)
+class ReviewPoint:
+    """A review point (审核点) where on-site qualification review happens."""
+
+    id: int
+    province: str
+    city: str
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
 class Subject:
     """One paper of an exam."""
 
@@ -54,6 +65,7 @@ class Exam:
     levels: list[dict[str, Any]] = field(default_factory=list)
     subjects: dict[str, Subject] = field(default_factory=dict)
     sites: dict[int, Site] = field(default_factory=dict)
+    review_points: dict[int, ReviewPoint] = field(default_factory=dict)
 
     @property
     def provinces(self) -> list[str]:
@@ -97,6 +109,7 @@ async def load_catalogue(conn: asyncpg.Connection | asyncpg.Pool) -> Catalogue:
         "SELECT exam_id, level_code, specialty_code, subject_code FROM exam_specialty_subjects"
     )
     sites = await conn.fetch("SELECT * FROM exam_sites ORDER BY exam_id, id")
+    points = await conn.fetch("SELECT * FROM review_points ORDER BY exam_id, province, id")
 
     subjects_by_exam: dict[int, dict[str, Subject]] = defaultdict(dict)
     for row in subjects:
@@ -128,6 +141,10 @@ async def load_catalogue(conn: asyncpg.Connection | asyncpg.Pool) -> Catalogue:
             row["id"], row["exam_id"], row["province"], row["city"], row["name"], row["address"],
             row["capacity"], row["rooms"], row["seats_per_room"],
         )
+    points_by_exam: dict[int, dict[int, ReviewPoint]] = defaultdict(dict)
+    for row in points:
+        points_by_exam[row["exam_id"]][row["id"]] = ReviewPoint(row["id"], row["province"], row["city"], row["name"],
+                                                                row["address"])
     result = {}
     for row in exams:
         result[row["id"]] = Exam(
@@ -139,6 +156,6 @@ async def load_catalogue(conn: asyncpg.Connection | asyncpg.Pool) -> Catalogue:
             exam_starts_at=row["exam_starts_at"], score_release_at=row["score_release_at"],
             fee_per_subject_fen=row["fee_per_subject_fen"],
             levels=levels_by_exam[row["id"]], subjects=subjects_by_exam[row["id"]],
-            sites=sites_by_exam[row["id"]],
+            sites=sites_by_exam[row["id"]], review_points=points_by_exam[row["id"]],
         )
     return Catalogue(result)

@@ -6,8 +6,8 @@ window is ``RegistrationClosed`` whatever the rest of the body says. PostgreSQL 
 registration per candidate and exam (``registrations_candidate_exam_key``): however many creates
 race, one row is written and the others get ``AlreadyRegistered``.
 
-Status moves draft → confirmed → paid (or cancelled / expired); ``confirm`` needs a live seat hold,
-which lives in Redis (the caller checks it: core does not know the queueing package).
+What happens to a registration after it is created (confirmation, review, withdrawal,
+cancellation) is ``core.lifecycle``; ``STATUSES`` are its states.
 """
 
 from __future__ import annotations
@@ -21,22 +21,22 @@ from typing import Any, ClassVar
 import asyncpg
 
 from core.catalogue import Exam
-from core.errors import CoreError, NotFound, storage_errors
+from core.errors import CoreError, storage_errors
 from core.timeutil import iso_local, utcnow
 
 __all__ = [
-    "AlreadyRegistered", "CannotConfirm", "HoldRequired", "RegistrationClosed", "RegistrationError",
-    "RegistrationInvalid", "RegistrationRequest",
-    "check_window", "confirm", "create", "get", "parse_request",
+    "AlreadyRegistered", "RegistrationClosed", "RegistrationError", "RegistrationInvalid", "RegistrationRequest",
+    "check_window", "create", "get", "parse_request",
     "CITY_MAX_CHARS", "STATUSES", "WORK_YEARS_MAX",
 ]  # fmt: skip
 
 PG = asyncpg.Pool | asyncpg.Connection
 
-STATUSES = ("draft", "confirmed", "paid", "cancelled", "expired")
+STATUSES = ("draft", "under_review", "onsite_review", "approved", "rejected", "paid", "cancelled", "expired")
 CITY_MAX_CHARS = 32
 WORK_YEARS_MAX = 60
-_FIELDS = ("exam_id", "province", "city", "level", "specialty", "subjects", "work_years", "commitment")
+# ``commitment`` was part of creation before the commitment became its own signed document; still accepted, ignored.
+_FIELDS = ("exam_id", "province", "city", "level", "specialty", "subjects", "work_years", "commitment", "review_point")
 
 
 # -- errors ------------------------------------------------------------------------------------------
@@ -82,27 +82,6 @@ class AlreadyRegistered(RegistrationError):
         self.exam_id = exam_id
 
 
-class HoldRequired(RegistrationError):
-    """Confirming needs a live seat hold, and there is none (HTTP 409 ``hold_required``)."""
-
-    code = "hold_required"
-
-    def __init__(self, registration_id: int) -> None:
-        super().__init__(f"registration {registration_id} has no live seat hold")
-        self.registration_id = registration_id
-
-
-class CannotConfirm(RegistrationError):
-    """The registration is paid, cancelled or expired, so it cannot be confirmed (HTTP 409; ``status`` says which)."""
-
-    code = "cannot_confirm"
-
-    def __init__(self, registration_id: int, status: str) -> None:
-        super().__init__(f"registration {registration_id} is {status} and cannot be confirmed")
-        self.registration_id = registration_id
-        self.status = status
-
-
 # -- validation --------------------------------------------------------------------------------------
 
 
@@ -117,6 +96,7 @@ class RegistrationRequest:
     specialty: str
     subjects: tuple[str, ...]
     work_years: int
+    review_point: int | None = None
 
 
 def check_window(exam: Exam, *, now: datetime | None = None) -> None:
@@ -249,11 +229,14 @@ def parse_request(
     elif not 0 <= work_years <= WORK_YEARS_MAX:
         fields["work_years"] = "out_of_range"
 
-    commitment = body.get("commitment")
-    if commitment is None:
-        fields["commitment"] = "required"
-    elif commitment is not True:
-        fields["commitment"] = "must_be_true"
+    review_point: int | None = None
+    if body.get("review_point") is not None:
+        review_point = _whole(body.get("review_point"))
+        if review_point is None:
+            fields["review_point"] = "must_be_integer"
+        elif exam is not None and (review_point not in exam.review_points
+                                   or exam.review_points[review_point].province != province):
+            fields["review_point"] = "invalid_choice"
 
     if fields:
         raise RegistrationInvalid(fields)
@@ -261,7 +244,8 @@ def parse_request(
     assert level is not None and specialty is not None and work_years is not None
     order = {code: i for i, code in enumerate(exam.subjects)}
     return RegistrationRequest(
-        exam.id, province, city, level, specialty, tuple(sorted(subjects, key=order.__getitem__)), work_years
+        exam.id, province, city, level, specialty, tuple(sorted(subjects, key=order.__getitem__)), work_years,
+        review_point,
     )
 
 
@@ -270,8 +254,9 @@ def parse_request(
 
 
 _CREATE = """
-INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code, subjects, work_years)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code, subjects, work_years,
+                           review_point_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING id
 """
 
@@ -282,7 +267,7 @@ async def create(pg: PG, candidate_id: int, request: RegistrationRequest) -> int
         async with storage_errors():
             registration_id = await pg.fetchval(
                 _CREATE, candidate_id, request.exam_id, request.province, request.city, request.level,
-                request.specialty, list(request.subjects), request.work_years,
+                request.specialty, list(request.subjects), request.work_years, request.review_point,
             )  # fmt: skip
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "registrations_candidate_exam_key":
@@ -294,7 +279,10 @@ async def create(pg: PG, candidate_id: int, request: RegistrationRequest) -> int
 # The order shown is the paid one, else the pending one, else the latest (closed) one.
 _GET = """
 SELECT r.id, r.exam_id, r.status, r.province, r.city, r.level_code, r.specialty_code, r.subjects,
-       r.work_years, r.site_id, r.hold_expires_at, r.created_at, r.updated_at,
+       r.work_years, r.site_id, r.hold_expires_at, r.created_at, r.updated_at, r.version, r.reasons,
+       r.review_mode, r.review_point_id,
+       (SELECT jsonb_build_object('version', c.version, 'signed_at', c.signed_at) FROM registration_commitments c
+         WHERE c.registration_id = r.id AND c.withdrawn_at IS NULL) AS commitment,
        (SELECT o.order_no FROM orders o WHERE o.registration_id = r.id
         ORDER BY o.status = 'paid' DESC, o.status = 'pending' DESC, o.created_at DESC LIMIT 1) AS order_no,
        (SELECT t.ticket_no FROM admission_tickets t WHERE t.registration_id = r.id) AS ticket_no
@@ -329,31 +317,16 @@ async def get(pg: PG, registration_id: int, candidate_id: int) -> dict[str, Any]
         "ticket_no": row["ticket_no"],
         "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]),
+        "version": row["version"],
+        "reasons": row["reasons"],
+        "review_mode": row["review_mode"],
+        "review_point": row["review_point_id"],
+        "commitment": _commitment(row["commitment"]),
+        "archive_no": None,
     }
 
 
-_CONFIRM = """
-UPDATE registrations SET status = 'confirmed', updated_at = now()
-WHERE id = $1 AND candidate_id = $2 AND status = 'draft'
-RETURNING id
-"""
-_STATUS = "SELECT status FROM registrations WHERE id = $1 AND candidate_id = $2"
-
-
-async def confirm(pg: PG, registration_id: int, candidate_id: int, *, has_live_hold: bool) -> bool:
-    """Move a draft to confirmed (its details are final afterwards); True if this call did it.
-
-    Needs a live seat hold (``HoldRequired``); already confirmed is a no-op (False); paid, cancelled
-    or expired is ``CannotConfirm``; a registration that is not the candidate's is ``NotFound``.
-    """
-    async with storage_errors():
-        if has_live_hold and await pg.fetchval(_CONFIRM, registration_id, candidate_id) is not None:
-            return True
-        status = await pg.fetchval(_STATUS, registration_id, candidate_id)
-    if status is None:
-        raise NotFound("registration", registration_id)
-    if status == "confirmed":
-        return False
-    if status == "draft":
-        raise HoldRequired(registration_id)
-    raise CannotConfirm(registration_id, status)
+def _commitment(signed: dict[str, Any] | None) -> dict[str, Any] | None:
+    if signed is None:
+        return None
+    return {"version": signed["version"], "signed_at": iso_local(datetime.fromisoformat(signed["signed_at"]))}

@@ -1,4 +1,4 @@
-"""Orders: what a confirmed registration pays, one pending order at a time.
+"""Orders: what an approved registration pays, one pending order at a time.
 
 The amount is the registration's number of subjects × the exam's fee per subject, in
 integer fen. An order lives as long as the seat hold it was made under (``expires_at`` is
@@ -71,8 +71,8 @@ VALUES ($1, $2, $3, $4, $5)
 
 
 def _refuse(registration_id: int, status: str) -> OrderRefused:
-    if status == "draft":
-        return OrderRefused(registration_id, "not_confirmed", "请先确认报名信息，再缴费", status)
+    if status in ("draft", "under_review", "onsite_review", "rejected"):
+        return OrderRefused(registration_id, "not_approved", "资格审核通过后才能缴费", status)
     if status == "paid":
         return OrderRefused(registration_id, "already_paid", "该报名已缴费", status)
     return OrderRefused(registration_id, "registration_inactive", "该报名已取消或过期，不能缴费", status)
@@ -102,7 +102,7 @@ async def open_order(
             row = await conn.fetchrow(_REGISTRATION, registration_id, candidate_id)
             if row is None:
                 raise NotFound("registration", registration_id)
-            if row["status"] != "confirmed":
+            if row["status"] != "approved":
                 raise _refuse(registration_id, row["status"])
             pending = await conn.fetchrow(_PENDING, registration_id)
             if pending is not None and pending["expires_at"] > moment:

@@ -116,7 +116,7 @@ SELECT o.order_no, o.registration_id, o.provider, o.amount_fen, o.status, o.expi
   FROM orders o JOIN registrations r ON r.id = o.registration_id
  WHERE o.order_no = ANY($1::text[])
  ORDER BY o.order_no
-   FOR UPDATE OF o
+   FOR UPDATE OF o, r
 """
 _SEEN = """
 SELECT provider, event_id FROM payment_notifications
@@ -127,10 +127,16 @@ UPDATE orders AS o SET status = 'paid', paid_at = v.paid_at, provider_trade_no =
   FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS v(order_no, paid_at, trade_no)
  WHERE o.order_no = v.order_no AND o.status = 'pending'
 """
+# The lifecycle's approved → paid, audited like every transition (core.lifecycle).
 _PAY_REGISTRATIONS = """
-UPDATE registrations AS r SET status = 'paid', site_id = v.site_id, hold_expires_at = NULL, updated_at = now()
-  FROM unnest($1::bigint[], $2::bigint[]) AS v(id, site_id)
- WHERE r.id = v.id
+WITH paid AS (
+    UPDATE registrations AS r
+       SET status = 'paid', site_id = v.site_id, hold_expires_at = NULL, updated_at = now(), version = r.version + 1
+      FROM unnest($1::bigint[], $2::bigint[]) AS v(id, site_id)
+     WHERE r.id = v.id
+ RETURNING r.id, r.version)
+INSERT INTO registration_events (registration_id, action, from_status, to_status, version, actor)
+SELECT id, 'pay', 'approved', 'paid', version, 'system:payments' FROM paid
 """
 _REFUND_ORDERS = """
 UPDATE orders AS o SET status = 'refund_pending', provider_trade_no = COALESCE(o.provider_trade_no, v.trade_no)
@@ -278,7 +284,7 @@ class _Group:
             self.refund(item, notice, order, "order_closed")
         elif when > order.expires_at:
             self.refund(item, notice, order, "order_expired")
-        elif order.registration_status != "confirmed":
+        elif order.registration_status != "approved":
             self.refund(item, notice, order, f"registration_{order.registration_status}")
         else:
             self.to_pay[order.order_no] = _Payment(len(self.outcomes), item, notice, when)

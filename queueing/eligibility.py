@@ -2,9 +2,11 @@
 
 1. The site is one of the exam's (``SiteNotFound``) and in the province the registration is
    for (``OtherProvince``).
-2. The registration is live: a draft, or confirmed (a confirmed one whose hold lapsed before
-   payment must be able to take a seat again), or paid (the hold script then answers: the same
-   seat again, or ``SeatLocked``); cancelled and expired ones are ``RegistrationInactive``.
+2. The registration is approved (one whose hold lapsed before payment must be able to take a
+   seat again), or paid (the hold script then answers: the same seat again, or ``SeatLocked``);
+   cancelled and expired ones are ``RegistrationInactive``, the others (not yet confirmed, under
+   review, rejected) ``NotApproved``. The status read here may be a few seconds old: the hold
+   script checks the registration's seat right again, atomically (``queueing.holds``).
 3. Registration is open for the exam (``core.registrations.RegistrationClosed``).
 4. While the exam's waiting room runs, an admission token for this candidate and exam, not yet
    expired (``AdmissionInvalid``; the reason is logged, the candidate gets one answer for all).
@@ -24,12 +26,13 @@ from core.registrations import check_window
 from queueing import admission
 from queueing.errors import AdmissionInvalid, QueueingError
 
-__all__ = ["SEAT_STATUSES", "Admission", "OtherProvince", "RegistrationInactive", "SeatClaim", "SiteNotFound",
-           "check_seat"]
+__all__ = ["SEAT_STATUSES", "Admission", "NotApproved", "OtherProvince", "RegistrationInactive", "SeatClaim",
+           "SiteNotFound", "check_seat"]
 
 log = logging.getLogger("examgate.admission")
 
-SEAT_STATUSES = frozenset({"draft", "confirmed", "paid"})
+SEAT_STATUSES = frozenset({"approved", "paid"})
+INACTIVE_STATUSES = frozenset({"cancelled", "expired"})
 
 
 class SiteNotFound(QueueingError):
@@ -53,6 +56,14 @@ class RegistrationInactive(QueueingError):
 
     def __init__(self, status: str) -> None:
         super().__init__(f"registration is {status}")
+        self.status = status
+
+
+class NotApproved(QueueingError):
+    """The registration is not approved (yet): no seat, no order (HTTP 409 ``not_approved``)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"registration is {status}, not approved")
         self.status = status
 
 
@@ -83,8 +94,10 @@ def check_seat(exam: Exam, registration: SeatClaim, site_id: int, admission_: Ad
         raise SiteNotFound(site_id)
     if site.province != registration.province:
         raise OtherProvince(site_id, registration.province)
-    if registration.status not in SEAT_STATUSES:
+    if registration.status in INACTIVE_STATUSES:
         raise RegistrationInactive(registration.status)
+    if registration.status not in SEAT_STATUSES:
+        raise NotApproved(registration.status)
     check_window(exam, now=now)
     if admission_.required:
         try:

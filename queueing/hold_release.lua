@@ -4,11 +4,14 @@
 -- KEYS[3]  last event: hash registration -> number of its latest event
 -- KEYS[4]  event counter of the exam
 -- KEYS[5]  holds stream of the exam
--- KEYS[6]  site_left of the site held now (only when ARGV[2] is not '')
+-- KEYS[6]  seat rights: hash registration -> version, positive while approved, negative once revoked
+-- KEYS[7]  site_left of the site held now (only when ARGV[2] is not '')
 -- ARGV[1]  registration id
 -- ARGV[2]  site the caller believes is held now ('' = none); checked, never trusted
 -- ARGV[3]  now_ms
 -- ARGV[4]  force: '1' releases a permanent (paid) hold too, '0' refuses it
+-- ARGV[5]  registration version revoking its seat right ('' = none): recorded as -version unless
+--          the right already names a later version, so a grant arriving late cannot undo it
 -- Returns  {code, site, event}:
 --   1  released: site = the released site, event number
 --   0  no hold (nothing written)
@@ -18,6 +21,12 @@
 -- expires_at_ms '', event.
 --#include _hold_event.lua
 local reg, believed = ARGV[1], ARGV[2]
+if ARGV[5] ~= '' then
+  local revoked = tonumber(ARGV[5])
+  if math.abs(tonumber(redis.call('HGET', KEYS[6], reg) or '0')) < revoked then
+    redis.call('HSET', KEYS[6], reg, -revoked)
+  end
+end
 local cur = redis.call('HGET', KEYS[1], reg) or ''
 if cur ~= believed then
   return {-2, cur}
@@ -30,8 +39,8 @@ if ARGV[4] ~= '1' and not redis.call('ZSCORE', KEYS[2], reg) then
 end
 redis.call('HDEL', KEYS[1], reg)
 redis.call('ZREM', KEYS[2], reg)
-if redis.call('EXISTS', KEYS[6]) == 1 then
-  redis.call('INCR', KEYS[6])
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('INCR', KEYS[7])
 end
 local event = record_event('release', reg, '', cur, '', ARGV[3])
 return {1, cur, event}

@@ -8,7 +8,13 @@ Per exam (all keys share the tag ``{exam:N}``, so one script touches one slot):
 - ``holds_stream`` one event per change, for the write-behind to PostgreSQL
   (``type`` hold | move | release | expire, ``registration``, ``site``, ``old_site``,
   ``expires_at_ms`` ('' = none or permanent), ``event``: a number increasing per exam);
-- ``hold_last_event`` hash registration → its latest event number (see ``writebehind``).
+- ``hold_last_event`` hash registration → its latest event number (see ``writebehind``);
+- ``seat_rights`` hash registration → the registration's version when it was approved (positive)
+  or when it stopped being approved (negative). An expiring hold taken for a candidate needs a
+  positive one (``approved_only``), so the rule "only an approved registration holds a seat" is
+  checked inside the hold script, where no race with a withdrawal can get past it. Grants and
+  revocations carry the registration's version, so whichever reaches Redis last, the later
+  transition in PostgreSQL wins.
 
 The admission check is the caller's: the gateway verifies the signed admission token
 before it holds a seat; the scripts check the current hold and the remaining seats.
@@ -68,6 +74,14 @@ class SeatLocked(HoldError):
         self.site_id = site_id
 
 
+class NoSeatRight(HoldError):
+    """No seat right in Redis: not approved, or its grant is missing (HTTP 409 ``not_approved``)."""
+
+    def __init__(self, registration_id: int) -> None:
+        super().__init__(f"registration {registration_id} has no seat right")
+        self.registration_id = registration_id
+
+
 class HoldContention(HoldError):
     """The hold kept changing under the call (``MAX_ATTEMPTS`` exceeded)."""
 
@@ -118,7 +132,7 @@ def datetime_to_ms(moment: datetime) -> int:
 
 
 def hold_scripts() -> dict[str, Script]:
-    """The hold scripts (``hold_take``, ``hold_release``, ``hold_expire``), for preloading."""
+    """The hold scripts (``hold_take``, ``hold_release``, ``hold_expire``, ``hold_grant``), for preloading."""
     return {name: script for name, script in load_scripts("queueing").items() if name.startswith("hold_")}
 
 
@@ -126,6 +140,7 @@ _SCRIPTS = hold_scripts()
 TAKE = _SCRIPTS["hold_take"]
 RELEASE = _SCRIPTS["hold_release"]
 EXPIRE = _SCRIPTS["hold_expire"]
+GRANT = _SCRIPTS["hold_grant"]
 
 
 def event_keys(exam_id: int) -> list[str]:
@@ -152,17 +167,19 @@ async def hold_seat(
     ttl_s: int,
     current_site: int | None = None,
     now_ms: int | None = None,
+    approved_only: bool = False,
 ) -> Hold:
     """Hold a seat at ``site_id`` for ``ttl_s``: take it, move the hold there, or refresh it.
 
     The caller has checked the admission. ``current_site`` is a hint saving a round trip
-    on moves; a wrong hint only costs one. Raises ``SiteFull``, ``InventoryMissing``,
-    ``SeatLocked`` (paid holds do not move).
+    on moves; a wrong hint only costs one. ``approved_only`` (every candidate's request)
+    needs the registration's seat right (``NoSeatRight`` otherwise). Raises ``SiteFull``,
+    ``InventoryMissing``, ``SeatLocked`` (paid holds do not move).
     """
     if ttl_s <= 0:
         raise ValueError("ttl_s must be positive (make_permanent holds without expiry)")
     return await _take(client, exam_id, registration_id, site_id, ttl_ms=ttl_s * 1000,
-                       current_site=current_site, now_ms=now_ms)
+                       current_site=current_site, now_ms=now_ms, approved_only=approved_only)
 
 
 async def make_permanent(
@@ -183,17 +200,17 @@ async def make_permanent(
 
 
 async def _take(client: ScriptClient, exam_id: int, registration_id: int, site_id: int, *, ttl_ms: int,
-                current_site: int | None, now_ms: int | None) -> Hold:
+                current_site: int | None, now_ms: int | None, approved_only: bool = False) -> Hold:
     at = clock_ms() if now_ms is None else now_ms
-    base = event_keys(exam_id)
+    base = [*event_keys(exam_id), keys.seat_rights(exam_id)]
     want_key = keys.site_left(exam_id, site_id)
     believed = current_site
     for _ in range(MAX_ATTEMPTS):
         script_keys = [*base, want_key]
         if believed is not None:
             script_keys.append(keys.site_left(exam_id, believed))
-        reply = await TAKE.run(client, script_keys,
-                               [registration_id, site_id, "" if believed is None else believed, at, ttl_ms])
+        reply = await TAKE.run(client, script_keys, [registration_id, site_id, "" if believed is None else believed,
+                                                     at, ttl_ms, "1" if approved_only else "0"])
         code = int(reply[0])
         if code == 1:
             expires = _text(reply[2])
@@ -203,6 +220,8 @@ async def _take(client: ScriptClient, exam_id: int, registration_id: int, site_i
             raise SiteFull(site_id)
         if code == -1:
             raise InventoryMissing(site_id)
+        if code == -4:
+            raise NoSeatRight(registration_id)
         held = _site(reply[1])
         if code == -3:
             assert held is not None
@@ -221,20 +240,24 @@ async def release_seat(
     current_site: int | None = None,
     force: bool = False,
     now_ms: int | None = None,
+    revoke_version: int | None = None,
 ) -> Release:
     """Give the registration's seat back (DELETE seat); no hold is not an error.
 
     A permanent (paid) hold raises ``SeatLocked`` unless ``force`` (refunds, cancellations).
+    ``revoke_version``: the registration stopped being approved at this version; its seat right
+    is revoked in the same script, so no hold can be taken between the revocation and the release.
     """
     at = clock_ms() if now_ms is None else now_ms
-    base = event_keys(exam_id)
+    base = [*event_keys(exam_id), keys.seat_rights(exam_id)]
     believed = current_site
+    revoke = "" if revoke_version is None else str(revoke_version)
     for _ in range(MAX_ATTEMPTS):
         script_keys = list(base)
         if believed is not None:
             script_keys.append(keys.site_left(exam_id, believed))
         reply = await RELEASE.run(client, script_keys,
-                                  [registration_id, "" if believed is None else believed, at, int(force)])
+                                  [registration_id, "" if believed is None else believed, at, int(force), revoke])
         code = int(reply[0])
         if code == 1:
             return Release(registration_id, _site(reply[1]), int(reply[2]))
@@ -246,6 +269,11 @@ async def release_seat(
             raise SeatLocked(registration_id, held)
         believed = held
     raise HoldContention(registration_id)
+
+
+async def grant_seat_right(client: ScriptClient, exam_id: int, registration_id: int, version: int) -> bool:
+    """Let the registration, approved at ``version``, hold seats; False when a later revocation is already there."""
+    return bool(await GRANT.run(client, [keys.seat_rights(exam_id)], [registration_id, version]))
 
 
 async def current_hold(client: ScriptClient, exam_id: int, registration_id: int) -> tuple[int | None, int | None]:

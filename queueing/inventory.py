@@ -9,8 +9,9 @@ import asyncpg
 from core.catalogue import Exam
 from queueing import keys
 
-# Registrations in these states occupy their site's seat.
-SEAT_TAKING_STATUSES = ("draft", "confirmed", "paid")
+# Registrations in these states occupy their site's seat when PostgreSQL records one (every state
+# but the two final ones: a withdrawn registration's release reaches PostgreSQL through the write-behind).
+SEAT_TAKING_STATUSES = ("draft", "under_review", "onsite_review", "approved", "rejected", "paid")
 
 
 async def taken_seats(conn: asyncpg.Connection | asyncpg.Pool, exam_id: int) -> dict[int, int]:

@@ -84,6 +84,11 @@ def holds_stream(exam_id: int) -> str:
     return f"eg:{{exam:{exam_id}}}:holds:stream"
 
 
+def seat_rights(exam_id: int) -> str:
+    """Hash registration id → its version when approved (positive) or when no longer approved (negative)."""
+    return f"eg:{{exam:{exam_id}}}:seat_rights"
+
+
 # Not used by any script, so no exam hash tag: one place for operators to look.
 HOLDS_DEAD_LETTERS = "eg:holds:dead"
 HOLDS_FAILURES = "eg:holds:failures"

@@ -1,7 +1,7 @@
 """Rebuild seat inventory and holds in Redis from PostgreSQL, reporting the drift repaired.
 
-What PostgreSQL says (per exam): every registration in a seat-taking status (draft,
-confirmed, paid) with a ``site_id`` holds that seat. Paid ones, and unpaid ones without
+What PostgreSQL says (per exam): every registration in a seat-taking status (any but
+cancelled and expired) with a ``site_id`` holds that seat. Paid ones, and unpaid ones without
 ``hold_expires_at``, hold it permanently; the others expire at ``hold_expires_at`` — even
 when that is already past: the hold is restored with its past expiry and the sweeper
 releases it on its next pass, emitting the ``expire`` event that clears it in

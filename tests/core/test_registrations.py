@@ -18,14 +18,11 @@ from core.catalogue import Exam, Site, Subject, load_catalogue
 from core.errors import NotFound
 from core.registrations import (
     AlreadyRegistered,
-    CannotConfirm,
-    HoldRequired,
     RegistrationClosed,
     RegistrationError,
     RegistrationInvalid,
     RegistrationRequest,
     check_window,
-    confirm,
     create,
     get,
     parse_request,
@@ -126,10 +123,8 @@ def test_a_valid_body() -> None:
         ({"exam_id": 7.5}, "exam_id", "must_be_integer"),
         ({"work_years": False}, "work_years", "must_be_integer"),
         ({"work_years": ...}, "work_years", "required"),
-        ({"commitment": False}, "commitment", "must_be_true"),
-        ({"commitment": "true"}, "commitment", "must_be_true"),
-        ({"commitment": 1}, "commitment", "must_be_true"),
-        ({"commitment": ...}, "commitment", "required"),
+        ({"review_point": "1"}, "review_point", "must_be_integer"),
+        ({"review_point": 10**6}, "review_point", "invalid_choice"),
         ({"site_id": 1}, "site_id", "unknown_field"),
     ],
 )
@@ -142,8 +137,12 @@ def test_every_problem_is_reported_at_once() -> None:
                          work_years=100, commitment=False, extra=1)) == {  # fmt: skip
         "extra": "unknown_field", "province": "invalid_choice", "city": "required", "specialty": "invalid_choice",
         "subjects.0": "invalid_choice", "subjects.1": "invalid_choice", "work_years": "out_of_range",
-        "commitment": "must_be_true",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("commitment", [True, False, "true", 1, ...])
+def test_commitment_is_accepted_and_ignored(commitment: Any) -> None:
+    assert parse_request(body(commitment=commitment), EXAMS, now=NOW) == parse_request(body(), EXAMS, now=NOW)
 
 
 def test_unknown_exam_still_checks_the_rest() -> None:
@@ -287,50 +286,3 @@ async def test_get_shows_seat_order_and_ticket(pg: asyncpg.Connection) -> None:
     record = await get(pg, registration_id, candidate_id)
     assert record is not None
     assert (record["status"], record["order_no"], record["ticket_no"]) == ("paid", "OLD-1", "T2030000001")
-
-
-async def test_confirm_needs_a_live_hold_and_is_idempotent(pg: asyncpg.Connection) -> None:
-    candidate_id = await make_candidate(pg)
-    registration_id = await create(pg, candidate_id, await exam_request(pg))
-
-    with pytest.raises(HoldRequired) as caught:
-        await confirm(pg, registration_id, candidate_id, has_live_hold=False)
-    assert caught.value.registration_id == registration_id
-    assert await confirm(pg, registration_id, candidate_id, has_live_hold=True) is True
-    assert await confirm(pg, registration_id, candidate_id, has_live_hold=True) is False
-    assert await confirm(pg, registration_id, candidate_id, has_live_hold=False) is False
-    record = await get(pg, registration_id, candidate_id)
-    assert record is not None and record["status"] == "confirmed"
-
-
-async def test_confirm_refuses_other_candidates_and_missing(pg: asyncpg.Connection) -> None:
-    owner, other = await make_candidate(pg), await make_candidate(pg)
-    registration_id = await create(pg, owner, await exam_request(pg))
-    for candidate_id, rid in ((other, registration_id), (owner, registration_id + 10_000)):
-        with pytest.raises(NotFound):
-            await confirm(pg, rid, candidate_id, has_live_hold=True)
-    assert (await pg.fetchval("SELECT status FROM registrations WHERE id = $1", registration_id)) == "draft"
-
-
-@pytest.mark.parametrize("status", ["paid", "cancelled", "expired"])
-async def test_confirm_refuses_final_states(pg: asyncpg.Connection, status: str) -> None:
-    candidate_id = await make_candidate(pg)
-    request = await exam_request(pg)
-    registration_id = await create(pg, candidate_id, request)
-    site_id = await pg.fetchval("SELECT min(id) FROM exam_sites WHERE exam_id = $1", request.exam_id)
-    await pg.execute("UPDATE registrations SET status = $2, site_id = $3 WHERE id = $1",
-                     registration_id, status, site_id)
-    for hold in (True, False):
-        with pytest.raises(CannotConfirm) as caught:
-            await confirm(pg, registration_id, candidate_id, has_live_hold=hold)
-        assert caught.value.status == status
-    assert (await pg.fetchval("SELECT status FROM registrations WHERE id = $1", registration_id)) == status
-
-
-async def test_concurrent_confirms_confirm_once(pool: asyncpg.Pool, pg: asyncpg.Connection) -> None:
-    candidate_id = await make_candidate(pg)
-    registration_id = await create(pg, candidate_id, await exam_request(pg))
-    results = await asyncio.gather(*(
-        registrations.confirm(pool, registration_id, candidate_id, has_live_hold=True) for _ in range(20)
-    ))  # fmt: skip
-    assert results.count(True) == 1 and results.count(False) == 19

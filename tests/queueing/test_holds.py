@@ -142,7 +142,7 @@ async def test_wrong_hint_is_corrected(pg: asyncpg.Connection, redis: aioredis.R
     await hold_seat(redis, exam_id, 1, site_a, ttl_s=TTL_S)
 
     reply = await TAKE.run(redis, [*_base(exam_id), keys.site_left(exam_id, site_b), keys.site_left(exam_id, site_b)],
-                           [1, site_b, site_b, NOW_MS, 1000])
+                           [1, site_b, site_b, NOW_MS, 1000, "0"])
     assert reply == [-2, str(site_a).encode()]  # the script checks the belief, writes nothing
     assert await left(redis, exam_id, site_b) == 3
 
@@ -153,7 +153,7 @@ async def test_wrong_hint_is_corrected(pg: asyncpg.Connection, redis: aioredis.R
 
 def _base(exam_id: int) -> list[str]:
     return [keys.holds(exam_id), keys.hold_expiry(exam_id), keys.hold_last_event(exam_id),
-            keys.hold_event_counter(exam_id), keys.holds_stream(exam_id)]
+            keys.hold_event_counter(exam_id), keys.holds_stream(exam_id), keys.seat_rights(exam_id)]
 
 
 async def test_full_and_missing_write_nothing(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
@@ -189,7 +189,7 @@ async def test_release(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
 
     assert await release_seat(redis, exam_id, 5) == Release(5, None, 0)  # nothing to release: no event
     assert await redis.xlen(keys.holds_stream(exam_id)) == 2
-    assert await RELEASE.run(redis, _base(exam_id), [5, "", NOW_MS, 0]) == [0, b""]
+    assert await RELEASE.run(redis, _base(exam_id), [5, "", NOW_MS, 0, ""]) == [0, b""]
 
 
 async def test_permanent_holds(pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
