@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 REFUSED_MARK = " (refused: "
+FLOW = "FLOW"  # the request type of what no single request shows: a flow's end (a review's wait) or its failure
 # The longest a user waits before retrying a refused step, whatever Retry-After says: a short run
 # must keep moving (a candidate's page would count the real wait down).
 BACKOFF_CAP_S = 2.0

@@ -10,7 +10,7 @@ import itertools
 import random
 from typing import Any
 
-from seed import candidate_credentials
+from seed import candidate_credentials, qualifies
 from seed.names import PROVINCES
 
 _CITIES = {province.code: province.cities[0] for province in PROVINCES}
@@ -54,25 +54,54 @@ def province_of(index: int) -> str:
     return candidate_credentials(index).id_number[:2]
 
 
-def enrolment(index: int, exam: dict[str, Any], rng: random.Random | None = None) -> dict[str, Any]:
-    """A ``POST /api/v1/registrations`` body for the candidate.
-
-    Their own province, and a level and specialty of the exam.
-    """
-    rng = rng or random.Random(index)
+def enrolment_province(index: int, exam: dict[str, Any], province: str | None = None) -> str:
+    """Where the candidate enrols: ``province``, else their own; one of the exam's if that is not."""
     provinces = exam.get("provinces") or []
-    province = province_of(index)
+    province = province or province_of(index)
     if provinces and province not in provinces:
         province = provinces[index % len(provinces)]
-    level = rng.choice(exam["levels"])
+    return province
+
+
+def work_years(index: int) -> int:
+    """The years of related work the candidate declares."""
+    return 3 + index % 20
+
+
+def enrolment(index: int, exam: dict[str, Any], rng: random.Random | None = None, *, province: str | None = None,
+              review_points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A ``POST /api/v1/registrations`` body for the candidate.
+
+    Their own province (or ``province``) and its first city; a level they qualify for, as a candidate
+    reading the notice would choose (by their seeded education and declared work years), and a
+    specialty of it, with all its subjects; the review point of their city among ``review_points``.
+    """
+    rng = rng or random.Random(index)
+    province = enrolment_province(index, exam, province)
+    years = work_years(index)
+    levels = list(exam["levels"])
+    level = rng.choice(levels)
+    if not _qualified(index, level["code"], years):
+        level = next((lvl for lvl in levels if _qualified(index, lvl["code"], years)), level)
     specialty = rng.choice(level["specialties"])
-    return {
+    city = _CITIES.get(province, "市辖区")
+    body: dict[str, Any] = {
         "exam_id": exam["id"],
         "province": province,
-        "city": _CITIES.get(province, "市辖区"),
+        "city": city,
         "level": level["code"],
         "specialty": specialty["code"],
         "subjects": [subject["code"] for subject in specialty["subjects"]],
-        "work_years": 3 + index % 20,
-        "commitment": True,
+        "work_years": years,
     }
+    points = [p for p in review_points or () if p.get("province") == province]
+    if points:
+        body["review_point"] = next((p for p in points if p.get("city") == city), points[0])["review_point_id"]
+    return body
+
+
+def _qualified(index: int, level: str, years: int) -> bool:
+    try:
+        return qualifies(index, level, years)
+    except KeyError:  # a level the demo data declares no rules for: nothing to go by
+        return True

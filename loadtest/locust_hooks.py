@@ -3,7 +3,7 @@
 Importing this module registers the listeners (Locust's way). Workers sample their own CPU once a
 second and send the samples with their stats reports; the master keeps them per worker and, when
 the run ends, writes ``--summary-file``: every recorded request name with its percentiles, the
-percentiles of all served requests together (refusals left out), the failures and the CPU
+percentiles of all served requests together (refusals and flows left out), the failures and the CPU
 samples. ``examgate loadtest`` reads that file for its table and verdicts.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 from locust.stats import StatsEntry
 
-from loadtest.answers import split_name
+from loadtest.answers import FLOW, split_name
 
 log = logging.getLogger("examgate.loadtest")
 
@@ -39,6 +40,10 @@ def add_options(parser: Any) -> None:
     """The options of an examgate run (the master sends them to its workers)."""
     parser.add_argument("--loadtest-token", default="", env_var="LOCUST_LOADTEST_TOKEN", is_secret=True,
                         help="X-Loadtest-Token issued by POST /admin/api/v1/loadtest-tokens (lets captcha pass)")
+    parser.add_argument("--operator-token", default="", env_var="LOCUST_OPERATOR_TOKEN", is_secret=True,
+                        help="operator bearer token the review scenario's operators decide with")
+    parser.add_argument("--duration-s", type=int, default=0,
+                        help="the run's length in seconds (Locust keeps --run-time from its workers)")
     parser.add_argument("--scenario", default="", help="scenario name, for the summary")
     parser.add_argument("--first-candidate", type=int, default=0, help="first seeded candidate index to use")
     parser.add_argument("--candidates", type=int, default=2000, help="how many seeded candidates to use")
@@ -84,8 +89,22 @@ _sampler = _Sampler()
 _cpu_by_worker: dict[str, list[float]] = defaultdict(list)
 
 
+class _RunClock:
+    """When this process's part of the run started (Locust's test_start, on workers and local runners)."""
+
+    started_s: float | None = None
+
+
+def seconds_left(duration_s: int) -> float | None:
+    """Seconds left of a run lasting ``duration_s`` by this process's clock; None when either is unknown."""
+    if not duration_s or _RunClock.started_s is None:
+        return None
+    return duration_s - (time.monotonic() - _RunClock.started_s)
+
+
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_: Any) -> None:
+    _RunClock.started_s = time.monotonic()
     if isinstance(environment.runner, WorkerRunner):
         _sampler.start()
 
@@ -134,7 +153,7 @@ def summary(environment: Environment) -> dict[str, Any]:
     entries = []
     for entry in stats.entries.values():
         entries.append(_figures(entry))
-        if split_name(entry.name)[1] is None:
+        if split_name(entry.name)[1] is None and entry.method != FLOW:  # a flow's time is no request's
             served.extend(entry)
     total = stats.total
     elapsed_s = (total.last_request_timestamp - total.start_time) if total.last_request_timestamp else 0.0

@@ -2,10 +2,13 @@
 
 The steps, in order: the gateway issues a load-test token (audited) for the run; scenarios that
 go through the waiting room turn it on for the open exam (and put the operator's setting back
-afterwards); a headless Locust master starts with ``--expect-workers`` and waits for the
-``processes`` local workers (plus any ``remote_workers`` started on other machines); the run writes
-Locust's CSV and HTML reports and the master's ``summary.json`` under ``out_dir``; then the
-summary table and the verdicts are printed and the exit code returned (``loadtest.verdicts``).
+afterwards); scenarios with operator users get the run's operator token (both tokens reach the
+master through its environment, never a command line, and the master hands them to its workers);
+a headless Locust master starts with ``--expect-workers`` and waits for the ``processes`` local
+workers (plus any ``remote_workers`` started on other machines); the run writes Locust's CSV and
+HTML reports and the master's ``summary.json`` under ``out_dir``; then the summary table and the
+verdicts (the thresholds', and the scenario's own checks) are printed and the exit code returned
+(``loadtest.verdicts``).
 Locust never runs in this process: it monkey-patches the standard library with gevent.
 """
 
@@ -16,7 +19,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +27,7 @@ from pathlib import Path
 from loadtest.admin import GatewayError, Operator
 from loadtest.processes import Process, free_port, start_locust
 from loadtest.scenarios import Scenario
-from loadtest.summary import render, summarize
+from loadtest.summary import Summary, render, summarize
 from loadtest.verdicts import (
     CPU_LIMIT_PCT,
     EXIT_NOT_RUN,
@@ -132,7 +135,8 @@ def _run(options: RunOptions, echo: Callable[[str], None]) -> int:
         raise NotRun(str(exc)) from None
     finally:
         room.restore(echo)
-    return judge(out_dir, options.thresholds, options.cpu_limit_pct, echo, master_code=master_code)
+    return judge(out_dir, options.thresholds, options.cpu_limit_pct, echo, master_code=master_code,
+                 checks=scenario.checks)
 
 
 def _check_keys(keys_dir: str) -> None:
@@ -201,7 +205,7 @@ def _locust_args(options: RunOptions, room_on: bool, out_dir: Path, master_port:
         "--master-bind-host", options.master_bind_host, "--master-bind-port", str(master_port),
         "--host", options.host,
         "--users", str(options.users), "--spawn-rate", f"{options.spawn_rate:g}",
-        "--run-time", f"{options.duration_s}s",
+        "--run-time", f"{options.duration_s}s", "--duration-s", str(options.duration_s),
         "--csv", str(out_dir / "locust"), "--html", str(out_dir / "report.html"),
         "--scenario", scenario.name, "--shape", options.shape, "--steps", str(options.steps),
         "--first-candidate", str(options.first_candidate), "--candidates", str(options.candidates),
@@ -220,10 +224,12 @@ def _locust(options: RunOptions, token: str, room_on: bool, out_dir: Path) -> in
     master_port = options.master_port or (LOCUST_MASTER_PORT if options.remote_workers else free_port())
     env = dict(os.environ)
     env["LOCUST_LOADTEST_TOKEN"] = token  # in the environment, not on a command line anyone can list
+    if options.scenario.operators:
+        env["LOCUST_OPERATOR_TOKEN"] = options.admin_token  # the master hands both to its workers
     files = [options.scenario.locustfile]
     master = start_locust(files, _locust_args(options, room_on, out_dir, master_port),
                           log_path=out_dir / "locust-master.log", env=env)
-    worker_env = {k: v for k, v in os.environ.items() if k != "LOCUST_LOADTEST_TOKEN"}
+    worker_env = {k: v for k, v in os.environ.items() if k not in ("LOCUST_LOADTEST_TOKEN", "LOCUST_OPERATOR_TOKEN")}
     workers: list[Process] = []
     try:
         for number in range(options.processes):
@@ -255,8 +261,11 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def judge(out_dir: Path, thresholds: Thresholds, cpu_limit_pct: float = CPU_LIMIT_PCT,
-          echo: Callable[[str], None] = print, *, master_code: int | None = 0) -> int:
+          echo: Callable[[str], None] = print, *, master_code: int | None = 0,
+          checks: Sequence[Callable[[Summary], Verdict]] = ()) -> int:
     """Judge a finished run from its ``summary.json``: print and write the table and verdicts; the exit code.
+
+    ``checks`` are the scenario's own verdicts (the review scenario's: every submission approved).
 
     Raises ``NotRun`` when there is no summary (the master's exit code, None if it was stopped, says why).
     """
@@ -268,7 +277,7 @@ def judge(out_dir: Path, thresholds: Thresholds, cpu_limit_pct: float = CPU_LIMI
         raise NotRun(f"the Locust run did not finish (master {state}); last log lines:\n{detail}")
     figures = json.loads(summary_path.read_text())
     summary = summarize(figures)
-    verdicts = evaluate(summary, thresholds)
+    verdicts = evaluate(summary, thresholds) + [check(summary) for check in checks]
     exceptions = figures.get("exceptions") or []
     if exceptions:
         count = sum(int(e.get("count", 1)) for e in exceptions)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
+
+from loadtest.summary import Summary
+from loadtest.verdicts import Verdict, every_submission_approved
 
 LOCUSTFILES = Path(__file__).resolve().parent / "locustfiles"
 
@@ -17,14 +21,16 @@ class Scenario(NamedTuple):
     payment_keys: bool = False  # signs provider notifications itself (the keys directory must be readable)
     waiting_room: bool = False  # goes through the waiting room of the open exam (turned on for the run)
     holds_seats: bool = False  # enrols candidates in the open exam, holds seats and opens orders
+    operators: bool = False  # has operator users: the run hands them its operator token
+    checks: tuple[Callable[[Summary], Verdict], ...] = ()  # the scenario's own verdicts on the figures
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("login-storm", LOCUSTFILES / "login_storm.py",
              "sign in, read the profile, sign out; again with the next candidate"),
     Scenario("registration-opening", LOCUSTFILES / "registration_opening.py",
-             "waiting room, poll, enrol, hold a seat, confirm, order, pay at the simulator, poll until paid",
-             waiting_room=True, holds_seats=True),
+             "enrol, sign the commitment, confirm (the automatic review), waiting room, poll, hold a seat, order, "
+             "pay at the simulator, poll until paid", waiting_room=True, holds_seats=True),
     Scenario("payment-flood", LOCUSTFILES / "payment_flood.py",
              "open orders, then post signed provider notifications for them, each resent as providers do",
              payment_keys=True, holds_seats=True),
@@ -35,4 +41,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("mixed-peak", LOCUSTFILES / "mixed_peak.py",
              "all of the above at once, weighted as on a registration day",
              payment_keys=True, waiting_room=True, holds_seats=True),
+    Scenario("review", LOCUSTFILES / "review.py",
+             "candidates submit registrations in a province reviewed online; operators page the review queue and "
+             "approve in bulk; every submission must end approved", operators=True,
+             checks=(every_submission_approved,)),
 )}

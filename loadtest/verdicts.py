@@ -100,6 +100,31 @@ def evaluate(summary: Summary, thresholds: Thresholds) -> list[Verdict]:
     return verdicts
 
 
+# The review scenario's rows: a registration submitted (its confirmation answered as due) and its end.
+SUBMITTED = "POST /api/v1/registrations/{id}/confirm"
+APPROVED_AFTER_REVIEW = "registration approved after review"
+
+
+def every_submission_approved(summary: Summary) -> Verdict:
+    """Every registration submitted for review was seen approved before the run ended (and at least one was)."""
+    rows = {row.name: row for row in summary.rows}
+    confirmed = rows.get(SUBMITTED)
+    flow = rows.get(f"FLOW {APPROVED_AFTER_REVIEW}")
+    submitted = 0 if confirmed is None else confirmed.requests - confirmed.failures - confirmed.refused
+    approved = 0 if flow is None else flow.requests - flow.failures
+    failed = 0 if flow is None else flow.failures
+    option = "review"
+    if submitted == 0:
+        return Verdict(option, False, "FAIL review: no registration was submitted for review")
+    if approved == submitted and failed == 0:
+        return Verdict(option, True, f"ok   review: every registration submitted ended approved "
+                                     f"({approved:,} of {submitted:,})")
+    undecided = max(0, submitted - approved - failed)
+    return Verdict(option, False, f"FAIL review: {approved:,} of {submitted:,} registrations submitted ended approved"
+                                  f" ({failed:,} went otherwise or waited too long, {undecided:,} undecided when the"
+                                  " run ended: too few reviewers for the load?)")
+
+
 def cpu_saturation(cpu: dict[str, Any], limit_pct: float = CPU_LIMIT_PCT,
                    run_s: int = SATURATED_RUN_S) -> Saturation:
     """Saturated when a worker used ``limit_pct`` of a core or more ``run_s`` seconds in a row, or Locust warned.

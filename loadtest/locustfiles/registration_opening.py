@@ -1,4 +1,4 @@
-"""Registration opening: waiting room → poll → hold a seat → confirm → order → pay → paid.
+"""Registration opening: enrol → sign → confirm (reviewed) → waiting room → poll → seat → order → pay → paid.
 
 Run with ``examgate loadtest registration-opening``.
 """

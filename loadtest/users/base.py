@@ -3,7 +3,9 @@
 ``ExamgateUser.call`` sends one request and sorts its answer three ways: due (the status the
 contract promises, with the fields it promises), an expected refusal (recorded under its own
 name, see ``loadtest.answers``; retried after the back-off when the step allows), or a failure
-("HTTP 409 already_paid where 200 was due", "HTTP 200 without pay_url"). A failed step ends the
+("HTTP 409 already_paid where 200 was due", "HTTP 200 without pay_url"). A due answer may still
+end the flow as expected (a registration sent to review instead of approved): the step's
+``outcome`` names it, and it is recorded under its own name like a refusal. A failed step ends the
 user's iteration (``RescheduleTask``); the next one starts with the next candidate.
 """
 
@@ -14,7 +16,7 @@ import random
 import time
 import weakref
 from collections.abc import Callable, Collection
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import gevent
 from locust import FastHttpUser
@@ -23,6 +25,7 @@ from locust.exception import RescheduleTask
 from locust.runners import WorkerRunner
 
 from loadtest import answers
+from loadtest.answers import FLOW
 from loadtest.candidates import CandidatePool, client_address
 from seed import candidate_credentials
 
@@ -41,6 +44,8 @@ class Knobs(NamedTuple):
     alipay_app_id: str
     wechat_app_id: str
     wechat_mch_id: str
+    operator_token: str = ""
+    duration_s: int = 0  # 0: not told
 
     @classmethod
     def of(cls, environment: Environment) -> Knobs:
@@ -48,7 +53,8 @@ class Knobs(NamedTuple):
         options = environment.parsed_options
         assert options is not None  # locust parses them before any user starts
         return cls(options.loadtest_token, int(options.think_ms), options.waiting_room == "on", options.keys_dir,
-                   options.alipay_app_id, options.wechat_app_id, options.wechat_mch_id)
+                   options.alipay_app_id, options.wechat_app_id, options.wechat_mch_id, options.operator_token,
+                   int(options.duration_s))
 
 
 def candidate_pool(environment: Environment) -> CandidatePool:
@@ -121,24 +127,27 @@ class ExamgateUser(FastHttpUser):
     def call(self, method: str, path: str, *, name: str, due: Collection[int] = (200,), fields: Collection[str] = (),
              json_body: Any = None, data: bytes | None = None, headers: dict[str, str] | None = None,
              check: Callable[[Any, Any], str | None] | None = None, tolerated: Collection[str] = (),
-             retries: int = 2) -> Answer:
+             outcome: Callable[[Any], str | None] | None = None, retries: int = 2) -> Answer:
         """One step: send, judge, retry expected refusals up to ``retries`` times after their back-off.
 
         ``fields`` must be in a due JSON body; ``check(response, body)`` may name any other problem;
-        ``tolerated`` error codes count as expected refusals for this step only.
+        ``tolerated`` error codes count as expected refusals for this step only; ``outcome(body)`` names
+        a due answer that ends the flow as expected (then ``refused`` carries that name).
         """
         answer = Answer(0, None, False)
         for attempt in range(retries + 1):
-            answer = self._once(method, path, name, due, fields, json_body, data, headers, check, tolerated)
+            answer = self._once(method, path, name, due, fields, json_body, data, headers, check, tolerated, outcome)
             refused = answer.refused
-            if refused is None or refused.reason == "site_full" or refused.reason in tolerated or attempt == retries:
+            if answer.due or refused is None or refused.reason == "site_full" or refused.reason in tolerated \
+                    or attempt == retries:
                 break
             gevent.sleep(answers.backoff_s(refused))
         return answer
 
     def _once(self, method: str, path: str, name: str, due: Collection[int], fields: Collection[str],
               json_body: Any, data: bytes | None, headers: dict[str, str] | None,
-              check: Callable[[Any, Any], str | None] | None, tolerated: Collection[str]) -> Answer:
+              check: Callable[[Any, Any], str | None] | None, tolerated: Collection[str],
+              outcome: Callable[[Any], str | None] | None) -> Answer:
         # locust documents bytes for ``data`` (they are sent as they are) but annotates only str or dict.
         with self.client.request(method, path, name=name, json=json_body, data=data,  # type: ignore[arg-type]
                                  headers=headers or {}, catch_response=True) as resp:
@@ -166,8 +175,11 @@ class ExamgateUser(FastHttpUser):
                 if problem is not None:
                     resp.failure(problem)
                     return Answer(status, body, False, text=text)
+                ended = outcome(body) if outcome is not None else None
+                if ended is not None:
+                    resp.request_meta["name"] = answers.refused_name(name, ended)
                 resp.success()
-                return Answer(status, body, True, text=text)
+                return Answer(status, body, True, None if ended is None else answers.Refusal(ended, 0.0), text)
             code = body.get("error", {}).get("code") if isinstance(body, dict) and isinstance(
                 body.get("error"), dict) else None
             refused = answers.refusal(status, code, answered.get("Retry-After"))
@@ -184,11 +196,17 @@ class ExamgateUser(FastHttpUser):
     def flow_failed(self, name: str, message: str, started: float) -> None:
         """Record a failure that is no single request's (a payment never settled, a place never admitted)."""
         self.environment.events.request.fire(
-            request_type="FLOW", name=name, response_time=(time.perf_counter() - started) * 1000,
+            request_type=FLOW, name=name, response_time=(time.perf_counter() - started) * 1000,
             response_length=0, exception=RuntimeError(message), context={})
 
+    def flow_done(self, name: str, started: float) -> None:
+        """Record a flow that reached its end (a registration approved after review), timed from ``started``."""
+        self.environment.events.request.fire(
+            request_type=FLOW, name=name, response_time=(time.perf_counter() - started) * 1000,
+            response_length=0, exception=None, context={})
+
     @staticmethod
-    def abort() -> None:
+    def abort() -> NoReturn:
         """End this iteration: the step failed or was refused for good."""
         raise RescheduleTask()
 

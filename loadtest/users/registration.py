@@ -1,4 +1,4 @@
-"""Registration opening: waiting room, enrol, hold a seat, confirm, order, pay at the simulator, poll until paid."""
+"""Registration opening: enrol, sign, confirm (reviewed), waiting room, seat, order, pay at the simulator, paid."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class RegistrationUser(EnrollingUser):
             status = answer.body["status"]
             if status == "paid" and answer.body["ticket_no"]:
                 return
-            if status not in ("confirmed", "paid"):
+            if status not in ("approved", "paid"):
                 self.flow_failed("registration paid after paying", f"the registration went {status}", started)
                 self.abort()
             if time.perf_counter() - started > PAID_WAIT_S:

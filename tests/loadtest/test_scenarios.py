@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core import db
-from seed import EXAM_B_CODE
+from seed import EXAM_B_CODE, REVIEW_PROVINCE
 from tests.loadtest.conftest import THRESHOLDS, Run, Stack, run_loadtest
 
 pytestmark = pytest.mark.timeout(180)
@@ -56,20 +57,65 @@ def test_login_storm(stack: Stack, tmp_path: Path) -> None:
 def test_registration_opening_pays_through_the_simulator(stack: Stack, tmp_path: Path) -> None:
     exam_id = stack.exam_ids[EXAM_B_CODE]
     paid_before = count(stack, "SELECT count(*) FROM registrations WHERE exam_id = $1 AND status = 'paid'", exam_id)
+    started = now(stack)
 
     run = run_loadtest(stack, "registration-opening", tmp_path, *THRESHOLDS, users=8, duration="8s")
 
-    assert_passed(run, "POST /api/v1/sessions", "POST /api/v1/exams/{exam_id}/queue",
-                  "GET /api/v1/exams/{exam_id}/queue/{ticket}", "POST /api/v1/registrations",
-                  "PUT /api/v1/registrations/{id}/seat", "POST /api/v1/registrations/{id}/confirm",
-                  "POST /api/v1/registrations/{id}/orders", "POST paysim /sim/orders/{order_no}/pay",
-                  "GET /api/v1/registrations/{id}")
+    assert_passed(run, "POST /api/v1/sessions", "GET /api/v1/exams/{exam_id}/review-points",
+                  "POST /api/v1/registrations", "GET /api/v1/exams/{exam_id}/documents/commitment",
+                  "POST /api/v1/registrations/{id}/commitment", "POST /api/v1/registrations/{id}/confirm",
+                  "POST /api/v1/exams/{exam_id}/queue", "GET /api/v1/exams/{exam_id}/queue/{ticket}",
+                  "PUT /api/v1/registrations/{id}/seat", "POST /api/v1/registrations/{id}/orders",
+                  "POST paysim /sim/orders/{order_no}/pay", "GET /api/v1/registrations/{id}")
     paid_sql = "SELECT count(*) FROM registrations WHERE exam_id = $1 AND status = 'paid'"
     paid = count(stack, paid_sql, exam_id) - paid_before
     assert paid > 0
     # Every user that paid at the simulator saw its registration paid (a timeout would be a FLOW failure).
     assert paid >= int(run.rows()["POST paysim /sim/orders/{order_no}/pay"]["Request Count"])
     assert str(exam_id) not in live_config(stack)["queue"]["exams"], "the run left the waiting room on"
+    # The seeded candidates mostly pass the automatic review; none applies for a level it does not qualify for.
+    confirmed = outcomes(stack, exam_id, started)
+    assert confirmed.get("approved", 0) > sum(confirmed.values()) / 2 and "rejected" not in confirmed, confirmed
+    # Whoever the review did not approve is counted as an expected end, never as a failure.
+    held_back = sum(n for status, n in confirmed.items() if status != "approved")
+    assert held_back == refused(run, "POST /api/v1/registrations/{id}/confirm", "under_review", "onsite_review")
+
+
+def now(stack: Stack) -> datetime:
+    return asyncio.run(_now(stack.dsn))
+
+
+async def _now(dsn: str) -> datetime:
+    conn = await db.connect(dsn)
+    try:
+        found: datetime = await conn.fetchval("SELECT now()")
+        return found
+    finally:
+        await conn.close()
+
+
+def outcomes(stack: Stack, exam_id: int, since: datetime, province: str | None = None) -> dict[str, int]:
+    """What the confirmations made since ``since`` led to, by status."""
+    return asyncio.run(_outcomes(stack.dsn, exam_id, since, province))
+
+
+async def _outcomes(dsn: str, exam_id: int, since: datetime, province: str | None) -> dict[str, int]:
+    conn = await db.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT e.to_status, count(*) FROM registration_events e JOIN registrations r ON r.id = e.registration_id
+               WHERE e.action = 'confirm' AND e.at >= $2 AND r.exam_id = $1 AND ($3::text IS NULL OR r.province = $3)
+               GROUP BY e.to_status""", exam_id, since, province)
+        return {row[0]: row[1] for row in rows}
+    finally:
+        await conn.close()
+
+
+def refused(run: Run, request: str, *reasons: str) -> int:
+    """How many of ``request`` were recorded as the expected refusals or outcomes ``reasons``."""
+    rows = run.rows()
+    return sum(int(rows[f"{request} (refused: {reason})"]["Request Count"]) for reason in reasons
+               if f"{request} (refused: {reason})" in rows)
 
 
 def live_config(stack: Stack) -> dict[str, Any]:
@@ -106,6 +152,35 @@ def test_ticket_printing(stack: Stack, tmp_path: Path) -> None:
     run = run_loadtest(stack, "ticket-printing", tmp_path, *THRESHOLDS)
     assert int(run.rows()["POST /api/v1/tickets/lookup"]["Request Count"]) > 0, run.explain()
     assert_passed(run, "POST /api/v1/tickets/lookup", PDF_ROW)
+
+
+def test_review_every_submission_ends_approved_by_the_operators(stack: Stack, tmp_path: Path) -> None:
+    exam_id = stack.exam_ids[EXAM_B_CODE]
+    started = now(stack)
+
+    run = run_loadtest(stack, "review", tmp_path, *THRESHOLDS, users=8, duration="8s")
+
+    assert_passed(run, "POST /api/v1/sessions", "POST /api/v1/registrations", "POST /api/v1/registrations/{id}/confirm",
+                  "GET /api/v1/registrations/{id}", "GET /admin/api/v1/reviews", "POST /admin/api/v1/reviews/approve",
+                  "FLOW registration approved after review")
+    assert "ok   review: every registration submitted ended approved" in run.stdout
+    rows = run.rows()
+    assert "POST /api/v1/registrations/{id}/commitment" not in rows  # the province reviews without the commitment
+    # The stores agree: each registration the run submitted went to online review and was approved by an operator.
+    approved = int(rows["FLOW registration approved after review"]["Request Count"])
+    assert outcomes(stack, exam_id, started, REVIEW_PROVINCE) == {"under_review": approved}
+    decided = count(stack, """SELECT count(*) FROM registrations r
+                              WHERE r.exam_id = $1 AND r.province = $3 AND r.status = 'approved'
+                                AND EXISTS (SELECT 1 FROM registration_events c WHERE c.registration_id = r.id
+                                               AND c.action = 'confirm' AND c.at >= $2)
+                                AND (SELECT d.actor FROM registration_events d WHERE d.registration_id = r.id
+                                      AND d.action = 'decide' AND d.to_status = 'approved') LIKE 'operator:%'""",
+                    exam_id, started, REVIEW_PROVINCE)
+    assert decided == approved > 0
+    # The operators work through the province's whole queue (earlier scenarios' candidates of the province too).
+    waiting = count(stack, "SELECT count(*) FROM registrations WHERE exam_id = $1 AND province = $2"
+                           " AND status IN ('under_review', 'onsite_review')", exam_id, REVIEW_PROVINCE)
+    assert waiting == 0
 
 
 def test_mixed_peak_in_steps_over_two_worker_processes(stack: Stack, tmp_path: Path) -> None:

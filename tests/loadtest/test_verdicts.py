@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from loadtest.summary import summarize
-from loadtest.verdicts import Thresholds, cpu_saturation, evaluate, exit_code
+from loadtest.verdicts import Thresholds, cpu_saturation, evaluate, every_submission_approved, exit_code
 from tests.loadtest.conftest import Stack, run_loadtest
-from tests.loadtest.test_summary import FIGURES
+from tests.loadtest.test_summary import FIGURES, entry
 
 
 @pytest.mark.timeout(120)
@@ -73,6 +73,27 @@ def test_a_threshold_miss_says_by_how_much() -> None:
 def test_a_run_without_requests_fails() -> None:
     verdicts = evaluate(summarize({"elapsed_s": 0, "entries": []}), Thresholds())
     assert [(v.option, v.passed) for v in verdicts] == [("requests", False), ("--max-fail-ratio", True)]
+
+
+def _review(confirmed: int, refused: int, approved: int, flow_failures: int = 0) -> dict[str, object]:
+    return {"elapsed_s": 10.0, "entries": [
+        entry("/api/v1/registrations/{id}/confirm", confirmed),
+        entry("/api/v1/registrations/{id}/confirm (refused: major_mismatch_unacknowledged)", refused),
+        entry("registration approved after review", approved + flow_failures, flow_failures, method="FLOW")]}
+
+
+@pytest.mark.parametrize(("figures", "passed", "text"), [
+    (_review(40, 3, 40), True, "ok   review: every registration submitted ended approved (40 of 40)"),
+    (_review(40, 3, 37), False, ("FAIL review: 37 of 40 registrations submitted ended approved (0 went otherwise or "
+                                 "waited too long, 3 undecided when the run ended: too few reviewers for the load?)")),
+    (_review(40, 0, 39, flow_failures=1), False, ("FAIL review: 39 of 40 registrations submitted ended approved "
+                                                  "(1 went otherwise or waited too long, 0 undecided when the run "
+                                                  "ended: too few reviewers for the load?)")),
+    (_review(0, 0, 0), False, "FAIL review: no registration was submitted for review"),
+])
+def test_every_submission_must_end_approved(figures: dict[str, object], passed: bool, text: str) -> None:
+    verdict = every_submission_approved(summarize(figures))
+    assert (verdict.option, verdict.passed, verdict.text) == ("review", passed, text)
 
 
 @pytest.mark.parametrize(("samples", "saturated"), [
