@@ -2,7 +2,7 @@
 
 **Set-up.** A scratch database and Redis database, a generated key set, one exam with one
 site big enough for every order, and for each measured run a fresh batch of pending orders
-(confirmed registrations at the site, SQL) with one signed notification each, half Alipay
+(approved registrations at the site, SQL) with one signed notification each, half Alipay
 (RSA2 form) and half WeChat Pay v3 (signed headers, AES-GCM resource), signed beforehand in
 a process pool. Two gateways run at once, both pinned to core 0 and only one loaded at a
 time: one with ``EXAMGATE_NOTIFY_GROUP_MAX=256`` (group commit, the shipped default) and one
@@ -71,7 +71,7 @@ async def make_exam(conn: asyncpg.Connection, seats: int) -> tuple[int, int]:
 
 
 async def make_orders(conn: asyncpg.Connection, exam_id: int, site_id: int, count: int) -> list[tuple[str, str]]:
-    """``count`` confirmed registrations at the site with a pending order each: [(order_no, provider)]."""
+    """``count`` approved registrations at the site with a pending order each: [(order_no, provider)]."""
     tag = secrets.token_hex(4)
     registrations = [row["id"] for row in await conn.fetch(
         """WITH c AS (
@@ -83,7 +83,7 @@ async def make_orders(conn: asyncpg.Connection, exam_id: int, site_id: int, coun
                RETURNING id)
            INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code,
                                       subjects, work_years, status, site_id)
-           SELECT id, $4, '11', '北京市', 'mid', 'fin', '{101}', 5, 'confirmed', $5 FROM c
+           SELECT id, $4, '11', '北京市', 'mid', 'fin', '{101}', 5, 'approved', $5 FROM c
            RETURNING id""",
         tag, secrets.randbelow(900_000_000), count, exam_id, site_id)]  # fmt: skip
     now = utcnow()

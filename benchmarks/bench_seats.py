@@ -130,8 +130,8 @@ async def make_registrations(conn: asyncpg.Connection, exam_id: int, count: int)
                  FROM generate_series(1, $3::int) AS g
                RETURNING id)
            INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code,
-                                      subjects, work_years)
-           SELECT id, $4, '11', '测试市', 'mid', 'fin', '{101}', 5 FROM c
+                                      subjects, work_years, status)
+           SELECT id, $4, '11', '测试市', 'mid', 'fin', '{101}', 5, 'approved' FROM c
            RETURNING candidate_id, id""",
         tag, secrets.randbelow(900_000_000), count, exam_id,
     )  # fmt: skip
@@ -153,6 +153,8 @@ async def prepare(pg_dsn: str, redis_url: str) -> dict[str, Any]:
     try:
         now = utcnow()
         made = await asyncio.gather(*(sessions.create(client, c, now=now) for c, _ in people))
+        # Approved registrations hold their seat right from the approval (version 1 here, inserted approved).
+        await asyncio.gather(*(holds.grant_seat_right(client, exam_id, r, 1) for _, r in people))
         places = await asyncio.gather(*(waiting_room.join(client, exam_id, c, opens_at_s=opens_at_s,
                                                           place_ttl_s=QUEUE["place_ttl_s"],
                                                           admit_per_s=QUEUE["admit_per_s"])

@@ -11,7 +11,14 @@ from aiohttp import web
 
 from captcha.errors import CaptchaInvalid, CaptchaRequired, PoolEmpty
 from core.candidates import AccountConflict
+from core.documents import VersionMismatch as DocumentVersionMismatch
 from core.errors import CoreError, NotFound, StorageUnavailable
+from core.lifecycle import (
+    CommitmentNotAllowed,
+    CommitmentRequired,
+    StaleVersion,
+    TransitionRefused,
+)
 from core.operators import (
     InvalidOperator,
     OperatorDisabled,
@@ -21,6 +28,7 @@ from core.operators import (
     TokenNotFound,
 )
 from core.passwords import PoolFull
+from core.qualification import MajorMismatch, RulesInvalid
 from core.recovery import (
     AttemptsExhausted,
     CodeInvalid,
@@ -30,8 +38,6 @@ from core.recovery import (
 )
 from core.registrations import (
     AlreadyRegistered,
-    CannotConfirm,
-    HoldRequired,
     RegistrationClosed,
     RegistrationInvalid,
 )
@@ -43,9 +49,9 @@ from lookups.rules import NoRecord, TooEarly
 from lookups.service import LookupsBusy
 from payments.errors import ProviderRejected, ProviderUnavailable, TradeAlreadyPaid
 from payments.orders import OrderRefused
-from queueing.eligibility import OtherProvince, RegistrationInactive, SiteNotFound
+from queueing.eligibility import NotApproved, OtherProvince, RegistrationInactive, SiteNotFound
 from queueing.errors import AdmissionInvalid, PlaceExpired, PlaceNotFound
-from queueing.holds import HoldContention, InventoryMissing, SeatLocked, SiteFull
+from queueing.holds import HoldContention, InventoryMissing, NoSeatRight, SeatLocked, SiteFull
 from queueing.reconcile import ReconcileError
 from ratelimit.errors import LimiterUnavailable, RateLimited
 from ratelimit.headers import ratelimit_headers
@@ -204,8 +210,17 @@ def _storage_unavailable(exc: StorageUnavailable) -> ApiError:
                       details={"store": exc.store})
 
 
+# What a domain's NotFound names → the code and message the client reads.
+_NOT_FOUND = {
+    "registration": ("registration_not_found", "报名记录不存在"),
+    "commitment": ("commitment_not_found", "未签署告知承诺书"),
+    "cancellation request": ("cancellation_request_not_found", "没有待处理的放弃报名申请"),
+}
+
+
 def _not_found(exc: NotFound) -> ApiError:
-    return NotFoundError()
+    code, message = _NOT_FOUND.get(exc.what, ("not_found", None))
+    return NotFoundError(message, code=code)
 
 
 def rate_limited(exc: RateLimited, code: str = "too_many_requests",
@@ -308,14 +323,53 @@ def _already_registered(exc: AlreadyRegistered) -> ApiError:
     return Conflict("您已报名该考试，请勿重复报名", code="already_registered", details={"exam_id": exc.exam_id})
 
 
-def _hold_required(exc: HoldRequired) -> ApiError:
-    return Conflict("请先选择考点（座位保留已失效时请重新选择）", code="hold_required",
+def _transition_refused(exc: TransitionRefused) -> ApiError:
+    return Conflict(exc.message, code=exc.code, details={"registration_id": exc.registration_id,
+                                                         "status": exc.status, "action": exc.action})
+
+
+def _commitment_required(exc: CommitmentRequired) -> ApiError:
+    return Conflict("请先阅读并签署告知承诺书，再确认报名信息", code="commitment_required",
                     details={"registration_id": exc.registration_id})
 
 
-def _cannot_confirm(exc: CannotConfirm) -> ApiError:
-    return Conflict("该报名已缴费、取消或过期，不能确认", code="cannot_confirm",
-                    details={"registration_id": exc.registration_id, "status": exc.status})
+def _commitment_not_allowed(exc: CommitmentNotAllowed) -> ApiError:
+    if exc.reason == "integrity_record":
+        message = "您在诚信档案库记录期内，不能使用告知承诺制，请按一般程序提交资格审核"
+    else:
+        message = "本地区未实行告知承诺制，请按一般程序提交资格审核"
+    details: dict[str, Any] = {"reason": exc.reason}
+    if exc.record is not None:
+        details["until"] = exc.record["until"]
+    return ApiError(message, code="commitment_not_allowed", status=403, details=details)
+
+
+def _stale_version(exc: StaleVersion) -> ApiError:
+    return ApiError("该报名已被修改或处理，请刷新后再审核", code="precondition_failed", status=412,
+                    details={"registration_id": exc.registration_id, "version": exc.current})
+
+
+def _major_mismatch(exc: MajorMismatch) -> ApiError:
+    return ApiError(f"所学专业“{exc.major}”不在该级别的专业目录内，属其他专业；确认继续报名须自行承担不符合条件的后果",
+                    code="major_mismatch_unacknowledged", status=422,
+                    details={"major": exc.major, "majors_same": exc.same, "majors_related": exc.related})
+
+
+def _rules_invalid(exc: RulesInvalid) -> ApiError:
+    return ValidationFailed(exc.fields, "资格条件格式不正确")
+
+
+def _document_version(exc: DocumentVersionMismatch) -> ApiError:
+    return Conflict("告知承诺书已更新，请重新阅读后签署", code="document_version_changed",
+                    details={"kind": exc.kind, "version": exc.current})
+
+
+def _not_approved(exc: NotApproved) -> ApiError:
+    return Conflict("资格审核通过后才能选择考点和缴费", code="not_approved", details={"status": exc.status})
+
+
+def _no_seat_right(exc: NoSeatRight) -> ApiError:
+    return Conflict("资格审核通过后才能选择考点", code="not_approved", details={"registration_id": exc.registration_id})
 
 
 def _site_full(exc: SiteFull) -> ApiError:
@@ -466,8 +520,15 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (RegistrationInvalid, _registration_invalid),
     (RegistrationClosed, _registration_closed),
     (AlreadyRegistered, _already_registered),
-    (HoldRequired, _hold_required),
-    (CannotConfirm, _cannot_confirm),
+    (TransitionRefused, _transition_refused),
+    (CommitmentRequired, _commitment_required),
+    (CommitmentNotAllowed, _commitment_not_allowed),
+    (StaleVersion, _stale_version),
+    (MajorMismatch, _major_mismatch),
+    (RulesInvalid, _rules_invalid),
+    (DocumentVersionMismatch, _document_version),
+    (NoSeatRight, _no_seat_right),
+    (NotApproved, _not_approved),
     (SiteFull, _site_full),
     (SeatLocked, _seat_locked),
     (HoldContention, _hold_contention),

@@ -1,10 +1,11 @@
 """What the seat routes need to know of a registration, kept in process memory so a seat hold reads no PostgreSQL.
 
 A registration's candidate, exam and province never change after it is created, so they are
-cached (least recently used first out). Its status does change (confirmed, paid, cancelled);
-an entry is therefore re-read after ``ttl_s``. The status only decides whether a seat may be
-chosen at all: a paid seat is refused by the hold script itself (``SeatLocked``), whatever
-the cache says; a cancellation is seen within ``ttl_s``.
+cached (least recently used first out). Its status does change (approved, withdrawn, paid,
+cancelled); an entry is therefore re-read after ``ttl_s``, and a seat refused because of the
+cached status re-reads it at most once a second (``refresh``). The status only decides whether a
+seat may be chosen at all: the hold script checks the seat right granted at approval itself,
+and refuses a paid seat (``SeatLocked``), whatever the cache says.
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ class RegistrationRefs:
         self._entries.move_to_end(ref.registration_id)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+    async def refresh(self, pg: PG, registration_id: int, min_age_s: float) -> RegistrationRef | None:
+        """The entry re-read from PostgreSQL unless it was loaded less than ``min_age_s`` ago."""
+        found = self._entries.get(registration_id)
+        if found is not None and time.monotonic() - found[1] < min_age_s:
+            return found[0]
+        self._entries.pop(registration_id, None)
+        return await self.get(pg, registration_id)
 
     async def get(self, pg: PG, registration_id: int) -> RegistrationRef | None:
         """The registration's ref from memory, or from PostgreSQL; None when it does not exist."""

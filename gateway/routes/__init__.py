@@ -14,6 +14,7 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         console,
         exams,
         health,
+        lifecycle,
         lookups,
         operations,
         operators,
@@ -22,10 +23,11 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         queue,
         recovery,
         registrations,
+        reviews,
         sessions,
     )
     from gateway.routes import bench as bench_routes
 
-    found = [health, exams, captcha, accounts, sessions, recovery, queue, registrations, payments, lookups, admin,
-             operations, operators, pages, console]
+    found = [health, exams, captcha, accounts, sessions, recovery, queue, registrations, lifecycle, payments, lookups,
+             admin, reviews, operations, operators, pages, console]
     return [*found, bench_routes] if bench else found

@@ -1,4 +1,4 @@
-"""Enrolment: create and read a registration, choose or give back its seat, confirm it.
+"""Enrolment: create and read a registration, confirm it (the automatic review), choose or give back its seat.
 
 The seat hold is the peak path. It costs two Redis round trips and no PostgreSQL read once
 the registration is known to this process: (1) the session and the registration's current
@@ -11,8 +11,10 @@ sent beside the session lookup once this process has seen the session (``gateway
 round trip after it the first time.
 
 Whether the registration may take the seat is one domain call, ``queueing.eligibility.check_seat``
-(site, province, status, window, waiting room); a paid seat neither moves nor is released (409
-``seat_locked``, from the hold script).
+(site, province, approved, window, waiting room); the hold script checks the seat right granted at
+approval again, atomically, so a withdrawal racing the hold cannot leave a seat to a registration
+that is not approved; a paid seat neither moves nor is released (409 ``seat_locked``).
+The rest of the lifecycle (edit, commitment, withdraw, cancel) is ``gateway.routes.lifecycle``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from aiohttp import web
 from pydantic import AfterValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from core import registrations
+from core import lifecycle, registrations
 from core.redis import abandon
 from core.timeutil import iso_local_ms, utcnow
 from gateway import auth, keys
@@ -42,7 +44,9 @@ from queueing import keys as qkeys
 
 routes = Routes("Registrations")
 ADMISSION_HEADER = "X-Admission-Token"
-STATUSES = Literal["draft", "confirmed", "paid", "cancelled", "expired"]
+STATUSES = Literal["draft", "under_review", "onsite_review", "approved", "rejected", "paid", "cancelled", "expired"]
+# How long a registration's cached status is believed when it refuses a seat (another process may have approved it).
+REFUSAL_RECHECK_S = 1.0
 
 
 def _some(codes: list[str]) -> list[str]:
@@ -60,7 +64,6 @@ def _work_years(years: int) -> int:
 class Enrolment(Body):
     """Enrol in an exam: province, level, specialty and subjects must be the exam's (422 invalid_choice)."""
 
-    field_codes: ClassVar[dict[str, str]] = {"commitment": "must_be_true"}
     exam_id: Id = Field(description="unknown_exam for an exam that does not exist")
     province: str
     city: Text(1, registrations.CITY_MAX_CHARS)  # type: ignore[valid-type]
@@ -70,12 +73,15 @@ class Enrolment(Body):
                                                                                    "uniqueItems": True})]
     work_years: Annotated[Int, AfterValidator(_work_years),
                           Field(json_schema_extra={"minimum": 0, "maximum": registrations.WORK_YEARS_MAX})]
-    commitment: Literal[True]
+    review_point: Id | None = Field(None, description="a review point of the exam in the province "
+                                                      "(GET /api/v1/exams/{exam_id}/review-points)")
+    commitment: bool | None = Field(None, description="accepted and ignored: the commitment is signed on its own "
+                                                      "(POST /api/v1/registrations/{id}/commitment)")
     captcha: CaptchaValue = Field(None, description="accepted and ignored")
 
     model_config: ClassVar[ConfigDict] = {**Body.model_config, "json_schema_extra": {"examples": [
         {"exam_id": 1, "province": "11", "city": "北京市", "level": "mid", "specialty": "fin", "subjects": ["101"],
-         "work_years": 5, "commitment": True}]}}
+         "work_years": 5}]}}
 
 
 class SeatChoice(Body):
@@ -109,6 +115,12 @@ class EnrolmentRecord(Reply):
     ticket_no: str | None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    version: int | None = Field(None, description="bumped by every transition; operators decide with If-Match on it")
+    reasons: list[dict[str, str]] = Field([], description="the review's reasons: [{code, message}]")
+    review_mode: Literal["auto", "online", "onsite"] | None = None
+    review_point: int | None = None
+    commitment: dict[str, object] | None = Field(None, description='{"version", "signed_at"} or null')
+    archive_no: str | None = None
 
 
 class SeatHold(Reply):
@@ -118,13 +130,19 @@ class SeatHold(Reply):
     hold_expires_at: datetime | None = Field(description="null when the seat is paid (permanent)")
 
 
+class Acknowledgement(Body):
+    """报名信息确认; ``acknowledge_major_mismatch`` accepts the warning about a major outside the lists."""
+
+    acknowledge_major_mismatch: bool = False
+
+
 class Confirmed(Reply):
-    """A confirmed registration with its hold."""
+    """The automatic review's answer."""
 
     registration_id: int
-    status: Literal["confirmed"]
-    site_id: int | None
-    hold_expires_at: datetime | None
+    status: Literal["approved", "under_review", "onsite_review", "rejected"]
+    reasons: list[dict[str, str]]
+    version: int
 
 
 def _not_found() -> NotFoundError:
@@ -219,7 +237,7 @@ async def get_registration(request: web.Request) -> web.Response:
     found = await registrations.get(app[keys.PG], registration_id, candidate)
     if found is None:
         raise _not_found()
-    if found["status"] in ("draft", "confirmed"):
+    if found["status"] in lifecycle.BEFORE_PAYMENT:
         # PostgreSQL follows the holds through the write-behind; Redis has them now.
         site, expires_at_ms = await holds.current_hold(app[keys.REDIS], found["exam_id"], registration_id)
         found["site_id"], found["hold_expires_at"] = site, _expires(expires_at_ms)
@@ -243,13 +261,41 @@ async def put_seat(request: web.Request) -> web.Response:
     raw = await json_bytes(request)
     _, ref, hint = await _own_registration(request, registration_id)
     choice = parse_body(raw, SeatChoice)  # judged once the registration is known to be the caller's
-    exam = request.app[keys.CATALOGUE].exam(ref.exam_id)
-    eligibility.check_seat(exam, ref, choice.site_id, _admission(request, exam.id), now=utcnow(),
-                           now_s=time.time())
-    hold = await holds.hold_seat(request.app[keys.REDIS], exam.id, registration_id, choice.site_id,
-                                 ttl_s=request.app[keys.LIVE].current.hold_ttl_s, current_site=hint)
+    app = request.app
+    exam = app[keys.CATALOGUE].exam(ref.exam_id)
+    admission = _admission(request, exam.id)
+    try:
+        eligibility.check_seat(exam, ref, choice.site_id, admission, now=utcnow(), now_s=time.time())
+    except eligibility.NotApproved:
+        # Another process may have approved it since this one cached the status: ask PostgreSQL.
+        ref = await app[keys.REGISTRATION_REFS].refresh(app[keys.PG], registration_id, REFUSAL_RECHECK_S) or ref
+        eligibility.check_seat(exam, ref, choice.site_id, admission, now=utcnow(), now_s=time.time())
+    ttl_s = app[keys.LIVE].current.hold_ttl_s
+    try:
+        hold = await holds.hold_seat(app[keys.REDIS], exam.id, registration_id, choice.site_id, ttl_s=ttl_s,
+                                     current_site=hint, approved_only=True)
+    except holds.NoSeatRight:
+        # The right is granted after the approval commits; a lost grant (Redis restarted, the
+        # approving process failed in between) is granted again from PostgreSQL, which decides.
+        version = await _approved_version(app, registration_id)
+        if version is None or not await holds.grant_seat_right(app[keys.REDIS], exam.id, registration_id, version):
+            raise
+        hold = await holds.hold_seat(app[keys.REDIS], exam.id, registration_id, choice.site_id, ttl_s=ttl_s,
+                                     current_site=hint, approved_only=True)
     return json_response({"site_id": hold.site_id, "hold_expires_at": _expires(hold.expires_at_ms)},
                          headers=NO_STORE)
+
+
+async def _approved_version(app: web.Application, registration_id: int) -> int | None:
+    """The registration's version when PostgreSQL has it approved, else None (and the cache told)."""
+    row = await app[keys.PG].fetchrow("SELECT status, version FROM registrations WHERE id = $1", registration_id)
+    if row is None:
+        return None
+    refs = app[keys.REGISTRATION_REFS]
+    ref = refs.cached(registration_id)
+    if ref is not None and ref.status != row["status"]:
+        refs.put(ref._replace(status=row["status"]))
+    return int(row["version"]) if row["status"] == "approved" else None
 
 
 @routes.delete("/api/v1/registrations/{registration_id}/seat", "registrations.seat.delete", caller=CANDIDATE,
@@ -265,19 +311,50 @@ async def delete_seat(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/registrations/{registration_id}/confirm", "registrations.confirm", caller=CANDIDATE,
-             session=BATCHED, summary="Make the registration's details final (needs a live seat hold)",
-             answers={200: Answer(Confirmed, "confirmed")},
-             errors={404: "registration_not_found",
-                     409: "hold_required (no live hold), cannot_confirm (paid, cancelled or expired)"})
+             body=Acknowledgement, body_required=False,
+             summary="报名信息确认: the details are final and the automatic review answers",
+             answers={200: Answer(Confirmed, "approved, under_review, onsite_review or rejected, with reasons")},
+             errors={403: "registration_closed: outside the registration window",
+                     404: "registration_not_found",
+                     409: "commitment_required (the commitment route applies and is not signed), "
+                          "cannot_confirm (details.status: paid, cancelled, expired)",
+                     422: "major_mismatch_unacknowledged: details.majors_same / majors_related"})
 async def confirm_registration(request: web.Request) -> web.Response:
-    """Make the details final; needs a live hold: 200 with the registration's status and hold."""
+    """Make the details final and run the automatic review: 200 ``{"status", "reasons"}``."""
+    candidate = await auth.candidate_id(request)
     registration_id = _registration_id(request)
-    candidate, ref, _ = await _own_registration(request, registration_id)
+    form = parse_body(await json_bytes(request), Acknowledgement) if request.can_read_body else Acknowledgement()
     app = request.app
-    site, expires_at_ms = await holds.current_hold(app[keys.REDIS], ref.exam_id, registration_id)
-    live = site is not None and (expires_at_ms is None or expires_at_ms > holds.clock_ms())
-    await registrations.confirm(app[keys.PG], registration_id, candidate, has_live_hold=live)
-    if ref.status == "draft":
-        app[keys.REGISTRATION_REFS].put(ref._replace(status="confirmed"))
-    return json_response({"registration_id": registration_id, "status": "confirmed", "site_id": site,
-                          "hold_expires_at": _expires(expires_at_ms)}, headers=NO_STORE)
+    await _check_open(app, registration_id)
+    moved = await lifecycle.confirm(app[keys.PG], registration_id, candidate,
+                                    acknowledge_major_mismatch=form.acknowledge_major_mismatch,
+                                    address=app[keys.CLIENT_IP].of(request))
+    await after_transition(app, moved)
+    return json_response({"registration_id": registration_id, "status": moved.status, "reasons": list(moved.reasons),
+                          "version": moved.version}, headers=NO_STORE)
+
+
+async def _check_open(app: web.Application, registration_id: int) -> None:
+    """``RegistrationClosed`` (403) outside the exam's registration window: details become final only within it."""
+    ref = await app[keys.REGISTRATION_REFS].get(app[keys.PG], registration_id)
+    exam = app[keys.CATALOGUE].catalogue.exam(ref.exam_id) if ref is not None else None
+    if exam is not None:
+        registrations.check_window(exam, now=utcnow())
+
+
+async def after_transition(app: web.Application, moved: lifecycle.Moved, *, force_release: bool = False) -> None:
+    """Redis follows PostgreSQL: the seat right granted on approval; revoked with the seat released otherwise.
+
+    Both carry the transition's version, so a grant and a revocation reaching Redis out of order
+    still leave the later one in force. The process's cached status is updated too.
+    """
+    refs = app[keys.REGISTRATION_REFS]
+    refs.put(RegistrationRef(moved.registration_id, moved.candidate_id, moved.exam_id, moved.province, moved.status))
+    if not moved.changed:
+        return
+    redis = app[keys.REDIS]
+    if moved.status == "approved":
+        await holds.grant_seat_right(redis, moved.exam_id, moved.registration_id, moved.version)
+    elif moved.status != "paid":
+        await holds.release_seat(redis, moved.exam_id, moved.registration_id, force=force_release,
+                                 revoke_version=moved.version)

@@ -58,14 +58,15 @@ async def make_candidates(conn: asyncpg.Connection, count: int) -> list[int]:
 
 
 async def make_registrations(conn: asyncpg.Connection, exam_id: int, candidate_ids: list[int],
-                             province: str = "11") -> list[int]:
-    """A draft registration per candidate, in the candidates' order."""
+                             province: str = "11", status: str = "approved") -> list[int]:
+    """A registration per candidate, in the candidates' order: approved (the seat right is granted
+    from PostgreSQL at the first hold), or ``status``."""
     rows = await conn.fetch(
         """INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code,
-                                      subjects, work_years)
-           SELECT c, $2, $3, '测试市', 'mid', 'fin', '{101}', 5 FROM unnest($1::bigint[]) AS c
+                                      subjects, work_years, status)
+           SELECT c, $2, $3, '测试市', 'mid', 'fin', '{101}', 5, $4 FROM unnest($1::bigint[]) AS c
            RETURNING id, candidate_id""",
-        candidate_ids, exam_id, province,
+        candidate_ids, exam_id, province, status,
     )
     by_candidate = {row["candidate_id"]: row["id"] for row in rows}
     return [by_candidate[c] for c in candidate_ids]

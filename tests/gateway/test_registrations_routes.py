@@ -139,9 +139,15 @@ async def test_seat_hold_move_release_confirm(gateway: Process, pg: asyncpg.Conn
     registration_id = await enrol(http, gateway, alice_token, exam_id)
     base = f"{gateway.url}/api/v1/registrations/{registration_id}"
 
-    confirm = await http.post(f"{base}/confirm", headers=bearer(alice_token))
-    assert confirm.status == 409
-    assert_error_shape(await confirm.json(), "hold_required")
+    draft = await http.put(f"{base}/seat", json={"site_id": beijing_1}, headers=bearer(alice_token))
+    assert draft.status == 409  # a draft is not approved: no seat
+    assert_error_shape(await draft.json(), "not_approved")
+    confirmed = await http.post(f"{base}/confirm", headers=bearer(alice_token))
+    assert confirmed.status == 200, await confirmed.text()
+    assert await confirmed.json() == {"registration_id": registration_id, "status": "approved", "reasons": [],
+                                      "version": 2}
+    again = await http.post(f"{base}/confirm", headers=bearer(alice_token))  # asked again: the same answer
+    assert again.status == 200 and (await again.json())["status"] == "approved"
 
     before = utcnow()
     held = await http.put(f"{base}/seat", json={"site_id": beijing_1}, headers=bearer(alice_token))
@@ -169,11 +175,6 @@ async def test_seat_hold_move_release_confirm(gateway: Process, pg: asyncpg.Conn
     record = await (await http.get(base, headers=bearer(alice_token))).json()
     assert record["site_id"] == beijing_2 and record["hold_expires_at"].endswith("+08:00")
 
-    confirmed = await http.post(f"{base}/confirm", headers=bearer(alice_token))
-    assert confirmed.status == 200, await confirmed.text()
-    assert (await confirmed.json())["status"] == "confirmed"
-    assert (await http.post(f"{base}/confirm", headers=bearer(alice_token))).status == 200  # no-op
-
     await wait_drained(store, exam_id)
     assert await pg_holds(pg, exam_id) == {registration_id: beijing_2}
 
@@ -182,14 +183,15 @@ async def test_seat_hold_move_release_confirm(gateway: Process, pg: asyncpg.Conn
     assert (await http.delete(f"{base}/seat", headers=bearer(alice_token))).status == 204  # nothing held: fine
     assert await seats_left(store, exam_id, beijing_2) == 5
     record = await (await http.get(base, headers=bearer(alice_token))).json()
-    assert record["status"] == "confirmed" and record["site_id"] is None
+    assert record["status"] == "approved" and record["site_id"] is None
     await wait_drained(store, exam_id)
     assert await pg_holds(pg, exam_id) == {}
 
     await pg.execute("UPDATE registrations SET status = 'cancelled' WHERE id = $1", registration_id)
     cancelled_id = registration_id
     bob_registration = await enrol(http, gateway, bob_token, exam_id)
-    # Bob's registration is new to both processes: its status is read fresh.
+    assert (await http.post(f"{gateway.url}/api/v1/registrations/{bob_registration}/confirm",
+                            headers=bearer(bob_token))).status == 200
     assert (await http.put(f"{gateway.url}/api/v1/registrations/{bob_registration}/seat",
                            json={"site_id": beijing_1}, headers=bearer(bob_token))).status == 200
     assert cancelled_id != bob_registration

@@ -91,6 +91,11 @@ UNSTATED_FIELD_RULES: dict[str, frozenset[str]] = {
     "specialty": frozenset({"invalid_choice"}),
     "subjects.*": frozenset({"invalid_choice"}),
     "site_id": frozenset({"other_province"}),
+    "review_point": frozenset({"invalid_choice"}),  # a review point of the exam in the registration's province
+    "reasons": frozenset({"required"}),  # a rejection names at least one reason
+    "records.*.ends_on": frozenset({"before_starts_on"}),
+    "required_subjects.*": frozenset({"unknown_subject"}),
+    "exemptions.*.subjects.*": frozenset({"not_required"}),
 }
 # Refused in any field: U+0000, which no PostgreSQL text or jsonb column holds (gateway.bodies).
 UNSTATED_EVERYWHERE = frozenset({"contains_nul"})

@@ -27,14 +27,14 @@ class PendingOrder(NamedTuple):
 async def make_orders(conn: asyncpg.Connection, redis: aioredis.Redis, exam_id: int, site_id: int, count: int,
                       *, providers: tuple[str, ...] = ("alipay", "wechat"), expires_at: datetime | None = None,
                       seats: int | None = None) -> list[PendingOrder]:
-    """``count`` confirmed registrations at ``site_id`` (one subject each), each with a pending order.
+    """``count`` approved registrations at ``site_id`` (one subject each), each with a pending order.
 
     The site's seat count in Redis is set to ``seats`` (default ``count``): the seats are not
     held yet, so paying takes them (``make_permanent``), as after a hold has lapsed.
     """
     candidates = await make_candidates(conn, count)
     registrations = await make_registrations(conn, exam_id, candidates)
-    await conn.execute("UPDATE registrations SET status = 'confirmed', site_id = $2 WHERE id = ANY($1::bigint[])",
+    await conn.execute("UPDATE registrations SET status = 'approved', site_id = $2 WHERE id = ANY($1::bigint[])",
                        registrations, site_id)
     now = utcnow()
     expiry = expires_at or now + timedelta(minutes=30)

@@ -381,7 +381,7 @@ async def test_a_late_payment_of_an_expired_order_closed_by_the_worker_ends_refu
     assert await conn.fetchval("SELECT count(*) FROM admission_tickets WHERE exam_id = $1", exam_id) == 0
     assert {row["status"] for row in await conn.fetch(
         "SELECT status FROM registrations WHERE id = ANY($1::bigint[])", [o.registration_id for o in orders])} == {
-        "confirmed"}
+        "approved"}
     assert int(await redis.get(qkeys.site_left(exam_id, site_id))) == 2  # no seat taken
 
     assert sorted((r["order_no"], r["registration_id"], r["amount_fen"], r["order_status"], r["reason"])
@@ -414,7 +414,8 @@ async def test_the_order_route_opens_one_order_per_hold_and_a_payment_at_the_sim
     payer, drafter, unheld = await make_candidates(conn, 3)
     paying, draft, holdless = await make_registrations(conn, exam_id, [payer, drafter, unheld])
     await conn.execute("UPDATE registrations SET subjects = '{101,102}' WHERE id = $1", paying)
-    await conn.execute("UPDATE registrations SET status = 'confirmed', site_id = $2 WHERE id = ANY($1::bigint[])",
+    await conn.execute("UPDATE registrations SET status = 'draft' WHERE id = $1", draft)
+    await conn.execute("UPDATE registrations SET status = 'approved', site_id = $2 WHERE id = ANY($1::bigint[])",
                        [paying, holdless], site_id)
     await redis.set(qkeys.site_left(exam_id, site_id), 10)
     hold = await holds.hold_seat(redis, exam_id, paying, site_id, ttl_s=600)
@@ -440,7 +441,7 @@ async def test_the_order_route_opens_one_order_per_hold_and_a_payment_at_the_sim
         assert (status, refused["error"]["details"]["fields"]) == (422, {"provider": "required",
                                                                          "coupon": "unknown_field"}), refused
         status, refused = await order(drafter_token, draft, {"provider": "wechat"})
-        assert (status, refused["error"]["code"]) == (409, "not_confirmed")
+        assert (status, refused["error"]["code"]) == (409, "not_approved")
         status, refused = await order(unheld_token, holdless, {"provider": "wechat"})
         assert (status, refused["error"]["code"]) == (409, "hold_required")
         status, refused = await order(payer_token, draft, {"provider": "wechat"})
