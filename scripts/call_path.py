@@ -5,16 +5,19 @@
 1. Makes a PostgreSQL database of its own (migrated, dropped at the end) and flushes the
    Redis database given by ``--redis-url``.
 2. Builds the gateway in this process (``gateway.app.create_app``) behind aiohttp's test
-   server, writes an exam, a candidate with a draft registration and a session, and an exam
-   with a released score, with the test helpers (``tests/``); captcha and throttles are
-   turned off for the lookup through the admin API, as its tests do.
+   server, writes an exam, a candidate with an approved registration (only an approved one
+   holds a seat) and a session, and an exam with a released score, with the test helpers
+   (``tests/``); captcha and throttles are turned off for the lookup through the admin API,
+   as its tests do.
 3. Sends each request once untraced (catalogue, registration cache and Lua scripts warm),
    then once under ``sys.setprofile``: every call into a function whose code lives in the
    tree, outside ``.venv`` and this script, made on the loop's thread while the request is
    in flight, in the request's own tasks and in loop callbacks. Tasks already running
    before the request (the app's background loops, the client) are left out, and so are
    comprehensions, module bodies and the thread pools (hashing, PDFs). The seat hold traced
-   is a take on the cached path: the warm-up's hold is given back (DELETE, untraced) first.
+   is a take on the cached path: the warm-up's hold (which also granted the seat right in
+   Redis from the approval in PostgreSQL, as after a restart) is given back (DELETE, untraced)
+   first.
    The test server is aiohttp's own, so the guarded connections of ``gateway/serve.py`` are
    not on the path.
    The seat route has one candidate-keyed rate-limit rule, as at peak (and in the benchmark).
@@ -213,7 +216,7 @@ async def _seat_hold(client: Any, pg: Any, redis_url: str, recorder: CallRecorde
     await _expect(await client.get(f"/api/v1/exams/{exam_id}/sites", headers=CLOSE), 200, "exam sites")
     await _candidate_rule(client)
     candidates = await make_candidates(pg, 1)
-    (registration_id,) = await make_registrations(pg, exam_id, candidates)
+    (registration_id,) = await make_registrations(pg, exam_id, candidates, status="approved")
     (token,) = await make_sessions(redis_url, candidates)
     url = f"/api/v1/registrations/{registration_id}/seat"
     headers = {"Authorization": f"Bearer {token}", **CLOSE}
