@@ -76,10 +76,11 @@ class AlreadyRegistered(RegistrationError):
 
     code = "already_registered"
 
-    def __init__(self, candidate_id: int, exam_id: int) -> None:
+    def __init__(self, candidate_id: int, exam_id: int, registration_id: int | None = None) -> None:
         super().__init__(f"candidate {candidate_id} is already registered for exam {exam_id}")
         self.candidate_id = candidate_id
         self.exam_id = exam_id
+        self.registration_id = registration_id  # the candidate's own, to continue with
 
 
 # -- validation --------------------------------------------------------------------------------------
@@ -272,7 +273,10 @@ async def create(pg: PG, candidate_id: int, request: RegistrationRequest) -> int
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "registrations_candidate_exam_key":
             raise
-        raise AlreadyRegistered(candidate_id, request.exam_id) from exc
+        async with storage_errors():
+            existing = await pg.fetchval("SELECT id FROM registrations WHERE candidate_id = $1 AND exam_id = $2",
+                                         candidate_id, request.exam_id)
+        raise AlreadyRegistered(candidate_id, request.exam_id, existing) from exc
     return int(registration_id)
 
 
@@ -283,6 +287,10 @@ SELECT r.id, r.exam_id, r.status, r.province, r.city, r.level_code, r.specialty_
        r.review_mode, r.review_point_id,
        (SELECT jsonb_build_object('version', c.version, 'signed_at', c.signed_at) FROM registration_commitments c
          WHERE c.registration_id = r.id AND c.withdrawn_at IS NULL) AS commitment,
+       EXISTS (SELECT 1 FROM exam_documents d WHERE d.exam_id = r.exam_id AND d.kind = 'commitment')
+         AND COALESCE((SELECT rr.commitment FROM exam_review_rules rr
+                        WHERE rr.exam_id = r.exam_id AND rr.province = r.province), true) AS commitment_route,
+       (SELECT q.status FROM cancellation_requests q WHERE q.registration_id = r.id) AS cancellation,
        (SELECT o.order_no FROM orders o WHERE o.registration_id = r.id
         ORDER BY o.status = 'paid' DESC, o.status = 'pending' DESC, o.created_at DESC LIMIT 1) AS order_no,
        (SELECT t.ticket_no FROM admission_tickets t WHERE t.registration_id = r.id) AS ticket_no
@@ -322,6 +330,8 @@ async def get(pg: PG, registration_id: int, candidate_id: int) -> dict[str, Any]
         "review_mode": row["review_mode"],
         "review_point": row["review_point_id"],
         "commitment": _commitment(row["commitment"]),
+        "commitment_route": row["commitment_route"],
+        "cancellation": row["cancellation"],
         "archive_no": None,
     }
 

@@ -47,7 +47,7 @@ from gateway.liveconfig import InvalidConfig
 from lookups.pdf import PdfError
 from lookups.rules import NoRecord, TooEarly
 from lookups.service import LookupsBusy
-from payments.errors import ProviderRejected, ProviderUnavailable, TradeAlreadyPaid
+from payments.errors import ProviderRejected, ProviderUnavailable, RefundInvalid, TradeAlreadyPaid
 from payments.orders import OrderRefused
 from queueing.eligibility import NotApproved, OtherProvince, RegistrationInactive, SiteNotFound
 from queueing.errors import AdmissionInvalid, PlaceExpired, PlaceNotFound
@@ -320,7 +320,10 @@ def _registration_closed(exc: RegistrationClosed) -> ApiError:
 
 
 def _already_registered(exc: AlreadyRegistered) -> ApiError:
-    return Conflict("您已报名该考试，请勿重复报名", code="already_registered", details={"exam_id": exc.exam_id})
+    details: dict[str, Any] = {"exam_id": exc.exam_id}
+    if exc.registration_id is not None:
+        details["registration_id"] = exc.registration_id
+    return Conflict("您已报名该考试，请勿重复报名", code="already_registered", details=details)
 
 
 def _transition_refused(exc: TransitionRefused) -> ApiError:
@@ -366,6 +369,11 @@ def _document_version(exc: DocumentVersionMismatch) -> ApiError:
 
 def _not_approved(exc: NotApproved) -> ApiError:
     return Conflict("资格审核通过后才能选择考点和缴费", code="not_approved", details={"status": exc.status})
+
+
+def _refund_invalid(exc: RefundInvalid) -> ApiError:
+    return Conflict("该订单无法退款（没有可退的支付记录），请核对后处理", code="refund_not_possible",
+                    details={"reason": exc.reason})
 
 
 def _no_seat_right(exc: NoSeatRight) -> ApiError:
@@ -528,6 +536,7 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (RulesInvalid, _rules_invalid),
     (DocumentVersionMismatch, _document_version),
     (NoSeatRight, _no_seat_right),
+    (RefundInvalid, _refund_invalid),
     (NotApproved, _not_approved),
     (SiteFull, _site_full),
     (SeatLocked, _seat_locked),

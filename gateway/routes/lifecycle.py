@@ -7,6 +7,7 @@ and the seat released when a registration stops being approved. None of these is
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -98,6 +99,22 @@ class HistoryItem(Reply):
 
 def _address(request: web.Request) -> str:
     return request.app[keys.CLIENT_IP].of(request)
+
+
+Transition = Callable[..., Awaitable[lifecycle.Moved]]
+
+
+async def _candidate_moves(request: web.Request, transition: Transition) -> web.Response:
+    """One candidate transition on the path's registration, Redis brought in line, the state answered.
+
+    202 when the registration stays paid (a cancellation request was recorded instead).
+    """
+    candidate = await auth.candidate_id(request)
+    registration_id = _registration_id(request)
+    moved = await transition(request.app[keys.PG], registration_id, candidate, address=_address(request))
+    await after_transition(request.app, moved)
+    return json_response({"registration_id": registration_id, "status": moved.status, "version": moved.version},
+                         status=202 if moved.status == "paid" else 200, headers=NO_STORE)
 
 
 @routes.get("/api/v1/exams/{exam_id}/documents/{kind}", "exams.documents.get",
@@ -199,13 +216,7 @@ async def sign_commitment(request: web.Request) -> web.Response:
                        409: "invalid_state (paid, cancelled, expired)"})
 async def withdraw_commitment(request: web.Request) -> web.Response:
     """Withdraw the signed commitment: the registration is cancelled."""
-    candidate = await auth.candidate_id(request)
-    registration_id = _registration_id(request)
-    moved = await lifecycle.withdraw_commitment(request.app[keys.PG], registration_id, candidate,
-                                                address=_address(request))
-    await after_transition(request.app, moved)
-    return json_response({"registration_id": registration_id, "status": moved.status, "version": moved.version},
-                         headers=NO_STORE)
+    return await _candidate_moves(request, lifecycle.withdraw_commitment)
 
 
 @routes.post("/api/v1/registrations/{registration_id}/withdraw", "registrations.withdraw", caller=CANDIDATE,
@@ -215,12 +226,7 @@ async def withdraw_commitment(request: web.Request) -> web.Response:
                      409: "withdraw_not_allowed: details.status (and the province's rule in the message)"})
 async def withdraw(request: web.Request) -> web.Response:
     """Take the confirmation back: the registration is a draft again."""
-    candidate = await auth.candidate_id(request)
-    registration_id = _registration_id(request)
-    moved = await lifecycle.withdraw(request.app[keys.PG], registration_id, candidate, address=_address(request))
-    await after_transition(request.app, moved)
-    return json_response({"registration_id": registration_id, "status": moved.status, "version": moved.version},
-                         headers=NO_STORE)
+    return await _candidate_moves(request, lifecycle.withdraw)
 
 
 @routes.post("/api/v1/registrations/{registration_id}/cancel", "registrations.cancel", caller=CANDIDATE,
@@ -230,12 +236,7 @@ async def withdraw(request: web.Request) -> web.Response:
              errors={404: "registration_not_found", 409: "invalid_state (cancelled, expired)"})
 async def cancel(request: web.Request) -> web.Response:
     """Give up the registration."""
-    candidate = await auth.candidate_id(request)
-    registration_id = _registration_id(request)
-    moved = await lifecycle.cancel(request.app[keys.PG], registration_id, candidate, address=_address(request))
-    await after_transition(request.app, moved)
-    return json_response({"registration_id": registration_id, "status": moved.status, "version": moved.version},
-                         status=202 if moved.status == "paid" else 200, headers=NO_STORE)
+    return await _candidate_moves(request, lifecycle.cancel)
 
 
 @routes.get("/api/v1/registrations/{registration_id}/history", "registrations.history", caller=CANDIDATE,

@@ -44,7 +44,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("queue", "/exams/{exam_id:[0-9]{1,10}}/queue", "排队等候", "queue", (COMMON, "js/pages/queue.js")),
     PageSpec("seat", "/registrations/{registration_id:[0-9]{1,18}}/seat", "选择考点", "seat",
              (COMMON, "js/pages/seat.js")),
-    PageSpec("pay", "/registrations/{registration_id:[0-9]{1,18}}/pay", "确认与缴费", "pay",
+    PageSpec("pay", "/registrations/{registration_id:[0-9]{1,18}}/pay", "缴费", "pay",
              (COMMON, "js/pages/pay.js")),
     # The registration lifecycle: its home (status and flow), the notice and commitment, the edit form.
     PageSpec("registration", "/registrations/{registration_id:[0-9]{1,18}}", "报名状态", "registration",

@@ -120,6 +120,10 @@ class EnrolmentRecord(Reply):
     review_mode: Literal["auto", "online", "onsite"] | None = None
     review_point: int | None = None
     commitment: dict[str, object] | None = Field(None, description='{"version", "signed_at"} or null')
+    commitment_route: bool | None = Field(None, description="the exam and province offer the commitment route "
+                                                            "(the integrity archive may still refuse it)")
+    cancellation: Literal["pending", "approved", "refused"] | None = Field(
+        None, description="a paid registration's cancellation request")
     archive_no: str | None = None
 
 

@@ -391,7 +391,7 @@ async def list_cancellations(request: web.Request) -> web.Response:
              caller=OPERATOR, body=CancellationDecision,
              summary="Approve a cancellation request into a refund (202), or refuse it",
              errors={404: "registration_not_found; cancellation_request_not_found (none pending)",
-                     409: "invalid_state: the registration is not paid"})
+                     409: "invalid_state: the registration is not paid; refund_not_possible (no paid trade)"})
 async def decide_cancellation(request: web.Request) -> web.Response:
     """Approve: cancelled, ticket withdrawn, seat released, the payment refunded through its provider."""
     registration_id = _registration(request)

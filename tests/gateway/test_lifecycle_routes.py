@@ -14,20 +14,19 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-import redis
 import redis.asyncio as aioredis
 
-from loadtest.processes import Process, start_gateway, start_worker
+from loadtest.processes import Process
 from payments import keys as payment_keys
 from queueing import keys as qkeys
 from tests.conftest import TEST_REDIS_URL
 from tests.gateway.seat_stack import (
     ENROLMENT,
-    FAST_WORKER,
     bearer,
     exam_ready,
     make_candidates,
     make_sessions,
+    running_stack,
     seats_left,
     set_live,
     wait_inventory,
@@ -42,19 +41,10 @@ RULES = {
 
 @pytest.fixture(scope="module")
 def stack(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, Process]]:
-    with redis.Redis.from_url(TEST_REDIS_URL) as client:
-        client.flushdb()
     keys_dir = tmp_path_factory.mktemp("lifecycle-keys") / "keys"
     payment_keys.ensure(keys_dir)  # orders are refused for the registration's state, not for missing keys
-    gateway = start_gateway(pg_dsn, TEST_REDIS_URL, workers=2, EXAMGATE_KEYS_DIR=str(keys_dir))
-    try:
-        worker = start_worker(pg_dsn, TEST_REDIS_URL, **FAST_WORKER)
-        try:
-            yield gateway, worker
-        finally:
-            assert worker.stop() == 0, worker.log()
-    finally:
-        assert gateway.stop() == 0, gateway.log()
+    with running_stack(pg_dsn, TEST_REDIS_URL, EXAMGATE_KEYS_DIR=str(keys_dir)) as processes:
+        yield processes
 
 
 @pytest.fixture
@@ -147,6 +137,10 @@ async def test_commitment_route_seat_order_and_withdrawn_commitment(
     assert stored["text_sha256"] == published["sha256"] and stored["address"] == "127.0.0.1"
     record = await alice.ok("GET", path)
     assert record["commitment"]["version"] == 1 and record["status"] == "draft"
+    assert record["commitment_route"] is True and record["cancellation"] is None
+    again = await alice.refused("POST", "/api/v1/registrations", 409, "already_registered",
+                                {**ENROLMENT, "exam_id": exam_id})
+    assert again["details"] == {"exam_id": exam_id, "registration_id": registration}  # where to continue
 
     confirmed = await alice.ok("POST", f"{path}/confirm", {})
     assert (confirmed["status"], confirmed["reasons"]) == ("approved", [])
@@ -267,6 +261,7 @@ async def test_withdraw_and_cancel_release_the_seat_and_close_the_order(
     await pg.execute("UPDATE registrations SET status = 'paid', site_id = $2 WHERE id = $1", locked, shandong_site)
     request = await dave.ok("POST", f"/api/v1/registrations/{locked}/cancel", status=202)
     assert request["status"] == "paid"
+    assert (await dave.ok("GET", f"/api/v1/registrations/{locked}"))["cancellation"] == "pending"
     assert await pg.fetchval("SELECT status FROM cancellation_requests WHERE registration_id = $1", locked) == "pending"
 
     # An operator approves it into a refund: cancelled, the seat back, the payment refunded through its provider.

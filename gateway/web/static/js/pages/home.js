@@ -55,7 +55,7 @@
           EG.el("h3", { text: names[examId] }),
           EG.el("p", { text: "报名号 " + mine[examId] }),
           EG.el("div", { className: "actions" }, [
-            EG.el("a", { className: "button", href: "/registrations/" + mine[examId] + "/pay", text: "查看报名与缴费" }),
+            EG.el("a", { className: "button", href: "/registrations/" + mine[examId], text: "查看报名状态" }),
           ]),
         ]);
       });
