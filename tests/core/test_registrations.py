@@ -13,9 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core import db, registrations
+from core import db
 from core.catalogue import Exam, Site, Subject, load_catalogue
-from core.errors import NotFound
 from core.registrations import (
     AlreadyRegistered,
     RegistrationClosed,

@@ -7,21 +7,24 @@ under test goes through HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import asyncpg
+import redis
 import redis.asyncio as aioredis
 
 from core import sessions
 from core.redis import AutoPipeline
 from core.timeutil import utcnow
-from loadtest.processes import Process
+from loadtest.processes import Process, start_gateway, start_worker
 from queueing import keys as qkeys
 from queueing.writebehind import GROUP
 from tests.factories import make_exam
@@ -36,6 +39,22 @@ FAST_WORKER = {
 }
 ENROLMENT = {"province": "11", "city": "测试市", "level": "mid", "specialty": "fin", "subjects": ["101"],
              "work_years": 5, "commitment": True}
+
+
+@contextlib.contextmanager
+def running_stack(pg_dsn: str, redis_url: str, **env: str) -> Iterator[tuple[Process, Process]]:
+    """A 2-process gateway (``env`` added to its settings) and a fast worker on an emptied Redis database."""
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
+    gateway = start_gateway(pg_dsn, redis_url, workers=2, **env)
+    try:
+        worker = start_worker(pg_dsn, redis_url, **FAST_WORKER)
+        try:
+            yield gateway, worker
+        finally:
+            assert worker.stop() == 0, worker.log()
+    finally:
+        assert gateway.stop() == 0, gateway.log()
 
 
 def bearer(token: str, **extra: str) -> dict[str, str]:

@@ -8,20 +8,19 @@ from datetime import datetime, timedelta
 import aiohttp
 import asyncpg
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from core.timeutil import utcnow
-from loadtest.processes import Process, start_gateway, start_worker
+from loadtest.processes import Process
 from tests.conftest import TEST_REDIS_URL
 from tests.gateway.seat_stack import (
     ENROLMENT,
-    FAST_WORKER,
     bearer,
     exam_ready,
     make_candidates,
     make_sessions,
     pg_holds,
+    running_stack,
     seats_left,
     set_live,
     wait_drained,
@@ -32,17 +31,8 @@ from tests.gateway.test_app import assert_error_shape
 
 @pytest.fixture(scope="module")
 def stack(pg_dsn: str) -> Iterator[tuple[Process, Process]]:
-    with redis.Redis.from_url(TEST_REDIS_URL) as client:
-        client.flushdb()
-    gateway = start_gateway(pg_dsn, TEST_REDIS_URL, workers=2)
-    try:
-        worker = start_worker(pg_dsn, TEST_REDIS_URL, **FAST_WORKER)
-        try:
-            yield gateway, worker
-        finally:
-            assert worker.stop() == 0, worker.log()
-    finally:
-        assert gateway.stop() == 0, gateway.log()
+    with running_stack(pg_dsn, TEST_REDIS_URL) as processes:
+        yield processes
 
 
 @pytest.fixture

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp import web
 
+from core import db, migrate
 from gateway.config import Settings
+from loadtest.processes import Process, start_paysim
 from payments import keys as payment_keys
 from payments.clients import ProviderClient
 from payments.keys import PaymentKeys
 from simulators.paysim import SIM, Simulator, build_app
+from tests.conftest import TEST_PG_SERVER
 
 TIME_SCALE = 0.0005  # Alipay's 4 min wait takes 0.12 s, WeChat's 15 s takes 7.5 ms
 
@@ -70,3 +78,41 @@ async def client(paysim: RunningSim, keys: PaymentKeys) -> AsyncIterator[Provide
     """A merchant client talking to the simulator (notifications go nowhere unless a test sets ``public_url``)."""
     async with ProviderClient(settings_for(paysim.url), keys, timeout_s=5) as provider_client:
         yield provider_client
+
+
+# -- for the modules that run the gateway, worker and simulator as processes --------------------------------
+
+
+@contextlib.contextmanager
+def module_database(prefix: str) -> Iterator[str]:
+    """A migrated database of one module's own on the shared PostgreSQL server, dropped after it.
+
+    The worker reconciles every pending order of the database it is given: a module whose worker must
+    not see other tests' orders runs on its own database.
+    """
+    dsn = db.with_database(TEST_PG_SERVER, f"examgate_{prefix}_{os.getpid()}_{secrets.token_hex(3)}")
+    asyncio.run(migrate.create_and_migrate(dsn))
+    try:
+        yield dsn
+    finally:
+        asyncio.run(db.drop_database(dsn))
+
+
+@contextlib.asynccontextmanager
+async def connected(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to ``dsn`` with the pool's codecs, closed after."""
+    connection = await db.connect(dsn)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def paysim_process(keys_dir: Path) -> Iterator[Process]:
+    """``examgate paysim`` as a process, its retry schedules compressed by ``TIME_SCALE``."""
+    process = start_paysim(keys_dir, time_scale=TIME_SCALE)
+    try:
+        yield process
+    finally:
+        process.stop()

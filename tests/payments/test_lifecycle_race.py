@@ -10,9 +10,7 @@ agree with the states — checked in PostgreSQL and in Redis.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,13 +22,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from core import db, migrate
-from loadtest.processes import Process, start_paysim, start_worker
+from loadtest.processes import Process, start_worker
 from queueing import keys as qkeys
-from tests.conftest import TEST_PG_SERVER
 from tests.factories import make_exam
 from tests.gateway.seat_stack import FAST_WORKER, bearer, make_candidates, make_sessions, wait_drained
-from tests.payments.conftest import TIME_SCALE
+from tests.payments.conftest import connected, module_database, paysim_process
 from tests.payments.test_payments_e2e import eventually, run_gateway
 
 CANDIDATES = 200
@@ -41,28 +37,20 @@ CAPACITY = 150  # per site, two sites: room for every candidate
 
 @pytest.fixture(scope="module")
 def race_dsn() -> Iterator[str]:
-    dsn = db.with_database(TEST_PG_SERVER, f"examgate_race_{os.getpid()}_{secrets.token_hex(3)}")
-    asyncio.run(migrate.create_and_migrate(dsn))
-    yield dsn
-    asyncio.run(db.drop_database(dsn))
+    with module_database("race") as dsn:
+        yield dsn
 
 
 @pytest.fixture
 async def conn(race_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await db.connect(race_dsn)
-    try:
+    async with connected(race_dsn) as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
 def paysim(keys_dir: Path) -> Iterator[Process]:
-    process = start_paysim(keys_dir, time_scale=TIME_SCALE)
-    try:
+    with paysim_process(keys_dir) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

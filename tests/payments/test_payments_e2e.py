@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import subprocess
 import sys
 import time
@@ -41,7 +39,6 @@ from loadtest.processes import (
     examgate_env,
     free_port,
     start_gateway,
-    start_paysim,
     start_postgres,
     start_worker,
 )
@@ -49,7 +46,6 @@ from payments.clients import ProviderClient
 from payments.keys import PaymentKeys
 from queueing import holds
 from queueing import keys as qkeys
-from tests.conftest import TEST_PG_SERVER
 from tests.factories import make_exam
 from tests.gateway.seat_stack import (
     bearer,
@@ -57,7 +53,7 @@ from tests.gateway.seat_stack import (
     make_registrations,
     make_sessions,
 )
-from tests.payments.conftest import TIME_SCALE, settings_for
+from tests.payments.conftest import connected, module_database, paysim_process, settings_for
 from tests.payments.order_data import FEE_FEN, PendingOrder, make_orders
 
 SUBJECT = "测试考试报名费"
@@ -78,29 +74,21 @@ def run_gateway(pg_dsn: str, redis_url: str, keys_dir: Path, paysim: Process) ->
 @pytest.fixture(scope="module")
 def e2e_dsn() -> Iterator[str]:
     """A migrated database of this module's own on the shared PostgreSQL server."""
-    dsn = db.with_database(TEST_PG_SERVER, f"examgate_e2e_{os.getpid()}_{secrets.token_hex(3)}")
-    asyncio.run(migrate.create_and_migrate(dsn))
-    yield dsn
-    asyncio.run(db.drop_database(dsn))
+    with module_database("e2e") as dsn:
+        yield dsn
 
 
 @pytest.fixture
 async def conn(e2e_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await db.connect(e2e_dsn)
-    try:
+    async with connected(e2e_dsn) as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
 def paysim(keys_dir: Path) -> Iterator[Process]:
     """``examgate paysim`` with the retry schedules compressed by ``TIME_SCALE``."""
-    process = start_paysim(keys_dir, time_scale=TIME_SCALE)
-    try:
+    with paysim_process(keys_dir) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

@@ -35,7 +35,6 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from core import db, migrate
 from core.timeutil import utcnow
 from loadtest.processes import (
     ROOT,
@@ -43,7 +42,6 @@ from loadtest.processes import (
     examgate_env,
     free_port,
     start_gateway,
-    start_paysim,
     start_worker,
 )
 from payments import alipay
@@ -52,10 +50,9 @@ from payments.clients import ProviderClient
 from payments.keys import PaymentKeys
 from payments.orders import new_order_no
 from queueing import keys as qkeys
-from tests.conftest import TEST_PG_SERVER
 from tests.factories import make_exam
 from tests.gateway.seat_stack import make_candidates, make_registrations
-from tests.payments.conftest import TIME_SCALE, settings_for
+from tests.payments.conftest import connected, module_database, paysim_process, settings_for
 from tests.payments.test_payments_e2e import eventually, tail
 
 SUBJECT = "测试考试报名费"
@@ -75,10 +72,8 @@ WORKER_SETTINGS = {
 
 @pytest.fixture(scope="module")
 def refunds_dsn() -> Iterator[str]:
-    dsn = db.with_database(TEST_PG_SERVER, f"examgate_refunds_{os.getpid()}_{secrets.token_hex(3)}")
-    asyncio.run(migrate.create_and_migrate(dsn))
-    yield dsn
-    asyncio.run(db.drop_database(dsn))
+    with module_database("refunds") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")
@@ -92,20 +87,14 @@ def merchant_keys_dir(keys_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 async def conn(refunds_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await db.connect(refunds_dsn)
-    try:
+    async with connected(refunds_dsn) as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
 def paysim(keys_dir: Path) -> Iterator[Process]:
-    process = start_paysim(keys_dir, time_scale=TIME_SCALE)
-    try:
+    with paysim_process(keys_dir) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
