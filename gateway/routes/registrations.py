@@ -329,7 +329,7 @@ async def confirm_registration(request: web.Request) -> web.Response:
     registration_id = _registration_id(request)
     form = parse_body(await json_bytes(request), Acknowledgement) if request.can_read_body else Acknowledgement()
     app = request.app
-    await _check_open(app, registration_id)
+    await _check_open(app, registration_id, candidate)
     moved = await lifecycle.confirm(app[keys.PG], registration_id, candidate,
                                     acknowledge_major_mismatch=form.acknowledge_major_mismatch,
                                     address=app[keys.CLIENT_IP].of(request))
@@ -338,10 +338,15 @@ async def confirm_registration(request: web.Request) -> web.Response:
                           "version": moved.version}, headers=NO_STORE)
 
 
-async def _check_open(app: web.Application, registration_id: int) -> None:
-    """``RegistrationClosed`` (403) outside the exam's registration window: details become final only within it."""
+async def _check_open(app: web.Application, registration_id: int, candidate: int) -> None:
+    """``RegistrationClosed`` (403) outside the exam's registration window: details become final only within it.
+
+    Someone else's registration is 404 first, so the answer tells nothing of it.
+    """
     ref = await app[keys.REGISTRATION_REFS].get(app[keys.PG], registration_id)
-    exam = app[keys.CATALOGUE].catalogue.exam(ref.exam_id) if ref is not None else None
+    if ref is None or ref.candidate_id != candidate:
+        raise _not_found()
+    exam = app[keys.CATALOGUE].catalogue.exam(ref.exam_id)
     if exam is not None:
         registrations.check_window(exam, now=utcnow())
 

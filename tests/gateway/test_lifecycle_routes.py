@@ -224,6 +224,9 @@ async def test_eligibility_mismatch_rejection_edit_and_locks(gateway: Process, p
     await stranger.refused("PATCH", path, 404, "registration_not_found", {"work_years": 8})
     await stranger.refused("POST", f"{path}/withdraw", 404, "registration_not_found")
     await stranger.refused("POST", f"{path}/cancel", 404, "registration_not_found")
+    await stranger.refused("POST", f"{path}/confirm", 404, "registration_not_found")
+    await stranger.refused("POST", f"{path}/commitment", 404, "registration_not_found", {"version": 1})
+    await stranger.refused("GET", f"{path}/history", 404, "registration_not_found")
 
 
 async def test_withdraw_and_cancel_release_the_seat_and_close_the_order(
@@ -308,6 +311,8 @@ async def test_operators_review_within_their_scope_once(gateway: Process, pg: as
     await reviewer.refused("GET", "/admin/api/v1/config", 403, "forbidden")
     await reviewer.refused("GET", "/admin/api/v1/refunds", 403, "forbidden")
     await reviewer.refused("POST", "/admin/api/v1/integrity-records", 403, "forbidden", {"records": []})
+    await reviewer.refused("GET", "/admin/api/v1/integrity-records", 403, "forbidden")
+    await reviewer.refused("GET", "/admin/api/v1/cancellations", 403, "forbidden")
     queue = await reviewer.ok("GET", f"/admin/api/v1/reviews?exam_id={exam_id}")
     assert [r["registration_id"] for r in queue["registrations"]] == [in_shandong]
     assert {r["registration_id"] for r in (await admin.ok("GET", f"/admin/api/v1/reviews?exam_id={exam_id}"))[
