@@ -8,6 +8,7 @@
       │                     │                                            │
       └──────withdraw───────┴───────────── edit / confirm again ─────────┘
     any state before payment ──cancel (放弃报名) / withdraw the commitment──▶ cancelled
+    any state before payment ──(registration closed a grace period ago: the worker)──▶ expired
 
 Every transition is one call that locks the registration's row, checks the action is allowed
 from its state (``TransitionRefused``, HTTP 409 naming the state, otherwise), writes the new
@@ -46,7 +47,8 @@ __all__ = [
     "ACTIONS", "BEFORE_PAYMENT", "STATES", "STATUS_NAMES",
     "AlreadyDecided", "CommitmentNotAllowed", "CommitmentRequired", "MajorMismatch", "Moved", "StaleVersion",
     "TransitionRefused",
-    "approve_cancellation", "cancel", "cancellations", "confirm", "decide", "edit", "events", "refuse_cancellation",
+    "approve_cancellation", "cancel", "cancellations", "confirm", "decide", "due_for_expiry", "edit", "events",
+    "expire", "refuse_cancellation",
     "sign_commitment", "withdraw", "withdraw_commitment",
 ]  # fmt: skip
 
@@ -70,7 +72,9 @@ ACTIONS: dict[str, tuple[frozenset[str], str, str]] = {
     "cancel": (BEFORE_PAYMENT | {"paid"}, "放弃报名", "invalid_state"),
     "withdraw_commitment": (BEFORE_PAYMENT, "撤回告知承诺", "invalid_state"),
     "approve_cancellation": (frozenset({"paid"}), "批准放弃报名并退费", "invalid_state"),
+    "expire": (BEFORE_PAYMENT, "在报名结束后保留", "invalid_state"),
 }
+EXPIRY_ACTOR = "system:expiry"
 # Which states a province's withdrawal rule lets a confirmation be withdrawn from.
 WITHDRAW_FROM = {
     "until_payment": frozenset({"under_review", "onsite_review", "approved"}),
@@ -426,6 +430,32 @@ async def cancellations(pg: PG, *, status: str, scope: Collection[str] | None,
                                   ORDER BY c.requested_at LIMIT $3""",
                               status, None if scope is None else sorted(scope), limit)
     return [dict(r) for r in rows]
+
+
+_DUE = """
+SELECT r.id FROM registrations r JOIN exams e ON e.id = r.exam_id
+ WHERE e.registration_closes_at < $1 AND r.status = ANY($2::text[])
+ ORDER BY r.id LIMIT $3
+"""
+
+
+async def due_for_expiry(pg: PG, closed_before: datetime, *, limit: int = 500) -> list[int]:
+    """Registrations not paid of exams whose registration closed before ``closed_before``."""
+    async with storage_errors():
+        return [row["id"] for row in await pg.fetch(_DUE, closed_before, sorted(BEFORE_PAYMENT), limit)]
+
+
+async def expire(pg: PG, registration_id: int) -> Moved | None:
+    """An unpaid registration whose exam's registration has closed: expired, its pending order closed.
+
+    One registration per transaction, locked in the order payments take (order, then registration);
+    None when it was paid or ended meanwhile.
+    """
+    async with _transaction(pg) as conn:
+        row = await _locked(conn, registration_id, None)
+        if row["status"] not in ACTIONS["expire"][0]:
+            return None
+        return await _move(conn, row, "expire", "expired", actor=EXPIRY_ACTOR)
 
 
 async def events(pg: PG, registration_id: int) -> list[dict[str, Any]]:

@@ -11,16 +11,19 @@ import os
 import signal
 import socket
 from concurrent.futures import Executor, ProcessPoolExecutor
+from datetime import timedelta
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from captcha import pool as captcha_pool
+from core import lifecycle
 from core.catalogue import Catalogue, Exam
 from core.db import PoolSettings, create_pool
 from core.redis import REDIS_DOWN
 from core.tasks import Supervisor, TaskFactory
+from core.timeutil import utcnow
 from gateway import heartbeats
 from gateway.catalogue import CatalogueCache
 from gateway.config import Settings
@@ -34,7 +37,7 @@ from payments.refunder import RefundPolicy, run_refunder
 from payments.runtime import expected as payment_expectations
 from queueing import keys, waiting_room
 from queueing.errors import QueueingError
-from queueing.holds import active_exam_ids, hold_streams
+from queueing.holds import active_exam_ids, hold_streams, release_seat
 from queueing.inventory import ensure_inventory
 from queueing.reconcile import reconcile
 from queueing.seats import HoldSeats
@@ -43,6 +46,10 @@ from queueing.writebehind import run_consumer
 
 log = logging.getLogger("examgate.worker")
 
+# Unpaid registrations expire this long after their exam's registration closed: by then every hold
+# and order made before the close has run out, so expiry never races a payment in flight.
+EXPIRY_GRACE = timedelta(days=1)
+EXPIRY_INTERVAL_S = 60.0
 CANCEL_RETRY_S = 0.05  # how often a child task that swallowed its cancellation is cancelled again
 # How soon the worker notices images taken: a check is one LLEN and one small HSET, and once short
 # it draws without pause until the pool is full again, so checking often starts each refill early.
@@ -106,6 +113,32 @@ async def keep_inventory(pool: asyncpg.Pool, redis: aioredis.Redis, catalogue: C
     while True:
         await check_inventory(pool, redis, catalogue.catalogue, settings.writebehind_claim_min_idle_ms)
         await asyncio.sleep(settings.inventory_check_s)
+
+
+async def expire_registrations(pool: asyncpg.Pool, redis: aioredis.Redis, *,
+                               grace: timedelta = EXPIRY_GRACE) -> int:
+    """Expire the unpaid registrations of exams closed more than ``grace`` ago; how many.
+
+    Each is one lifecycle transition (its own transaction); Redis follows with the seat right
+    revoked and any hold released, carrying the transition's version like every other.
+    """
+    expired = 0
+    while due := await lifecycle.due_for_expiry(pool, utcnow() - grace):
+        for registration_id in due:
+            moved = await lifecycle.expire(pool, registration_id)
+            if moved is not None:
+                await release_seat(redis, moved.exam_id, registration_id, revoke_version=moved.version)
+                expired += 1
+    if expired:
+        log.info("expired %d unpaid registrations of closed exams", expired)
+    return expired
+
+
+async def keep_expiring(pool: asyncpg.Pool, redis: aioredis.Redis, interval_s: float = EXPIRY_INTERVAL_S) -> None:
+    """``expire_registrations`` every ``interval_s``."""
+    while True:
+        await expire_registrations(pool, redis)
+        await asyncio.sleep(interval_s)
 
 
 async def advance_rooms(redis: aioredis.Redis, live: LiveConfigWatcher, interval_s: float) -> None:
@@ -224,6 +257,7 @@ async def run_worker(settings: Settings) -> None:
             batch_size=settings.writebehind_batch_size, min_idle_ms=settings.writebehind_claim_min_idle_ms,
             streams_refresh_s=settings.worker_exams_refresh_s),
         "holds-sweeper": lambda: run_sweeper(redis, exams=active_exams, interval_s=settings.sweeper_interval_s),
+        "registrations-expiry": lambda: keep_expiring(pool, redis),
     }
     if settings.captcha_pool_target > 0:
         tasks["captcha-pool"] = lambda: keep_captcha_pool(redis, settings)
