@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import time
@@ -487,3 +488,120 @@ def operators_audit(ctx: click.Context, name: str | None, limit: int) -> None:
     rows = [[c["changed_at"], c["actor"], c["action"], c["operator"], c["token_id"] or "",
              _short(c["changes"], 60)] for c in changes]
     click.echo(_table(["changed_at", "actor", "action", "operator", "token", "changes"], rows))
+
+
+# -- the lifecycle: integrity archive, cancellations -------------------------------------------------
+
+ARCHIVE_FIELDS = ("id_number", "exam_family", "violation", "starts_on", "ends_on")
+
+
+def read_archive_file(path: str) -> list[dict[str, str]]:
+    """Records from a CSV (header ``id_number,exam_family,violation,starts_on,ends_on``) or a JSON list."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            if path.lower().endswith(".json"):
+                found = json.load(handle)
+                records = found.get("records", found) if isinstance(found, dict) else found
+                if not isinstance(records, list):
+                    raise CtlError(f"{path}: expected a JSON list of records (or {{\"records\": [...]}})")
+                return records
+            reader = csv.DictReader(handle)
+            header = set(reader.fieldnames or ())
+            if not {"id_number", "violation", "starts_on", "ends_on"} <= header or not header <= set(ARCHIVE_FIELDS):
+                raise CtlError(f"{path}: the header must be {','.join(ARCHIVE_FIELDS)} (exam_family optional)")
+            return [{k: v for k, v in row.items() if v not in (None, "")} for row in reader]
+    except OSError as exc:
+        raise CtlError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, csv.Error) as exc:
+        raise CtlError(f"{path}: {exc}") from None
+
+
+@ctl.group("archive")
+def archive_group() -> None:
+    """The integrity archive (诚信档案库): candidates recorded for a violation, within a period."""
+
+
+@archive_group.command("import")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.pass_context
+def archive_import(ctx: click.Context, path: str) -> None:
+    """Import the records of PATH (CSV or JSON), all or none; a record already there is kept."""
+    records = read_archive_file(path)
+    if not records:
+        raise CtlError(f"{path}: no records")
+    csv_file = not path.lower().endswith(".json")
+    try:
+        found = _client(ctx).call("POST", "/admin/api/v1/integrity-records", {"records": records}, _JSON_BODY)
+    except CtlError as exc:
+        # records.<i>.<field> in the answer: the file's line (CSV: the header is line 1).
+        message = re.sub(r"records\.([0-9]+)\.",
+                         lambda m: f"line {int(m[1]) + 2}: " if csv_file else f"record {int(m[1]) + 1}: ",
+                         exc.format_message())
+        raise CtlError(message) from None
+    click.echo(f"imported {found['imported']} record(s), {found['already_there']} already there")
+
+
+@archive_group.command("list")
+@click.option("--id-number", help="Only this person's records.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@click.pass_context
+def archive_list(ctx: click.Context, id_number: str | None, as_json: bool) -> None:
+    """Records by id, removed ones marked."""
+    query = f"?id_number={urllib.parse.quote(id_number)}" if id_number else ""
+    found = _client(ctx).call("GET", f"/admin/api/v1/integrity-records{query}")["records"]
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    if not found:
+        click.echo("(no records)")
+        return
+    rows = [[r["id"], r["id_number"], r["exam_family"], r["starts_on"], r["ends_on"], _clip(r["violation"], 30),
+             "removed" if r["removed_at"] else ""] for r in found]
+    click.echo(_table(["id", "id number", "family", "from", "until", "violation", ""], rows))
+
+
+@archive_group.command("remove")
+@click.argument("record_id", type=click.IntRange(1))
+@click.pass_context
+def archive_remove(ctx: click.Context, record_id: int) -> None:
+    """Remove RECORD_ID from the archive (it stays, marked removed)."""
+    _client(ctx).call("DELETE", f"/admin/api/v1/integrity-records/{record_id}")
+    click.echo(f"record {record_id} removed")
+
+
+@ctl.group("cancellations", invoke_without_command=True)
+@click.option("--status", type=click.Choice(("pending", "approved", "refused")), default="pending",
+              show_default=True)
+@click.pass_context
+def cancellations(ctx: click.Context, status: str) -> None:
+    """Paid candidates' cancellation requests (放弃报名 after payment); approve one into a refund, or refuse it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = _client(ctx).call("GET", f"/admin/api/v1/cancellations?status={status}")["cancellations"]
+    if not found:
+        click.echo(f"(no {status} cancellation requests)")
+        return
+    rows = [[c["registration_id"], c["exam_id"], c["province"], c["requested_at"], c["decided_by"] or "",
+             c["refund_id"] or ""] for c in found]
+    click.echo(_table(["registration", "exam", "province", "requested", "decided by", "refund"], rows))
+
+
+@cancellations.command("approve")
+@click.argument("registration_id", type=click.IntRange(1))
+@click.pass_context
+def cancellations_approve(ctx: click.Context, registration_id: int) -> None:
+    """Cancel REGISTRATION_ID and refund its payment through the provider."""
+    found = _client(ctx).call("POST", f"/admin/api/v1/registrations/{registration_id}/cancellation",
+                              {"decision": "approve"}, _JSON_BODY)
+    click.echo(f"registration {registration_id} cancelled; refund {found['refund_id']} requested")
+
+
+@cancellations.command("refuse")
+@click.argument("registration_id", type=click.IntRange(1))
+@click.option("--note", default="", help="Why, for the candidate's record.")
+@click.pass_context
+def cancellations_refuse(ctx: click.Context, registration_id: int, note: str) -> None:
+    """Refuse REGISTRATION_ID's cancellation request; it stays paid."""
+    _client(ctx).call("POST", f"/admin/api/v1/registrations/{registration_id}/cancellation",
+                      {"decision": "refuse", "note": note}, _JSON_BODY)
+    click.echo(f"registration {registration_id}: cancellation refused")
