@@ -15,7 +15,8 @@ from gateway.routing import Routes
 from gateway.web.shells import PageSpec
 
 CONSOLE = PageSpec("console", "/console", "运行控制台", "console", (COMMON, "js/console.js", "js/console-operators.js",
-                                                                     "js/console-refunds.js"),
+                                                                     "js/console-refunds.js",
+                                                                     "js/console-cancellations.js"),
                    header="console")
 routes = Routes("Pages")
 declare_page(routes, CONSOLE)
