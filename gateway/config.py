@@ -239,6 +239,10 @@ class Settings(BaseSettings):
     ticket_font: Text = setting(
         "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
         "TrueType font with Chinese glyphs for ticket PDFs")
+    photo_threads: int = setting(2, "threads per process that check and normalise uploaded photos", ge=1, le=64)
+    photo_max_queue: int = setting(
+        4, "uploaded photos allowed to wait for a photo thread per process (503 beyond)", ge=0, le=1000)
+    photo_link_ttl_s: int = setting(600, "how long a candidate's photo link stays valid", ge=10, le=86_400)
     secret_key: SecretKey = setting(
         "", "HMAC key for signed tokens (generated into the secrets file if unset)", secret=True)
     admin_tokens: Tokens = setting({}, "operator bearer tokens, name:token,… (generated if unset)", secret=True)

@@ -69,6 +69,7 @@ class RouteFacts:
     label: str  # the metric label: the path template
     shedding_class: str | None  # None: never shed (health, metrics)
     handler_decides: bool  # the handler decides every rate-limit rule (body-keyed rules, lookups)
+    max_body: int | None = None  # the route's own body limit (an upload's); None: settings.max_body_bytes
 
 
 class _Policy:
@@ -97,7 +98,9 @@ class Edge:
         name, declared_class, decides = route.name, route.shedding_class, route.handler_decides
         catch_all = name == UNMATCHED
         guarded = not catch_all and not name.startswith(PAGES_PREFIX)
-        shedder, tally, next_id, max_body = self.shedder, self.tally, self.next_id, self.max_body_bytes
+        shedder, tally, next_id = self.shedder, self.tally, self.next_id
+        max_body = route.max_body or self.max_body_bytes
+        own_limit = route.max_body is not None
         counts = tally.route(name, route.label)
         clock = metrics.monotonic
         policy = _Policy(None, name)
@@ -114,6 +117,8 @@ class Edge:
                 length = request.content_length
                 if length is not None and length > max_body:
                     raise errors.BodyTooLarge(details={"max_bytes": max_body})
+                if own_limit:
+                    request._client_max_size = max_body  # what ``read()`` takes (the app's limit is the setting)
                 watcher = app[keys.LIVE]
                 live = watcher.current
                 if live is not policy.live:

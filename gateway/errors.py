@@ -28,6 +28,7 @@ from core.operators import (
     TokenNotFound,
 )
 from core.passwords import PoolFull
+from core.photos import ImagePoolFull, PhotoLocked
 from core.qualification import MajorMismatch, RulesInvalid
 from core.recovery import (
     AttemptsExhausted,
@@ -287,6 +288,14 @@ def _pool_full(exc: PoolFull) -> ApiError:
     return Overloaded(retry_after_s=exc.retry_after_s, details={"reason": "password_pool_full"})
 
 
+def _image_pool_full(exc: ImagePoolFull) -> ApiError:
+    return Overloaded(retry_after_s=exc.retry_after_s, details={"reason": "image_pool_full"})
+
+
+def _photo_locked(exc: PhotoLocked) -> ApiError:
+    return Conflict("照片已锁定（已用于报名审核），不能更换；如需更换请提交更换申请", code="photo_locked")
+
+
 def _reset_invalid(exc: ResetInvalid) -> ApiError:
     return ApiError("找回密码请求无效、已过期或答案错误", code="reset_invalid", status=400)
 
@@ -520,6 +529,8 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (PoolEmpty, _pool_empty),
     (AccountConflict, _account_conflict),
     (PoolFull, _pool_full),
+    (ImagePoolFull, _image_pool_full),
+    (PhotoLocked, _photo_locked),
     (ResetInvalid, _reset_invalid),
     (AttemptsExhausted, _attempts_exhausted),
     (CodeInvalid, _code_invalid),

@@ -113,6 +113,7 @@ class Operation:
     documented: bool = True
     allow_head: bool = True
     roles: tuple[str, ...] = ()  # operator routes: the roles admitted (default DEFAULT_ROLES; 403 for others)
+    max_body_bytes: int | None = None  # the route's own body limit (413 above, before reading); None: the setting
 
     @property
     def shedding_class(self) -> str | None:
@@ -236,7 +237,7 @@ def register(app: web.Application, tables: Iterable[Routes], edge: Edge | None =
                 # 401 before anything else is looked at, then 403 for a role the route does not admit.
                 handler = operator_route(app, handler, operation.roles or DEFAULT_ROLES)
             facts = RouteFacts(operation.name, operation.template, operation.shedding_class,
-                               operation.decides_limits_in_handler)
+                               operation.decides_limits_in_handler, operation.max_body_bytes)
             handler = edge.wrap(app, handler, facts)
             if operation.method == "GET":
                 app.router.add_get(operation.path, handler, name=operation.name, allow_head=operation.allow_head)

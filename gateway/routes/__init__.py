@@ -20,6 +20,7 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         operators,
         pages,
         payments,
+        photos,
         queue,
         recovery,
         registrations,
@@ -29,5 +30,5 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
     from gateway.routes import bench as bench_routes
 
     found = [health, exams, captcha, accounts, sessions, recovery, queue, registrations, lifecycle, payments, lookups,
-             admin, reviews, operations, operators, pages, console]
+             admin, reviews, operations, operators, pages, console, photos]
     return [*found, bench_routes] if bench else found

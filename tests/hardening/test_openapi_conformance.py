@@ -102,7 +102,7 @@ UNSTATED_EVERYWHERE = frozenset({"contains_nul"})
 # Whole-request refusals of the same kind: the reset id or SMS code is not a live one, the username's
 # failures call for a harder captcha, a merge patch is judged merged into the stored config.
 STATE_REFUSALS = frozenset({"reset_invalid", "reset_attempts_exhausted", "code_invalid", "captcha_required",
-                            "invalid_config"})
+                            "invalid_config", "photo_rejected"})
 # Payment notifications are refused (400) unless the provider signed them, which no schema states.
 SIGNED_OPERATIONS = frozenset({"POST /api/v1/payments/notify/alipay", "POST /api/v1/payments/notify/wechat",
                                "POST /api/v1/payments/wechat/refund-notify"})
