@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,8 +18,9 @@ from PIL import Image
 from loadtest.processes import Process
 from tests import photo_images
 from tests.conftest import TEST_REDIS_URL
-from tests.gateway.seat_stack import bearer, make_candidates, make_sessions, running_stack
+from tests.gateway.seat_stack import bearer, make_candidates, make_sessions, running_stack, set_live
 from tests.gateway.test_app import assert_error_shape
+from tests.gateway.test_captcha_routes import solve
 
 PHOTO = "/api/v1/me/photo"
 
@@ -43,9 +45,11 @@ async def candidate(pg: asyncpg.Connection) -> tuple[int, str]:
 
 
 async def upload(http: aiohttp.ClientSession, gateway: Process, token: str, data: bytes,
-                 content_type: str = "image/jpeg") -> tuple[int, Any]:
-    async with http.put(gateway.url + PHOTO, data=io.BytesIO(data),
-                        headers=bearer(token, **{"Content-Type": content_type})) as resp:
+                 content_type: str = "image/jpeg", captcha: str | None = None) -> tuple[int, Any]:
+    headers = bearer(token, **{"Content-Type": content_type})
+    if captcha is not None:
+        headers["X-Captcha"] = captcha
+    async with http.put(gateway.url + PHOTO, data=io.BytesIO(data), headers=headers) as resp:
         return resp.status, await resp.json()
 
 
@@ -194,3 +198,25 @@ async def test_locked_photo_is_not_replaced(http: aiohttp.ClientSession, gateway
     assert_error_shape(refusal, "photo_locked")
     rows = await pg.fetch("SELECT id FROM photos WHERE candidate_id = $1", candidate_id)
     assert [r["id"] for r in rows] == [body["photo_id"]]
+
+
+async def test_captcha_travels_in_the_header_when_live_config_asks(http: aiohttp.ClientSession, gateway: Process,
+                                                                   candidate: tuple[int, str]) -> None:
+    token = candidate[1]
+    await set_live(gateway, {"captcha": {"routes": {"photos.put": "pow"}, "pow_maxnumber": 5000}})
+    try:
+        status, body = await upload(http, gateway, token, photo_images.portrait())
+        assert status == 400, body
+        assert_error_shape(body, "captcha_invalid")
+        status, body = await upload(http, gateway, token, photo_images.portrait(), captcha="not json")
+        assert status == 400, body
+        async with http.get(gateway.url + "/api/v1/captcha/pow") as resp:
+            challenge = await resp.json()
+        proof = json.dumps({"kind": "pow", "payload": await asyncio.to_thread(solve, challenge)})
+        status, body = await upload(http, gateway, token, photo_images.portrait(), captcha=proof)
+        assert status == 201, body
+        status, body = await upload(http, gateway, token, photo_images.portrait(), captcha=proof)
+        assert status == 400, body  # spent
+        assert_error_shape(body, "captcha_invalid")
+    finally:
+        await set_live(gateway, {"captcha": {"routes": {"photos.put": "off"}}})
