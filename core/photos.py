@@ -128,7 +128,7 @@ def process(data: bytes) -> Processed:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise PhotoRejected(["corrupt"]) from None
     with image:
-        if image.format != "JPEG":
+        if image.format not in ("JPEG", "MPO"):  # MPO: a phone's JPEG with a second picture after the first
             raise PhotoRejected(["not_jpeg"])
         width, height = image.size
         if width < 1 or height < 1 or width * height > MAX_PIXELS:
@@ -159,8 +159,9 @@ def _judge(image: Image.Image) -> Processed:
         hard.append("wrong_aspect")
     elif off > ASPECT_SOFT:
         soft.append("aspect")
-    if hard:
+    if "wrong_aspect" in hard:  # its crop would not be the photo: the picture cannot be judged
         raise PhotoRejected(hard)
+    # A picture too small is judged too (scaled up): every problem is named at once.
     rgb = _normalised(image.convert("RGB"))
     grey = rgb.convert("L")
     side = round(HEIGHT * SIDE_BORDER_DOWN)  # the shoulders reach the sides further down

@@ -71,7 +71,7 @@ def test_truncated_jpeg_is_corrupt() -> None:
     assert rejected(data[:40]) == ["corrupt"]
 
 
-@pytest.mark.parametrize(("width", "height"), [(60_000, 60_000), (9000, 6000), (65_000, 20_000)])
+@pytest.mark.parametrize(("width", "height"), [(60_000, 60_000), (9000, 6000), (10_000, 10_000), (65_000, 20_000)])
 def test_decompression_bomb_is_refused_cleanly(width: int, height: int) -> None:
     data = photo_images.bomb(width, height)
     assert len(data) < 10_000
@@ -81,6 +81,11 @@ def test_decompression_bomb_is_refused_cleanly(width: int, height: int) -> None:
 def test_too_small_and_wrong_aspect() -> None:
     assert rejected(photo_images.portrait(200, 280)) == ["too_small"]
     assert rejected(photo_images.portrait(2000, 500)) == ["wrong_aspect"]
+
+
+def test_every_hard_problem_is_named_at_once() -> None:
+    assert rejected(photo_images.portrait(200, 280, background=(40, 40, 50))) == ["too_small", "background"]
+    assert rejected(photo_images.blank(100, 100)) == ["too_small", "blank"]
 
 
 def test_every_problem_has_a_chinese_message() -> None:

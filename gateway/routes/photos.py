@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from core import photos
+from core.timeutil import iso_local
 from gateway import auth, keys
 from gateway.bodies import NO_STORE, json_response
 from gateway.captcha_gate import captcha_due, consume_captcha
@@ -135,7 +136,7 @@ async def get_photo(request: web.Request) -> web.Response:
         raise NotFoundError("尚未上传照片", code="photo_not_found")
     url, _ = photos.sign_photo_link(app[LINK_KEY], row.photo_id, ttl_s=app[keys.SETTINGS].photo_link_ttl_s)
     return json_response({"photo_id": row.photo_id, "status": row.status, "url": url,
-                          "uploaded_at": row.uploaded_at.isoformat(timespec="seconds")}, headers=NO_STORE)
+                          "uploaded_at": iso_local(row.uploaded_at)}, headers=NO_STORE)
 
 
 @routes.get("/api/v1/photos/{photo_id:[1-9][0-9]{0,17}}.jpg", "photos.jpeg", caller=ANONYMOUS,
