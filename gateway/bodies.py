@@ -31,7 +31,8 @@ async def await_body(request: web.Request, timeout_s: float) -> bool:
     except TimeoutError:
         return False
     except web.HTTPRequestEntityTooLarge:
-        raise BodyTooLarge(details={"max_bytes": request.app[keys.SETTINGS].max_body_bytes}) from None
+        # The route's own limit when it has one (the edge sets it), else the setting (the app's).
+        raise BodyTooLarge(details={"max_bytes": request.client_max_size}) from None
     except web.RequestPayloadError:
         raise MalformedRequest(details={"reason": "invalid_body"}) from None
     return True

@@ -170,6 +170,16 @@ async def test_ten_megabytes_declared_is_refused_before_reading(gateway: Process
         assert_error_shape(body, "body_too_large")
         assert body["error"]["details"]["max_bytes"] == 2 * 1024 * 1024
 
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(48):
+                yield bytes(64 * 1024)
+
+        async with http.put(gateway.url + PHOTO, data=chunks(),  # chunked: no Content-Length to refuse early
+                            headers=bearer(candidate[1], **{"Content-Type": "image/jpeg"})) as resp:
+            body = await resp.json()
+            assert resp.status == 413, body
+            assert body["error"]["details"]["max_bytes"] == 2 * 1024 * 1024
+
 
 async def test_second_upload_replaces_the_current_one(http: aiohttp.ClientSession, gateway: Process,
                                                       pg: asyncpg.Connection, candidate: tuple[int, str]) -> None:
