@@ -32,7 +32,10 @@ async def test_a_task_that_swallows_cancellations_still_ends(redis: aioredis.Red
     running = asyncio.create_task(supervisor.run(stop))
     await asyncio.sleep(0.05)
     stop.set()
-    done, _ = await asyncio.wait({running}, timeout=2)
+    # Each cancellation of the hammering task may be swallowed again (it lands as a reply completes),
+    # so how many retries it takes varies from run to run: 0.1-1 s here, more on a loaded machine. The
+    # test asks that it ends, not how fast; 2 s was exceeded twice in a day of CI runs.
+    done, _ = await asyncio.wait({running}, timeout=15)
     assert done and swallowed == 3, supervisor.states
     assert all(state.failures == 0 and state.runs == 1 for state in supervisor.states.values())
 
