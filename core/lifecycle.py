@@ -250,7 +250,8 @@ async def sign_commitment(pg: PG, registration_id: int, candidate_id: int, *, ve
     """Sign the exam's commitment text at ``version`` (its hash given); when it was signed.
 
     ``CommitmentNotAllowed`` for a candidate in the integrity archive within its period, or where
-    the province does not offer the commitment route. Signing again replaces the signature.
+    the province does not offer the commitment route. Signing a newer text replaces the signature;
+    the same text again writes nothing.
     """
     async with _transaction(pg) as conn:
         row = await _locked(conn, registration_id, candidate_id)
@@ -261,13 +262,19 @@ async def sign_commitment(pg: PG, registration_id: int, candidate_id: int, *, ve
         record = await archive_record(conn, candidate_id, row["exam_id"], utcnow().astimezone(SHANGHAI).date())
         if record is not None:
             raise CommitmentNotAllowed(registration_id, "integrity_record", record)
-        signed_at: datetime = await conn.fetchval(
+        signed_at: datetime | None = await conn.fetchval(
             """INSERT INTO registration_commitments (registration_id, candidate_id, version, text_sha256, address)
                VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (registration_id) DO UPDATE
                   SET version = EXCLUDED.version, text_sha256 = EXCLUDED.text_sha256, address = EXCLUDED.address,
                       signed_at = now(), withdrawn_at = NULL
+                WHERE registration_commitments.text_sha256 <> EXCLUDED.text_sha256
+                   OR registration_commitments.withdrawn_at IS NOT NULL
                RETURNING signed_at""", registration_id, candidate_id, version, text_sha256, address)
+        if signed_at is None:  # the same text signed again: nothing to write, however often it is asked
+            existing: datetime = await conn.fetchval(
+                "SELECT signed_at FROM registration_commitments WHERE registration_id = $1", registration_id)
+            return existing
         raw, _ = _json(())
         await conn.execute(_EVENT, registration_id, "sign_commitment", row["status"], row["status"], row["version"],
                            candidate_actor(candidate_id), raw, address)

@@ -22,6 +22,7 @@ from pydantic import Field
 from core import documents, lifecycle, qualification, reviews
 from core.documents import ArchiveEntry
 from core.errors import NotFound
+from core.identity import normalise_id_number
 from core.timeutil import iso_local
 from gateway import adminauth, keys
 from gateway.bodies import NO_STORE, json_bytes, json_response, parse_body
@@ -535,9 +536,9 @@ async def import_records(request: web.Request) -> web.Response:
     bad = {f"records.{i}.ends_on": "before_starts_on" for i, r in enumerate(body.records) if r.ends_on < r.starts_on}
     if bad:
         raise ValidationFailed(bad)
-    added = await documents.add_records(
-        request.app[keys.PG], [ArchiveEntry(r.id_number.strip().upper(), r.exam_family.strip(), r.violation.strip(),
-                                            r.starts_on, r.ends_on) for r in body.records], actor=_operator(request))
+    entries = [ArchiveEntry(normalise_id_number(r.id_number), r.exam_family.strip(), r.violation.strip(), r.starts_on,
+                            r.ends_on) for r in body.records]
+    added = await documents.add_records(request.app[keys.PG], entries, actor=_operator(request))
     return json_response({"imported": added, "already_there": len(body.records) - added}, status=201)
 
 
@@ -548,7 +549,8 @@ async def import_records(request: web.Request) -> web.Response:
             errors={422: "validation_failed: after is not an id"})
 async def list_records(request: web.Request) -> web.Response:
     """Records, removed ones marked."""
-    found = await documents.records(request.app[keys.PG], id_number=request.query.get("id_number") or None,
+    asked = request.query.get("id_number")
+    found = await documents.records(request.app[keys.PG], id_number=normalise_id_number(asked) if asked else None,
                                     after=_query_id(request, "after") or 0)
     return json_response({"records": [{**r, "created_at": iso_local(r["created_at"]),
                                        "removed_at": None if r["removed_at"] is None

@@ -137,6 +137,11 @@ async def test_commitment_route_archive_and_withdrawal(pg: asyncpg.Connection) -
     stored = await pg.fetchrow("SELECT version, text_sha256, address FROM registration_commitments "
                                "WHERE registration_id = $1", registration_id)
     assert tuple(stored.values()) == (1, text.sha256, "10.0.0.1")
+    again = await lifecycle.sign_commitment(pg, registration_id, candidate_id, version=text.version,
+                                            text_sha256=text.sha256, address="10.0.0.9")
+    assert again == signed_at  # the same text signed again: nothing written, one audit row
+    assert await pg.fetchval("SELECT count(*) FROM registration_events WHERE registration_id = $1 "
+                             "AND action = 'sign_commitment'", registration_id) == 1
     assert (await lifecycle.confirm(pg, registration_id, candidate_id)).status == "approved"
     moved = await lifecycle.withdraw_commitment(pg, registration_id, candidate_id)
     assert (moved.previous, moved.status) == ("approved", "cancelled")
