@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -11,6 +13,17 @@ from asyncpg.pool import PoolConnectionProxy
 
 # A plain connection or the proxy that pool.acquire() hands out: both take the same queries.
 Conn = asyncpg.Connection | PoolConnectionProxy
+
+
+@contextlib.asynccontextmanager
+async def transaction(pg: asyncpg.Pool | Conn) -> AsyncIterator[Conn]:
+    """A transaction on a connection acquired from ``pg`` when it is a pool, else on ``pg`` (nested in its own)."""
+    if isinstance(pg, asyncpg.Pool):
+        async with pg.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with pg.transaction():
+            yield pg
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ from typing import Any
 
 import asyncpg
 
-from core.db import Conn
+from core.db import Conn, transaction
 from core.errors import CoreError, NotFound, storage_errors
+from core.photo_review import require_approved
 from core.qualification import (
     MajorMismatch,
     Reason,
@@ -180,13 +181,8 @@ _CLOSE_ORDERS = "UPDATE orders SET status = 'closed' WHERE registration_id = $1 
 
 @contextlib.asynccontextmanager
 async def _transaction(pg: PG) -> AsyncIterator[Conn]:
-    async with storage_errors():
-        if isinstance(pg, asyncpg.Pool):
-            async with pg.acquire() as conn, conn.transaction():
-                yield conn
-        else:
-            async with pg.transaction():
-                yield pg
+    async with storage_errors(), transaction(pg) as conn:
+        yield conn
 
 
 async def _locked(conn: Conn, registration_id: int, candidate_id: int | None,
@@ -285,9 +281,10 @@ async def confirm(pg: PG, registration_id: int, candidate_id: int, *, acknowledg
                   address: str | None = None) -> Moved:
     """报名信息确认: the details are final and the automatic review decides (``core.qualification.review``).
 
-    ``CommitmentRequired`` when the commitment route applies (the province offers it, the exam has
-    published its text and the candidate is not in the integrity archive) and is not signed; ``MajorMismatch``
-    (nothing written) until the candidate acknowledges a major outside the lists.
+    ``PhotoRequired`` without an approved current photo. ``CommitmentRequired`` when the commitment route
+    applies (the province offers it, the exam has published its text and the candidate is not in the
+    integrity archive) and is not signed; ``MajorMismatch`` (nothing written) until the candidate
+    acknowledges a major outside the lists.
     """
     async with _transaction(pg) as conn:
         row = await _locked(conn, registration_id, candidate_id)
@@ -296,6 +293,7 @@ async def confirm(pg: PG, registration_id: int, candidate_id: int, *, acknowledg
             return Moved(row["id"], row["candidate_id"], row["exam_id"], row["province"], row["status"],
                          row["status"], row["version"], tuple(current), changed=False)
         _allowed(row, "confirm")
+        await require_approved(conn, candidate_id)
         rule = await review_rule(conn, row["exam_id"], row["province"])
         today = utcnow().astimezone(SHANGHAI).date()
         archived = await archive_record(conn, candidate_id, row["exam_id"], today) is not None

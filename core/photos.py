@@ -13,7 +13,10 @@ the password hasher: when ``threads`` jobs run and ``max_queue`` more wait, the 
 ``ImagePoolFull`` at once (503 with Retry-After) instead of queueing.
 
 The store keeps one row per version; exactly one is the candidate's current photo (a partial unique
-index), and a locked current photo cannot be replaced (``PhotoLocked``).
+index). The bytes are kept once per content (``photo_blobs``, keyed by SHA-256, as an object store
+would key them): the same picture uploaded again, or given to every seeded candidate, costs one
+copy. An approved current photo is locked and cannot be replaced (``PhotoLocked``) until an
+operator grants a change request (``core.photo_review``).
 """
 
 from __future__ import annotations
@@ -289,8 +292,12 @@ class PhotoRow:
 class PhotoStore(Protocol):
     """Where photos are kept: one row per version, one current per candidate."""
 
-    async def save(self, candidate_id: int, photo: Processed) -> PhotoRow:
-        """Store ``photo`` as the candidate's current one (the previous stays, not current); ``PhotoLocked``."""
+    async def save(self, candidate_id: int, photo: Processed, *, sampled: bool = False) -> PhotoRow:
+        """Store ``photo`` as the candidate's current one (the previous stays, not current).
+
+        An approved photo is stored locked (``sampled``: and marked for a human look). ``PhotoLocked``
+        when the current photo is locked and no change request is granted; a granted one is used up.
+        """
         ...
 
     async def current(self, candidate_id: int) -> PhotoRow | None:
@@ -303,7 +310,14 @@ class PhotoStore(Protocol):
 
 
 _FACTS = """id, candidate_id, sha256, width, height, status, problems, uploaded_at, current, locked,
-            octet_length(jpeg) AS size"""
+            bytes AS size"""
+_EVENT = """INSERT INTO photo_events (candidate_id, photo_id, request_id, action, actor, reason)
+            VALUES ($1, $2, $3, $4, $5, $6)"""
+
+
+def candidate_actor(candidate_id: int) -> str:
+    """How the photo audit names a candidate."""
+    return f"candidate:{candidate_id}"
 
 
 def _row(r: Any, with_bytes: bool = False) -> PhotoRow:
@@ -318,21 +332,36 @@ class PgPhotoStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def save(self, candidate_id: int, photo: Processed) -> PhotoRow:
+    async def save(self, candidate_id: int, photo: Processed, *, sampled: bool = False) -> PhotoRow:
         async with self.pool.acquire() as conn, conn.transaction():
             # One upload per candidate at a time: two first uploads would both find no current row.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('photo:' || $1::bigint::text, 0))",
                                candidate_id)
             locked = await conn.fetchval("SELECT locked FROM photos WHERE candidate_id = $1 AND current",
                                          candidate_id)
-            if locked:
-                raise PhotoLocked(candidate_id)
+            grant = None
+            if locked:  # only a granted change request lets one new photo in
+                grant = await conn.fetchval("""SELECT id FROM photo_change_requests
+                                               WHERE candidate_id = $1 AND status = 'granted'""", candidate_id)
+                if grant is None:
+                    raise PhotoLocked(candidate_id)
             await conn.execute("UPDATE photos SET current = false WHERE candidate_id = $1 AND current", candidate_id)
+            approved = photo.status == "approved"
+            await conn.execute("INSERT INTO photo_blobs (sha256, jpeg) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                               photo.sha256, photo.jpeg)
             record = await conn.fetchrow(
-                f"""INSERT INTO photos (candidate_id, jpeg, sha256, width, height, status, problems)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_FACTS}""",
-                candidate_id, photo.jpeg, photo.sha256, photo.width, photo.height, photo.status,
-                list(photo.problems))
+                f"""INSERT INTO photos (candidate_id, sha256, bytes, width, height, status, problems, locked, sampled)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_FACTS}""",
+                candidate_id, photo.sha256, len(photo.jpeg), photo.width, photo.height, photo.status,
+                list(photo.problems), approved, sampled and approved)
+            assert record is not None  # INSERT … RETURNING gives its row
+            await conn.execute(_EVENT, candidate_id, record["id"], grant, "upload", candidate_actor(candidate_id),
+                               ",".join(photo.problems) or None)
+            if grant is not None:
+                await conn.execute("""UPDATE photo_change_requests SET status = 'used', used_at = now(),
+                                      new_photo_id = $2 WHERE id = $1""", grant, record["id"])
+                await conn.execute(_EVENT, candidate_id, record["id"], grant, "change_used",
+                                   candidate_actor(candidate_id), None)
         return _row(record)
 
     async def current(self, candidate_id: int) -> PhotoRow | None:
@@ -341,7 +370,8 @@ class PgPhotoStore:
         return None if record is None else _row(record)
 
     async def fetch(self, photo_id: int) -> PhotoRow | None:
-        record = await self.pool.fetchrow(f"SELECT {_FACTS}, jpeg FROM photos WHERE id = $1", photo_id)
+        record = await self.pool.fetchrow(f"""SELECT {_FACTS}, b.jpeg FROM photos p JOIN photo_blobs b USING (sha256)
+                                               WHERE p.id = $1""", photo_id)
         return None if record is None else _row(record, with_bytes=True)
 
 

@@ -293,7 +293,8 @@ SELECT r.id, r.exam_id, r.status, r.province, r.city, r.level_code, r.specialty_
        (SELECT q.status FROM cancellation_requests q WHERE q.registration_id = r.id) AS cancellation,
        (SELECT o.order_no FROM orders o WHERE o.registration_id = r.id
         ORDER BY o.status = 'paid' DESC, o.status = 'pending' DESC, o.created_at DESC LIMIT 1) AS order_no,
-       (SELECT t.ticket_no FROM admission_tickets t WHERE t.registration_id = r.id) AS ticket_no
+       (SELECT t.ticket_no FROM admission_tickets t WHERE t.registration_id = r.id) AS ticket_no,
+       (SELECT p.status FROM photos p WHERE p.candidate_id = r.candidate_id AND p.current) AS photo_status
 FROM registrations r
 WHERE r.id = $1 AND r.candidate_id = $2
 """
@@ -333,7 +334,14 @@ async def get(pg: PG, registration_id: int, candidate_id: int) -> dict[str, Any]
         "commitment_route": row["commitment_route"],
         "cancellation": row["cancellation"],
         "archive_no": None,
+        "photo_status": row["photo_status"],
+        "missing": _missing(row),
     }
+
+
+def _missing(row: Any) -> list[str]:
+    """What a draft lacks before it can be confirmed, whatever else the review asks: an approved photo."""
+    return ["photo"] if row["status"] == "draft" and row["photo_status"] != "approved" else []
 
 
 def _commitment(signed: dict[str, Any] | None) -> dict[str, Any] | None:

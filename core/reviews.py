@@ -16,7 +16,7 @@ from core.errors import storage_errors
 from core.qualification import Reason
 from core.timeutil import iso_local
 
-__all__ = ["REVIEW_REASONS", "details", "queue", "reasons_of"]
+__all__ = ["REVIEW_REASONS", "details", "masked_id", "queue", "reasons_of"]
 
 PG = asyncpg.Pool | Conn
 
@@ -40,7 +40,8 @@ def reasons_of(items: Sequence[str]) -> list[Reason]:
     return found
 
 
-def _mask(id_number: str) -> str:
+def masked_id(id_number: str) -> str:
+    """An id number as operators' lists show it: the first and last four characters."""
     return id_number[:4] + "*" * max(0, len(id_number) - 8) + id_number[-4:] if len(id_number) > 8 else id_number
 
 
@@ -64,7 +65,7 @@ def _row(row: asyncpg.Record) -> dict[str, Any]:
         "reasons": row["reasons"], "review_mode": row["review_mode"],
         "review_point": row["review_point_id"],
         "submitted_at": None if row["submitted_at"] is None else iso_local(row["submitted_at"]),
-        "candidate_name": row["name"], "id_number": _mask(row["id_number"]),
+        "candidate_name": row["name"], "id_number": masked_id(row["id_number"]),
     }
 
 

@@ -243,6 +243,8 @@ class Settings(BaseSettings):
     photo_max_queue: int = setting(
         4, "uploaded photos allowed to wait for a photo thread per process (503 beyond)", ge=0, le=1000)
     photo_link_ttl_s: int = setting(600, "how long a candidate's photo link stays valid", ge=10, le=86_400)
+    photo_sample_percent: float = setting(
+        2.0, "share (%) of the photos the checks approve that are also shown to operators for a look", ge=0, le=100)
     secret_key: SecretKey = setting(
         "", "HMAC key for signed tokens (generated into the secrets file if unset)", secret=True)
     admin_tokens: Tokens = setting({}, "operator bearer tokens, name:token,… (generated if unset)", secret=True)

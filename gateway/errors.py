@@ -28,6 +28,7 @@ from core.operators import (
     TokenNotFound,
 )
 from core.passwords import PoolFull
+from core.photo_review import PhotoConflict, PhotoRequired
 from core.photos import ImagePoolFull, PhotoLocked
 from core.qualification import MajorMismatch, RulesInvalid
 from core.recovery import (
@@ -293,7 +294,24 @@ def _image_pool_full(exc: ImagePoolFull) -> ApiError:
 
 
 def _photo_locked(exc: PhotoLocked) -> ApiError:
-    return Conflict("照片已锁定（已用于报名审核），不能更换；如需更换请提交更换申请", code="photo_locked")
+    return Conflict("照片已审核通过并锁定，不能自行更换；如需更换，请提交更换申请，经审核同意后可重新上传一次",
+                    code="photo_locked")
+
+
+_PHOTO_MISSING = {
+    None: "请先上传本人证件照，照片审核通过后才能确认报名信息",
+    "needs_review": "照片正在审核中，审核通过后才能确认报名信息",
+    "rejected": "照片审核未通过，请重新上传照片，审核通过后才能确认报名信息",
+}
+
+
+def _photo_required(exc: PhotoRequired) -> ApiError:
+    return Conflict(_PHOTO_MISSING.get(exc.status, _PHOTO_MISSING[None]), code="photo_required",
+                    details={"photo_status": exc.status})
+
+
+def _photo_conflict(exc: PhotoConflict) -> ApiError:
+    return Conflict(exc.message, code=exc.code, details=exc.details)
 
 
 def _reset_invalid(exc: ResetInvalid) -> ApiError:
@@ -531,6 +549,8 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (PoolFull, _pool_full),
     (ImagePoolFull, _image_pool_full),
     (PhotoLocked, _photo_locked),
+    (PhotoRequired, _photo_required),
+    (PhotoConflict, _photo_conflict),
     (ResetInvalid, _reset_invalid),
     (AttemptsExhausted, _attempts_exhausted),
     (CodeInvalid, _code_invalid),

@@ -29,10 +29,11 @@ from core.errors import CoreError
 from seed import data as seed_data
 from seed import keys as seed_keys
 from seed import lifecycle as seed_lifecycle
+from seed import photos as seed_photos
 from seed import queries as sq
 from seed.data import EXAM_A_CODE, EXAM_B_CODE, MAX_CANDIDATES
 from seed.exams import demo_sites, exam_specs, insert_exam, insert_sites
-from seed.reset import delete_seeded, existing_seed, truncate_seeded
+from seed.reset import SEEDED_USERNAME_PATTERN, delete_seeded, existing_seed, truncate_seeded
 from seed.stream import QueryStream, SeedStreamError
 
 __all__ = [
@@ -58,7 +59,8 @@ _LOCK_KEY = 0x6567_7365_6564  # "egseed": one seeder at a time
 _LOCK_TABLES = (
     "LOCK TABLE exams, exam_levels, exam_specialties, exam_subjects, exam_specialty_subjects, exam_sites,"
     " review_points, exam_review_rules, eligibility_rules, exam_documents, integrity_records,"
-    " candidates, educations, registrations, registration_events, registration_commitments,"
+    " candidates, educations, photo_blobs, photos, photo_change_requests, photo_events, registrations,"
+    " registration_events, registration_commitments,"
     " cancellation_requests, orders, refunds, refund_events, payment_notifications, admission_tickets, scores"
     " IN ACCESS EXCLUSIVE MODE"
 )
@@ -191,6 +193,7 @@ async def seed(
                 # A demo seeded before the lifecycle data existed gets it; otherwise nothing changes.
                 await seed_lifecycle.apply(conn, list(found.exam_ids.values()), found.exam_ids[EXAM_B_CODE],
                                            candidates)
+                await seed_photos.give_photos(conn, SEEDED_USERNAME_PATTERN)
                 _Progress(candidates, progress).finish()
                 return SeedReport(*found, already_seeded=True, elapsed_s=time.perf_counter() - started)
             if found is not None and not reset:
@@ -240,6 +243,7 @@ async def _load(conn: asyncpg.Connection, dsn: str, n: int, saved: seed_keys.Sav
     ]  # fmt: skip
     await _fill(conn, dsn, n, plan, lambda session: sq.create_room_map(session, sites, ids["exam_sites"]), bar)
     await _finish(conn, saved, bar)
+    await seed_photos.give_photos(conn, SEEDED_USERNAME_PATTERN)
     return SeedReport(n, n, n, n, 2 * n, 2 * len(sites), {EXAM_A_CODE: exam_a, EXAM_B_CODE: exam_b}, False, 0.0)
 
 

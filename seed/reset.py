@@ -62,6 +62,10 @@ _KEPT_REGISTRATION = "registration_id IN (SELECT id FROM seed_keep_registrations
 _KEEP = (
     ("candidates", f"SELECT * FROM candidates WHERE username !~ '{SEEDED_USERNAME_PATTERN}'"),
     ("educations", "SELECT * FROM educations WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"),
+    ("photos", "SELECT * FROM photos WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"),
+    ("photo_change_requests",
+     "SELECT * FROM photo_change_requests WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"),
+    ("photo_events", "SELECT * FROM photo_events WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"),
     ("registrations", ("SELECT * FROM registrations WHERE candidate_id IN (SELECT id FROM seed_keep_candidates)"
                        f" AND exam_id NOT IN {_DEMO_IDS}")),
     ("registration_events", f"SELECT * FROM registration_events WHERE {_KEPT_REGISTRATION}"),
@@ -139,6 +143,8 @@ _DELETES: tuple[tuple[str, tuple[object, ...]], ...] = (
     _SEEDED_RECORDS,
     ("DELETE FROM educations WHERE candidate_id IN (SELECT id FROM candidates WHERE username ~ $1)",
      (SEEDED_USERNAME_PATTERN,)),  # fmt: skip
+    *((f"DELETE FROM {table} WHERE candidate_id IN (SELECT id FROM candidates WHERE username ~ $1)",
+       (SEEDED_USERNAME_PATTERN,)) for table in ("photo_events", "photo_change_requests", "photos")),
     ("DELETE FROM candidates WHERE username ~ $1", (SEEDED_USERNAME_PATTERN,)),
 )
 

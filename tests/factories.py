@@ -8,6 +8,7 @@ from datetime import timedelta
 import asyncpg
 
 from core.timeutil import utcnow
+from seed.photos import demo_photo
 
 
 async def make_exam(conn: asyncpg.Connection, *, sites: list[tuple[str, int]] | None = None) -> int:
@@ -50,3 +51,14 @@ async def make_exam(conn: asyncpg.Connection, *, sites: list[tuple[str, int]] | 
             exam_id, province, f"第{index + 1}考点", capacity, rooms,
         )
     return int(exam_id)
+
+
+async def give_approved_photos(conn: asyncpg.Connection, candidate_ids: list[int]) -> None:
+    """Each candidate gets a current, approved (locked) photo, as after an upload the checks approved."""
+    photo = demo_photo()
+    await conn.execute("INSERT INTO photo_blobs (sha256, jpeg) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                       photo.sha256, photo.jpeg)
+    await conn.execute(
+        """INSERT INTO photos (candidate_id, sha256, bytes, width, height, status, locked)
+           SELECT c, $2, $3, $4, $5, 'approved', true FROM unnest($1::bigint[]) AS c""",
+        candidate_ids, photo.sha256, len(photo.jpeg), photo.width, photo.height)

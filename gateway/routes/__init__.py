@@ -20,6 +20,7 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         operators,
         pages,
         payments,
+        photo_review,
         photos,
         queue,
         recovery,
@@ -30,5 +31,5 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
     from gateway.routes import bench as bench_routes
 
     found = [health, exams, captcha, accounts, sessions, recovery, queue, registrations, lifecycle, payments, lookups,
-             admin, reviews, operations, operators, pages, console, photos]
+             admin, reviews, operations, operators, pages, console, photos, photo_review]
     return [*found, bench_routes] if bench else found

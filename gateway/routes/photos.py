@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import random
 import time
 from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
 
-from core import photos
-from core.timeutil import iso_local
+from core import photo_review, photos
+from core.errors import NotFound
 from gateway import auth, keys
-from gateway.bodies import NO_STORE, json_response
+from gateway.bodies import NO_STORE, json_bytes, json_response, parse_body
 from gateway.captcha_gate import captcha_due, consume_captcha
-from gateway.errors import ApiError, BodyTooLarge, MalformedRequest, NotFoundError, UnsupportedMediaType
+from gateway.errors import (
+    ApiError,
+    BodyTooLarge,
+    MalformedRequest,
+    NotFoundError,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from gateway.models import Body, Text
 from gateway.routing import ANONYMOUS, CANDIDATE, Answer, Param, Routes
 
 routes = Routes("Photos")
@@ -40,12 +49,35 @@ UPLOADED = {
                    "width": {"const": photos.WIDTH}, "height": {"const": photos.HEIGHT},
                    "bytes": {"type": "integer", "description": "size of the normalised JPEG"}},
 }
+CHANGE_REQUEST = {
+    "type": "object", "required": ["request_id", "status", "reason", "requested_at"],
+    "properties": {"request_id": {"type": "integer"},
+                   "status": {"enum": ["pending", "granted", "refused", "used"]},
+                   "reason": {"type": "string"}, "requested_at": {"type": "string", "format": "date-time"},
+                   "decided_at": {"type": ["string", "null"], "format": "date-time"},
+                   "decision_reason": {"type": ["string", "null"]}},
+}
 CURRENT = {
     "type": "object", "required": ["photo_id", "status", "url", "uploaded_at"],
     "properties": {"photo_id": {"type": "integer"}, "status": {"enum": ["approved", "needs_review", "rejected"]},
                    "url": {"type": "string", "description": "signed link to the JPEG, valid a few minutes"},
-                   "uploaded_at": {"type": "string", "format": "date-time"}},
+                   "uploaded_at": {"type": "string", "format": "date-time"},
+                   "problems": {"type": "array", "items": {"type": "string"},
+                                "description": "the checks that sent it to review"},
+                   "messages": {"type": "array", "items": {"type": "string"}, "description": "each problem in Chinese"},
+                   "locked": {"type": "boolean", "description": "approved photos are locked: a change request "
+                                                                  "granted by an operator allows one new upload"},
+                   "reviewed": {"type": "boolean", "description": "an operator has decided on it"},
+                   "review_reason": {"type": ["string", "null"], "description": "why an operator rejected it"},
+                   "change_request": {"oneOf": [CHANGE_REQUEST, {"type": "null"}],
+                                      "description": "the latest change request"}},
 }
+
+
+class ChangeRequest(Body):
+    """Why the candidate asks to replace the locked photo."""
+
+    reason: Text(1, photo_review.REASON_MAX_CHARS, "why the photo should be replaced")  # type: ignore[valid-type]
 
 
 def setup(app: web.Application) -> None:
@@ -85,7 +117,8 @@ def _captcha_of(request: web.Request) -> dict[str, object]:
                           "the captcha as the JSON object a body carries, when live config asks for one"),),
             answers={201: Answer(UPLOADED, "stored as the current photo")},
             errors={400: "malformed_body: empty body; captcha_invalid when live config asks for a captcha",
-                    409: "photo_locked: the current photo is locked and cannot be replaced",
+                    409: "photo_locked: the current photo is approved and locked; a change request granted by an "
+                         "operator allows one new upload",
                     413: "body_too_large: above 2 MiB (details.max_bytes), refused before reading",
                     415: "unsupported_media_type: the body must be image/jpeg",
                     422: "photo_rejected: details.problems lists not_jpeg, corrupt, too_large_image, too_small, "
@@ -118,25 +151,47 @@ async def put_photo(request: web.Request) -> web.Response:
         processed = await pool.process(raw)
     except photos.PhotoRejected as exc:
         raise _rejected(exc.problems) from None
-    row = await app[STORE].save(candidate_id, processed)
+    sampled = random.random() * 100 < app[keys.SETTINGS].photo_sample_percent
+    row = await app[STORE].save(candidate_id, processed, sampled=sampled)
     return json_response({"photo_id": row.photo_id, "status": row.status, "width": row.width, "height": row.height,
                           "bytes": row.size}, status=201, headers=NO_STORE)
 
 
 @routes.get("/api/v1/me/photo", "photos.get", caller=CANDIDATE,
-            summary="The candidate's current photo: its status and a signed, expiring link to the JPEG",
+            summary="The candidate's current photo: its status, its review, the latest change request and a signed "
+                    "link to the JPEG",
             answers={200: Answer(CURRENT, "the current photo")},
             errors={404: "photo_not_found: no photo uploaded yet"})
 async def get_photo(request: web.Request) -> web.Response:
-    """``GET /api/v1/me/photo``: the current photo's facts and link."""
+    """``GET /api/v1/me/photo``: the current photo's facts, review and link."""
     candidate_id = request[auth.CANDIDATE_ID]
     app = request.app
-    row = await app[STORE].current(candidate_id)
-    if row is None:
+    found = await photo_review.photo_status(app[keys.PG], candidate_id)
+    if found is None:
         raise NotFoundError("尚未上传照片", code="photo_not_found")
-    url, _ = photos.sign_photo_link(app[LINK_KEY], row.photo_id, ttl_s=app[keys.SETTINGS].photo_link_ttl_s)
-    return json_response({"photo_id": row.photo_id, "status": row.status, "url": url,
-                          "uploaded_at": iso_local(row.uploaded_at)}, headers=NO_STORE)
+    found["url"], _ = photos.sign_photo_link(app[LINK_KEY], found["photo_id"],
+                                             ttl_s=app[keys.SETTINGS].photo_link_ttl_s)
+    found["messages"] = [photos.PROBLEM_MESSAGES.get(code, code) for code in found["problems"]]
+    return json_response(found, headers=NO_STORE)
+
+
+@routes.post("/api/v1/me/photo/change-requests", "photos.change_request", caller=CANDIDATE, body=ChangeRequest,
+             summary="Ask to replace the approved, locked photo; an operator's grant allows one new upload",
+             answers={202: Answer(CHANGE_REQUEST, "recorded, waiting for an operator")},
+             errors={404: "photo_not_found: no photo uploaded yet", 422: "validation_failed: a reason is required",
+                     409: "photo_not_locked: the photo is not locked, upload a new one directly; "
+                          "change_request_open: one is pending or granted (details.request_id, details.status)"})
+async def request_change(request: web.Request) -> web.Response:
+    """``POST /api/v1/me/photo/change-requests``: a pending change request."""
+    candidate_id = request[auth.CANDIDATE_ID]
+    reason = " ".join(parse_body(await json_bytes(request), ChangeRequest).reason.split())
+    if not reason:
+        raise ValidationFailed({"reason": "required"}, "请填写更换照片的原因")
+    try:
+        made = await photo_review.request_change(request.app[keys.PG], candidate_id, reason)
+    except NotFound:
+        raise NotFoundError("尚未上传照片", code="photo_not_found") from None
+    return json_response(made, status=202, headers=NO_STORE)
 
 
 @routes.get("/api/v1/photos/{photo_id:[1-9][0-9]{0,17}}.jpg", "photos.jpeg", caller=ANONYMOUS,

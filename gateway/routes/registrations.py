@@ -125,6 +125,10 @@ class EnrolmentRecord(Reply):
     cancellation: Literal["pending", "approved", "refused"] | None = Field(
         None, description="a paid registration's cancellation request")
     archive_no: str | None = None
+    photo_status: Literal["approved", "needs_review", "rejected"] | None = Field(
+        None, description="the candidate's current photo's status; null: no photo yet")
+    missing: list[Literal["photo"]] = Field(
+        [], description="what a draft lacks before it can be confirmed (photo: no approved photo)")
 
 
 class SeatHold(Reply):
@@ -320,7 +324,8 @@ async def delete_seat(request: web.Request) -> web.Response:
              answers={200: Answer(Confirmed, "approved, under_review, onsite_review or rejected, with reasons")},
              errors={403: "registration_closed: outside the registration window",
                      404: "registration_not_found",
-                     409: "commitment_required (the commitment route applies and is not signed), "
+                     409: "photo_required (no approved photo; details.photo_status: null, needs_review, "
+                          "rejected), commitment_required (the commitment route applies and is not signed), "
                           "cannot_confirm (details.status: paid, cancelled, expired)",
                      422: "major_mismatch_unacknowledged: details.majors_same / majors_related"})
 async def confirm_registration(request: web.Request) -> web.Response:

@@ -232,7 +232,8 @@ def _registration(request: web.Request) -> int:
     return found
 
 
-def _query_id(request: web.Request, name: str) -> int | None:
+def query_id(request: web.Request, name: str) -> int | None:
+    """An id in the query string (None when absent or empty); 422 when it is not one."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
@@ -240,6 +241,17 @@ def _query_id(request: web.Request, name: str) -> int | None:
     if found is None:
         raise ValidationFailed({name: "must_be_integer"}, "invalid query parameter")
     return found
+
+
+LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}, "page size, default 50")
+
+
+def page_limit(request: web.Request) -> int:
+    """The ``limit`` query parameter (default 50, at most ``PAGE_MAX``); 422 otherwise."""
+    raw = request.query.get("limit", "50")
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= PAGE_MAX):
+        raise ValidationFailed({"limit": f"must be an integer from 1 to {PAGE_MAX}"}, "invalid query parameter")
+    return int(raw)
 
 
 def _exam(request: web.Request) -> int:
@@ -263,7 +275,7 @@ async def review_reasons(request: web.Request) -> web.Response:
                           {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999}),
                     Param("status", "query", {"type": "string", "pattern": STATUS_LIST},
                           "comma-separated states; default under_review,onsite_review"),
-                    AFTER, Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_MAX})),
+                    AFTER, LIMIT),
             errors={422: "validation_failed: a bad filter"})
 async def list_reviews(request: web.Request) -> web.Response:
     """A page of registrations waiting for review (or in ``status``)."""
@@ -274,15 +286,13 @@ async def list_reviews(request: web.Request) -> web.Response:
     province = query.get("province") or None
     if province is not None and not re.fullmatch(r"[1-8][0-9]", province):
         raise ValidationFailed({"province": "must be a two-digit province code"}, "invalid query parameter")
-    raw_limit = query.get("limit", "50")
-    if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= PAGE_MAX):
-        raise ValidationFailed({"limit": f"must be an integer from 1 to {PAGE_MAX}"}, "invalid query parameter")
-    items = await reviews.queue(request.app[keys.PG], statuses=statuses, exam_id=_query_id(request, "exam_id"),
-                                province=province, review_point=_query_id(request, "review_point"),
-                                scope=adminauth.scope(request), after=_query_id(request, "after") or 0,
-                                limit=int(raw_limit))
+    limit = page_limit(request)
+    items = await reviews.queue(request.app[keys.PG], statuses=statuses, exam_id=query_id(request, "exam_id"),
+                                province=province, review_point=query_id(request, "review_point"),
+                                scope=adminauth.scope(request), after=query_id(request, "after") or 0,
+                                limit=limit)
     return json_response({"registrations": items,
-                          "next_after": items[-1]["registration_id"] if len(items) == int(raw_limit) else None},
+                          "next_after": items[-1]["registration_id"] if len(items) == limit else None},
                          headers=NO_STORE)
 
 
@@ -551,7 +561,7 @@ async def list_records(request: web.Request) -> web.Response:
     """Records, removed ones marked."""
     asked = request.query.get("id_number")
     found = await documents.records(request.app[keys.PG], id_number=normalise_id_number(asked) if asked else None,
-                                    after=_query_id(request, "after") or 0)
+                                    after=query_id(request, "after") or 0)
     return json_response({"records": [{**r, "created_at": iso_local(r["created_at"]),
                                        "removed_at": None if r["removed_at"] is None
                                        else iso_local(r["removed_at"])} for r in found]})

@@ -23,6 +23,7 @@ from core.lifecycle import (
 )
 from core.registrations import RegistrationRequest, create, get
 from tests.core.test_registrations import exam_request, make_candidate
+from tests.factories import give_approved_photos
 
 RULES = {
     "paths": [{"education": "bachelor", "min_work_years": 4}, {"education": "college", "min_work_years": 6}],
@@ -47,9 +48,13 @@ async def education(pg: asyncpg.Connection, candidate_id: int, level: str, major
 
 
 async def registration(pg: asyncpg.Connection, *, rules: dict[str, Any] | None = None, level: str = "bachelor",
-                       major: str = "金融学", subjects: tuple[str, ...] = ("101",)) -> tuple[int, int, int]:
-    """(candidate, registration, exam): a draft of a fresh exam, the candidate with one education record."""
+                       major: str = "金融学", subjects: tuple[str, ...] = ("101",),
+                       photo: bool = True) -> tuple[int, int, int]:
+    """(candidate, registration, exam): a draft of a fresh exam, the candidate with one education record and
+    (unless ``photo`` is false) an approved photo."""
     candidate_id = await make_candidate(pg)
+    if photo:
+        await give_approved_photos(pg, [candidate_id])
     request = dataclasses.replace(await exam_request(pg), subjects=subjects)
     registration_id = await create(pg, candidate_id, request)
     await education(pg, candidate_id, level, major)

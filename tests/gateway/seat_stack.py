@@ -27,7 +27,7 @@ from core.timeutil import utcnow
 from loadtest.processes import Process, start_gateway, start_worker
 from queueing import keys as qkeys
 from queueing.writebehind import GROUP
-from tests.factories import make_exam
+from tests.factories import give_approved_photos, make_exam
 
 # Worker settings that make its loops quick enough for tests.
 FAST_WORKER = {
@@ -61,8 +61,8 @@ def bearer(token: str, **extra: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **extra}
 
 
-async def make_candidates(conn: asyncpg.Connection, count: int) -> list[int]:
-    """``count`` candidates in one statement; their ids in order."""
+async def make_candidates(conn: asyncpg.Connection, count: int, *, photo: bool = True) -> list[int]:
+    """``count`` candidates in one statement, each with an approved photo unless ``photo`` is false; ids in order."""
     tag = secrets.token_hex(4)
     rows = await conn.fetch(
         """INSERT INTO candidates (username, password_hash, name, id_type, id_number, phone, email,
@@ -73,7 +73,10 @@ async def make_candidates(conn: asyncpg.Connection, count: int) -> list[int]:
            RETURNING id""",
         tag, secrets.randbelow(900_000_000), count,
     )
-    return sorted(row["id"] for row in rows)
+    ids = sorted(row["id"] for row in rows)
+    if photo:
+        await give_approved_photos(conn, ids)
+    return ids
 
 
 async def make_registrations(conn: asyncpg.Connection, exam_id: int, candidate_ids: list[int],

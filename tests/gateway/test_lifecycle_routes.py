@@ -20,6 +20,7 @@ from loadtest.processes import Process
 from payments import keys as payment_keys
 from queueing import keys as qkeys
 from tests.conftest import TEST_REDIS_URL
+from tests.factories import give_approved_photos
 from tests.gateway.seat_stack import (
     ENROLMENT,
     bearer,
@@ -87,8 +88,9 @@ class Client:
 
 
 async def candidates(http: aiohttp.ClientSession, gateway: Process, pg: asyncpg.Connection, redis_url: str,
-                     count: int, *, level: str = "bachelor", major: str = "金融学") -> list[tuple[int, Client]]:
-    ids = await make_candidates(pg, count)
+                     count: int, *, level: str = "bachelor", major: str = "金融学",
+                     photo: bool = True) -> list[tuple[int, Client]]:
+    ids = await make_candidates(pg, count, photo=photo)
     await pg.execute("""INSERT INTO educations (candidate_id, cert_no, school, graduated_on, major, level, mode)
                         SELECT c, 'C' || c, '某大学', '2012-07-01', $2, $3, 'full_time' FROM unnest($1::bigint[]) c""",
                      ids, major, level)
@@ -155,6 +157,27 @@ async def test_commitment_route_seat_order_and_withdrawn_commitment(
     await alice.refused("POST", f"{path}/confirm", 409, "cannot_confirm")
     assert [e["action"] for e in await alice.ok("GET", f"{path}/history")] == [
         "sign_commitment", "confirm", "withdraw_commitment"]
+
+
+async def test_no_confirmation_without_an_approved_photo(gateway: Process, pg: asyncpg.Connection, redis_url: str,
+                                                        http: aiohttp.ClientSession) -> None:
+    exam_id, _ = await exam_ready(pg, gateway, [("11", 5)])
+    [(member, carol)] = await candidates(http, gateway, pg, redis_url, 1, photo=False)
+    registration = await enrol(carol, exam_id)
+    path = f"/api/v1/registrations/{registration}"
+    draft = await carol.ok("GET", path)
+    assert (draft["photo_status"], draft["missing"]) == (None, ["photo"])
+    refused = await carol.refused("POST", f"{path}/confirm", 409, "photo_required")
+    assert refused["details"] == {"photo_status": None} and "上传" in refused["message"]
+    # A photo the checks sent to review: still waiting.
+    await give_approved_photos(pg, [member])
+    await pg.execute("UPDATE photos SET status = 'needs_review', locked = false WHERE candidate_id = $1", member)
+    waiting = await carol.refused("POST", f"{path}/confirm", 409, "photo_required")
+    assert waiting["details"] == {"photo_status": "needs_review"} and "审核中" in waiting["message"]
+    assert (await status_in_pg(pg, registration)) == "draft"
+    await pg.execute("UPDATE photos SET status = 'approved', locked = true WHERE candidate_id = $1", member)
+    assert (await carol.ok("GET", path))["missing"] == []
+    assert (await carol.ok("POST", f"{path}/confirm"))["status"] == "approved"
 
 
 async def test_archive_members_go_to_a_person(gateway: Process, pg: asyncpg.Connection, redis_url: str,

@@ -23,6 +23,9 @@ from tests.gateway.test_app import assert_error_shape
 from tests.gateway.test_captcha_routes import solve
 
 PHOTO = "/api/v1/me/photo"
+CHANGES = "/api/v1/me/photo/change-requests"
+GREY_BACKGROUND = (160, 160, 160)  # light enough to accept, not enough to approve: an operator looks
+GREY = photo_images.portrait(background=GREY_BACKGROUND)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def candidate(pg: asyncpg.Connection) -> tuple[int, str]:
-    [candidate_id] = await make_candidates(pg, 1)
+    [candidate_id] = await make_candidates(pg, 1, photo=False)
     [token] = await make_sessions(TEST_REDIS_URL, [candidate_id])
     return candidate_id, token
 
@@ -51,6 +54,18 @@ async def upload(http: aiohttp.ClientSession, gateway: Process, token: str, data
         headers["X-Captcha"] = captcha
     async with http.put(gateway.url + PHOTO, data=io.BytesIO(data), headers=headers) as resp:
         return resp.status, await resp.json()
+
+
+async def call(http: aiohttp.ClientSession, gateway: Process, method: str, path: str, token: str,
+               body: Any = None) -> tuple[int, Any]:
+    async with http.request(method, gateway.url + path, json=body, headers=bearer(token)) as resp:
+        return resp.status, await resp.json()
+
+
+async def me(http: aiohttp.ClientSession, gateway: Process, token: str) -> Any:
+    status, body = await call(http, gateway, "GET", PHOTO, token)
+    assert status == 200, body
+    return body
 
 
 async def refused(http: aiohttp.ClientSession, gateway: Process, token: str, data: bytes, problems: list[str]) -> None:
@@ -68,8 +83,8 @@ async def test_good_photo_is_approved_stored_and_served(http: aiohttp.ClientSess
     assert status == 201, body
     assert body["status"] == "approved" and (body["width"], body["height"]) == (295, 413)
     assert 0 < body["bytes"] <= 12 * 1024
-    row = await pg.fetchrow("SELECT * FROM photos WHERE id = $1", body["photo_id"])
-    assert row["candidate_id"] == candidate_id and row["current"] and not row["locked"]
+    row = await pg.fetchrow("SELECT * FROM photos JOIN photo_blobs USING (sha256) WHERE id = $1", body["photo_id"])
+    assert row["candidate_id"] == candidate_id and row["current"] and row["locked"]  # approved: locked
     assert row["problems"] == [] and len(row["jpeg"]) == body["bytes"]
     image = Image.open(io.BytesIO(row["jpeg"]))
     assert image.size == (295, 413) and not image.getexif()
@@ -110,7 +125,8 @@ async def test_camera_photo_is_normalised(http: aiohttp.ClientSession, gateway: 
     assert status == 201, body
     assert body["status"] == "needs_review" and (body["width"], body["height"]) == (295, 413)
     assert body["bytes"] <= 12 * 1024
-    row = await pg.fetchrow("SELECT status, problems, jpeg FROM photos WHERE id = $1", body["photo_id"])
+    row = await pg.fetchrow("SELECT status, problems, jpeg FROM photos JOIN photo_blobs USING (sha256) WHERE id = $1",
+                            body["photo_id"])
     assert row["status"] == "needs_review" and row["problems"] == ["aspect"]
     assert Image.open(io.BytesIO(row["jpeg"])).size == (295, 413)
 
@@ -181,33 +197,97 @@ async def test_ten_megabytes_declared_is_refused_before_reading(gateway: Process
             assert body["error"]["details"]["max_bytes"] == 2 * 1024 * 1024
 
 
-async def test_second_upload_replaces_the_current_one(http: aiohttp.ClientSession, gateway: Process,
-                                                      pg: asyncpg.Connection, candidate: tuple[int, str]) -> None:
+async def test_a_photo_waiting_for_review_can_be_replaced(http: aiohttp.ClientSession, gateway: Process,
+                                                         pg: asyncpg.Connection, candidate: tuple[int, str]) -> None:
     candidate_id, token = candidate
-    first = await upload(http, gateway, token, photo_images.portrait())
-    second = await upload(http, gateway, token, photo_images.portrait(600, 840))
-    assert first[0] == second[0] == 201
+    first = await upload(http, gateway, token, GREY)
+    second = await upload(http, gateway, token, photo_images.portrait(600, 840, background=GREY_BACKGROUND))
+    assert first[0] == second[0] == 201 and first[1]["status"] == second[1]["status"] == "needs_review"
     rows = await pg.fetch("SELECT id, current FROM photos WHERE candidate_id = $1 ORDER BY id", candidate_id)
     assert [(r["id"], r["current"]) for r in rows] == [(first[1]["photo_id"], False), (second[1]["photo_id"], True)]
-    async with http.get(gateway.url + PHOTO, headers=bearer(token)) as resp:
-        assert (await resp.json())["photo_id"] == second[1]["photo_id"]
+    current = await me(http, gateway, token)
+    assert (current["photo_id"], current["locked"], current["problems"]) == (
+        second[1]["photo_id"], False, ["background_uneven"])
     # Uploads at once still leave exactly one current photo.
-    results = await asyncio.gather(*(upload(http, gateway, token, photo_images.portrait()) for _ in range(4)))
+    results = await asyncio.gather(*(upload(http, gateway, token, GREY) for _ in range(4)))
     assert all(status == 201 for status, _ in results), results
     assert await pg.fetchval("SELECT count(*) FROM photos WHERE candidate_id = $1 AND current", candidate_id) == 1
 
 
-async def test_locked_photo_is_not_replaced(http: aiohttp.ClientSession, gateway: Process, pg: asyncpg.Connection,
-                                            candidate: tuple[int, str]) -> None:
+async def test_locked_photo_is_replaced_once_after_a_granted_change_request(
+        http: aiohttp.ClientSession, gateway: Process, pg: asyncpg.Connection, candidate: tuple[int, str]) -> None:
     candidate_id, token = candidate
     status, body = await upload(http, gateway, token, photo_images.portrait())
-    assert status == 201
-    await pg.execute("UPDATE photos SET locked = true WHERE id = $1", body["photo_id"])
+    assert status == 201 and body["status"] == "approved"
     status, refusal = await upload(http, gateway, token, photo_images.portrait(600, 840))
     assert status == 409, refusal
     assert_error_shape(refusal, "photo_locked")
-    rows = await pg.fetch("SELECT id FROM photos WHERE candidate_id = $1", candidate_id)
-    assert [r["id"] for r in rows] == [body["photo_id"]]
+    assert (await me(http, gateway, token))["locked"] is True
+
+    status, blank_reason = await call(http, gateway, "POST", CHANGES, token, {"reason": "   "})
+    assert status == 422, blank_reason
+    status, asked = await call(http, gateway, "POST", CHANGES, token, {"reason": "照片是五年前的"})
+    assert status == 202 and asked["status"] == "pending", asked
+    status, twice = await call(http, gateway, "POST", CHANGES, token, {"reason": "再申请一次"})
+    assert status == 409 and twice["error"]["details"]["status"] == "pending", twice
+    assert_error_shape(twice, "change_request_open")
+    assert (await me(http, gateway, token))["change_request"]["status"] == "pending"
+
+    ops = gateway.admin_token()
+    status, pending = await call(http, gateway, "GET", "/admin/api/v1/photo-change-requests", ops)
+    assert status == 200 and asked["request_id"] in [r["request_id"] for r in pending["requests"]], pending
+    grant = f"/admin/api/v1/photo-change-requests/{asked['request_id']}/grant"
+    status, granted = await call(http, gateway, "POST", grant, ops)
+    assert status == 200 and granted["status"] == "granted", granted
+    status, again = await call(http, gateway, "POST", grant, ops)
+    assert status == 409, again
+    assert_error_shape(again, "already_decided")
+
+    # Two uploads at once after the grant: exactly one succeeds, and the new photo is locked again.
+    results = await asyncio.gather(*(upload(http, gateway, token, photo_images.portrait(600, 840)) for _ in range(2)))
+    assert sorted(status for status, _ in results) == [201, 409], results
+    rows = await pg.fetch("SELECT id, current, locked FROM photos WHERE candidate_id = $1 ORDER BY id", candidate_id)
+    assert [(r["current"], r["locked"]) for r in rows] == [(False, True), (True, True)]
+    status, _ = await upload(http, gateway, token, photo_images.portrait())
+    assert status == 409
+    status, history = await call(http, gateway, "GET", f"/admin/api/v1/photos/{rows[-1]['id']}", ops)
+    assert status == 200, history
+    assert [e["action"] for e in history["history"]] == [
+        "upload", "change_request", "change_grant", "upload", "change_used"]
+
+
+async def test_an_operator_rejects_with_a_reason_then_approves_the_new_photo(
+        http: aiohttp.ClientSession, gateway: Process, candidate: tuple[int, str]) -> None:
+    _, token = candidate
+    ops = gateway.admin_token()
+    status, flagged = await upload(http, gateway, token, GREY)
+    assert status == 201 and flagged["status"] == "needs_review"
+    status, queue = await call(http, gateway, "GET", "/admin/api/v1/photos?status=needs_review&limit=200", ops)
+    assert status == 200, queue
+    [item] = [p for p in queue["photos"] if p["photo_id"] == flagged["photo_id"]]
+    assert item["problems"] == ["background_uneven"] and item["messages"] and item["id_number"].count("*")
+    async with http.get(gateway.url + item["url"]) as resp:
+        assert resp.status == 200 and resp.content_type == "image/jpeg"
+    review = f"/admin/api/v1/photos/{flagged['photo_id']}/review"
+    status, missing = await call(http, gateway, "POST", review, ops, {"decision": "reject"})
+    assert status == 422, missing
+    status, rejected = await call(http, gateway, "POST", review, ops, {"decision": "reject", "reason": "background"})
+    assert status == 200 and rejected["status"] == "rejected", rejected
+    current = await me(http, gateway, token)
+    assert (current["status"], current["reviewed"], current["review_reason"]) == (
+        "rejected", True, "背景不是浅色纯色背景")
+    status, decided = await call(http, gateway, "POST", review, ops, {"decision": "approve"})
+    assert status == 409, decided
+    assert_error_shape(decided, "already_reviewed")
+
+    status, again = await upload(http, gateway, token, GREY)
+    assert status == 201, again
+    status, approved = await call(http, gateway, "POST", f"/admin/api/v1/photos/{again['photo_id']}/review", ops,
+                                  {"decision": "approve"})
+    assert status == 200 and (approved["status"], approved["locked"]) == ("approved", True), approved
+    status, locked = await upload(http, gateway, token, GREY)
+    assert status == 409
+    assert_error_shape(locked, "photo_locked")
 
 
 async def test_captcha_travels_in_the_header_when_live_config_asks(http: aiohttp.ClientSession, gateway: Process,
