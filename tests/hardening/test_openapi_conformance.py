@@ -93,6 +93,7 @@ UNSTATED_FIELD_RULES: dict[str, frozenset[str]] = {
     "site_id": frozenset({"other_province"}),
     "review_point": frozenset({"invalid_choice"}),  # a review point of the exam in the registration's province
     "reasons": frozenset({"required"}),  # a rejection names at least one reason
+    "reason": frozenset({"required"}),  # a photo rejected or a change request refused needs its reason; not blank
     "records.*.ends_on": frozenset({"before_starts_on"}),
     "required_subjects.*": frozenset({"unknown_subject"}),
     "exemptions.*.subjects.*": frozenset({"not_required"}),
