@@ -32,6 +32,7 @@ from seed import (
 )
 from seed import data as seed_data
 from seed import lifecycle as seed_lifecycle
+from seed import photos as seed_photos
 from seed import queries as seed_queries
 from seed import reset as seed_reset
 
@@ -273,6 +274,15 @@ async def test_most_seeded_candidates_pass_the_automatic_review(databases: dict[
     assert verdicts["CJ"].count("rejected") == 0 < verdicts["ZJ"].count("rejected")  # 中专 cannot sit 中级
 
 
+async def test_every_seeded_candidate_has_one_approved_locked_photo_kept_once(databases: dict[str, str]) -> None:
+    rows = await _fetch(databases["a"], """SELECT count(*) AS photos, count(DISTINCT sha256) AS blobs,
+                                                  bool_and(status = 'approved' AND locked AND current) AS approved,
+                                                  (SELECT count(*) FROM candidates) AS candidates,
+                                                  (SELECT count(*) FROM photo_blobs) AS stored
+                                             FROM photos""")
+    assert dict(rows[0]) == {"photos": N, "blobs": 1, "approved": True, "candidates": N, "stored": 1}
+
+
 async def test_integrity_records_of_a_few_seeded_candidates(databases: dict[str, str]) -> None:
     rows = await _fetch(databases["a"], "SELECT id_number, exam_family, violation, starts_on, ends_on, created_by"
                                         " FROM integrity_records ORDER BY id")
@@ -339,18 +349,19 @@ async def test_second_run_with_same_count_changes_nothing(databases: dict[str, s
     assert await _fetch(databases["a"], sql) == before
 
 
-async def test_a_demo_seeded_before_the_lifecycle_data_gets_it(databases: dict[str, str]) -> None:
+async def test_a_demo_seeded_before_the_lifecycle_data_and_photos_gets_them(databases: dict[str, str]) -> None:
     dsn = databases["b"]
     lifecycle_rows = """SELECT (SELECT count(*) FROM review_points), (SELECT count(*) FROM exam_review_rules),
                                (SELECT count(*) FROM eligibility_rules), (SELECT count(*) FROM exam_documents),
                                (SELECT count(*) FROM integrity_records), (SELECT count(*) FROM exams
-                                                                          WHERE family IS NOT NULL)"""
+                                                                          WHERE family IS NOT NULL),
+                               (SELECT count(*) FROM photos)"""
     before = await _fetch(dsn, lifecycle_rows)
     await _fetch(dsn, """WITH a AS (DELETE FROM review_points), b AS (DELETE FROM exam_review_rules),
                               c AS (DELETE FROM eligibility_rules), d AS (DELETE FROM exam_documents),
-                              e AS (DELETE FROM integrity_records)
+                              e AS (DELETE FROM integrity_records), f AS (DELETE FROM photos)
                          UPDATE exams SET family = NULL""")
-    assert list((await _fetch(dsn, lifecycle_rows))[0]) == [0] * 6
+    assert list((await _fetch(dsn, lifecycle_rows))[0]) == [0] * 7
     assert (await seed(dsn, N)).already_seeded
     assert await _fetch(dsn, lifecycle_rows) == before
 
@@ -390,9 +401,15 @@ async def test_reset_replaces_seed_and_keeps_other_candidates(
                        (SELECT count(*) FROM registration_events) + (SELECT count(*) FROM registration_commitments)
                        + (SELECT count(*) FROM cancellation_requests) + (SELECT count(*) FROM orders)
                        + (SELECT count(*) FROM refunds) + (SELECT count(*) FROM refund_events) AS lifecycle_rows,
-                       (SELECT count(*) FROM integrity_records) AS archive"""
+                       (SELECT count(*) FROM integrity_records) AS archive,
+                       (SELECT count(*) FROM photos WHERE status = 'approved' AND locked AND current) AS photos,
+                       (SELECT count(*) FROM photos p JOIN candidates c ON c.id = p.candidate_id
+                         WHERE c.username = 'zhang.san') AS kept_photo,
+                       (SELECT count(*) FROM photo_change_requests) + (SELECT count(*) FROM photo_events)
+                         AS photo_rows"""
     expected = {"candidates": 501, "regs": 500, "exams": 2, "scores": 1000, "kept": 1, "lifecycle_rows": 0,
-                "archive": len(seed_lifecycle.archive_entries(500)) + 1}
+                "archive": len(seed_lifecycle.archive_entries(500)) + 1, "photos": 501, "kept_photo": 1,
+                "photo_rows": 0}
     assert dict((await _fetch(dsn, counts))[0]) == expected
     # reset with the same count starts over too (after a load test, say), also row by row
     await _lifecycle_rows(dsn)
@@ -450,6 +467,16 @@ async def _lifecycle_rows(dsn: str) -> None:
                 """INSERT INTO integrity_records (id_number, exam_family, violation, starts_on, ends_on, created_by)
                    VALUES ('E12345678', '*', '替考', '2025-01-01', '2028-01-01', 'operator:admin')
                    ON CONFLICT DO NOTHING""")
+            # zhang.san's photo (kept by a reset); a seeded candidate's change request and its audit (not kept).
+            await seed_photos.give_photos(conn, "^zhang[.]san$")
+            request = await conn.fetchval(
+                """INSERT INTO photo_change_requests (candidate_id, photo_id, reason)
+                   SELECT candidate_id, id, '换照片' FROM photos
+                    WHERE candidate_id = (SELECT min(id) FROM candidates WHERE username ~ $1) RETURNING id""",
+                seed_reset.SEEDED_USERNAME_PATTERN)
+            await conn.execute("""INSERT INTO photo_events (candidate_id, photo_id, request_id, action, actor)
+                                  SELECT candidate_id, photo_id, id, 'change_request', 'candidate:1'
+                                    FROM photo_change_requests WHERE id = $1""", request)
     finally:
         await conn.close()
 
