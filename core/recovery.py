@@ -23,7 +23,6 @@ ids, is the gateway's rate limiter's job (rules keyed on ip and id_number), behi
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import hmac
 import math
@@ -31,13 +30,14 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from core import candidates, sessions, sms
+from core import candidates, phone_codes, sessions, sms
 from core.errors import CoreError
-from core.identity import normalise_id_number, normalise_name, normalise_phone
+from core.identity import normalise_id_number, normalise_name
 from core.passwords import PoolFull, check_policy, normalise_answer
-from core.scripts import Script, ScriptClient, load_scripts
+from core.phone_codes import CodeInvalid, SendThrottled
+from core.scripts import ScriptClient
 
 if TYPE_CHECKING:
     import asyncpg
@@ -52,9 +52,6 @@ __all__ = [
 ]  # fmt: skip
 
 SMS_TEMPLATE = "password_reset_code"
-CODE_DIGITS = 6
-_CODE = re.compile(rf"[0-9]{{{CODE_DIGITS}}}").fullmatch
-_PHONE = re.compile(r"1[3-9][0-9]{9}").fullmatch
 _RESET_ID = re.compile(r"[A-Za-z0-9_-]{43}").fullmatch  # token_urlsafe(32)
 
 # Decoys are drawn from the questions candidates actually pick, so a decoy looks like any other.
@@ -91,27 +88,12 @@ class AttemptsExhausted(RecoveryError):
         super().__init__("no attempts left for this reset; start again")
 
 
-class CodeInvalid(RecoveryError):
-    """Wrong, expired, used or exhausted SMS code (or no code sent to that phone): one error for all."""
-
-    def __init__(self) -> None:
-        super().__init__("code invalid or expired")
-
-
 class PasswordRejected(RecoveryError):
     """The secret was right but the new password breaks the policy; ``reason`` is the policy's code."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"new password rejected: {reason}")
         self.reason = reason
-
-
-class SendThrottled(RecoveryError):
-    """Too many codes sent to this phone lately; the next is allowed after ``retry_after_s`` seconds."""
-
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"too many codes sent to this phone; retry after {retry_after_s} s")
-        self.retry_after_s = retry_after_s
 
 
 # -- settings and results ----------------------------------------------------------------------------
@@ -130,10 +112,14 @@ class RecoverySettings:
     sms_max_per_window: int = 5
 
     def __post_init__(self) -> None:
-        if min(self.reset_ttl_s, self.reset_attempts, self.code_ttl_s, self.code_attempts) < 1:
+        if min(self.reset_ttl_s, self.reset_attempts) < 1:
             raise ValueError("recovery lifetimes and attempt budgets must be at least 1")
-        if self.sms_min_interval_s <= 0 or self.sms_window_s <= 0 or self.sms_max_per_window < 1:
-            raise ValueError("SMS send limits must be positive")
+        self.codes()  # the code settings' own checks
+
+    def codes(self) -> phone_codes.CodeSettings:
+        """The SMS code lifetime, attempts and send limits, as ``core.phone_codes`` takes them."""
+        return phone_codes.CodeSettings(self.code_ttl_s, self.code_attempts, self.sms_min_interval_s,
+                                        self.sms_window_s, self.sms_max_per_window)
 
 
 DEFAULT_SETTINGS = RecoverySettings()
@@ -155,39 +141,12 @@ def question_key(reset_id: str) -> str:
 
 
 def code_key(phone: str) -> str:
-    """The live SMS reset code of a phone: ``eg:{sms:<phone>}:reset_code``."""
-    return f"eg:{{sms:{phone}}}:reset_code"
+    """The live SMS reset code of a phone (``core.phone_codes``, purpose ``reset``)."""
+    return phone_codes.code_key(phone, "reset")
 
 
-def sent_key(phone: str) -> str:
-    """The SMS sends to a phone in the current window: ``eg:{sms:<phone>}:sent``."""
-    return f"eg:{{sms:{phone}}}:sent"
-
-
-@functools.cache
-def _scripts() -> dict[str, Script]:
-    return load_scripts("core.lua")
-
-
-async def _put(redis: ScriptClient, key: str, ttl_s: int, attempts: int, fields: dict[str, str]) -> None:
-    args: list[Any] = [ttl_s * 1000, attempts]
-    for name, value in fields.items():
-        args += (name, value)
-    await _scripts()["reset_put"].run(redis, keys=(key,), args=args)
-
-
-async def _take(redis: ScriptClient, key: str, fields: tuple[str, ...]) -> tuple[int, list[str]] | None:
-    """Spend one attempt: (attempts left after it, field values), None when the record is gone or exhausted."""
-    reply = await _scripts()["reset_attempt"].run(redis, keys=(key,), args=("take", *fields))
-    if not reply:  # nil: no record; 0: no attempt left (the script deleted it)
-        return None
-    left, *values = reply
-    return int(left), [v.decode() if isinstance(v, bytes) else str(v) for v in values]
-
-
-async def _refund(redis: ScriptClient, key: str) -> None:
-    """Give back the attempt of a caller who proved the secret but could not finish (policy, pool full)."""
-    await _scripts()["reset_attempt"].run(redis, keys=(key,), args=("refund",))
+sent_key = phone_codes.sent_key
+_put, _take, _refund = phone_codes.put, phone_codes.take, phone_codes.refund
 
 
 def decoy_question(secret: bytes, id_number: str) -> str:
@@ -201,17 +160,6 @@ def _same_name(stored: str, given: str) -> bool:
     return hmac.compare_digest(stored.encode(), normalise_name(given).encode())
 
 
-def _code_digest(secret: bytes, phone: str, code: str) -> str:
-    # Keyed: a million codes are no secret from a plain hash in a Redis dump.
-    return hmac.new(secret, f"{phone}:{code}".encode(), hashlib.sha256).hexdigest()
-
-
-def _epoch_ms(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return math.floor(moment.timestamp() * 1000)
-
-
 async def _change_password(
     pg: asyncpg.Connection | asyncpg.Pool,
     redis: ScriptClient,
@@ -219,7 +167,7 @@ async def _change_password(
     key: str,
     candidate_id: int,
     new_password: str,
-    invalid: type[RecoveryError],
+    invalid: type[RecoveryError | CodeInvalid],
 ) -> None:
     """Policy, hash, consume the record (exactly one caller wins), store the hash, end every session."""
     row = await pg.fetchrow("SELECT username, id_number FROM candidates WHERE id = $1", candidate_id)
@@ -334,26 +282,15 @@ async def start_sms(
     ``sms_min_interval_s`` or ``sms_max_per_window`` in ``sms_window_s`` — counted for every request,
     matching or not, so the throttle reveals nothing. A new code replaces the phone's previous one.
     """
-    phone = normalise_phone(phone) if isinstance(phone, str) else phone
-    if not isinstance(phone, str) or _PHONE(phone) is None:
+    valid = phone_codes.valid_phone(phone)
+    if valid is None:
         return  # no account has such a phone (the column's CHECK); the gateway answers 422 before this
-    wait_ms = await _scripts()["sms_throttle"].run(
-        redis,
-        keys=(sent_key(phone),),
-        args=(
-            _epoch_ms(now),
-            round(settings.sms_min_interval_s * 1000),
-            round(settings.sms_window_s * 1000),
-            settings.sms_max_per_window,
-        ),
-    )
-    if wait_ms:
-        raise SendThrottled(max(1, math.ceil(int(wait_ms) / 1000)))
+    phone = valid
+    await phone_codes.throttle(redis, phone, now=now, settings=settings.codes())
     found = await candidates.find_by_id_number(pg, id_number)
-    code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
-    digest = _code_digest(secret, phone, code)
     if found is not None and _same_name(found.name, name) and hmac.compare_digest(found.phone, phone):
-        fields = {"candidate": str(found.candidate_id), "code": digest}
+        code = phone_codes.new_code()
+        fields = {"candidate": str(found.candidate_id), "code": phone_codes.digest(secret, phone, code)}
         body = sms.render(SMS_TEMPLATE, code=code, minutes=math.ceil(settings.code_ttl_s / 60))
         await asyncio.gather(
             _put(redis, code_key(phone), settings.code_ttl_s, settings.code_attempts, fields),
@@ -380,18 +317,6 @@ async def confirm_sms(
     Raises ``CodeInvalid`` (wrong, expired, used, or after ``code_attempts`` tries), ``PasswordRejected``
     (right code, bad password: the code stays usable) or ``PoolFull`` (the attempt is given back).
     """
-    phone = normalise_phone(phone) if isinstance(phone, str) else phone
-    if not isinstance(phone, str) or not isinstance(code, str) or _PHONE(phone) is None or _CODE(code) is None:
-        raise CodeInvalid()
-    key = code_key(phone)
-    taken = await _take(redis, key, ("candidate", "code"))
-    if taken is None:
-        raise CodeInvalid()
-    left, (candidate, stored) = taken
-    if not hmac.compare_digest(stored, _code_digest(secret, phone, code)):
-        if left == 0:
-            await redis.delete(key)  # dead now rather than at the next try
-        raise CodeInvalid()
-    candidate_id = int(candidate)
-    await _change_password(pg, redis, hasher, key, candidate_id, new_password, CodeInvalid)
-    return candidate_id
+    taken = await phone_codes.check(redis, phone, "reset", code, secret=secret)
+    await _change_password(pg, redis, hasher, code_key(taken.phone), taken.candidate_id, new_password, CodeInvalid)
+    return taken.candidate_id

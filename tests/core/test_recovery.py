@@ -97,10 +97,10 @@ async def latest_code(pg: Any, phone: str) -> str | None:
 
 
 async def outcome(coro: Any) -> Any:
-    """The result, or the class of the recovery error raised."""
+    """The result, or the class of the recovery (or SMS code) error raised."""
     try:
         return await coro
-    except recovery.RecoveryError as exc:
+    except (recovery.RecoveryError, CodeInvalid, SendThrottled) as exc:
         return type(exc)
 
 
