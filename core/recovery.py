@@ -189,7 +189,9 @@ async def _change_password(
     try:
         await candidates.update_password(pg, redis, candidate_id, new_hash)  # type: ignore[arg-type]
     finally:
-        # Even when the credential cache could not be refreshed: the password did change.
+        # Even when the credential cache could not be refreshed: the password did change. The epoch
+        # first, so a sign-in that verified the old password either sees it or is indexed already.
+        await sessions.bump_epoch(redis, row["username"])
         await sessions.revoke_all(redis, candidate_id)
 
 

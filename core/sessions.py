@@ -21,6 +21,14 @@ The price: a session expires between ``idle_timeout_s - renew_every_s`` and
 ``revoke_all`` (after a password reset) uses the per-candidate index rather than a
 generation counter: a counter would have to be read on every request, and its key (tagged
 by candidate) cannot be named before the session is read — two round trips on the hot path.
+
+A sign-in racing a password reset must not keep its session. The reset changes the hash, then
+bumps the username's *credentials epoch* (``bump_epoch``), then ends every indexed session. A
+sign-in reads the epoch in the same write as, and before, the credential record it verifies
+(``read_epoch``), and ``create`` reads it again in the write that indexes the new session: a
+changed epoch ends the new session at once (``CredentialsChanged``); an unchanged one means the
+session was indexed before the bump, so the reset's ``revoke_all`` finds and ends it. The epoch
+is read only at sign-in, never on the request path.
 """
 
 from __future__ import annotations
@@ -35,11 +43,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
+from core.errors import CoreError
+from core.identity import normalise_username
 from core.redis import AutoPipeline
 from core.scripts import Script, ScriptClient, load_scripts
 
-__all__ = ["PendingResolve", "Session", "SessionSettings", "create", "finish_resolve", "resolve", "revoke",
-           "revoke_all", "session_key", "index_key", "submit_resolve"]
+__all__ = ["CredentialsChanged", "Epoch", "PendingResolve", "Session", "SessionSettings", "bump_epoch", "create",
+           "epoch_key", "finish_resolve", "read_epoch", "resolve", "revoke", "revoke_all", "session_key", "index_key",
+           "submit_resolve"]
 
 TOKEN_BYTES = 32
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}").fullmatch  # token_urlsafe(32): 32 bytes, base64url, no padding
@@ -130,24 +141,66 @@ def _epoch_ms(moment: datetime) -> int:
     return math.floor(moment.timestamp() * 1000)
 
 
+class CredentialsChanged(CoreError):
+    """The password changed while a sign-in verified the old one: its session was ended at once."""
+
+    def __init__(self, candidate_id: int) -> None:
+        super().__init__(f"the credentials of candidate {candidate_id} changed during sign-in")
+        self.candidate_id = candidate_id
+
+
+class Epoch(NamedTuple):
+    """A username's credentials epoch as a sign-in read it, before the credential record it verified."""
+
+    username: str
+    value: bytes | None
+
+
+def epoch_key(username: str) -> str:
+    """A username's credentials epoch: ``eg:credentials-epoch:<normalised username>``, bumped by password resets."""
+    return f"eg:credentials-epoch:{normalise_username(username)}"
+
+
+async def read_epoch(client: ScriptClient, username: str) -> Epoch:
+    """The epoch now; issue it before the credential read, in the same tick, so it is read first."""
+    return Epoch(username, cast(bytes | None, await client.get(epoch_key(username))))
+
+
+async def bump_epoch(client: ScriptClient, username: str) -> None:
+    """Mark a password change: sign-ins that read the epoch before it do not keep their sessions."""
+    await client.incr(epoch_key(username))
+
+
 async def create(
-    client: ScriptClient, candidate_id: int, *, now: datetime, settings: SessionSettings = DEFAULT_SETTINGS
+    client: ScriptClient, candidate_id: int, *, now: datetime, settings: SessionSettings = DEFAULT_SETTINGS,
+    epoch: Epoch | None = None,
 ) -> Session:
-    """Start a session for ``candidate_id``; only the token's hash is stored."""
+    """Start a session for ``candidate_id``; only the token's hash is stored.
+
+    With ``epoch`` (a sign-in), ``CredentialsChanged`` when the password changed since the epoch
+    was read: the session is ended before this returns.
+    """
     token = secrets.token_urlsafe(TOKEN_BYTES)
     digest = _token_hash(token)
     now_ms = _epoch_ms(now)
     deadline_ms = now_ms + settings.absolute_ms
     ttl_ms = min(settings.idle_ms, settings.absolute_ms)
     index = index_key(candidate_id)
-    # Issued in one tick: the AutoPipeline sends them in one write. The index drops the
-    # hashes of sessions past their absolute deadline and lives as long as its newest one.
-    await asyncio.gather(
+    # Issued in one tick: the AutoPipeline sends them in one write, the epoch read last. The index
+    # drops the hashes of sessions past their absolute deadline and lives as long as its newest one.
+    writes = [
         client.set(session_key(digest), f"{candidate_id}:{deadline_ms}", px=ttl_ms),
         client.zadd(index, {digest: deadline_ms}),
         _command(client, "ZREMRANGEBYSCORE", index, "-inf", now_ms),
         _command(client, "PEXPIRE", index, settings.absolute_ms),
-    )
+    ]
+    if epoch is None:
+        await asyncio.gather(*writes)
+    else:
+        *_, now_epoch = await asyncio.gather(*writes, client.get(epoch_key(epoch.username)))
+        if now_epoch != epoch.value:
+            await asyncio.gather(client.delete(session_key(digest)), client.zrem(index, digest))
+            raise CredentialsChanged(candidate_id)
     return Session(token, ttl_ms // 1000)
 
 

@@ -11,6 +11,7 @@ escalates exactly like a known one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from datetime import datetime
@@ -115,7 +116,9 @@ async def create_session(request: web.Request) -> web.Response:
         raise rate_limited(exc, "too_many_attempts", "登录尝试次数过多，请稍后再试") from None
     app = request.app
     hasher = app[keys.HASHER]
-    record = await candidates.credentials(app[keys.REDIS], app[keys.PG], username)
+    # The credentials epoch is read in the same write as, and before, the record (sessions.create explains).
+    epoch, record = await asyncio.gather(sessions.read_epoch(app[keys.REDIS], username),
+                                         candidates.credentials(app[keys.REDIS], app[keys.PG], username))
     # PoolFull propagates: 503 overloaded with Retry-After, at once.
     ok = await hasher.verify(record.password_hash if record is not None else None, password)
     if not ok or record is None:
@@ -123,7 +126,11 @@ async def create_session(request: web.Request) -> web.Response:
         raise InvalidCredentials()
     if hasher.needs_rehash(record.password_hash):
         await _rehash(request, record, password)
-    session = await sessions.create(app[keys.REDIS], record.candidate_id, now=utcnow(), settings=app[keys.SESSIONS])
+    try:
+        session = await sessions.create(app[keys.REDIS], record.candidate_id, now=utcnow(),
+                                        settings=app[keys.SESSIONS], epoch=epoch)
+    except sessions.CredentialsChanged:
+        raise InvalidCredentials() from None  # the password verified is no longer the password
     return json_response({"token": session.token, "expires_in": session.expires_in_s}, status=201, headers=NO_STORE)
 
 

@@ -173,6 +173,28 @@ async def test_revoke_all_ends_every_session_of_one_candidate(client: Any, redis
     assert await sessions.resolve(client, after.token) == 100
 
 
+async def test_a_sign_in_racing_a_password_reset_keeps_no_session(client: Any, redis: aioredis.Redis) -> None:
+    # Both orders of the race. The reset's steps: the new hash (not modelled), bump the epoch, end every session.
+    # 1. The sign-in read the epoch before the reset bumped it and indexes its session after: refused, nothing left.
+    before = await sessions.read_epoch(client, "ZhangSan2026")
+    await sessions.bump_epoch(client, "zhangsan2026")  # usernames are case-insensitive
+    await sessions.revoke_all(client, 300)
+    with pytest.raises(sessions.CredentialsChanged):
+        await sessions.create(client, 300, now=utcnow(), epoch=before)
+    assert await redis.zcard(sessions.index_key(300)) == 0
+    assert not [key async for key in redis.scan_iter("eg:session:*")]
+    # 2. The sign-in indexed its session before the bump: the reset's revoke_all ends it.
+    current = await sessions.read_epoch(client, "zhangsan2026")
+    early = await sessions.create(client, 300, now=utcnow(), epoch=current)
+    assert await sessions.resolve(client, early.token) == 300
+    await sessions.bump_epoch(client, "zhangsan2026")
+    assert await sessions.revoke_all(client, 300) == 1
+    assert await sessions.resolve(client, early.token) is None
+    # A sign-in after the reset, with the epoch as it is now, keeps its session.
+    late = await sessions.create(client, 300, now=utcnow(), epoch=await sessions.read_epoch(client, "zhangsan2026"))
+    assert await sessions.resolve(client, late.token) == 300
+
+
 async def test_index_drops_sessions_past_their_deadline(client: Any, redis: aioredis.Redis) -> None:
     settings = SessionSettings(idle_timeout_s=60, absolute_timeout_s=60, renew_every_s=1)
     await sessions.create(client, 8, now=utcnow() - timedelta(seconds=120), settings=settings)
