@@ -262,7 +262,7 @@ async def end(client: AutoPipeline, token: str, candidate_id: int) -> bool:
 async def revoke_all(redis: ScriptClient, candidate_id: int) -> int:
     """End every session of ``candidate_id`` (after a password reset); the number that were live.
 
-    A session created while this runs (a login racing the reset) may survive it.
+    A sign-in racing the reset is handled by the credentials epoch (the module's docstring): bump it first.
     """
     index = index_key(candidate_id)
     hashes = await _command(redis, "ZRANGE", index, 0, -1)
