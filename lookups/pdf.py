@@ -1,9 +1,15 @@
-"""The admission ticket (准考证) as an A4 PDF with extractable Chinese text.
+"""The admission ticket (准考证) as an A4 PDF with extractable Chinese text, and what other documents share.
 
 Text is set in the configured CJK TrueType font; characters it lacks (Droid Sans Fallback has
 no digits or Latin letters at all) fall back to Helvetica, a PDF core font that is never
 embedded. Rendering is a pure function of its arguments: the PDF's creation date is fixed
-unless given, so the same ticket gives the same bytes.
+unless given, so the same ticket gives the same bytes. The candidate's photo is printed in a
+box at the top right, the stored JPEG embedded as it is (DCTDecode, never decoded and
+re-encoded); without one the box says 照片. ``content_key`` names a document by everything
+printed on it — the photo by its SHA-256 — so a cache keyed by it is never stale.
+
+The registration form (``lookups.form_pdf``) is drawn with the same parts: ``start_document``
+(the font parsed once, the fallback, the page), ``draw_photo`` and ``content_key``.
 
 Speed: fpdf2 parses the whole font each time a document adds it (~150 ms for the 4 MB Droid
 font, 49k glyphs) and its subsetter then splits the glyph table again: ~230 ms per ticket.
@@ -18,15 +24,19 @@ collections, colour fonts) still take.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import io
 import os
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import orjson
 from fontTools import ttLib
 from fontTools.ttLib.tables._g_l_y_f import Glyph
 from fpdf import FPDF
@@ -45,11 +55,24 @@ __all__ = [
     "load_ticket_font",
     "mask_id_number",
     "render_ticket",
+    # shared with the other documents (lookups.form_pdf)
+    "HEADING_STYLE",
+    "LABEL_STYLE",
+    "Text",
+    "content_key",
+    "draw_photo",
+    "format_date",
+    "start_document",
 ]
 
 FIXED_CREATED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 CJK_FAMILY = "ticket-cjk"
 LATIN_FAMILY = "helvetica"
+# The 295 × 413 photo (5:7) printed 25 × 35 mm on the ticket (1 inch at 300 dpi).
+TICKET_PHOTO_MM = (25.0, 35.0)
+# Bumped when a drawing changes, so PDFs cached under content_key are made again.
+LAYOUT_VERSION = 2
+Text = Callable[[str], str]  # a document's text for its fonts (see _latin_fallback)
 NOTICE = (
     "请考生仔细核对本准考证上的个人信息，如有错误请立即联系报名机构。",
     "考试当天须携带本准考证和有效身份证件原件，二者缺一不得入场。",
@@ -92,7 +115,7 @@ class TicketSubject(NamedTuple):
 
 @dataclass(frozen=True)
 class TicketDoc:
-    """Everything printed on an admission ticket (no photo)."""
+    """Everything printed on an admission ticket; ``photo`` is the candidate's JPEG as stored (None: the 照片 box)."""
 
     ticket_no: str
     name: str
@@ -103,6 +126,7 @@ class TicketDoc:
     room: int
     seat_no: int
     subjects: tuple[TicketSubject, ...] = ()
+    photo: bytes | None = dataclasses.field(default=None, repr=False)
 
 
 def mask_id_number(id_number: str) -> str:
@@ -125,6 +149,32 @@ def _date(moment: datetime) -> str:
     return f"{moment.year}年{moment.month}月{moment.day}日"
 
 
+def format_date(moment: datetime) -> str:
+    """``2026年12月20日 09:00`` in Beijing time."""
+    if moment.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    local = moment.astimezone(SHANGHAI)
+    return f"{_date(local)} {local:%H:%M}"
+
+
+def content_key(doc: Any, photo_sha256: str | None) -> str:
+    """Hex SHA-256 of everything ``doc`` (a document dataclass) prints: its fields, its photo by ``photo_sha256``.
+
+    The photo's bytes are left out (a cache hit must not need them); its hash stands for them. The
+    document's type and ``LAYOUT_VERSION`` are part of it, so another document or a new drawing of
+    the same facts is another key.
+    """
+    facts = {field.name: getattr(doc, field.name) for field in dataclasses.fields(doc) if field.name != "photo"}
+    printed = [type(doc).__name__, LAYOUT_VERSION, facts, photo_sha256]
+    return hashlib.sha256(orjson.dumps(printed, default=_plain)).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):  # NamedTuples (orjson takes plain tuples only)
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not part of a printed document")
+
+
 def check_ticket_font(font_path: str) -> None:
     """Raise TicketFontMissing unless ``font_path`` is a file: one stat, no parsing (for start-up and readiness)."""
     _font_file(font_path)
@@ -141,7 +191,18 @@ def render_ticket(ticket: TicketDoc, *, font_path: str, created_at: datetime | N
 
 
 def _render(ticket: TicketDoc, font: _ParsedFont, created_at: datetime) -> bytes:
-    pdf = _TicketPDF(orientation="portrait", unit="mm", format="A4")
+    pdf, t = _document(font, f"准考证 {ticket.ticket_no}", created_at)
+    _draw(pdf, ticket, t)
+    return bytes(pdf.output())
+
+
+def start_document(font_path: str, *, title: str, created_at: datetime | None = None) -> tuple[FPDF, Text]:
+    """An A4 document with its first page, the CJK font current, and ``t`` for its text (see ``_latin_fallback``)."""
+    return _document(_parsed_font(font_path), title, created_at or FIXED_CREATED_AT)
+
+
+def _document(font: _ParsedFont, title: str, created_at: datetime) -> tuple[FPDF, Text]:
+    pdf = _DocumentPDF(orientation="portrait", unit="mm", format="A4")
     pdf.set_creation_date(created_at)
     pdf.set_lang("zh-CN")
     pdf.set_creator("examgate")
@@ -150,13 +211,33 @@ def _render(ticket: TicketDoc, font: _ParsedFont, created_at: datetime) -> bytes
     pdf.set_font(LATIN_FAMILY, size=11)  # registers the core font before it can be a fallback
     font.add_to(pdf, CJK_FAMILY)
     pdf.set_fallback_fonts([LATIN_FAMILY])
-    pdf.set_title(f"准考证 {ticket.ticket_no}")
+    pdf.set_title(title)
     pdf.add_page()
-    _draw(pdf, ticket)
-    return bytes(pdf.output())
+    cjk = pdf.fonts[CJK_FAMILY]
+    assert isinstance(cjk, TTFFont)  # added from a TrueType file (_ParsedFont.add_to)
+    cmap = cjk.cmap
+    pdf.set_font(CJK_FAMILY, size=12)
+    return pdf, lambda text: _latin_fallback(text, cmap)
 
 
-class _TicketPDF(FPDF):
+def draw_photo(pdf: FPDF, jpeg: bytes | None, t: Text, *, x: float, y: float, size_mm: tuple[float, float]) -> None:
+    """The photo box at (x, y): the JPEG embedded as stored (no re-encoding), or 照片 in an empty frame.
+
+    The position of the text cursor is left as it was.
+    """
+    w, h = size_mm
+    cursor = pdf.get_x(), pdf.get_y()
+    if jpeg is not None:
+        pdf.image(io.BytesIO(jpeg), x=x, y=y, w=w, h=h, alt_text="考生照片")
+    else:
+        pdf.set_xy(x, y + h / 2 - 4)
+        pdf.cell(w=w, h=8, text=t("照片"), align="C")
+    pdf.set_draw_color(0)
+    pdf.rect(x, y, w, h)
+    pdf.set_xy(*cursor)
+
+
+class _DocumentPDF(FPDF):
     def get_fallback_font(self, char: str, style: str = "") -> str | None:
         """Helvetica for what the CJK font lacks; ``_latin_fallback`` has mapped it to Latin-1 codes."""
         return LATIN_FAMILY if ord(char) < 256 else None
@@ -180,18 +261,11 @@ def _latin_fallback(text: str, cmap: dict[int, str]) -> str:
     return "".join(out)
 
 
-_LABEL = FontFace(fill_color=(236, 236, 236))
-_HEADING = FontFace(emphasis="", fill_color=(236, 236, 236))
+LABEL_STYLE = FontFace(fill_color=(236, 236, 236))  # a label cell of a two-column table
+HEADING_STYLE = FontFace(emphasis="", fill_color=(236, 236, 236))  # a table's heading row
 
 
-def _draw(pdf: _TicketPDF, ticket: TicketDoc) -> None:
-    font = pdf.fonts[CJK_FAMILY]
-    assert isinstance(font, TTFFont)  # _render adds it from a TrueType file (_ParsedFont.add_to)
-    cmap = font.cmap
-
-    def t(text: str) -> str:
-        return _latin_fallback(text, cmap)
-
+def _draw(pdf: FPDF, ticket: TicketDoc, t: Text) -> None:
     pdf.set_font(CJK_FAMILY, size=24)
     pdf.cell(w=0, h=14, text=t("准考证"), align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(size=14)
@@ -199,6 +273,9 @@ def _draw(pdf: _TicketPDF, ticket: TicketDoc) -> None:
     pdf.ln(4)
 
     pdf.set_font(size=12)
+    top = pdf.get_y()
+    photo_w, photo_h = TICKET_PHOTO_MM
+    draw_photo(pdf, ticket.photo, t, x=pdf.w - pdf.r_margin - photo_w, y=top, size_mm=TICKET_PHOTO_MM)
     fields = (
         ("姓名", ticket.name),
         ("证件号码", mask_id_number(ticket.id_number)),
@@ -208,16 +285,18 @@ def _draw(pdf: _TicketPDF, ticket: TicketDoc) -> None:
         ("考场", f"第{ticket.room}考场"),
         ("座位号", str(ticket.seat_no)),
     )
-    with pdf.table(col_widths=(35, 135), text_align=("CENTER", "LEFT"), first_row_as_headings=False,
-                   line_height=8, padding=(1, 2)) as table:
+    # Beside the photo, as on a printed 准考证.
+    with pdf.table(width=pdf.epw - photo_w - 5, align="LEFT", col_widths=(30, 110), text_align=("CENTER", "LEFT"),
+                   first_row_as_headings=False, line_height=8, padding=(1, 2)) as table:
         for label, value in fields:
             row = table.row()
-            row.cell(t(label), style=_LABEL)
+            row.cell(t(label), style=LABEL_STYLE)
             row.cell(t(value))
+    pdf.set_y(max(pdf.get_y(), top + photo_h))
     pdf.ln(6)
 
     pdf.cell(w=0, h=8, text=t("考试科目"), new_x="LMARGIN", new_y="NEXT")
-    with pdf.table(col_widths=(70, 100), text_align=("LEFT", "CENTER"), headings_style=_HEADING,
+    with pdf.table(col_widths=(70, 100), text_align=("LEFT", "CENTER"), headings_style=HEADING_STYLE,
                    line_height=8, padding=(1, 2)) as table:
         heading = table.row()
         heading.cell(t("科目"))

@@ -6,6 +6,15 @@ fields — by id number and by ticket number — spread over ``BUCKETS`` small h
 (``eg:lk:<exam>:<bucket>``), so a million records cost ~120 fields per hash, which Redis
 stores compactly (listpack), and one lookup is one ``HGET``. The keys carry no hash tag:
 on a cluster an exam's records spread over every shard.
+
+A record also names the candidate's current photo (not a rejected one) by the first 16 hex
+digits of its SHA-256: the ticket PDF is cached under a hash of everything it prints, photo
+included, so a hit needs only the record, and a miss reads the photo's bytes by it
+(``PHOTO_SQL``, one indexed query). 64 bits tell a candidate's few photos apart, at 19 bytes a
+value instead of 67 for the whole digest (a million registrations keep two values each). The
+name is the photo as of the record's writing (prewarm, or a PostgreSQL fallback's write-back),
+like the rest of the record: a photo replaced afterwards (a change granted in the print window)
+reaches the ticket when the exam is prewarmed again.
 """
 
 from __future__ import annotations
@@ -62,24 +71,28 @@ class Record(NamedTuple):
     seat_no: int
     subjects: tuple[str, ...]
     scores: Mapping[str, str]  # subject code → score as text ("78.5"); empty before scores exist
+    photo: str | None = None  # the current photo's SHA-256, first 16 hex digits; None: no photo
 
 
 def decode(raw: bytes | str) -> Record:
-    """The record of a stored value: ``[name, id_number, ticket_no, site_id, room, seat_no, [subjects], {scores}]``."""
-    name, id_number, ticket_no, site_id, room, seat_no, subjects, scores = orjson.loads(raw)
-    return Record(name, id_number, ticket_no, site_id, room, seat_no, tuple(subjects), scores)
+    """The record of a stored value: ``[name, id_number, ticket_no, site_id, room, seat_no, [subjects], {scores},
+    photo]`` (a value written before records named the photo has no ``photo``)."""
+    name, id_number, ticket_no, site_id, room, seat_no, subjects, scores, *photo = orjson.loads(raw)
+    return Record(name, id_number, ticket_no, site_id, room, seat_no, tuple(subjects), scores,
+                  photo[0] if photo else None)
 
 
 # PostgreSQL writes the stored value itself (JSON text; scores without trailing zeros, "78.5",
 # "80"), so a prewarm moves text from the database to Redis without building a record in
 # Python: the value is the one format, whether it reaches Redis by prewarm or by write-back.
 _VALUE = """json_build_array(c.name, c.id_number, t.ticket_no, t.site_id, t.room, t.seat_no, r.subjects,
-                        COALESCE(s.scores, '{}'::json))::text AS value"""
+                        COALESCE(s.scores, '{}'::json), left(p.sha256, 16))::text AS value"""
 _SCORES = "json_object_agg(sc.subject_code, trim_scale(sc.score)::text ORDER BY sc.subject_code)"
 _FROM = """
   FROM admission_tickets t
   JOIN registrations r ON r.id = t.registration_id
   JOIN candidates c ON c.id = r.candidate_id
+  LEFT JOIN photos p ON p.candidate_id = c.id AND p.current AND p.status <> 'rejected'
 """
 # Every record of an exam: the scores aggregated once for the exam, joined by hash.
 RECORDS_SQL = f"""
@@ -97,3 +110,16 @@ SELECT {_VALUE}
 """
 ONE_BY_ID_SQL = _ONE + " WHERE t.exam_id = $1 AND c.id_number = $2"
 ONE_BY_TICKET_SQL = _ONE + " WHERE t.exam_id = $1 AND t.ticket_no = $2"
+# The JPEG a record names (``Record.photo``), through the ticket: its primary key, the registration's,
+# the candidate's photos (photos_candidate) for the whole digest, then the bytes by it (photo_blobs);
+# the current photo first should two of the candidate's share the prefix.
+PHOTO_SQL = """
+SELECT b.jpeg
+  FROM admission_tickets t
+  JOIN registrations r ON r.id = t.registration_id
+  JOIN photos p ON p.candidate_id = r.candidate_id
+  JOIN photo_blobs b ON b.sha256 = p.sha256
+ WHERE t.exam_id = $1 AND t.ticket_no = $2 AND left(p.sha256, 16) = $3
+ ORDER BY p.current DESC, p.id DESC
+ LIMIT 1
+"""

@@ -7,6 +7,14 @@ edge leaves them to the handler), the captcha check and the record's Redis read 
 sent in the same tick, so they leave together (the limiter's script on its own connection);
 the name is compared in constant time and a wrong id, ticket or name all get the same 404. A
 miss goes to PostgreSQL through ``lookups.service.Lookups``.
+
+The ticket PDF is rendered once (in a thread) and kept in Redis under a hash of everything it
+prints (``lookups.pdf.content_key``): the record, the exam's names and times, and the photo by its
+hash. The record names the photo (``lookups.records``: the first 16 hex digits of its SHA-256,
+written by the prewarm), so a cached PDF is found with the record's one ``HGET`` and a ``GET``,
+without PostgreSQL; a changed ticket or photo is another key, never a stale PDF. Only a miss reads
+the photo's bytes, one indexed query by ticket and hash. A separate Redis key per candidate for the
+photo's hash would have to be written by every photo change; the record is written anyway.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import unicodedata
+from dataclasses import replace
 from typing import Annotated, Any, ClassVar
 
 from aiohttp import web
@@ -22,6 +31,7 @@ from pydantic import AfterValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from core.catalogue import Exam
+from core.errors import storage_errors
 from core.redis import REDIS_DOWN
 from core.timeutil import utcnow
 from gateway import captcha_gate, keys
@@ -197,17 +207,27 @@ async def lookup_ticket(request: web.Request) -> web.Response:
 PDF_CACHE_TTL_S = 86400
 
 
-def _pdf_key(ticket_no: str) -> str:
-    return f"eg:lk:pdf:{ticket_no}"
+def _pdf_key(content_key: str) -> str:
+    return f"eg:lk:pdf:{content_key}"
 
 
 def _ticket_doc(exam: Exam, record: records.Record) -> pdf.TicketDoc:
+    """The ticket as printed, without the photo's bytes (``content_key`` names the photo by ``record.photo``)."""
     site = exam.sites.get(record.site_id)
     subjects = tuple(pdf.TicketSubject(code, s.name, s.starts_at, s.ends_at)
                      for code in record.subjects if (s := exam.subjects.get(code)) is not None)
     return pdf.TicketDoc(record.ticket_no, record.name, record.id_number, exam.name,
                          site.name if site else "", site.address if site else "", record.room, record.seat_no,
                          subjects)
+
+
+async def _photo(app: web.Application, exam_id: int, record: records.Record) -> bytes | None:
+    """The JPEG the record names, or None (no photo, or none with that hash any more)."""
+    if record.photo is None:
+        return None
+    async with storage_errors():
+        jpeg: bytes | None = await app[keys.PG].fetchval(records.PHOTO_SQL, exam_id, record.ticket_no, record.photo)
+    return jpeg
 
 
 @routes.get("/api/v1/tickets/{ticket_no}.pdf", "tickets.pdf",
@@ -222,8 +242,8 @@ def _ticket_doc(exam: Exam, record: records.Record) -> pdf.TicketDoc:
 async def ticket_pdf(request: web.Request) -> web.Response:
     """``GET /api/v1/tickets/{ticket_no}.pdf?exam=&exp=&sig=``: the ticket PDF behind a signed, expiring link.
 
-    Rendered once per ticket (in a thread) and kept in Redis for a day; 403 for a tampered,
-    foreign or expired link, the same answer for each.
+    Rendered once per content (in a thread) and kept in Redis for a day under the hash of what it
+    prints; 403 for a tampered, foreign or expired link, the same answer for each.
     """
     ticket_no = request.match_info["ticket_no"]
     app = request.app
@@ -234,20 +254,25 @@ async def ticket_pdf(request: web.Request) -> web.Response:
     except links.LinkError:
         raise ApiError("下载链接无效或已过期，请重新查询准考证", code="link_invalid", status=403) from None
     exam = request.app[keys.CATALOGUE].exam(exam_id)
+    service = app[keys.LOOKUPS]
+    record = await service.finish(exam.id, "ticket_no", ticket_no, service.submit(exam.id, "ticket_no", ticket_no))
+    if record is None:
+        raise rules.NoRecord()
+    doc = _ticket_doc(exam, record)
+    key = _pdf_key(pdf.content_key(doc, record.photo))
     redis = app[keys.REDIS]
     cached: bytes | None = None
     with contextlib.suppress(*REDIS_DOWN):
-        cached = await redis.execute(b"GET", _pdf_key(ticket_no))
+        cached = await redis.execute(b"GET", key)
     if cached is None:
-        service = app[keys.LOOKUPS]
-        record = await service.finish(exam.id, "ticket_no", ticket_no, service.submit(exam.id, "ticket_no", ticket_no))
-        if record is None:
-            raise rules.NoRecord()
+        jpeg = await _photo(app, exam.id, record)
+        if jpeg is None and record.photo is not None:  # gone since the record was written: print what there is
+            key = _pdf_key(pdf.content_key(doc, None))
         font = app[keys.SETTINGS].ticket_font
         rendered: bytes = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(pdf.render_ticket, _ticket_doc(exam, record), font_path=font))
+            None, functools.partial(pdf.render_ticket, replace(doc, photo=jpeg), font_path=font))
         with contextlib.suppress(*REDIS_DOWN):
-            await redis.execute(b"SET", _pdf_key(ticket_no), rendered, b"EX", PDF_CACHE_TTL_S)
+            await redis.execute(b"SET", key, rendered, b"EX", PDF_CACHE_TTL_S)
         cached = rendered
     return web.Response(body=cached, content_type="application/pdf", headers={
         "Cache-Control": "private, max-age=600",

@@ -1,8 +1,8 @@
-"""The ticket PDF: Chinese text pdftotext can read back, a masked id number, deterministic bytes, clear font errors."""
+"""The ticket PDF: Chinese text pdftotext can read back, a masked id number, the photo embedded as stored,
+deterministic bytes and content keys, clear font errors."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Settings
+from core import photos
 from lookups import pdf
 from lookups.pdf import (
     PdfError,
@@ -20,12 +20,13 @@ from lookups.pdf import (
     TicketFontInvalid,
     TicketFontMissing,
     TicketSubject,
+    content_key,
     format_exam_time,
     mask_id_number,
     render_ticket,
 )
+from tests import photo_images
 
-FONT = os.environ.get("EXAMGATE_TICKET_FONT", Settings().ticket_font)
 BJ = timezone(timedelta(hours=8))
 ID_NUMBER = "11010519900307123X"
 TICKET = TicketDoc(
@@ -47,13 +48,6 @@ TICKET = TicketDoc(
 )
 
 
-@pytest.fixture(scope="module")
-def font_path() -> str:
-    if not os.path.isfile(FONT):
-        pytest.fail(f"ticket font {FONT} is missing: run scripts/system-deps.sh (or make test)")
-    return FONT
-
-
 def pdftotext(data: bytes, tmp_path: Path) -> str:
     if shutil.which("pdftotext") is None:
         pytest.skip("pdftotext is not installed (Debian package poppler-utils; scripts/system-deps.sh installs it)")
@@ -61,6 +55,27 @@ def pdftotext(data: bytes, tmp_path: Path) -> str:
     path.write_bytes(data)
     done = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, check=True, timeout=30)
     return done.stdout.decode()
+
+
+def normalised_photo(**portrait: object) -> photos.Processed:
+    """A photo as the upload stores it: a test portrait through the checks and the normalisation (295 × 413)."""
+    return photos.process(photo_images.portrait(**portrait))  # type: ignore[arg-type]
+
+
+def embedded_images(data: bytes, tmp_path: Path) -> list[tuple[int, int, str, bytes]]:
+    """Every image of the PDF: (width, height, encoding, the stream as stored), with pdfimages."""
+    if shutil.which("pdfimages") is None:
+        pytest.skip("pdfimages is not installed (Debian package poppler-utils; scripts/system-deps.sh installs it)")
+    path = tmp_path / "images.pdf"
+    path.write_bytes(data)
+    listed = subprocess.run(["pdfimages", "-list", str(path)], capture_output=True, check=True, timeout=30)
+    rows = [line.split() for line in listed.stdout.decode().splitlines()[2:]]
+    out = tmp_path / "extracted"
+    out.mkdir(exist_ok=True)
+    subprocess.run(["pdfimages", "-all", str(path), str(out / "img")], capture_output=True, check=True, timeout=30)
+    files = sorted(out.iterdir())
+    assert len(files) == len(rows)
+    return [(int(row[3]), int(row[4]), row[8], file.read_bytes()) for row, file in zip(rows, files, strict=True)]
 
 
 def pixels(data: bytes, tmp_path: Path, name: str) -> bytes:
@@ -94,6 +109,39 @@ def test_id_number_is_printed_masked(font_path: str, tmp_path: Path) -> None:
     assert "19900307" not in text
 
 
+def test_the_photo_is_embedded_as_stored(font_path: str, tmp_path: Path) -> None:
+    photo = normalised_photo()
+    assert (photo.width, photo.height) == (295, 413)
+    data = render_ticket(replace(TICKET, photo=photo.jpeg), font_path=font_path)
+
+    [(width, height, encoding, stored)] = embedded_images(data, tmp_path)
+    assert (width, height, encoding) == (295, 413, "jpeg")
+    assert stored == photo.jpeg  # the JPEG itself (DCTDecode), not decoded and encoded again
+    text = pdftotext(data, tmp_path)
+    assert "照片" not in text
+    assert TICKET.name in text and text.rstrip().endswith(f"准考证号：{TICKET.ticket_no}")
+
+
+def test_without_a_photo_the_box_says_so(font_path: str, tmp_path: Path) -> None:
+    data = render_ticket(TICKET, font_path=font_path)
+
+    assert embedded_images(data, tmp_path) == []
+    assert "照片" in pdftotext(data, tmp_path)
+
+
+def test_content_key_names_everything_printed() -> None:
+    photo_sha = normalised_photo().sha256
+    key = content_key(TICKET, photo_sha)
+
+    assert content_key(replace(TICKET, photo=b"bytes are named by their hash"), photo_sha) == key
+    assert len(key) == 64 and content_key(TICKET, photo_sha) == key
+    changed = [content_key(TICKET, None), content_key(TICKET, "0" * 64),
+               content_key(replace(TICKET, seat_no=9), photo_sha),
+               content_key(replace(TICKET, subjects=TICKET.subjects[:1]), photo_sha),
+               content_key(replace(TICKET, site_address="另一个地址"), photo_sha)]
+    assert len({key, *changed}) == 1 + len(changed)
+
+
 def test_same_ticket_gives_the_same_bytes(font_path: str) -> None:
     first = render_ticket(TICKET, font_path=font_path)
 
@@ -103,6 +151,10 @@ def test_same_ticket_gives_the_same_bytes(font_path: str) -> None:
     assert render_ticket(TICKET, font_path=font_path, created_at=created) != first
     assert render_ticket(TICKET, font_path=font_path, created_at=created) == render_ticket(
         TICKET, font_path=font_path, created_at=created)
+    jpeg = normalised_photo().jpeg
+    with_photo = render_ticket(replace(TICKET, photo=jpeg), font_path=font_path)
+    assert with_photo != first
+    assert render_ticket(replace(TICKET, photo=jpeg), font_path=font_path) == with_photo
 
 
 def test_cached_font_looks_exactly_like_fpdf2_add_font(font_path: str, tmp_path: Path) -> None:
