@@ -238,11 +238,12 @@ class Settings(BaseSettings):
     ticket_link_ttl_s: int = setting(600, "how long a ticket PDF link stays valid", ge=10, le=86_400)
     ticket_font: Text = setting(
         "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
-        "TrueType font with Chinese glyphs for ticket PDFs")
+        "TrueType font with Chinese glyphs for ticket and registration form PDFs")
     photo_threads: int = setting(2, "threads per process that check and normalise uploaded photos", ge=1, le=64)
     photo_max_queue: int = setting(
         4, "uploaded photos allowed to wait for a photo thread per process (503 beyond)", ge=0, le=1000)
     photo_link_ttl_s: int = setting(600, "how long a candidate's photo link stays valid", ge=10, le=86_400)
+    form_link_ttl_s: int = setting(600, "how long a registration form (报名表) PDF link stays valid", ge=10, le=86_400)
     photo_sample_percent: float = setting(
         2.0, "share (%) of the photos the checks approve that are also shown to operators for a look", ge=0, le=100)
     secret_key: SecretKey = setting(

@@ -13,6 +13,7 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         captcha,
         console,
         exams,
+        forms,
         health,
         lifecycle,
         lookups,
@@ -31,5 +32,5 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
     from gateway.routes import bench as bench_routes
 
     found = [health, exams, captcha, accounts, sessions, recovery, queue, registrations, lifecycle, payments, lookups,
-             admin, reviews, operations, operators, pages, console, photos, photo_review]
+             admin, reviews, operations, operators, pages, console, photos, photo_review, forms]
     return [*found, bench_routes] if bench else found
