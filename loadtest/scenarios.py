@@ -45,4 +45,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "candidates submit registrations in a province reviewed online; operators page the review queue and "
              "approve in bulk; every submission must end approved", operators=True,
              checks=(every_submission_approved,)),
+    Scenario("photo-upload", LOCUSTFILES / "photo_upload.py",
+             "sign in, upload the registration photo (a 1-2 MP camera JPEG drawn per user), see it and its link, "
+             "sign out; again with the next candidate"),
 )}

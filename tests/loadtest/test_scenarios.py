@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from core import db
-from seed import EXAM_B_CODE, REVIEW_PROVINCE
+from seed import EXAM_B_CODE, REVIEW_PROVINCE, candidate_credentials
 from tests.loadtest.conftest import THRESHOLDS, Run, Stack, run_loadtest
 
 pytestmark = pytest.mark.timeout(180)
@@ -192,3 +192,86 @@ def test_mixed_peak_in_steps_over_two_worker_processes(stack: Stack, tmp_path: P
     for request in ("POST /api/v1/sessions", "POST /api/v1/scores/lookup", "POST /api/v1/tickets/lookup"):
         assert int(rows[request]["Request Count"]) > 0, (request, run.explain())
     assert_passed(run, "POST /api/v1/sessions", "POST /api/v1/scores/lookup")
+
+
+PHOTO_ROW = "PUT /api/v1/me/photo"
+# A window of the seeded candidates of the photo test's own, from its start (the offset is fixed), so the
+# second run meets the candidates the first one gave a photo.
+PHOTO_FIRST, PHOTO_COUNT = 540, 60
+PHOTO_WINDOW = ("--first-candidate", str(PHOTO_FIRST), "--candidates", str(PHOTO_COUNT), "--candidate-offset", "0")
+
+
+def photo_candidates(stack: Stack) -> list[int]:
+    """The ids of the photo window's candidates."""
+    return asyncio.run(_photo_candidates(stack.dsn))
+
+
+async def _photo_candidates(dsn: str) -> list[int]:
+    usernames = [candidate_credentials(i).username for i in range(PHOTO_FIRST, PHOTO_FIRST + PHOTO_COUNT)]
+    conn = await db.connect(dsn)
+    try:
+        return [row["id"] for row in await conn.fetch("SELECT id FROM candidates WHERE username = ANY($1)",
+                                                      usernames)]
+    finally:
+        await conn.close()
+
+
+def set_aside(stack: Stack, ids: list[int]) -> list[int]:
+    """Make the candidates' current photos not current; their ids."""
+    return asyncio.run(_set_aside(stack.dsn, ids))
+
+
+async def _set_aside(dsn: str, ids: list[int]) -> list[int]:
+    conn = await db.connect(dsn)
+    try:
+        return [row["id"] for row in await conn.fetch(
+            "UPDATE photos SET current = false WHERE candidate_id = ANY($1) AND current RETURNING id", ids)]
+    finally:
+        await conn.close()
+
+
+def test_photo_upload_stores_one_current_photo_each_and_a_rerun_meets_the_lock(stack: Stack, tmp_path: Path) -> None:
+    ids = photo_candidates(stack)
+    assert len(ids) == PHOTO_COUNT
+    # The window's candidates start without a current photo, as on the day registration opens: the one
+    # the seed gave them is set aside (and put back at the end for those still without one).
+    aside = set_aside(stack, ids)
+    before = count(stack, "SELECT coalesce(max(id), 0) FROM photos")
+    try:
+        photo_runs(stack, tmp_path, ids, before)
+    finally:
+        count(stack, """WITH back AS (UPDATE photos p SET current = true WHERE p.id = ANY($1) AND NOT EXISTS
+                            (SELECT 1 FROM photos q WHERE q.candidate_id = p.candidate_id AND q.current)
+                            RETURNING 1) SELECT count(*) FROM back""", aside)
+
+
+def photo_runs(stack: Stack, tmp_path: Path, ids: list[int], before: int) -> None:
+    """A first run uploads for the window's candidates; a second meets the lock of what the first stored."""
+    new = "candidate_id = ANY($1) AND id > $2"
+
+    run = run_loadtest(stack, "photo-upload", tmp_path / "first", *THRESHOLDS, *PHOTO_WINDOW, users=6, duration="5s")
+
+    assert_passed(run, "POST /api/v1/sessions", PHOTO_ROW, "GET /api/v1/me/photo", "GET /api/v1/photos/{photo_id}.jpg",
+                  "DELETE /api/v1/sessions/current")
+    uploaded = int(run.rows()[PHOTO_ROW]["Request Count"])
+    # Each 201 stored one photo, and each candidate that uploaded has exactly one current photo: its new one.
+    assert count(stack, f"SELECT count(*) FROM photos WHERE {new}", ids, before) == uploaded
+    with_photo = count(stack, f"SELECT count(DISTINCT candidate_id) FROM photos WHERE {new}", ids, before)
+    assert count(stack, f"SELECT count(*) FROM photos WHERE {new} AND current", ids, before) == with_photo > 0
+    assert count(stack, "SELECT count(*) FROM photos WHERE candidate_id = ANY($1) AND current", ids) == with_photo
+    # The users' photos are approved by the checks, and not all the same picture.
+    assert count(stack, f"SELECT count(*) FROM photos WHERE {new} AND status <> 'approved'", ids, before) == 0
+    assert count(stack, f"SELECT count(DISTINCT sha256) FROM photos WHERE {new}", ids, before) > 1
+
+    # An approved photo is locked (the store does it; done here too for a store that does not yet): the same
+    # candidates again are refused photo_locked, an expected refusal, and keep their photo.
+    count(stack, f"WITH locked AS (UPDATE photos SET locked = true WHERE {new} AND current AND status = 'approved'"
+                 " RETURNING 1) SELECT count(*) FROM locked", ids, before)
+    again = run_loadtest(stack, "photo-upload", tmp_path / "again", *THRESHOLDS, *PHOTO_WINDOW, users=3,
+                         duration="3s")
+
+    assert_passed(again, "POST /api/v1/sessions", "GET /api/v1/me/photo", "DELETE /api/v1/sessions/current")
+    assert refused(again, PHOTO_ROW, "photo_locked") > 0, again.explain()
+    assert "photo_locked" in again.stdout  # among the expected refusals printed
+    stored_again = int(again.rows().get(PHOTO_ROW, {}).get("Request Count", 0))  # candidates the first run missed
+    assert count(stack, f"SELECT count(*) FROM photos WHERE {new}", ids, before) == uploaded + stored_again
