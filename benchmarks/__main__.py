@@ -35,6 +35,7 @@ BENCHMARKS = {
     "seats": "benchmarks.bench_seats",
     "payments": "benchmarks.bench_payments",
     "lookups": "benchmarks.bench_lookups",
+    "photos": "benchmarks.bench_photos",
 }
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
