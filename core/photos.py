@@ -51,6 +51,7 @@ ASPECT = WIDTH / HEIGHT
 MAX_OUTPUT_BYTES = 12 * 1024  # the normalised JPEG lands near 10 KB; the quality is lowered until it fits
 QUALITIES = (90, 85, 80, 75, 70, 65, 60, 55, 50, 45, 40, 35, 30)
 MAX_PIXELS = 40_000_000  # more than any camera photo needs; beyond, refused before decoding (a bomb)
+ORIENTATION = 0x0112  # the EXIF tag of a camera's orientation
 BORDER = 12  # pixels of the top, left and right borders that measure the background
 SIDE_BORDER_DOWN = 0.55  # the left and right borders are measured this far down (above the shoulders)
 # Background (grey level 0–255 of the borders): clearly light and even passes; clearly dark or busy fails.
@@ -137,23 +138,40 @@ def process(data: bytes) -> Processed:
         if width < 1 or height < 1 or width * height > MAX_PIXELS:
             raise PhotoRejected(["too_large_image" if width * height > MAX_PIXELS else "corrupt"])
         try:
+            turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn: upright, w and h swap
+        except (OSError, SyntaxError, ValueError):
+            turned = False
+        upright = (height, width) if turned else (width, height)
+        # Decode at the smallest power-of-two scale that still covers the 295 × 413 crop (the JPEG
+        # decoder's DCT scaling): a 12 MP camera photo is decoded as 0.75 MP, a quarter of the work.
+        reduce = _reduction(*upright)
+        if reduce >= 2:
+            image.draft("RGB", (math.ceil(width / reduce), math.ceil(height / reduce)))
+        try:
             image.load()  # the whole file decoded now: a truncated one fails here
-            upright = ImageOps.exif_transpose(image)  # a camera's orientation applied before its EXIF is dropped
+            ImageOps.exif_transpose(image, in_place=True)  # a camera's orientation applied before its EXIF is dropped
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise PhotoRejected(["too_large_image"]) from None
         except (OSError, SyntaxError, ValueError, MemoryError):
             raise PhotoRejected(["corrupt"]) from None
-        return _judge(upright)
+        return _judge(image, upright)
 
 
-def _judge(image: Image.Image) -> Processed:
+def _reduction(width: int, height: int) -> float:
+    """How many times smaller than ``width`` × ``height`` the picture may be decoded and still cover the crop."""
+    crop_w, crop_h = (height * ASPECT, height) if width / height > ASPECT else (width, width / ASPECT)
+    return min(crop_w / WIDTH, crop_h / HEIGHT)
+
+
+def _judge(image: Image.Image, size: tuple[int, int]) -> Processed:
+    """Judge the decoded, upright ``image`` whose size as uploaded (upright) is ``size``."""
     hard: list[str] = []
     soft: list[str] = []
     if image.mode == "L":
         soft.append("grayscale")
     elif image.mode not in ("RGB", "CMYK", "YCbCr"):
         raise PhotoRejected(["colour_mode"])
-    width, height = image.size
+    width, height = size
     if width < WIDTH or height < HEIGHT:
         hard.append("too_small")
     off = (width / height) / ASPECT
@@ -165,7 +183,7 @@ def _judge(image: Image.Image) -> Processed:
     if "wrong_aspect" in hard:  # its crop would not be the photo: the picture cannot be judged
         raise PhotoRejected(hard)
     # A picture too small is judged too (scaled up): every problem is named at once.
-    rgb = _normalised(image.convert("RGB"))
+    rgb = _normalised(image if image.mode == "RGB" else image.convert("RGB"))
     grey = rgb.convert("L")
     side = round(HEIGHT * SIDE_BORDER_DOWN)  # the shoulders reach the sides further down
     border = [grey.crop(box) for box in ((0, 0, WIDTH, BORDER), (0, 0, BORDER, side), (WIDTH - BORDER, 0, WIDTH, side))]
@@ -199,7 +217,7 @@ def _normalised(image: Image.Image) -> Image.Image:
         crop_h = round(width / ASPECT)
         top = (height - crop_h) // 2
         box = (0, top, width, top + crop_h)
-    return image.crop(box).resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS)
+    return image.resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS, box=box)  # no full-size copy for the crop
 
 
 def _encode(image: Image.Image) -> bytes:

@@ -8,7 +8,7 @@ import io
 import threading
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageStat
 
 from core import photos
 from tests import photo_images
@@ -133,3 +133,28 @@ async def test_pool_refuses_at_once_when_full(monkeypatch: pytest.MonkeyPatch) -
     finally:
         release.set()
         pool.close()
+
+
+def test_a_phone_photo_stored_sideways_is_judged_upright_and_decoded_small() -> None:
+    # A phone keeps the sensor's landscape pixels and says "turn a quarter" in EXIF (orientation 6).
+    upright = Image.open(io.BytesIO(photo_images.portrait(1200, 1680)))
+    sideways = upright.rotate(90, expand=True)  # counter-clockwise: orientation 6 turns it back
+    tags = Image.Exif()
+    tags[0x0112] = 6
+    out = io.BytesIO()
+    sideways.save(out, "JPEG", exif=tags.tobytes(), quality=92)
+    done = photos.process(out.getvalue())
+    assert done.status == "approved" and done.problems == ()  # judged as the portrait it is, not as too wide
+    image = Image.open(io.BytesIO(done.jpeg))
+    assert image.size == (295, 413) and not image.getexif()
+    top = image.crop((0, 0, 295, 12)).convert("L")
+    assert ImageStat.Stat(top).extrema[0][0] > 200  # the light background is at the top: the picture was turned upright
+
+
+def test_a_large_photo_is_decoded_at_a_reduced_scale_and_still_judged_by_its_size() -> None:
+    assert photos._reduction(4000, 5600) >= 8  # a 22 MP portrait can be decoded an eighth of the size
+    assert photos._reduction(295, 413) == 1
+    # Large enough either way: the size checks read the uploaded size, not the decoded one.
+    done = photos.process(photo_images.portrait(2950, 4130))
+    assert done.status == "approved" and Image.open(io.BytesIO(done.jpeg)).size == (295, 413)
+    assert rejected(photo_images.portrait(200, 280)) == ["too_small"]
