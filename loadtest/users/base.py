@@ -34,6 +34,9 @@ LOADTEST_HEADER = "X-Loadtest-Token"
 _pools: weakref.WeakKeyDictionary[Environment, CandidatePool] = weakref.WeakKeyDictionary()
 
 
+CANDIDATE_DRAWS = 64  # how many of its share a user looks through for a candidate it wants
+
+
 class Knobs(NamedTuple):
     """The run's options a user reads (Locust's parsed options, sent by the master to every worker)."""
 
@@ -107,9 +110,19 @@ class ExamgateUser(FastHttpUser):
         """Pause as a candidate reading the page would."""
         gevent.sleep(self.think_s())
 
+    def wants(self, index: int) -> bool:
+        """Whether this user plays seeded candidate ``index`` (every one, unless a user needs some)."""
+        return True
+
     def next_candidate(self) -> int:
-        """Move on to the next seeded candidate of this process's share."""
-        self.index = candidate_pool(self.environment).next()
+        """Move on to the next seeded candidate of this process's share that ``wants`` takes."""
+        pool = candidate_pool(self.environment)
+        index = pool.next()
+        for _ in range(CANDIDATE_DRAWS):  # bounded: a share without any such candidate takes what it drew
+            if self.wants(index):
+                break
+            index = pool.next()
+        self.index = index
         self.session = None
         return self.index
 

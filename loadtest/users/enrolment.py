@@ -18,6 +18,7 @@ import gevent
 from loadtest.candidates import enrolment, enrolment_province
 from loadtest.users.base import Answer, ExamgateUser
 from seed import EXAM_B_CODE, review_rule
+from seed.photos import has_photo
 
 ADMISSION_WAIT_S = 120.0  # the longest a user waits in the room before it counts as a failure
 SITE_TRIES = 3
@@ -64,6 +65,10 @@ class EnrollingUser(ExamgateUser):
         super().__init__(*args, **kwargs)
         self._commitments: dict[int, dict[str, Any] | None] = {}
         self._review_points: dict[tuple[int, str], list[dict[str, Any]]] = {}
+
+    def wants(self, index: int) -> bool:
+        """A candidate who has uploaded the photo confirming needs (three in four seeded ones)."""
+        return has_photo(index)
 
     def open_exam(self) -> dict[str, Any]:
         """The exam open for registration."""

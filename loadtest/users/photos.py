@@ -26,6 +26,7 @@ from locust.env import Environment
 from loadtest.locust_hooks import seconds_left
 from loadtest.photos import portrait_jpeg
 from loadtest.users.base import Answer, ExamgateUser
+from seed.photos import has_photo
 
 PHOTO = "/api/v1/me/photo"
 UPLOADED_FIELDS = ("photo_id", "status", "width", "height", "bytes")
@@ -58,6 +59,10 @@ class PhotoUploadUser(ExamgateUser):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self.photo = b""
+
+    def wants(self, index: int) -> bool:
+        """A candidate who has not uploaded a photo yet (one seeded candidate in four)."""
+        return not has_photo(index)
 
     def on_start(self) -> None:
         """Draw this user's photo (off the gevent hub: other users keep sending meanwhile)."""
