@@ -135,7 +135,7 @@ def serve(workers: int | None, port: int | None, host: str | None) -> None:
 
 @main.command()
 def worker() -> None:
-    """Run the background tasks: waiting rooms, hold write-behind, sweeper, inventory, captcha pool."""
+    """Run the background tasks: waiting rooms, hold write-behind, sweeper, inventory, captcha pool, SMS delivery."""
     from examgate.worker import run_worker
     from gateway.logs import configure_logging
 
@@ -231,14 +231,14 @@ def render_reconcile(report: dict[str, Any]) -> str:
 
 @main.group()
 def sms() -> None:
-    """The SMS outbox (examgate never sends SMS itself; a delivery worker or an operator does)."""
+    """The SMS outbox (the worker's sms-delivery task sends it through the provider at EXAMGATE_SMS_URL)."""
 
 
 @sms.command("outbox")
 @click.option("--phone", help="Only messages to this mobile number.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many, newest first.")
 def sms_outbox(phone: str | None, limit: int) -> None:
-    """List the newest messages in the SMS outbox."""
+    """List the newest messages in the SMS outbox, with their delivery status, attempts and last error."""
     if phone is not None and not (len(phone) == 11 and phone.isdigit()):
         raise click.BadParameter("must be an 11-digit mobile number", param_hint="--phone")
     settings = _settings()
@@ -261,16 +261,16 @@ async def _read_outbox(dsn: str, phone: str | None, limit: int) -> list[Any]:
 
 
 def render_outbox(messages: list[Any]) -> str:
-    """Outbox messages as a table: when (Asia/Shanghai), to whom, delivery state, the text."""
+    """Outbox messages as a table: when (Asia/Shanghai), to whom, status, attempts, sent, last error, the text."""
     from core.timeutil import SHANGHAI
 
     if not messages:
         return "(no messages)"
-    rows = [("id", "created (+08:00)", "phone", "template", "sent", "attempts", "body")]
+    rows = [("id", "created (+08:00)", "phone", "template", "status", "attempts", "sent", "error", "body")]
     for m in messages:
         sent = m.sent_at.astimezone(SHANGHAI).strftime("%m-%d %H:%M:%S") if m.sent_at else "-"
         rows.append((str(m.id), m.created_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S"), m.phone,
-                     m.template, sent, str(m.attempts), m.body))
+                     m.template, m.status, str(m.attempts), sent, m.error or "-", m.body))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for index, row in enumerate(rows):

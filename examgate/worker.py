@@ -29,6 +29,8 @@ from gateway.catalogue import CatalogueCache
 from gateway.config import Settings
 from gateway.configstore import ConfigStore, LiveConfigWatcher
 from lookups.prewarm import keep_prewarmed
+from messaging.aliyun import AliyunSms, ProviderSettings
+from messaging.delivery import DeliveryPolicy, run_delivery
 from payments.clients import ProviderClient
 from payments.errors import PaymentError
 from payments.keys import load_merchant as load_payment_keys
@@ -54,6 +56,7 @@ CANCEL_RETRY_S = 0.05  # how often a child task that swallowed its cancellation 
 # How soon the worker notices images taken: a check is one LLEN and one small HSET, and once short
 # it draws without pause until the pool is full again, so checking often starts each refill early.
 CAPTCHA_REFILL_INTERVAL_S = 0.25
+SMS_POLL_INTERVAL_S = 0.25  # an idle delivery worker looks for due messages this often (a code is awaited)
 
 
 def inventory_marker(exam_id: int) -> str:
@@ -223,6 +226,23 @@ def refund_policy(settings: Settings) -> RefundPolicy:
                         query_after_s=settings.refund_query_after_s, concurrency=settings.refund_concurrency)
 
 
+def sms_policy(settings: Settings) -> DeliveryPolicy:
+    """How SMS messages are sent, paced and retried, from the settings."""
+    return DeliveryPolicy(
+        send_rate_per_s=settings.sms_send_rate, concurrency=settings.sms_concurrency,
+        batch_size=settings.sms_batch_size, max_attempts=settings.sms_max_attempts, retry_s=settings.sms_retry_s,
+        retry_max_s=settings.sms_retry_max_s, lease_s=settings.sms_lease_s, timeout_s=settings.sms_timeout_s,
+        throttle_pause_s=settings.sms_throttle_pause_s, poll_interval_s=SMS_POLL_INTERVAL_S,
+        template_codes=dict(settings.sms_template_codes))
+
+
+def sms_sender(settings: Settings) -> AliyunSms:
+    """The SMS provider client (Alibaba Cloud SMS at EXAMGATE_SMS_URL: the real one, or the simulator)."""
+    return AliyunSms(ProviderSettings(settings.sms_url, settings.sms_access_key_id, settings.sms_access_key_secret,
+                                      settings.sms_sign_name, settings.sms_timeout_s),
+                     connections=settings.sms_concurrency)
+
+
 async def run_worker(settings: Settings) -> None:
     """Run every background task until SIGTERM or SIGINT."""
     pool = await create_pool(PoolSettings(settings.database_url, 1, max(2, settings.pg_pool_max // 2)))
@@ -270,6 +290,8 @@ async def run_worker(settings: Settings) -> None:
             query_after_s=settings.order_query_after_s, interval_s=settings.payments_interval_s)
         tasks["refunds"] = lambda: run_refunder(pool, provider, refund_policy(settings),
                                                 interval_s=settings.refunds_interval_s)
+    sender = sms_sender(settings)
+    tasks["sms-delivery"] = lambda: run_delivery(pool, redis, sender, sms_policy(settings), worker_id=worker_id)
     supervisor = Supervisor({name: functools.partial(until_cancelled, factory) for name, factory in tasks.items()})
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -280,6 +302,7 @@ async def run_worker(settings: Settings) -> None:
     finally:
         if provider is not None:
             await provider.aclose()
+        await sender.aclose()
         with contextlib.suppress(*REDIS_DOWN):
             await asyncio.wait_for(heartbeats.forget(redis, worker_id), timeout=1)  # gone now, not 3 beats later
         await redis.aclose()

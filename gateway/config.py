@@ -90,6 +90,21 @@ def _scrape_token(raw: Any) -> Any:
     return raw
 
 
+def _template_codes(raw: Any) -> Any:
+    """``template:code,…``: SMS templates the provider approved under other codes than the built-in ones."""
+    from core.sms import TEMPLATES
+
+    if isinstance(raw, str):
+        pairs = [item.partition(":") for item in filter(None, (part.strip() for part in raw.split(",")))]
+        if any(not sep or not code.strip() for _, sep, code in pairs):
+            raise ValueError("must be template:code pairs separated by commas, e.g. password_reset_code:SMS_123456789")
+        raw = {name.strip(): code.strip() for name, _, code in pairs}
+    unknown = sorted(set(raw) - TEMPLATES.keys()) if isinstance(raw, Mapping) else []
+    if unknown:
+        raise ValueError(f"unknown SMS templates {', '.join(unknown)} (known: {', '.join(TEMPLATES)})")
+    return raw
+
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 RedisUrl = Annotated[str, AfterValidator(_url("redis", "rediss", "unix"))]
@@ -99,6 +114,8 @@ Networks = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_networks)]
 Tokens = Annotated[Mapping[str, str], NoDecode, BeforeValidator(_tokens)]
 SecretKey = Annotated[str, StringConstraints(min_length=32)]
 ScrapeToken = Annotated[str, BeforeValidator(_scrape_token)]
+AccessSecret = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8)]
+TemplateCodes = Annotated[Mapping[str, str], NoDecode, BeforeValidator(_template_codes)]
 LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_choice)]
 
 
@@ -206,6 +223,36 @@ class Settings(BaseSettings):
     paysim_time_scale: float = setting(
         1.0, "the simulator's retry schedules are multiplied by this (0.001: a 4 min wait takes 0.24 s)",
         ge=0.00001, le=1000)
+    sms_url: HttpUrl = setting(
+        "http://127.0.0.1:8091", "the SMS provider's endpoint (Alibaba Cloud SMS: signed POSTs of SendSms and "
+        "QuerySendDetails; https://dysmsapi.aliyuncs.com for the real one, `examgate smssim` by default)")
+    sms_access_key_id: Text = setting("LTAI5tExamgateDevKey01", "our AccessKey id at the SMS provider")
+    sms_access_key_secret: AccessSecret = setting(
+        "", "our AccessKey secret at the SMS provider, signing every request (generated into the secrets file if "
+        "unset; the simulator reads the same file)", secret=True)
+    sms_sign_name: Text = setting("考试报名", "our SMS signature (SignName, the 【签名】 carriers show)")
+    sms_template_codes: TemplateCodes = setting(
+        {}, "template:code pairs, comma-separated, for templates the provider approved under other codes than the "
+        "built-in ones (e.g. password_reset_code:SMS_123456789)")
+    smssim_port: int = setting(8091, "port `examgate smssim` binds", ge=1, le=65_535)
+    sms_send_rate: float = setting(
+        100.0, "most messages per second the delivery workers send, all of them together (shared in Redis)",
+        ge=0.1, le=100_000)
+    sms_concurrency: int = setting(16, "messages one delivery worker has at the provider at once", ge=1, le=1000)
+    sms_batch_size: int = setting(200, "messages a delivery worker claims at once", ge=1, le=10_000)
+    sms_max_attempts: int = setting(
+        6, "sends of one message before it is marked failed (throttled answers do not count)", ge=1, le=100)
+    sms_retry_s: float = setting(
+        2.0, "wait before the first retry of a message the provider did not take; doubled at each further one, "
+        "with jitter", ge=0.001, le=3600)
+    sms_retry_max_s: float = setting(300.0, "longest wait between two sends of one message", ge=0.001, le=86_400)
+    sms_lease_s: float = setting(
+        60.0, "how long a claimed message is its worker's alone; one whose worker died is taken again after this "
+        "and first looked up at the provider (at least 3 × EXAMGATE_SMS_TIMEOUT_S)", ge=0.03, le=3600)
+    sms_timeout_s: float = setting(5.0, "time budget of one call to the SMS provider", ge=0.01, le=120)
+    sms_throttle_pause_s: float = setting(
+        1.0, "every delivery worker pauses this long when the provider says our sending rate is exceeded",
+        ge=0, le=600)
     order_query_after_s: float = setting(
         300.0, "a pending order without a notification this long is queried at the provider", ge=0.01, le=86_400)
     payments_interval_s: float = setting(
@@ -305,6 +352,9 @@ class Settings(BaseSettings):
         if self.pg_pool_min > self.pg_pool_max:
             raise ValueError(f"{PREFIX}PG_POOL_MIN ({self.pg_pool_min}) exceeds "
                              f"{PREFIX}PG_POOL_MAX ({self.pg_pool_max})")
+        if self.sms_lease_s < 3 * self.sms_timeout_s:
+            raise ValueError(f"{PREFIX}SMS_LEASE_S ({self.sms_lease_s:g}) must be at least 3 × "
+                             f"{PREFIX}SMS_TIMEOUT_S ({self.sms_timeout_s:g})")
         if self.session_idle_timeout_s > self.session_absolute_timeout_s:
             raise ValueError(f"{PREFIX}SESSION_IDLE_TIMEOUT_S ({self.session_idle_timeout_s:g}) exceeds "
                              f"{PREFIX}SESSION_ABSOLUTE_TIMEOUT_S ({self.session_absolute_timeout_s:g})")
@@ -350,7 +400,7 @@ def describe() -> list[tuple[str, str, str]]:
             default = "(generated)"
         elif default == "":
             default = "(unset)"
-        elif isinstance(default, tuple):
+        elif isinstance(default, tuple | dict):
             default = ",".join(default) or "(none)"
         rows.append((env_name(name), str(default), info.description or ""))
     return rows
@@ -374,7 +424,8 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         settings = Settings(**{**values, **overrides})
     except ValidationError as exc:
         raise ConfigError("; ".join(_explain(error) for error in exc.errors())) from None
-    if not settings.secret_key or not settings.admin_tokens or not settings.metrics_token:
+    if (not settings.secret_key or not settings.admin_tokens or not settings.metrics_token
+            or not settings.sms_access_key_secret):
         settings = _with_generated_secrets(settings)
     return settings
 
@@ -432,6 +483,9 @@ def _with_generated_secrets(settings: Settings) -> Settings:
     if "metrics_token" not in stored:
         stored["metrics_token"] = secrets.token_urlsafe(32)
         changed = True
+    if "sms_access_key_secret" not in stored:
+        stored["sms_access_key_secret"] = secrets.token_urlsafe(22)
+        changed = True
     if changed:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -442,9 +496,11 @@ def _with_generated_secrets(settings: Settings) -> Settings:
             os.replace(tmp, path)
         except OSError as exc:
             raise ConfigError(f"{PREFIX}SECRETS_FILE: cannot write {path} ({exc.strerror}); set {PREFIX}SECRET_KEY, "
-                              f"{PREFIX}ADMIN_TOKENS and {PREFIX}METRICS_TOKEN instead") from None
+                              f"{PREFIX}ADMIN_TOKENS, {PREFIX}METRICS_TOKEN and {PREFIX}SMS_ACCESS_KEY_SECRET "
+                              "instead") from None
     return settings.model_copy(update={
         "secret_key": settings.secret_key or stored["secret_key"],
         "admin_tokens": settings.admin_tokens or dict(stored["admin_tokens"]),
         "metrics_token": settings.metrics_token or stored["metrics_token"],
+        "sms_access_key_secret": settings.sms_access_key_secret or stored["sms_access_key_secret"],
     })

@@ -42,6 +42,21 @@ async def test_outbox_lists_messages_newest_first(pg: asyncpg.Connection, pg_dsn
     assert none.exit_code == 0 and "(no messages)" in none.output
 
 
+async def test_outbox_shows_status_attempts_and_error(pg: asyncpg.Connection, pg_dsn: str, tmp_path: Path) -> None:
+    queued = await sms.enqueue(pg, "13800000003", "register_code", params={"code": "135790", "minutes": 5})
+    failed = await sms.enqueue(pg, "13800000003", "register_code", params={"code": "246802", "minutes": 5})
+    await pg.execute("""UPDATE sms_outbox SET status = 'failed', due_at = NULL, failed_at = now(), attempts = 1,
+                               error = 'isv.BLACK_KEY_CONTROL_LIMIT: 黑名单管控' WHERE id = $1""", failed)
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["sms", "outbox", "--phone", "13800000003"],
+                                     env=env(tmp_path, pg_dsn))
+    assert result.exit_code == 0, result.output
+    header, _, newest, oldest = result.output.splitlines()
+    assert header.split()[4:9] == ["template", "status", "attempts", "sent", "error"]
+    assert newest.split()[0] == str(failed) and newest.split()[3:7] == ["13800000003", "register_code", "failed", "1"]
+    assert "isv.BLACK_KEY_CONTROL_LIMIT: 黑名单管控" in newest
+    assert oldest.split()[0] == str(queued) and oldest.split()[5:8] == ["queued", "0", "-"] and "135790" in oldest
+
+
 @pytest.mark.parametrize("args", [["--phone", "12ab"], ["--limit", "0"], ["--limit", "1001"]])
 def test_outbox_options_are_checked(tmp_path: Path, pg_dsn: str, args: list[str]) -> None:
     result = CliRunner().invoke(main, ["sms", "outbox", *args], env=env(tmp_path, pg_dsn))
