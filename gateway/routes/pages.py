@@ -53,6 +53,9 @@ PAGES: tuple[PageSpec, ...] = (
              "commitment", (COMMON, LIFECYCLE, "js/pages/commitment.js")),
     PageSpec("registration_edit", "/registrations/{registration_id:[0-9]{1,18}}/edit", "修改报名信息", "enrol",
              (COMMON, "js/pages/enrol.js")),
+    # The registration photo: rules, the current one with its review, the upload, the change request.
+    PageSpec("photo", "/photo", "报名照片", "photo", (COMMON, CAPTCHA, "js/pages/photo.js"),
+             captcha_routes=("photos.put",)),
     PageSpec("tickets", "/tickets", "准考证打印", "tickets", (COMMON, CAPTCHA, "js/pages/tickets.js"),
              captcha_routes=("tickets.lookup",)),
     PageSpec("scores", "/scores", "成绩查询", "scores", (COMMON, CAPTCHA, "js/pages/scores.js"),
@@ -60,6 +63,9 @@ PAGES: tuple[PageSpec, ...] = (
     # Operators' review of registrations: the console's token (sessionStorage), a page of its own.
     PageSpec("reviews", "/console/reviews", "资格审核", "console-reviews", (COMMON, "js/console-reviews.js"),
              header="console-reviews"),
+    # Operators' review of photos and of the candidates' change requests, the same way.
+    PageSpec("photo_review", "/console/photos", "照片审核", "console-photos", (COMMON, "js/console-photos.js"),
+             header="console-photos"),
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -30,8 +30,9 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 LIVE_MARK = "\x00live\x00"
 _PLACEHOLDER = re.compile(r"\{\{\s*(asset\s+)?([A-Za-z0-9_./-]+)\s*\}\}")
 
-# No inline script or style anywhere, so the policy can forbid them; data: is for the image captcha.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+# No inline script or style anywhere, so the policy can forbid them; data: is for the image captcha, blob: for
+# the photo page's preview of the chosen file (an object URL, made by the page's own script).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
                            "connect-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; "
                            "form-action 'self'; frame-ancestors 'none'")
 PAGE_HEADERS = {

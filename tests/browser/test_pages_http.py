@@ -26,7 +26,8 @@ PAGE_PATHS = {
     "home": "/", "register": "/register", "login": "/login", "enrol": "/exams/7/enrol", "queue": "/exams/7/queue",
     "seat": "/registrations/12/seat", "pay": "/registrations/12/pay", "tickets": "/tickets", "scores": "/scores",
     "console": "/console", "registration": "/registrations/12", "commitment": "/registrations/12/commitment",
-    "registration_edit": "/registrations/12/edit", "reviews": "/console/reviews",
+    "registration_edit": "/registrations/12/edit", "reviews": "/console/reviews", "photo": "/photo",
+    "photo_review": "/console/photos",
 }
 ASSET_URL = re.compile(r'(?:src|href|data-pow-worker)="(/static/[^"]+)"')
 
@@ -89,6 +90,28 @@ async def test_the_lifecycle_pages_have_their_shells(client: TestClient) -> None
     assert 'href="/console/reviews"' in await shell("/console")  # the console links to it
     for path in ("/registrations/12a", "/registrations/12/commitment/x", "/console/reviews/1"):
         assert (await client.get(path)).status == 404, path
+
+
+async def test_the_photo_pages_have_their_shells(client: TestClient) -> None:
+    # The candidate's photo page: its script, the upload's captcha (live mode, default off), a JPEG picker;
+    # the policy lets the page preview the chosen file (an object URL) and nothing inline.
+    resp = await client.get("/photo")
+    photo = await resp.text()
+    assert re.search(r'src="/static/[0-9a-f]{12}/js/pages/photo\.js"', photo)
+    assert 'data-captcha="photos.put"' in photo and "&quot;photos.put&quot;:&quot;off&quot;" in photo
+    assert 'type="file" accept="image/jpeg,.jpg,.jpeg"' in photo
+    assert "img-src 'self' data: blob:;" in resp.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in resp.headers["Content-Security-Policy"]
+    for page in ("/", "/registrations/12"):  # the candidate header links it
+        assert '<a href="/photo">报名照片</a>' in await (await client.get(page)).text()
+    # The console's photo review: the console's header, its own script; the console and the review page link it.
+    review = await (await client.get("/console/photos")).text()
+    assert "site-header--console" in review and "data-sign-out" not in review
+    assert 'href="/console/photos" aria-current="page"' in review
+    assert re.search(r'src="/static/[0-9a-f]{12}/js/console-photos\.js"', review)
+    for page in ("/console", "/console/reviews"):
+        assert 'href="/console/photos"' in await (await client.get(page)).text(), page
+    assert (await client.get("/console/photos/1")).status == 404
 
 
 async def test_page_assets_have_versioned_urls_cached_for_a_year(client: TestClient) -> None:

@@ -38,6 +38,9 @@
     if (opts.json !== undefined) {
       headers["Content-Type"] = opts.contentType || "application/json";
       body = JSON.stringify(opts.json);
+    } else if (opts.body !== undefined) {  // raw bytes (a File or Blob), e.g. the photo upload
+      headers["Content-Type"] = opts.contentType;
+      body = opts.body;
     }
     if (opts.token !== undefined) {
       if (opts.token) headers.Authorization = "Bearer " + opts.token;
