@@ -5,7 +5,8 @@
  * A candidate in the integrity archive may not sign (403 commitment_not_allowed, reason integrity_record):
  * the page says so and offers the general procedure (confirm without signing; a person reviews). A major
  * outside the level's lists (422 major_mismatch_unacknowledged) shows the allowed majors and asks for an
- * acknowledgement before confirming again.
+ * acknowledgement before confirming again. Without an approved photo (409 photo_required) the page says what
+ * the photo lacks and links the photo page; the signature already made is kept.
  */
 (function () {
   "use strict";
@@ -106,6 +107,11 @@
       const code = confirmed.error.code;
       if (code === "major_mismatch_unacknowledged") return showMismatch(confirmed.error);
       failed(confirmed);
+      if (code === "photo_required") {
+        alert.appendChild(EG.el("p", {}, [EG.el("a", { className: "button secondary", href: "/photo?registration=" + registrationId,
+                                                       text: confirmed.error.details.photo_status ? "查看报名照片" : "上传报名照片" })]));
+        showAgree();  // signed just before: the button now confirms only
+      }
       if (code === "commitment_required") {
         commitment = commitment || await loadDocument("commitment");
         showCommitment();

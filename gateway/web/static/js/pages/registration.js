@@ -1,6 +1,8 @@
 /* 报名状态: a registration's home. The flow (填写报名信息 → 阅读告知/签署承诺 → 资格审核 → 选择考点 →
  * 缴费 → 打印准考证) with what is done and what comes next, the review's reasons, and the buttons the
  * state allows: edit, confirm, withdraw the confirmation, 放弃报名, on to the seats or the payment.
+ * A draft without an approved photo says so (``missing``, ``photo_status``) and links the photo page;
+ * a confirmed registration offers 下载报名表 (GET …/form → its signed PDF link).
  */
 (function () {
   "use strict";
@@ -17,6 +19,15 @@
     enrol: "报名信息已保存。请阅读报名须知、签署告知承诺并确认报名信息。",
     edit: "报名信息已修改，请重新确认报名信息。",
   };
+  // The photo a draft lacks (photo_status → what to say, the link's text); and the photo's status by name.
+  const PHOTO_NEEDED = {
+    none: ["尚未上传报名照片。照片审核通过后才能确认报名信息。", "上传照片"],
+    needs_review: ["报名照片正在人工审核中，审核通过后才能确认报名信息。", "查看照片审核进度"],
+    rejected: ["报名照片审核未通过，请按原因重新上传照片，审核通过后才能确认报名信息。", "重新上传照片"],
+  };
+  const PHOTO_STATUS = { approved: "审核通过", needs_review: "待人工审核", rejected: "审核未通过" };
+  // Statuses whose registration form (报名表) can be printed: confirmed and standing.
+  const FORM_STATUSES = ["under_review", "onsite_review", "approved", "paid"];
   const CONFIRMED = {
     approved: "报名信息已确认，资格审核已通过。",
     under_review: "报名信息已确认，已提交考试机构网上审核。",
@@ -47,11 +58,40 @@
       }
     }
 
+    function needsPhoto(registration) {
+      return (registration.missing || []).indexOf("photo") >= 0 ||
+        (registration.status === "rejected" && registration.photo_status !== "approved");
+    }
+
+    function photoPath(registration) {
+      return "/photo?registration=" + registration.registration_id;
+    }
+
+    async function renderPhoto(registration) {
+      const box = EG.$("[data-photo-box]");
+      box.hidden = !needsPhoto(registration);
+      if (box.hidden) return;
+      const said = PHOTO_NEEDED[registration.photo_status] || PHOTO_NEEDED.none;
+      EG.$("[data-photo-text]").textContent = said[0];
+      const link = EG.$("[data-photo-link]");
+      link.textContent = said[1];
+      link.href = photoPath(registration);
+      const reason = EG.$("[data-photo-reason]");
+      reason.hidden = true;
+      if (registration.photo_status !== "rejected") return;
+      const photo = await EG.api("GET", "/api/v1/me/photo");
+      if (photo.ok && photo.data.review_reason) {
+        reason.textContent = "未通过原因：" + photo.data.review_reason;
+        reason.hidden = false;
+      }
+    }
+
     function stepNotes(registration, held) {
       const signed = registration.commitment ? "已签署（" + EG.time(registration.commitment.signed_at) + "）" : "";
       const review = { under_review: "网上审核中", onsite_review: "待现场审核", rejected: "审核未通过" }[registration.status];
       return [
-        registration.status === "draft" || registration.status === "rejected" ? "可修改" : "已提交",
+        (registration.status === "draft" || registration.status === "rejected" ? "可修改" : "已提交") +
+          (needsPhoto(registration) ? "；缺少审核通过的照片" : ""),
         signed || (registration.status === "draft" ? "阅读须知并确认报名信息" : ""),
         review || (["approved", "paid"].indexOf(registration.status) >= 0 ? "审核通过" : ""),
         held ? "已保留座位" : (registration.status === "paid" ? "考点已确定" : ""),
@@ -119,7 +159,8 @@
       const withdraw = button("撤回确认", "secondary", function () { withdrawConfirmation(); });
       switch (registration.status) {
         case "draft":
-          items.push(link("确认报名信息", EG.registrationPath(id, "commitment"), true), link("修改报名信息", EG.registrationPath(id, "edit")), cancel);
+          // Without an approved photo the photo box above leads the way; confirming would be refused (409).
+          items.push(link("确认报名信息", EG.registrationPath(id, "commitment"), !needsPhoto(registration)), link("修改报名信息", EG.registrationPath(id, "edit")), cancel);
           break;
         case "rejected":
           items.push(link("修改报名信息", EG.registrationPath(id, "edit"), true), link("重新确认报名信息", EG.registrationPath(id, "commitment")), cancel);
@@ -140,8 +181,25 @@
         default:
           items.push(link("返回首页", "/", true));
       }
+      if (FORM_STATUSES.indexOf(registration.status) >= 0) {
+        items.splice(1, 0, button("下载报名表", "secondary", function () { downloadForm(registration); }));
+      }
       const box = EG.$("[data-actions]");
       box.replaceChildren.apply(box, items);
+    }
+
+    /** 下载报名表: a fresh signed link to the form's PDF, followed at once and shown for another try. */
+    async function downloadForm(registration) {
+      alert.hidden = true;
+      const box = EG.$("[data-form-box]");
+      box.hidden = true;
+      const form = await EG.api("GET", "/api/v1/registrations/" + registration.registration_id + "/form");
+      if (!form.ok) return failed(form);
+      const anchor = EG.$("[data-form-link]");
+      anchor.href = form.data.pdf_url;
+      anchor.setAttribute("download", "");  // saved, not opened in place; the name is the server's
+      box.hidden = false;
+      anchor.click();
     }
 
     async function siteName(registration) {
@@ -170,6 +228,7 @@
         ["报考省份 · 城市", EG.province(registration.province) + " · " + (registration.city || "—")],
         ["相关工作年限", registration.work_years === null || registration.work_years === undefined ? null : registration.work_years + " 年"],
         ["审核点", await reviewPointName(registration)],
+        ["报名照片", PHOTO_STATUS[registration.photo_status] || "未上传"],
         ["告知承诺", registration.commitment ? "已签署（第 " + registration.commitment.version + " 版，" + EG.time(registration.commitment.signed_at) + "）" : "未签署"],
         ["考点", site],
         ["座位保留至", registration.hold_expires_at ? EG.time(registration.hold_expires_at, true) : null],
@@ -223,6 +282,7 @@
       renderFlow(registration, held);
       renderReasons(registration);
       renderActions(registration, held, cancelRequested);
+      await renderPhoto(registration);
       stateBox.hidden = false;
       renderHistory(events);
       await renderDetails(registration);
