@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tests.browser.conftest import Stack
+from core import db
+from tests import photo_images
+from tests.browser.conftest import Stack, run_async
+from tests.factories import give_approved_photos
 
 # Every visible control has an accessible name (a label, aria-label or aria-labelledby, or its text).
 UNLABELLED = """() => Array.from(document.querySelectorAll('input, select, textarea, button'))
@@ -36,3 +40,25 @@ def publish_documents(stack: Stack, exam_id: int) -> None:
         status, body = stack.call("POST", f"/admin/api/v1/exams/{exam_id}/documents/{kind}",
                                   {"title": title, "text": text}, headers=admin(stack))
         assert status == 201, body
+
+
+async def _give_photo(dsn: str, username: str) -> None:
+    conn = await db.connect(dsn)
+    try:
+        candidate_id = await conn.fetchval("SELECT id FROM candidates WHERE username = $1", username.lower())
+        assert candidate_id is not None, username
+        await give_approved_photos(conn, [candidate_id])
+    finally:
+        await conn.close()
+
+
+def give_photo(stack: Stack, username: str) -> None:
+    """The candidate ``username`` gets a current, approved (locked) photo, as after an upload the checks approved."""
+    run_async(_give_photo(stack.dsn, username))
+
+
+def photo_file(directory: Path, name: str = "photo.jpg", **portrait: Any) -> Path:
+    """A portrait JPEG (``tests.photo_images.portrait`` with ``portrait``) written to ``directory/name``."""
+    path = directory / name
+    path.write_bytes(photo_images.portrait(**portrait))
+    return path

@@ -2,7 +2,8 @@
 
 - A candidate on a phone registers (first with mistakes, shown next to the inputs), signs in
   (the proof-of-work solved in the background), enrols and lands on the registration's status page,
-  reads the exam's notice and signs its commitment (我已阅知并同意), is approved by the automatic
+  which asks for a photo; uploads one on the photo page (previewed first, approved and locked), reads
+  the exam's notice and signs its commitment (我已阅知并同意), is approved by the automatic
   review, waits in the waiting room behind others, holds a seat with the keyboard, pays at the
   simulator's cashier page and comes back to "paid" and the ticket number, looks the admission
   ticket up and downloads its PDF, and finally asks to give the registration up (a request to the
@@ -22,6 +23,7 @@ import secrets
 import shutil
 import subprocess
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +33,7 @@ from captcha import keys as captcha_keys
 from core import db
 from core.timeutil import utcnow
 from gateway.liveconfig import DEFAULT
-from tests.browser.checks import check_page, publish_documents
+from tests.browser.checks import check_page, photo_file, publish_documents
 from tests.browser.conftest import DESKTOP, PHONE, Shots, Stack, in_ci, run_async
 from tests.factories import make_exam
 from tests.gateway.candidate_http import PASSWORD, phone, registration, resident_id
@@ -121,7 +123,7 @@ async def scored_exam(dsn: str, count: int = 6) -> tuple[int, list[dict[str, Any
 # --- 1. the candidate's journey ----------------------------------------------------------------------------
 
 def test_a_candidate_registers_signs_the_commitment_queues_holds_a_seat_pays_and_downloads_the_ticket(
-        stack: Stack, context_factory: Any, shots: Shots) -> None:
+        stack: Stack, context_factory: Any, shots: Shots, tmp_path: Path) -> None:
     exam_name = f"2026 年度经济专业技术资格考试（{secrets.token_hex(2)}）"
     exam_id, sites = run_async(open_exam_with_print_window(stack.dsn, exam_name))
     stack.wait_exam(exam_id)
@@ -200,8 +202,33 @@ def test_a_candidate_registers_signs_the_commitment_queues_holds_a_seat_pays_and
     expect(flow.locator("li")).to_have_count(6)
     expect(flow.locator("li[aria-current=step]")).to_contain_text("阅读告知/签署承诺")
     expect(page.locator("[data-details]")).to_contain_text("经济基础知识、金融专业知识和实务")
+    photo_box = page.locator("[data-photo-box]")
+    expect(photo_box).to_contain_text("尚未上传报名照片")
     check_page(page)
     shots.take(page, "status-draft")
+
+    # The photo page: the rules, the chosen file previewed in the page, the upload approved and locked.
+    photo_box.get_by_role("link", name="上传照片").click()
+    page.wait_for_url(f"{stack.url}/photo?registration={registration_id}")
+    expect(page.get_by_role("heading", name="照片要求")).to_be_visible()
+    expect(page.locator("[data-none]")).to_have_text("您尚未上传报名照片。")
+    page.get_by_label("选择照片文件（JPG，不超过 2 MB）").set_input_files(photo_file(tmp_path))
+    expect(page.get_by_role("img", name="待上传照片预览")).to_have_attribute("src", re.compile(r"^blob:"))
+    expect(page.locator("[data-preview-caption]")).to_contain_text("413×578 像素")
+    check_page(page)
+    shots.take(page, "photo-preview")
+    page.get_by_role("button", name="上传照片").click()
+    expect(page.locator("[data-notice]")).to_contain_text("系统检测通过，照片已锁定")
+    current = page.locator("[data-current-details]")
+    expect(current).to_contain_text("审核通过")
+    expect(current).to_contain_text("已锁定")
+    expect(page.locator("[data-upload]")).to_be_hidden()
+    check_page(page)
+    shots.take(page, "photo-approved")
+    page.get_by_role("link", name="返回报名状态").click()
+    page.wait_for_url(f"{stack.url}/registrations/{registration_id}")
+    expect(page.get_by_role("heading", name="当前状态：待确认")).to_be_visible()
+    expect(photo_box).to_be_hidden()
 
     # The notice, the commitment, 我已阅知并同意: signed, confirmed, approved by the automatic review.
     page.get_by_role("link", name="确认报名信息").click()

@@ -27,7 +27,7 @@ import pytest
 
 from core import db
 from core.timeutil import utcnow
-from tests.browser.checks import admin, check_page, publish_documents
+from tests.browser.checks import admin, check_page, give_photo, publish_documents
 from tests.browser.conftest import DESKTOP, PHONE, Shots, Stack, in_ci, run_async
 from tests.factories import make_exam
 from tests.gateway.candidate_http import PASSWORD, registration
@@ -74,14 +74,17 @@ async def others_under_review(dsn: str, exam_id: int, count: int) -> list[int]:
         await conn.close()
 
 
-def signed_in_candidate(stack: Stack, page: Page, **changes: Any) -> dict[str, Any]:
+def signed_in_candidate(stack: Stack, page: Page, *, photo: bool = True, **changes: Any) -> dict[str, Any]:
     """A candidate registered and signed in through the API (the sign-in page has its own tests), the
-    session handed to ``page`` as the sign-in page would keep it; the account's body."""
+    session handed to ``page`` as the sign-in page would keep it; the account's body. With ``photo`` the
+    candidate has an approved photo (confirming needs one; the photo page has its own tests)."""
     status, issued = stack.call("POST", "/admin/api/v1/loadtest-tokens", {"ttl_s": 600}, headers=admin(stack))
     assert status == 201
     skip_captcha = {"X-Loadtest-Token": issued["token"]}
     account = registration(**changes)
     assert stack.call("POST", "/api/v1/accounts", account, headers=skip_captcha)[0] == 201
+    if photo:
+        give_photo(stack, account["username"])
     status, session = stack.call("POST", "/api/v1/sessions", {"username": account["username"], "password": PASSWORD},
                                  headers=skip_captcha)
     assert status == 201, session
