@@ -1,6 +1,6 @@
 """Real processes for tests, benchmarks and load tests.
 
-The gateway, the worker, the payment simulator, private redis-servers and private PostgreSQL servers.
+The gateway, the worker, the payment and SMS simulators, private redis-servers and private PostgreSQL servers.
 """
 
 from __future__ import annotations
@@ -184,6 +184,31 @@ def start_paysim(keys_dir: str | Path, *, time_scale: float = 1.0, run_dir: Path
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "examgate", "paysim", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    process = Process(proc, log_path, f"http://127.0.0.1:{port}", {"run_dir": str(run_dir)})
+    try:
+        wait_http(process.url + "/sim/healthz", timeout_s=timeout_s, proc=process)
+    except Exception:
+        process.stop()
+        raise
+    return process
+
+
+def start_smssim(*args: str, run_dir: Path | None = None, timeout_s: float = 30, **extra: str) -> Process:
+    """Run ``examgate smssim ARGS`` on a free port and wait until it answers (settings from ``extra``, the environment).
+
+    Give it the AccessKey secret the worker has (``EXAMGATE_SMS_ACCESS_KEY_SECRET``), or the same secrets file.
+    """
+    port = free_port()
+    run_dir = run_dir or Path(tempfile.mkdtemp(prefix="examgate-smssim-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXAMGATE_", "PROMETHEUS_"))}
+    env.update({"EXAMGATE_RUN_DIR": str(run_dir), "EXAMGATE_SECRETS_FILE": str(run_dir / "secrets.json")})
+    env.update(extra)
+    log_path = run_dir / f"smssim-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "examgate", "smssim", "--host", "127.0.0.1", "--port", str(port), *args],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     process = Process(proc, log_path, f"http://127.0.0.1:{port}", {"run_dir": str(run_dir)})

@@ -52,7 +52,7 @@ __all__ = ["DeliveryPolicy", "DeliveryReport", "backoff_s", "deliver_batch", "lo
 log = logging.getLogger("examgate.sms")
 
 THROTTLED_MAX_FACTOR = 4  # a message throttled this many times its max_attempts is failed (a number that never clears)
-PUBLISH_EVERY_S = 1.0
+PUBLISH_EVERY_S = 1.0  # an idle worker says its (falling) rate this often
 
 
 class DeliveryPolicy(NamedTuple):
@@ -227,11 +227,12 @@ async def run_delivery(pool: asyncpg.Pool, redis: aioredis.Redis, sender: Sender
             await pause(policy.poll_interval_s, stop_event)
             continue
         if report.claimed:
-            log.debug("sms batch: %d claimed, %s, %d released, %d lease lost", report.claimed,
-                      dict(report.outcomes), report.released, report.lease_lost)
+            log.info("sms batch: %d claimed; %s; %d released, %d lease lost", report.claimed,
+                     ", ".join(f"{name} {count}" for name, count in sorted(report.outcomes.items())) or "no outcome",
+                     report.released, report.lease_lost)
         meter.add(report.outcomes["sent"] - report.outcomes["found"])
         unpublished.update(report.outcomes)
-        if time.monotonic() - published_at >= PUBLISH_EVERY_S:
+        if unpublished or time.monotonic() - published_at >= PUBLISH_EVERY_S:  # idle: the rate, once a second
             try:
                 await stats.publish(redis, worker_id, unpublished, meter.rate_per_s())
                 unpublished.clear()
