@@ -236,7 +236,7 @@ class Settings(BaseSettings):
         "built-in ones (e.g. password_reset_code:SMS_123456789)")
     smssim_port: int = setting(8091, "port `examgate smssim` binds", ge=1, le=65_535)
     sms_send_rate: float = setting(
-        100.0, "most messages per second the delivery workers send, all of them together (shared in Redis)",
+        200.0, "most messages per second the delivery workers send, all of them together (shared in Redis)",
         ge=0.1, le=100_000)
     sms_concurrency: int = setting(16, "messages one delivery worker has at the provider at once", ge=1, le=1000)
     sms_batch_size: int = setting(200, "messages a delivery worker claims at once", ge=1, le=10_000)

@@ -64,6 +64,16 @@ PASSWORD_REJECTED = Gauge("examgate_password_pool_rejected",
                           "Hashing jobs refused because the pool was full, since start",
                           multiprocess_mode="livesum")
 REDIS_COMMANDS = Gauge("examgate_redis_commands_sent", "Auto-pipelined commands written", multiprocess_mode="livesum")
+SMS_QUEUE = Gauge("examgate_sms_queue_messages", "SMS messages waiting in the outbox: queued (new, or awaiting a "
+                  "retry) and sending (claimed by a delivery worker, or in doubt)", ["state"],
+                  multiprocess_mode="mostrecent")
+SMS_OLDEST = Gauge("examgate_sms_oldest_waiting_seconds", "Age of the oldest SMS message still waiting to be sent",
+                   multiprocess_mode="mostrecent")
+SMS_DELIVERIES = Gauge("examgate_sms_deliveries", "SMS delivery outcomes, every worker together: sent, failed, retried "
+                       "(after a provider error), throttled, looked_up (in doubt), found (sent before)", ["outcome"],
+                       multiprocess_mode="mostrecent")
+SMS_SEND_RATE = Gauge("examgate_sms_send_rate_per_second", "SMS messages the provider accepted per second, the live "
+                      "delivery workers together (last 10 s)", multiprocess_mode="mostrecent")
 RENDERS = Counter("examgate_metrics_renders_total", "Times this exposition was rendered (at most one per cache "
                   "interval per process, however many scrapes)")
 READINESS_CHECKS = Counter("examgate_readiness_checks_total", "Readiness verdicts computed, each asking Redis and "
@@ -225,6 +235,17 @@ def sample_hasher(hasher: Any) -> None:
         PASSWORD_POOL.labels("in_flight").set(stats.in_flight)
         PASSWORD_POOL.labels("capacity").set(stats.capacity)
         PASSWORD_REJECTED.set(stats.rejected)
+
+
+def sample_sms(stats: Any) -> None:
+    """Copy the SMS outbox's depth and the delivery workers' figures (``messaging.stats.DeliveryStats``) into gauges."""
+    if stats is not None:
+        SMS_QUEUE.labels("queued").set(stats.queued)
+        SMS_QUEUE.labels("sending").set(stats.sending)
+        SMS_OLDEST.set(stats.oldest_s)
+        for outcome, count in stats.totals.items():
+            SMS_DELIVERIES.labels(outcome).set(count)
+        SMS_SEND_RATE.set(stats.rate_per_s)
 
 
 def monotonic() -> float:

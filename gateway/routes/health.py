@@ -15,6 +15,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
+import asyncpg
 import orjson
 import redis.exceptions
 from aiohttp import web
@@ -30,6 +31,7 @@ from gateway.models import Reply
 from gateway.routing import SCRAPER, Answer, Routes
 from gateway.singleflight import SingleFlight
 from lookups.pdf import TicketFontMissing, check_ticket_font
+from messaging import stats as sms_stats
 
 log = logging.getLogger("examgate.gateway")
 
@@ -104,12 +106,23 @@ async def _captcha_pool_stats(app: web.Application) -> PoolStats | None:
         return None  # a scrape still answers while Redis is away
 
 
+async def _sms_stats(app: web.Application) -> sms_stats.DeliveryStats | None:
+    pool, client = app.get(keys.PG), app.get(keys.REDIS)
+    if pool is None or client is None:
+        return None
+    try:
+        return await asyncio.wait_for(sms_stats.read(pool, client), READY_TIMEOUT_S)
+    except (asyncpg.PostgresError, redis.exceptions.RedisError, OSError, TimeoutError):
+        return None  # a scrape still answers while a store is away
+
+
 async def _render_metrics(app: web.Application) -> Rendered:
     app[keys.STATS].collect()  # this process's answers so far (the others export theirs each second)
     metrics.sample_pools(app.get(keys.PG), app.get(keys.REDIS))
     metrics.sample_limiter(app.get(keys.LIMITER))
     metrics.sample_hasher(app.get(keys.HASHER))
     metrics.sample_captcha(await _captcha_pool_stats(app), app.get(keys.CAPTCHA_TAKES))
+    metrics.sample_sms(await _sms_stats(app))
     return metrics.render()
 
 

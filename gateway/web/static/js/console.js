@@ -192,6 +192,30 @@
     ]);
   }
 
+  /** The SMS outbox and the delivery workers' figures (examgate_sms_* of /metrics). */
+  function renderSms(samples) {
+    const target = EG.$("[data-sms]");
+    if (!samples) {
+      EG.dl(target, [["/metrics", "不可用"]]);
+      return;
+    }
+    function figure(name, where) {
+      const value = max(metric(samples, name, where));
+      return value === null ? "—" : String(value);
+    }
+    function outcome(name) { return figure("examgate_sms_deliveries", { outcome: name }); }
+    const oldest = max(metric(samples, "examgate_sms_oldest_waiting_seconds"));
+    EG.dl(target, [
+      ["待发送（排队 / 发送中）", figure("examgate_sms_queue_messages", { state: "queued" }) + " / " +
+        figure("examgate_sms_queue_messages", { state: "sending" })],
+      ["最早一条已等待", oldest === null ? "—" : oldest.toFixed(1) + " 秒"],
+      ["发送速率（条 / 秒，近 10 秒）", rate(max(metric(samples, "examgate_sms_send_rate_per_second")))],
+      ["已发送 / 发送失败", outcome("sent") + " / " + outcome("failed")],
+      ["重试 / 被服务商限流", outcome("retried") + " / " + outcome("throttled")],
+      ["结果不明后查询 / 查到已发送", outcome("looked_up") + " / " + outcome("found")],
+    ]);
+  }
+
   async function refreshFigures() {
     clearTimeout(timer);
     if (!token) return;
@@ -238,6 +262,7 @@
       if (version !== null && data.config_version > version) notice("配置已被更新到版本 " + data.config_version + "，保存前请先刷新页面或重新载入。");
     }
     renderProcess(results[1]);
+    renderSms(results[1]);
     if (!paused) timer = setTimeout(refreshFigures, REFRESH_MS);
   }
 
