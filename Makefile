@@ -16,7 +16,7 @@ LOADTEST_SCENARIOS := login-storm registration-opening payment-flood score-relea
 .PHONY: help venv services services-stop system-deps migrate seed demo demo-stop test test-fast bench loadtest lint clean
 
 help:
-	@echo "make demo           set everything up and start gateway, worker and payment simulator"
+	@echo "make demo           set everything up and start gateway, worker, payment and SMS simulators"
 	@echo "make demo-stop      stop what make demo started"
 	@echo "make test           set everything up, run make lint, then the whole test suite"
 	@echo "make test-fast      only the tests marked unit: no PostgreSQL, Redis, subprocess or network"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start (or stop) the demo: gateway (2 processes), worker and payment simulator, in the background under .run/.
+# Start (or stop) the demo: gateway (2 processes), worker, payment and SMS simulators, in the background under .run/.
 # `make demo` runs services, migrate and seed first, then this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +9,13 @@ BIN=.venv/bin
 HOST=${EXAMGATE_HOST:-127.0.0.1}
 PORT=${EXAMGATE_PORT:-8080}
 PAYSIM_PORT=${EXAMGATE_PAYSIM_PORT:-8090}
+SMSSIM_PORT=${EXAMGATE_SMSSIM_PORT:-8091}
 KEYS=${EXAMGATE_KEYS_DIR:-$RUN/keys}
 # The simulator finishes its retry schedules 100x faster than the real providers in the demo.
 export EXAMGATE_PAYSIM_TIME_SCALE=${EXAMGATE_PAYSIM_TIME_SCALE:-0.01}
 export EXAMGATE_PAYSIM_URL=${EXAMGATE_PAYSIM_URL:-http://$HOST:$PAYSIM_PORT}
+# The worker sends SMS to the simulator (same secrets file, so the same AccessKey secret).
+export EXAMGATE_SMS_URL=${EXAMGATE_SMS_URL:-http://$HOST:$SMSSIM_PORT}
 export EXAMGATE_PUBLIC_URL=${EXAMGATE_PUBLIC_URL:-http://$HOST:$PORT}
 WORKERS=${DEMO_WORKERS:-2}
 # Served on loopback only, the demo trusts X-Forwarded-For from loopback, so a local load test
@@ -79,6 +82,7 @@ case "${1:-start}" in
         fi
         export EXAMGATE_KEYS_DIR=$KEYS
         start paysim "$BIN/examgate" paysim --host "$HOST" --port "$PAYSIM_PORT"
+        start smssim "$BIN/examgate" smssim --host "$HOST" --port "$SMSSIM_PORT"
         start gateway "$BIN/examgate" serve --workers "$WORKERS" --host "$HOST" --port "$PORT"
         start worker "$BIN/examgate" worker
         wait_ready
@@ -98,8 +102,10 @@ examgate demo is running.
   API contract   $base/api/v1/openapi.json
   payments       simulator at $EXAMGATE_PAYSIM_URL (pay pages /pay/<order_no>), keys in $KEYS
   refunds        .venv/bin/examgate ctl refunds
+  SMS            simulator at $EXAMGATE_SMS_URL (codes sent: $EXAMGATE_SMS_URL/sim/messages?phone=<number>);
+                 outbox: .venv/bin/examgate sms outbox
   admin token    in .run/secrets.json ("admin_tokens")
-  logs           $RUN/gateway.log, $RUN/worker.log, $RUN/paysim.log
+  logs           $RUN/gateway.log, $RUN/worker.log, $RUN/paysim.log, $RUN/smssim.log
   stop           make demo-stop
 EOT
         ;;
@@ -107,9 +113,10 @@ EOT
         stop worker
         stop gateway
         stop paysim
+        stop smssim
         ;;
     status)
-        for name in gateway worker paysim; do
+        for name in gateway worker paysim smssim; do
             if running "$name"; then say "$name running (pid $(cat "$RUN/$name.pid"))"; else say "$name stopped"; fi
         done
         ;;
