@@ -25,7 +25,7 @@ from core.passwords import check_policy, normalise_answer
 from core.timeutil import SHANGHAI, utcnow
 
 __all__ = [
-    "Education", "FieldInvalid", "Registration",
+    "Degree", "DegreeKind", "DegreeLevel", "Education", "FieldInvalid", "MAX_DEGREES", "Registration",
     "check_answer", "check_email", "check_id_number", "check_name", "check_password", "check_phone",
     "check_text", "check_username", "check_year_month", "duplicate_at", "shanghai_today",
     "normalise_id_number", "normalise_name", "normalise_phone", "normalise_username",
@@ -33,12 +33,15 @@ __all__ = [
 ]  # fmt: skip
 
 IdType = Literal["resident_id", "passport", "military_officer", "hk_macau_permit", "taiwan_permit"]
+DegreeLevel = Literal["doctorate", "master", "bachelor"]
+DegreeKind = Literal["academic", "professional", "honorary"]  # 学术学位, 专业学位, 名誉学位
 EducationLevel = Literal["doctorate", "master", "bachelor", "college", "secondary"]
 EducationMode = Literal["full_time", "part_time", "self_study", "online"]
 ID_TYPES: tuple[str, ...] = get_args(IdType)
 EDUCATION_LEVELS: tuple[str, ...] = get_args(EducationLevel)
 EDUCATION_MODES: tuple[str, ...] = get_args(EducationMode)
 MAX_EDUCATIONS = 10
+MAX_DEGREES = 5
 EARLIEST_GRADUATION_YEAR = 1951  # "after 1950"
 EARLIEST_BIRTH_YEAR = 1900  # a resident id born earlier is a typo, not a candidate
 
@@ -100,6 +103,18 @@ class Education:
 
 
 @dataclass(frozen=True, slots=True)
+class Degree:
+    """One degree (学位), recorded beside the education records; ``obtained_on`` is the first day of its month."""
+
+    cert_no: str
+    school: str
+    obtained_on: date
+    major: str
+    level: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
 class Registration:
     """A validated, normalised registration; the password and answer are still plain (hash them next)."""
 
@@ -113,6 +128,8 @@ class Registration:
     security_question: str
     security_answer: str = field(repr=False)
     educations: tuple[Education, ...]
+    degrees: tuple[Degree, ...] = ()
+    agreement_version: int | None = None  # the service agreement accepted (None: none is published)
 
 
 # -- the rules: each takes the value as sent and returns it normalised, or raises FieldInvalid ---------

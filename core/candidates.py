@@ -110,27 +110,37 @@ class RecoveryRecord(NamedTuple):
 _CREATE = """
 WITH c AS (
     INSERT INTO candidates (username, password_hash, name, id_type, id_number, phone, email,
-                            security_question, security_answer_hash)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                            security_question, security_answer_hash, agreement_version, agreement_accepted_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $16, CASE WHEN $16::int IS NULL THEN NULL ELSE now() END)
     RETURNING id
 ), e AS (
     INSERT INTO educations (candidate_id, cert_no, school, graduated_on, major, level, mode)
     SELECT c.id, u.cert_no, u.school, u.graduated_on, u.major, u.level, u.mode
     FROM c, unnest($10::text[], $11::text[], $12::date[], $13::text[], $14::text[], $15::text[])
             AS u (cert_no, school, graduated_on, major, level, mode)
+), d AS (
+    INSERT INTO degrees (candidate_id, cert_no, school, obtained_on, major, level, kind)
+    SELECT c.id, u.cert_no, u.school, u.obtained_on, u.major, u.level, u.kind
+    FROM c, unnest($17::text[], $18::text[], $19::date[], $20::text[], $21::text[], $22::text[])
+            AS u (cert_no, school, obtained_on, major, level, kind)
+), a AS (
+    INSERT INTO account_events (candidate_id, action, actor, details, address)
+    SELECT c.id, 'create', 'candidate:' || c.id, jsonb_build_object('agreement_version', $16::int), $23 FROM c
 )
 SELECT id FROM c
 """
 
 
 async def create(
-    pg: PG, reg: Registration, *, password_hash: str, answer_hash: str, redis: AutoPipeline | None = None
+    pg: PG, reg: Registration, *, password_hash: str, answer_hash: str, redis: AutoPipeline | None = None,
+    address: str | None = None,
 ) -> int:
-    """Insert a candidate with their educations; the new id, or ``IdNumberTaken``/``PhoneTaken``/``UsernameTaken``.
+    """Insert a candidate with their educations and degrees, audited; the new id, or
+    ``IdNumberTaken``/``PhoneTaken``/``UsernameTaken``.
 
     Pass ``redis`` to drop a negative credential entry left by login attempts before the account existed.
     """
-    edus = reg.educations
+    edus, degrees = reg.educations, reg.degrees
     try:
         async with storage_errors():
             candidate_id = await pg.fetchval(
@@ -138,7 +148,9 @@ async def create(
                 reg.username, password_hash, reg.name, reg.id_type, reg.id_number, reg.phone, reg.email,
                 reg.security_question, answer_hash,
                 [e.cert_no for e in edus], [e.school for e in edus], [e.graduated_on for e in edus],
-                [e.major for e in edus], [e.level for e in edus], [e.mode for e in edus],
+                [e.major for e in edus], [e.level for e in edus], [e.mode for e in edus], reg.agreement_version,
+                [d.cert_no for d in degrees], [d.school for d in degrees], [d.obtained_on for d in degrees],
+                [d.major for d in degrees], [d.level for d in degrees], [d.kind for d in degrees], address,
             )  # fmt: skip
     except asyncpg.UniqueViolationError as exc:
         conflict = _CONFLICTS.get(exc.constraint_name or "")
@@ -233,10 +245,18 @@ async def credentials(
 
 _PROFILE = """
 SELECT c.id, c.username, c.name, c.id_type, c.id_number, c.phone, c.email, c.security_question, c.created_at,
+       c.agreement_version, c.agreement_accepted_at,
+       (SELECT max(version) FROM account_documents WHERE kind = 'agreement') AS agreement_current,
        coalesce((SELECT json_agg(json_build_object(
-                     'cert_no', e.cert_no, 'school', e.school, 'graduated_on', to_char(e.graduated_on, 'YYYY-MM'),
-                     'major', e.major, 'level', e.level, 'mode', e.mode) ORDER BY e.graduated_on, e.id)
-                 FROM educations e WHERE e.candidate_id = c.id), '[]')::text AS educations
+                     'education_id', e.id, 'cert_no', e.cert_no, 'school', e.school,
+                     'graduated_on', to_char(e.graduated_on, 'YYYY-MM'), 'major', e.major, 'level', e.level,
+                     'mode', e.mode, 'status', e.status) ORDER BY e.graduated_on, e.id)
+                 FROM educations e WHERE e.candidate_id = c.id), '[]')::text AS educations,
+       coalesce((SELECT json_agg(json_build_object(
+                     'degree_id', d.id, 'cert_no', d.cert_no, 'school', d.school,
+                     'obtained_on', to_char(d.obtained_on, 'YYYY-MM'), 'major', d.major, 'level', d.level,
+                     'kind', d.kind, 'status', d.status) ORDER BY d.obtained_on, d.id)
+                 FROM degrees d WHERE d.candidate_id = c.id), '[]')::text AS degrees
 FROM candidates c WHERE c.id = $1
 """
 
@@ -259,6 +279,13 @@ async def profile(pg: PG, candidate_id: int) -> dict[str, Any]:
         "security_question": row["security_question"],
         "created_at": iso_local(created_at),
         "educations": orjson.loads(row["educations"]),
+        "degrees": orjson.loads(row["degrees"]),
+        "agreement": {"accepted_version": row["agreement_version"],
+                      "accepted_at": None if row["agreement_accepted_at"] is None
+                      else iso_local(row["agreement_accepted_at"]),
+                      "current_version": row["agreement_current"],
+                      "required": row["agreement_current"] is not None
+                      and row["agreement_version"] != row["agreement_current"]},
     }
 
 
@@ -281,3 +308,19 @@ async def find_by_id_number(pg: PG, id_number: str, *, id_type: str | None = Non
     if row is None:
         return None
     return RecoveryRecord(row["id"], row["name"], row["phone"], row["security_question"], row["security_answer_hash"])
+
+
+async def find_by_phone(pg: PG, phone: str) -> int | None:
+    """The id of the account bound to ``phone`` (normalised), else None."""
+    async with storage_errors():
+        found = await pg.fetchval("SELECT id FROM candidates WHERE phone = $1", phone)
+    return None if found is None else int(found)
+
+
+async def username_of(pg: PG, candidate_id: int) -> str:
+    """The username of an account; ``NotFound`` when it went away."""
+    async with storage_errors():
+        found = await pg.fetchval("SELECT username FROM candidates WHERE id = $1", candidate_id)
+    if found is None:
+        raise NotFound("candidate", candidate_id)
+    return str(found)

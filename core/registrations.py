@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import asyncpg
 
+from core import agreements
 from core.catalogue import Exam
 from core.errors import CoreError, storage_errors
 from core.timeutil import iso_local, utcnow
@@ -254,16 +255,20 @@ def parse_request(
 
 
 
+# Only for an account that accepted the service agreement in force (none published: no condition).
 _CREATE = """
 INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code, subjects, work_years,
                            review_point_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM candidates c
+ WHERE c.id = $1 AND c.agreement_version IS NOT DISTINCT FROM coalesce(
+       (SELECT max(version) FROM account_documents WHERE kind = 'agreement'), c.agreement_version)
 RETURNING id
 """
 
 
 async def create(pg: PG, candidate_id: int, request: RegistrationRequest) -> int:
-    """Insert a draft registration; its id, or ``AlreadyRegistered`` if the candidate has one for the exam."""
+    """Insert a draft registration; its id, or ``AlreadyRegistered`` if the candidate has one for the exam,
+    ``AgreementRequired`` if the account has not accepted the service agreement in force."""
     try:
         async with storage_errors():
             registration_id = await pg.fetchval(
@@ -277,6 +282,9 @@ async def create(pg: PG, candidate_id: int, request: RegistrationRequest) -> int
             existing = await pg.fetchval("SELECT id FROM registrations WHERE candidate_id = $1 AND exam_id = $2",
                                          candidate_id, request.exam_id)
         raise AlreadyRegistered(candidate_id, request.exam_id, existing) from exc
+    if registration_id is None:  # a newer agreement is in force than the one the account accepted
+        accepted, current = await agreements.acceptance(pg, candidate_id)
+        raise agreements.AgreementRequired(accepted, current or 0)
     return int(registration_id)
 
 

@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from captcha.errors import CaptchaInvalid, CaptchaRequired, PoolEmpty
+from core.agreements import AgreementRequired, AgreementVersionChanged
 from core.candidates import AccountConflict
 from core.documents import VersionMismatch as DocumentVersionMismatch
 from core.errors import CoreError, NotFound, StorageUnavailable
@@ -314,6 +315,16 @@ def _photo_conflict(exc: PhotoConflict) -> ApiError:
     return Conflict(exc.message, code=exc.code, details=exc.details)
 
 
+def _agreement_changed(exc: AgreementVersionChanged) -> ApiError:
+    return Conflict("网上报名协议已更新，请阅读新版本后重新确认", code="agreement_version_changed",
+                    details={"version": exc.current})
+
+
+def _agreement_required(exc: AgreementRequired) -> ApiError:
+    return Conflict("网上报名协议已更新，请先阅读并同意新版本", code="agreement_required",
+                    details={"version": exc.current, "accepted": exc.accepted})
+
+
 def _reset_invalid(exc: ResetInvalid) -> ApiError:
     return ApiError("找回密码请求无效、已过期或答案错误", code="reset_invalid", status=400)
 
@@ -550,6 +561,8 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (ImagePoolFull, _image_pool_full),
     (PhotoLocked, _photo_locked),
     (PhotoRequired, _photo_required),
+    (AgreementVersionChanged, _agreement_changed),
+    (AgreementRequired, _agreement_required),
     (PhotoConflict, _photo_conflict),
     (ResetInvalid, _reset_invalid),
     (AttemptsExhausted, _attempts_exhausted),

@@ -54,6 +54,10 @@ DEFAULT: dict[str, Any] = {
          "burst": 10, "mode": "enforce", "on_redis_error": "local"},
         {"id": "login-account", "routes": ["sessions.create"], "key": "account", "rate": 10, "period_s": 600,
          "burst": 5, "mode": "enforce", "on_redis_error": "local", "counts": "failures"},
+        # A signed-in change confirmed with the password: wrong passwords count as at sign-in, per candidate,
+        # so a borrowed session cannot guess the password there.
+        {"id": "reauth-candidate", "routes": ["me.security_question.put", "me.email.put"], "key": "candidate",
+         "rate": 5, "period_s": 600, "burst": 5, "mode": "enforce", "on_redis_error": "local", "counts": "failures"},
         {"id": "lookup-ip", "routes": ["tickets.lookup", "scores.lookup"], "key": "ip", "rate": 60,
          "period_s": 60, "burst": 20, "mode": "enforce", "on_redis_error": "open"},
         {"id": "recovery-ip", "routes": ["password_resets.*"], "key": "ip", "rate": 20, "period_s": 600,
@@ -73,6 +77,16 @@ DEFAULT: dict[str, Any] = {
          "burst": 20, "mode": "enforce", "on_redis_error": "local"},
         {"id": "accounts-global", "routes": ["accounts.create"], "key": "global", "rate": 200, "period_s": 1,
          "burst": 200, "mode": "enforce", "on_redis_error": "local"},
+        # SMS codes: a class registering behind one address asks once or twice each; the global rate is
+        # what the SMS provider's account sends (codes beyond it would only wait in the outbox, expiring).
+        {"id": "sms-codes-ip", "routes": ["sms_codes.create"], "key": "ip", "rate": 60, "period_s": 3600,
+         "burst": 30, "mode": "enforce", "on_redis_error": "local"},
+        {"id": "sms-codes-global", "routes": ["sms_codes.create"], "key": "global", "rate": 200, "period_s": 1,
+         "burst": 1000, "mode": "enforce", "on_redis_error": "local"},
+        {"id": "username-recovery-ip", "routes": ["username_recoveries.create"], "key": "ip", "rate": 20,
+         "period_s": 600, "burst": 10, "mode": "enforce", "on_redis_error": "local"},
+        {"id": "username-recovery-id", "routes": ["username_recoveries.create"], "key": "id_number", "rate": 5,
+         "period_s": 3600, "burst": 5, "mode": "enforce", "on_redis_error": "local"},
         # Payment notifications: only failed verifications count, so a provider's signed ones never
         # spend it; a sender of 30 forgeries is refused before its body is parsed, one more per 2 s.
         {"id": "notify-failures-ip", "routes": ["payments.notify.*"], "key": "ip", "rate": 30, "period_s": 60,
@@ -81,7 +95,8 @@ DEFAULT: dict[str, Any] = {
     "captcha": {
         "routes": {"accounts.create": "either", "sessions.create": "either",
                    "password_resets.question.start": "either", "password_resets.sms.start": "either",
-                   "tickets.lookup": "either", "scores.lookup": "either"},
+                   "tickets.lookup": "either", "scores.lookup": "either", "sms_codes.create": "either",
+                   "username_recoveries.create": "either"},
         "pow_maxnumber": 100_000,
         # Once an account's wrong passwords spend login-account, its sign-ins need an image captcha
         # (one guess per image solved) instead of a 429 that would lock its owner out too.

@@ -8,6 +8,7 @@ from types import ModuleType
 def modules(*, bench: bool = False) -> list[ModuleType]:
     """The route modules in registration order; the benchmark routes only when asked for."""
     from gateway.routes import (
+        account_codes,
         accounts,
         admin,
         captcha,
@@ -31,6 +32,6 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
     )
     from gateway.routes import bench as bench_routes
 
-    found = [health, exams, captcha, accounts, sessions, recovery, queue, registrations, lifecycle, payments, lookups,
-             admin, reviews, operations, operators, pages, console, photos, photo_review, forms]
+    found = [health, exams, captcha, accounts, account_codes, sessions, recovery, queue, registrations, lifecycle,
+             payments, lookups, admin, reviews, operations, operators, pages, console, photos, photo_review, forms]
     return [*found, bench_routes] if bench else found

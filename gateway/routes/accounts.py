@@ -25,12 +25,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, ValidationError
 
-from core import accounts, candidates
+from core import accounts, agreements, candidates, phone_codes
 from core.accounts import FieldInvalid, Registration
 from gateway import keys
 from gateway.bodies import NO_STORE, json_response, read_body
 from gateway.captcha_gate import guard
 from gateway.models import NOT_BLANK, Body, CaptchaValue, Reply
+from gateway.routes.account_codes import code_of
 from gateway.routing import Answer, Routes
 
 routes = Routes("Accounts")
@@ -84,6 +85,14 @@ def _free_text(min_chars: int, max_chars: int, description: str = FREE_TEXT) -> 
                  {"minLength": min_chars, "maxLength": max_chars, "pattern": NOT_BLANK, "description": description})
 
 
+def _normalised(check: Callable[..., str], value: str, *args: Any) -> str | None:
+    """``value`` as ``check`` stores it, or None when it is not valid at all (then it cannot match)."""
+    try:
+        return check(value, *args)
+    except FieldInvalid:
+        return None
+
+
 def _year_month(value: Any) -> date:
     return _judged(accounts.check_year_month, _string(value))
 
@@ -104,6 +113,27 @@ class EducationRecord(Body):
     major: _free_text(1, accounts.EDUCATION_TEXT_MAX_CHARS)  # type: ignore[valid-type]
     level: _choice(accounts.EducationLevel)  # type: ignore[valid-type]
     mode: _choice(accounts.EducationMode)  # type: ignore[valid-type]
+
+
+class DegreeRecord(Body):
+    """One degree (学位)."""
+
+    cert_no: _free_text(1, accounts.EDUCATION_TEXT_MAX_CHARS,  # type: ignore[valid-type]
+                        "unique within the body (422 duplicate)")
+    school: _free_text(1, accounts.EDUCATION_TEXT_MAX_CHARS)  # type: ignore[valid-type]
+    obtained_on: Annotated[date, PlainValidator(_year_month), WithJsonSchema({
+        "type": "string", "pattern": "^(195[1-9]|19[6-9][0-9]|20[0-9]{2})-(0[1-9]|1[0-2])$",
+        "description": "YYYY-MM from 1951-01 (422 too_early), not in the future (422 in_future)"})]
+    major: _free_text(1, accounts.EDUCATION_TEXT_MAX_CHARS)  # type: ignore[valid-type]
+    level: _choice(accounts.DegreeLevel)  # type: ignore[valid-type]
+    kind: _choice(accounts.DegreeKind)  # type: ignore[valid-type]
+
+
+class Confirmation(Body):
+    """The name and id number typed a second time (确认), compared with the fields after normalisation."""
+
+    name: Annotated[str, BeforeValidator(_string), Field(max_length=accounts.LATIN_NAME_MAX_CHARS)]
+    id_number: Annotated[str, BeforeValidator(_string), Field(max_length=32)]
 
 
 class AccountForm(Body):
@@ -142,6 +172,16 @@ class AccountForm(Body):
         "minLength": 1, "maxLength": accounts.ANSWER_MAX_CHARS, "pattern": NOT_BLANK, "description": FREE_TEXT})
     educations: Annotated[list[EducationRecord], BeforeValidator(_present),
                           Field(max_length=accounts.MAX_EDUCATIONS, json_schema_extra={"minItems": 1})]
+    degrees: Annotated[list[DegreeRecord], Field(default_factory=list, max_length=accounts.MAX_DEGREES)]
+    confirmation: Annotated[Confirmation, BeforeValidator(_present), Field(
+        description="name and id_number typed again: 422 mismatch under confirmation.name / confirmation.id_number "
+                    "unless equal to the fields (after the same normalisation)")]
+    sms_code: Annotated[str, BeforeValidator(_string), Field(
+        max_length=16, description="the code POST /api/v1/sms-codes (purpose register) sent to the phone; "
+                                   "400 code_invalid when wrong, expired or used")]
+    agreement_version: Annotated[int | None, Field(
+        None, ge=1, description="the service agreement version read and accepted (GET /api/v1/documents/agreement); "
+                                "required while one is published: 409 agreement_version_changed otherwise")] = None
     captcha: CaptchaValue = None
 
     @field_validator("id_number")
@@ -163,6 +203,33 @@ class AccountForm(Body):
         return _judged(accounts.check_password, value, username=info.data.get("username"),
                        id_number=info.data.get("id_number"))
 
+    @field_validator("degrees")
+    @classmethod
+    def _degrees(cls, value: list[DegreeRecord]) -> list[DegreeRecord]:
+        index = accounts.duplicate_at(degree.cert_no for degree in value)
+        if index is not None:
+            raise ValidationError.from_exception_data(cls.__name__, [{
+                "type": PydanticCustomError("duplicate", "学位证书编号重复"), "loc": (index, "cert_no"),
+                "input": value[index].cert_no}])
+        return value
+
+    @field_validator("confirmation")
+    @classmethod
+    def _confirmation(cls, value: Confirmation, info: ValidationInfo) -> Confirmation:
+        # Compared with the fields as stored (normalised); a field that failed is reported there instead.
+        problems = []
+        name, id_number, id_type = info.data.get("name"), info.data.get("id_number"), info.data.get("id_type")
+        if name is not None and _normalised(accounts.check_name, value.name, id_type) != name:
+            problems.append({"type": PydanticCustomError("mismatch", "两次输入的姓名不一致"), "loc": ("name",),
+                             "input": value.name})
+        if (id_number is not None and id_type is not None
+                and _normalised(accounts.check_id_number, value.id_number, id_type) != id_number):
+            problems.append({"type": PydanticCustomError("mismatch", "两次输入的证件号码不一致"),
+                             "loc": ("id_number",), "input": value.id_number})
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)  # type: ignore[arg-type]
+        return value
+
     @field_validator("educations")
     @classmethod
     def _educations(cls, value: list[EducationRecord]) -> list[EducationRecord]:
@@ -183,7 +250,10 @@ class AccountForm(Body):
             id_number=self.id_number, phone=self.phone, email=self.email, security_question=self.security_question,
             security_answer=self.security_answer,
             educations=tuple(accounts.Education(cert_no=e.cert_no, school=e.school, graduated_on=e.graduated_on,
-                                                major=e.major, level=e.level, mode=e.mode) for e in self.educations))
+                                                major=e.major, level=e.level, mode=e.mode) for e in self.educations),
+            degrees=tuple(accounts.Degree(cert_no=d.cert_no, school=d.school, obtained_on=d.obtained_on, major=d.major,
+                                          level=d.level, kind=d.kind) for d in self.degrees),
+            agreement_version=self.agreement_version)
 
 
 class AccountCreated(Reply):
@@ -194,7 +264,9 @@ class AccountCreated(Reply):
 
 @routes.post("/api/v1/accounts", "accounts.create", summary="Register a candidate (captcha per live config)",
              body=AccountForm, captcha=True, answers={201: Answer(AccountCreated, "registered")},
-             errors={409: "id_number_taken, phone_taken, username_taken (details.field names it)",
+             errors={400: "code_invalid: the phone's registration code is wrong, expired or used",
+                     409: "id_number_taken, phone_taken, username_taken (details.field names it); "
+                          "agreement_version_changed (details.version: the one in force)",
                      422: "validation_failed: details.fields maps each bad field (dotted path, e.g. "
                           "educations.0.graduated_on) to its code: required, unknown_field, must_be_string, "
                           "invalid_choice, invalid_format, invalid_check_digit, too_short, too_long, "
@@ -207,6 +279,12 @@ async def create_account(request: web.Request) -> web.Response:
     registration = form.registration()
     await guard(request, form, account=registration.username, id_number=registration.id_number)
     app = request.app
+    agreements.require_current(await agreements.latest(app[keys.PG], "agreement"), form.agreement_version)
+    app[keys.HASHER].check_capacity()  # a full hashing pool refuses before the code's attempt is spent
+    # The phone's code: an attempt is spent now; the code is dropped only once the account exists,
+    # so a taken username (409) can be corrected and sent again with the same code.
+    taken = await phone_codes.check(app[keys.REDIS], registration.phone, "register", code_of(form.sms_code),
+                                    secret=app[keys.RECOVERY_KEY])
     hasher = app[keys.HASHER]
     hashed = await asyncio.gather(hasher.hash(registration.password),
                                   hasher.hash_answer(registration.security_answer), return_exceptions=True)
@@ -216,5 +294,7 @@ async def create_account(request: web.Request) -> web.Response:
     password_hash, answer_hash = hashed
     assert isinstance(password_hash, str) and isinstance(answer_hash, str)
     candidate_id = await candidates.create(app[keys.PG], registration, password_hash=password_hash,
-                                           answer_hash=answer_hash, redis=app[keys.REDIS])
+                                           answer_hash=answer_hash, redis=app[keys.REDIS],
+                                           address=app[keys.CLIENT_IP].of(request))
+    await phone_codes.consume(app[keys.REDIS], taken.phone, "register")
     return json_response({"candidate_id": candidate_id}, status=201, headers=NO_STORE)

@@ -52,7 +52,7 @@ def _phone(value: str) -> str:
         raise PydanticCustomError(exc.code, "手机号码格式不正确") from None
 
 
-def _text(max_chars: int, schema: dict[str, Any] | None = None, *checks: Any) -> Any:
+def required_text(max_chars: int, schema: dict[str, Any] | None = None, *checks: Any) -> Any:
     """A string of at most ``max_chars`` that is not blank (``required`` otherwise), then ``checks``."""
     # The length constraint before the validators, so that pydantic checks it as a string's (string_too_long).
     extra = schema or {"minLength": 1, "pattern": NOT_BLANK}
@@ -60,10 +60,10 @@ def _text(max_chars: int, schema: dict[str, Any] | None = None, *checks: Any) ->
                      AfterValidator(_not_blank), *(AfterValidator(check) for check in checks)]
 
 
-Name = _text(MAX_NAME_CHARS)
-IdNumber = _text(MAX_ID_NUMBER_CHARS)
-Phone = _text(MAX_ID_NUMBER_CHARS, {"pattern": "^1[3-9][0-9]{9}$"}, _phone)
-NewPassword = _text(MAX_NEW_PASSWORD_CHARS, {"pattern": "^[!-~]{8,32}$", "description": NEW_PASSWORD_RULES})
+Name = required_text(MAX_NAME_CHARS)
+IdNumber = required_text(MAX_ID_NUMBER_CHARS)
+Phone = required_text(MAX_ID_NUMBER_CHARS, {"pattern": "^1[3-9][0-9]{9}$"}, _phone)
+NewPassword = required_text(MAX_NEW_PASSWORD_CHARS, {"pattern": "^[!-~]{8,32}$", "description": NEW_PASSWORD_RULES})
 
 
 class QuestionStart(Body):
@@ -77,7 +77,7 @@ class QuestionStart(Body):
 class QuestionAnswer(Body):
     """The answer to the security question and the new password."""
 
-    answer: _text(ANSWER_MAX_CHARS)  # type: ignore[valid-type]
+    answer: required_text(ANSWER_MAX_CHARS)  # type: ignore[valid-type]
     new_password: NewPassword  # type: ignore[valid-type]
     captcha: CaptchaValue = None
 
@@ -95,7 +95,7 @@ class SmsConfirm(Body):
     """The code sent to the phone and the new password."""
 
     phone: Phone  # type: ignore[valid-type]
-    code: _text(MAX_CODE_CHARS)  # type: ignore[valid-type]
+    code: required_text(MAX_CODE_CHARS)  # type: ignore[valid-type]
     new_password: NewPassword  # type: ignore[valid-type]
     captcha: CaptchaValue = None
 

@@ -209,7 +209,8 @@ def _expires(expires_at_ms: int | None) -> str | None:
              summary="Enrol in an exam: a draft registration",
              answers={201: Answer(Enrolled, "created")},
              errors={403: "registration_closed: outside the registration window",
-                     409: "already_registered: one registration per candidate and exam",
+                     409: "already_registered: one registration per candidate and exam; agreement_required: a newer "
+                          "service agreement is in force (details.version; POST /api/v1/me/agreement)",
                      422: "validation_failed: details.fields (unknown_exam, invalid_choice, duplicate, "
                           "out_of_range, must_be_true, …)"})
 async def create_registration(request: web.Request) -> web.Response:

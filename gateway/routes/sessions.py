@@ -92,7 +92,12 @@ class Profile(Reply):
     email: str
     security_question: str
     created_at: datetime
-    educations: list[dict[str, Any]]
+    educations: list[dict[str, Any]] = Field(description="education records (学历) with their status: not_checked, "
+                                                         "verified, needs_manual, rejected")
+    degrees: list[dict[str, Any]] = Field([], description="degree records (学位) with their status")
+    agreement: dict[str, Any] = Field(
+        {}, description='{"accepted_version", "accepted_at", "current_version", "required"}: required when a newer '
+                        "service agreement is in force than the one accepted (POST /api/v1/me/agreement)")
 
 
 @routes.post("/api/v1/sessions", "sessions.create", summary="Sign in (captcha per live config)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from datetime import date, timedelta
@@ -11,6 +12,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from core import phone_codes
 from gateway import config, keys
 from tests.gateway.test_app import make_settings
 
@@ -44,7 +46,8 @@ def phone() -> str:
 
 
 def registration(**changes: Any) -> dict[str, Any]:
-    """A valid, unique registration body (no captcha); ``changes`` override fields."""
+    """A valid, unique registration body (no captcha, no real SMS code yet: ``with_code`` adds one);
+    ``changes`` override fields, and the confirmation follows the name and id number unless given."""
     body: dict[str, Any] = {
         "username": "u" + secrets.token_hex(5),
         "password": PASSWORD,
@@ -59,6 +62,44 @@ def registration(**changes: Any) -> dict[str, Any]:
                         "major": "经济学", "level": "bachelor", "mode": "full_time"}],
     }
     body.update(changes)
+    if "confirmation" not in changes:
+        body["confirmation"] = {"name": body.get("name"), "id_number": body.get("id_number")}
+    body.setdefault("sms_code", "000000")
+    return body
+
+
+async def code_in_outbox(pg: Any, phone: str) -> str:
+    """The code of the newest SMS to ``phone`` in the outbox (``pg``: a connection or pool)."""
+    body = await pg.fetchval("SELECT body FROM sms_outbox WHERE phone = $1 ORDER BY id DESC LIMIT 1", phone)
+    found = re.search(r"验证码为([0-9]{6})", body or "")
+    assert found is not None, body
+    return found[1]
+
+
+async def sms_code(client: TestClient, phone: str, purpose: str = "register", **headers: str) -> str:
+    """Ask the gateway for a code to ``phone`` (captcha off, or ``headers`` passing it) and read it from the outbox.
+
+    The phone's send throttle is reset first: tests ask for several codes to one phone within its minute.
+    """
+    await client.app[keys.REDIS].delete(phone_codes.sent_key(phone))
+    resp = await client.post("/api/v1/sms-codes", json={"phone": phone, "purpose": purpose}, headers=headers)
+    assert resp.status == 202, await resp.text()
+    return await code_in_outbox(client.app[keys.PG], phone)
+
+
+async def code_over_http(http: Any, base_url: str, pg: Any, phone: str, *, purpose: str = "register",
+                         headers: dict[str, str] | None = None) -> str:
+    """Ask a running gateway for a code to ``phone`` (``headers``: a load-test token, an address) and read it
+    from the SMS outbox through ``pg`` (a connection or pool of the gateway's database)."""
+    async with http.post(base_url + "/api/v1/sms-codes", json={"phone": phone, "purpose": purpose},
+                         headers=headers or {}) as resp:
+        assert resp.status == 202, await resp.text()
+    return await code_in_outbox(pg, phone)
+
+
+async def with_code(client: TestClient, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+    """``body`` with a real registration code for its phone."""
+    body["sms_code"] = await sms_code(client, body["phone"], **headers)
     return body
 
 
@@ -80,7 +121,8 @@ async def captcha_off(client: TestClient) -> None:
     await set_live(client, {"captcha": {"routes": {"accounts.create": "off", "sessions.create": "off",
                                                    "password_resets.question.start": "off",
                                                    "password_resets.sms.start": "off",
-                                                   "password_resets.*": "off"}}})
+                                                   "password_resets.*": "off", "sms_codes.create": "off",
+                                                   "username_recoveries.create": "off"}}})
 
 
 async def loadtest_token(client: TestClient, ttl_s: int = 600) -> str:
@@ -91,7 +133,7 @@ async def loadtest_token(client: TestClient, ttl_s: int = 600) -> str:
 
 async def register(client: TestClient, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """Register through the API (captcha must be off for accounts.create); the body used."""
-    body = body or registration()
+    body = await with_code(client, body or registration())
     resp = await client.post("/api/v1/accounts", json=body)
     assert resp.status == 201, await resp.text()
     body["candidate_id"] = (await resp.json())["candidate_id"]

@@ -44,7 +44,14 @@ def body(**changes: Any) -> dict[str, Any]:
             b.pop(key, None)
         else:
             b[key] = value
+    if "confirmation" not in changes:  # typed again as given (a value that is not text: left to its field)
+        b["confirmation"] = {"name": _text_or(b.get("name"), "张三"), "id_number": _text_or(b.get("id_number"), GOOD_ID)}
+    b.setdefault("sms_code", "123456")
     return b
+
+
+def _text_or(value: Any, default: str) -> str:
+    return value if isinstance(value, str) and len(value) <= 32 else default
 
 
 def edu(**changes: Any) -> dict[str, Any]:
@@ -98,7 +105,8 @@ def test_every_bad_field_is_reported() -> None:
     fields = problems(
         {"username": "1abc", "password": "short", "name": "Zhang3", "id_type": "resident_id",
          "id_number": "110101199003078031", "phone": "12345", "email": "no-at", "security_question": "?",
-         "security_answer": "", "educations": [edu(level="phd", graduated_on=NEXT_MONTH), "x"], "extra": 1}
+         "security_answer": "", "educations": [edu(level="phd", graduated_on=NEXT_MONTH), "x"], "extra": 1,
+         "confirmation": {"name": "张三", "id_number": GOOD_ID}, "sms_code": "123456"}
     )  # fmt: skip
     assert fields == {
         "extra": "unknown_field",
@@ -116,9 +124,30 @@ def test_every_bad_field_is_reported() -> None:
     }
 
 
+def test_the_confirmation_must_match_the_fields_as_stored() -> None:
+    # Typed again with other spacing or case: the same once normalised.
+    assert parse(body(confirmation={"name": " 张三 ", "id_number": GOOD_ID.lower()})).id_number == GOOD_ID
+    assert problems(body(confirmation={"name": "张四", "id_number": "110101199003078030"})) == {
+        "confirmation.name": "mismatch", "confirmation.id_number": "mismatch"}
+    # A field that is itself wrong is reported there, not again as a mismatch.
+    assert problems(body(name="Zhang3", confirmation={"name": "张三", "id_number": GOOD_ID})) == {
+        "name": "invalid_characters"}
+
+
+def test_degrees_are_optional_and_checked() -> None:
+    degree = {"cert_no": "1000142012001234", "school": "北京大学", "obtained_on": "2012-07", "major": "经济学",
+              "level": "bachelor", "kind": "academic"}
+    made = parse(body(degrees=[degree]))
+    assert [(d.level, d.kind, d.obtained_on) for d in made.degrees] == [("bachelor", "academic", date(2012, 7, 1))]
+    assert parse(body()).degrees == ()
+    assert problems(body(degrees=[degree, {**degree, "level": "college", "kind": "x"}])) == {
+        "degrees.1.level": "invalid_choice", "degrees.1.kind": "invalid_choice"}
+    assert problems(body(degrees=[degree, degree])) == {"degrees.1.cert_no": "duplicate"}
+
+
 def test_missing_fields_are_required() -> None:
     fields = ("username", "id_type", "id_number", "name", "password", "phone", "email",
-              "security_question", "security_answer", "educations")
+              "security_question", "security_answer", "educations", "confirmation", "sms_code")
     assert problems({}) == dict.fromkeys(fields, "required")
 
 
@@ -250,7 +279,8 @@ def test_the_document_states_the_shape() -> None:
     schema = AccountForm.model_json_schema()
     assert schema["additionalProperties"] is False
     assert set(schema["required"]) == {"username", "password", "name", "id_type", "id_number", "phone", "email",
-                                       "security_question", "security_answer", "educations"}
+                                       "security_question", "security_answer", "educations", "confirmation",
+                                       "sms_code"}
     assert schema["properties"]["educations"]["minItems"] == 1
     assert schema["properties"]["educations"]["maxItems"] == 10
     assert schema["$defs"]["EducationRecord"]["properties"]["graduated_on"]["type"] == "string"

@@ -135,7 +135,8 @@ async def test_login_pool_full_answers_503_at_once(aiohttp_client: Any, pg_dsn: 
                           EXAMGATE_ARGON2_MEMORY_KIB="65536", EXAMGATE_ARGON2_TIME_COST="3")
     client = await aiohttp_client(create_app(settings))
     await h.captcha_off(client)
-    resp = await client.post("/api/v1/accounts", json=h.registration())  # two hashes at once: never fits
+    # two hashes at once: never fits
+    resp = await client.post("/api/v1/accounts", json=await h.with_code(client, h.registration()))
     assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
     assert_error_shape(await resp.json(), "overloaded")
 

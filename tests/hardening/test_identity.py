@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 import redis
 
-from core import sms
+from core import phone_codes, sms
 from core.timeutil import utcnow
 from loadtest.processes import Process, start_gateway
 from tests.factories import make_exam
@@ -33,7 +33,7 @@ SCORES = "/api/v1/scores/lookup"
 NEW_PASSWORD = "New#Pass2026"
 CAPTCHA_OFF = dict.fromkeys((
     "accounts.create", "sessions.create", "password_resets.question.start", "password_resets.sms.start",
-    "password_resets.*", "tickets.lookup", "scores.lookup"), "off")
+    "password_resets.*", "tickets.lookup", "scores.lookup", "sms_codes.create", "username_recoveries.create"), "off")
 
 
 def full_width(text: str) -> str:
@@ -63,6 +63,7 @@ def gateway(pg_dsn: str) -> Iterator[Process]:
     with redis.Redis.from_url(TEST_REDIS_URL) as client:
         client.flushdb()
     process = start_gateway(pg_dsn, TEST_REDIS_URL, workers=2, **h.FAST_ARGON)
+    process.extra["pg_dsn"] = pg_dsn  # where the tests read the SMS codes the gateway sends
     yield process
     assert process.stop() == 0, process.log()
 
@@ -84,6 +85,15 @@ async def register(gateway: Process, http: aiohttp.ClientSession, **changes: Any
     """Register through the API with captcha off and no throttles; the body used."""
     await set_live(gateway, {"captcha": {"routes": CAPTCHA_OFF}, "ratelimit": {"rules": []}})
     body = h.registration(**changes)
+    pg = await asyncpg.connect(gateway.extra["pg_dsn"])
+    try:
+        body["sms_code"] = await h.code_over_http(http, "", pg, body["phone"])
+    finally:
+        await pg.close()
+    from tests.conftest import TEST_REDIS_URL
+
+    with redis.Redis.from_url(TEST_REDIS_URL) as store:  # the registration code's send does not hold up the tests'
+        store.delete(phone_codes.sent_key(body["phone"]))
     status, reply = await post(http, "/api/v1/accounts", body)
     assert status == 201, reply
     return body
@@ -220,13 +230,18 @@ async def test_sms_start_answers_alike_for_a_wrong_name(
     wrong = await post(http, SMS, {"name": "李四", "id_number": theirs["id_number"],
                                    "phone": full_width(theirs["phone"])})
     assert right == wrong and right[0] == 202
-    assert len(await sms.outbox(pg, phone=mine["phone"])) == 1
-    assert await sms.outbox(pg, phone=theirs["phone"]) == []
+    assert len(await resets(pg, mine["phone"])) == 1
+    assert await resets(pg, theirs["phone"]) == []
     # The phone's send throttle is keyed on its one spelling too.
     status, refused = await post(http, SMS, {"name": "张三", "id_number": theirs["id_number"],
                                              "phone": theirs["phone"]})
     assert status == 429, refused
-    assert await sms.outbox(pg, phone=theirs["phone"]) == []
+    assert await resets(pg, theirs["phone"]) == []
+
+
+async def resets(pg: asyncpg.Connection, phone: str) -> list[sms.OutboxMessage]:
+    """The password-reset codes sent to ``phone`` (its registration code aside)."""
+    return [m for m in await sms.outbox(pg, phone=phone) if m.template == "password_reset_code"]
 
 
 # -- ids in URL paths are ASCII digits --------------------------------------------------------------

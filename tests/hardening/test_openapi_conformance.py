@@ -93,6 +93,12 @@ UNSTATED_FIELD_RULES: dict[str, frozenset[str]] = {
     "site_id": frozenset({"other_province"}),
     "review_point": frozenset({"invalid_choice"}),  # a review point of the exam in the registration's province
     "reasons": frozenset({"required"}),  # a rejection names at least one reason
+    "degrees.*.cert_no": frozenset({"invalid_characters", "duplicate"}),
+    "degrees.*.school": frozenset({"invalid_characters"}),
+    "degrees.*.major": frozenset({"invalid_characters"}),
+    "degrees.*.obtained_on": frozenset({"in_future"}),
+    "confirmation.name": frozenset({"mismatch"}),  # typed again: equal to name once both are normalised
+    "confirmation.id_number": frozenset({"mismatch"}),
     "reason": frozenset({"required"}),  # a photo rejected or a change request refused needs its reason; not blank
     "records.*.ends_on": frozenset({"before_starts_on"}),
     "required_subjects.*": frozenset({"unknown_subject"}),
