@@ -114,6 +114,8 @@ def examgate_env(pg_dsn: str, redis_url: str, run_dir: Path, **extra: str) -> di
         "EXAMGATE_SECRETS_FILE": str(run_dir / "secrets.json"),
         "EXAMGATE_CATALOGUE_REFRESH_S": "0.5",
         "EXAMGATE_SHUTDOWN_TIMEOUT_S": "5",
+        # No SMS provider unless a test starts one (start_smssim): never a demo's simulator on the default port.
+        "EXAMGATE_SMS_URL": "http://127.0.0.1:9",
     })
     env.update(extra)
     return env
