@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -107,13 +108,14 @@ async def sign_in(session: aiohttp.ClientSession, gateway: Process, ip: str, use
 
 
 async def test_spent_failure_budget_asks_for_an_image_captcha_instead_of_locking_the_owner_out(
-        stack: tuple[Process, Process], store: aioredis.Redis) -> None:
+        stack: tuple[Process, Process], store: aioredis.Redis, pg: asyncpg.Connection) -> None:
     gateway, _ = stack
     async with aiohttp.ClientSession() as session:
         token = await loadtest_token(session, gateway)
         account = h.registration()
-        async with session.post(gateway.url + ACCOUNTS, json=account,
-                                headers={"X-Loadtest-Token": token, "X-Forwarded-For": address()}) as resp:
+        headers = {"X-Loadtest-Token": token, "X-Forwarded-For": address()}
+        account["sms_code"] = await h.code_over_http(session, gateway.url, pg, account["phone"], headers=headers)
+        async with session.post(gateway.url + ACCOUNTS, json=account, headers=headers) as resp:
             assert resp.status == 201, await resp.text()
         await pool_full(store)
         attacker, owner = address(), address()
@@ -195,15 +197,19 @@ async def test_image_captchas_are_throttled_per_address_and_the_pool_lasts(
     await pool_full(store)  # and the worker tops it up again
 
 
-async def test_account_creation_is_throttled_per_address(stack: tuple[Process, Process]) -> None:
+async def test_account_creation_is_throttled_per_address(stack: tuple[Process, Process],
+                                                          pg: asyncpg.Connection) -> None:
     gateway, _ = stack
     school, elsewhere = address(), address()
     async with aiohttp.ClientSession() as session:
         token = await loadtest_token(session, gateway)
 
         async def create(ip: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-            async with session.post(gateway.url + ACCOUNTS, json=h.registration(),
-                                    headers={"X-Loadtest-Token": token, "X-Forwarded-For": ip}) as resp:
+            account = h.registration()
+            headers = {"X-Loadtest-Token": token, "X-Forwarded-For": ip}
+            account["sms_code"] = await h.code_over_http(session, gateway.url, pg, account["phone"],
+                                                         headers=headers)
+            async with session.post(gateway.url + ACCOUNTS, json=account, headers=headers) as resp:
                 return resp.status, await resp.json(), dict(resp.headers)
 
         replies = [await create(school) for _ in range(30)]

@@ -150,6 +150,8 @@ async def test_seven_hundred_slow_connections_leave_real_clients_answered(gatewa
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
         token = (await admin_post(http, gateway, "/admin/api/v1/loadtest-tokens", {"ttl_s": 600}))["token"]
         account = h.registration()
+        account["sms_code"] = await h.code_over_http(http, gateway.url, pg, account["phone"],
+                                                     headers=forwarded(1, **{"X-Loadtest-Token": token}))
         async with http.post(gateway.url + "/api/v1/accounts", json=account,
                              headers=forwarded(1, **{"X-Loadtest-Token": token})) as resp:
             assert resp.status == 201, await resp.text()
