@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from captcha.errors import CaptchaInvalid, CaptchaRequired, PoolEmpty
+from core.account_maintenance import PasswordIncorrect, RecordRefused
 from core.agreements import AgreementRequired, AgreementVersionChanged
 from core.candidates import AccountConflict
 from core.documents import VersionMismatch as DocumentVersionMismatch
@@ -341,6 +342,14 @@ def _password_rejected(exc: PasswordRejected) -> ApiError:
     return ValidationFailed({"new_password": exc.reason}, "新密码不符合要求")
 
 
+def _password_incorrect(exc: PasswordIncorrect) -> ApiError:
+    return Forbidden("密码错误，请重新输入", code="password_incorrect")
+
+
+def _record_refused(exc: RecordRefused) -> ApiError:
+    return Conflict(exc.message, code=exc.code, details=exc.details)
+
+
 def _send_throttled(exc: SendThrottled) -> ApiError:
     return ApiError("短信发送过于频繁，请稍后再试", code="too_many_requests", status=429,
                     retry_after_s=exc.retry_after_s,
@@ -568,6 +577,8 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (AttemptsExhausted, _attempts_exhausted),
     (CodeInvalid, _code_invalid),
     (PasswordRejected, _password_rejected),
+    (PasswordIncorrect, _password_incorrect),
+    (RecordRefused, _record_refused),
     (SendThrottled, _send_throttled),
     (RegistrationInvalid, _registration_invalid),
     (RegistrationClosed, _registration_closed),

@@ -54,16 +54,16 @@ DEFAULT: dict[str, Any] = {
          "burst": 10, "mode": "enforce", "on_redis_error": "local"},
         {"id": "login-account", "routes": ["sessions.create"], "key": "account", "rate": 10, "period_s": 600,
          "burst": 5, "mode": "enforce", "on_redis_error": "local", "counts": "failures"},
-        # A signed-in change confirmed with the password: wrong passwords count as at sign-in, per candidate,
-        # so a borrowed session cannot guess the password there.
-        {"id": "reauth-candidate", "routes": ["me.security_question.put", "me.email.put"], "key": "candidate",
-         "rate": 5, "period_s": 600, "burst": 5, "mode": "enforce", "on_redis_error": "local", "counts": "failures"},
         {"id": "lookup-ip", "routes": ["tickets.lookup", "scores.lookup"], "key": "ip", "rate": 60,
          "period_s": 60, "burst": 20, "mode": "enforce", "on_redis_error": "open"},
         {"id": "recovery-ip", "routes": ["password_resets.*"], "key": "ip", "rate": 20, "period_s": 600,
          "burst": 10, "mode": "enforce", "on_redis_error": "local"},
         {"id": "recovery-id", "routes": ["password_resets.question.start", "password_resets.sms.start"],
          "key": "id_number", "rate": 5, "period_s": 3600, "burst": 5, "mode": "enforce", "on_redis_error": "local"},
+        # A signed-in change confirmed with the password: wrong passwords count as at sign-in, per candidate,
+        # so a borrowed session cannot guess the password there.
+        {"id": "reauth-candidate", "routes": ["me.security_question.put", "me.email.put"], "key": "candidate",
+         "rate": 5, "period_s": 600, "burst": 5, "mode": "enforce", "on_redis_error": "local", "counts": "failures"},
         # Images: a person needs one per attempt, a class behind one NAT a few dozen at once. The global
         # rate stays below what the worker draws (~300-800/s on 2 cores) and the burst below the pool's
         # target (EXAMGATE_CAPTCHA_POOL_TARGET), so no flood, from however many addresses, empties it.

@@ -9,6 +9,7 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
     """The route modules in registration order; the benchmark routes only when asked for."""
     from gateway.routes import (
         account_codes,
+        account_maintenance,
         accounts,
         admin,
         captcha,
@@ -33,5 +34,6 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
     from gateway.routes import bench as bench_routes
 
     found = [health, exams, captcha, accounts, account_codes, sessions, recovery, queue, registrations, lifecycle,
-             payments, lookups, admin, reviews, operations, operators, pages, console, photos, photo_review, forms]
+             payments, lookups, admin, reviews, operations, operators, pages, console, photos, photo_review, forms,
+             account_maintenance]
     return [*found, bench_routes] if bench else found

@@ -103,6 +103,16 @@ UNSTATED_FIELD_RULES: dict[str, frozenset[str]] = {
     "records.*.ends_on": frozenset({"before_starts_on"}),
     "required_subjects.*": frozenset({"unknown_subject"}),
     "exemptions.*.subjects.*": frozenset({"not_required"}),
+    # Account maintenance: a record added alone (its fields at the top level), the new question and answer
+    # judged as at registration, and a new phone that is the account's own already.
+    "cert_no": frozenset({"invalid_characters"}),
+    "school": frozenset({"invalid_characters"}),
+    "major": frozenset({"invalid_characters"}),
+    "graduated_on": frozenset({"in_future"}),
+    "obtained_on": frozenset({"in_future"}),
+    "question": frozenset({"invalid_characters", "too_short"}),
+    "answer": frozenset({"invalid_characters"}),
+    "new_phone": frozenset({"same_as_current"}),
 }
 # Refused in any field: U+0000, which no PostgreSQL text or jsonb column holds (gateway.bodies).
 UNSTATED_EVERYWHERE = frozenset({"contains_nul"})
