@@ -132,6 +132,9 @@ def phone(index: int) -> str:
     return f"1{head + 3}{tail:09d}"
 
 
+SEEDED_USERNAME_PATTERN = "^c[0-9]{7,}$"  # every seeded username (``username``)
+
+
 def username(index: int) -> str:
     """The seeded account name: ``c0000001`` for index 0."""
     return f"c{index + 1:07d}"

@@ -30,7 +30,7 @@ from core.documents import text_hash
 from core.qualification import Education, EligibilityRules, ReviewRule, parse_rules, review
 from core.timeutil import SHANGHAI
 from seed import data as sd
-from seed.data import EXAM_FAMILY
+from seed.data import EXAM_FAMILY, SEEDED_USERNAME_PATTERN
 from seed.exams import LEVELS, SPECIALTIES, basic_subject_code, practice_subject_code
 from seed.names import DISTRICT_WORDS, PROVINCES, ROADS
 
@@ -117,6 +117,25 @@ DOCUMENTS: dict[str, DocumentText] = {
 二、考试开始前30分钟入场，开考5分钟后不得入场，考试结束前不得交卷离场。
 三、除规定的文具外，不得携带手机、智能手表等电子设备及任何资料进入考场。
 四、服从监考人员管理，违纪违规行为按照有关规定处理并记入诚信档案库。"""),
+}
+
+
+# The account's texts (core.agreements), version 1; seeded candidates accepted the agreement when they registered.
+ACCOUNT_DOCUMENTS: dict[str, DocumentText] = {
+    "agreement": DocumentText("网上报名协议", """\
+一、本系统为专业技术人员资格考试网上报名服务平台（演示）。用户注册、报名即表示同意本协议。
+二、用户应使用本人真实身份信息注册，一人一个账号；账号、密码由用户妥善保管，因保管不善造成的后果由用户承担。
+三、用户填报的身份、学历、学位、工作年限等信息应真实、准确、完整，并对其真实性负责；提供虚假信息的，\
+按照有关规定处理并记入专业技术人员资格考试诚信档案库。
+四、用户绑定的手机号码用于接收验证码和考试通知，更换手机号码须通过原号码和新号码验证。
+五、本平台依法保护用户个人信息，仅用于考试报名、资格审核、成绩查询和证书管理。
+六、本协议更新后，用户须阅读并同意新版本后方可继续报名。"""),
+    "notice": DocumentText("注册须知", """\
+一、注册前请准备好本人有效身份证件、学历（学位）证书和本人常用手机。
+二、姓名、证件号码注册后不能修改，请核对无误后提交；请再次输入姓名和证件号码进行确认。
+三、手机号码须接收短信验证码完成绑定；验证码5分钟内有效。若收不到验证码，请确认号码无误、\
+手机未拦截短信，等待60秒后重新获取；同一号码每小时最多获取5次。
+四、请牢记用户名和密码；忘记用户名或密码的，可通过注册时绑定的手机找回。"""),
 }
 
 
@@ -229,6 +248,14 @@ async def apply(conn: asyncpg.Connection, exam_ids: list[int], open_exam_id: int
            VALUES ($1, $2, 1, $3, $4, $5, $6) ON CONFLICT (exam_id, kind, version) DO NOTHING""",
         [(open_exam_id, kind, doc.title, doc.text, text_hash(doc.title, doc.text), SEED_ACTOR)
          for kind, doc in DOCUMENTS.items()])
+    await conn.executemany(
+        """INSERT INTO account_documents (kind, version, title, body, sha256, published_by)
+           VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (kind, version) DO NOTHING""",
+        [(kind, doc.title, doc.text, text_hash(doc.title, doc.text), SEED_ACTOR)
+         for kind, doc in ACCOUNT_DOCUMENTS.items()])
+    # Candidates seeded before the agreement existed accept it as the ones seeded since (the candidates' COPY).
+    await conn.execute("""UPDATE candidates SET agreement_version = 1, agreement_accepted_at = created_at
+                           WHERE username ~ $1 AND agreement_version IS NULL""", SEEDED_USERNAME_PATTERN)
     opens_at = await conn.fetchval("SELECT registration_opens_at FROM exams WHERE id = $1", open_exam_id)
     opened: date = opens_at.astimezone(SHANGHAI).date()
     await conn.executemany(

@@ -195,13 +195,15 @@ _MALE_BOTH, _FEMALE_BOTH = GIVEN_MALE + GIVEN_SHARED, GIVEN_FEMALE + GIVEN_SHARE
 CANDIDATES = DerivedTable(
     "candidates",
     ("id", "username", "password_hash", "name", "id_type", "id_number", "phone", "email",
-     "security_question", "security_answer_hash", "created_at"),  # fmt: skip
+     "security_question", "security_answer_hash", "created_at", "agreement_version", "agreement_accepted_at"),
+    # fmt: skip
     f"""
 SELECT $3::bigint + i, username, $4::text, surname || CASE WHEN (h >> 24) % 200 = 0
            THEN left(given, -1) || '[' || {_char(RARE_GIVEN, "h >> 4")} || ']' ELSE given END,
        'resident_id', id_number,
        ({13 * 10**9} + i * {sd.PHONE_STRIDE} + {_mix(sd.PHONE_SALT)} % {sd.PHONE_STRIDE})::text,
        username || '@example.com', {_texts(SECURITY_QUESTIONS)}[(i % {len(SECURITY_QUESTIONS)})::int + 1], $5::text,
+       $6::timestamptz + make_interval(secs => (i * {sd.CREATED_STEP_S} % {sd.CREATED_SPAN_S})::float8), 1,
        $6::timestamptz + make_interval(secs => (i * {sd.CREATED_STEP_S} % {sd.CREATED_SPAN_S})::float8)
 FROM (SELECT i, h, id_number, {_char(SURNAMES, "h >> 2")} AS surname,
              'c' || CASE WHEN i < 9999999 THEN lpad((i + 1)::text, 7, '0') ELSE (i + 1)::text END AS username,

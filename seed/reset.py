@@ -10,11 +10,11 @@ from typing import NamedTuple
 
 import asyncpg
 
-from seed.data import EXAM_A_CODE, EXAM_B_CODE
+from seed.data import EXAM_A_CODE, EXAM_B_CODE, SEEDED_USERNAME_PATTERN
 from seed.lifecycle import SEED_ACTOR
 
-# Seeded usernames are "c" and seven or more digits (see seed.data.username).
-SEEDED_USERNAME_PATTERN = "^c[0-9]{7,}$"
+# Seeded usernames are "c" and seven or more digits (seed.data.SEEDED_USERNAME_PATTERN).
+
 DEMO_EXAMS = (EXAM_A_CODE, EXAM_B_CODE)
 
 
