@@ -295,6 +295,8 @@ async def test_profile(pool: asyncpg.Pool) -> None:
     me = await profile(pool, candidate_id)
     created_at = me.pop("created_at")
     assert created_at.endswith("+08:00")
+    education_ids = [e.pop("education_id") for e in me["educations"]]
+    assert education_ids == sorted(education_ids)
     assert me == {
         "candidate_id": candidate_id,
         "username": reg.username,
@@ -306,10 +308,12 @@ async def test_profile(pool: asyncpg.Pool) -> None:
         "security_question": reg.security_question,
         "educations": [
             {"cert_no": "C-1", "school": "北京大学", "graduated_on": "2012-06", "major": "经济学",
-             "level": "bachelor", "mode": "full_time"},
+             "level": "bachelor", "mode": "full_time", "status": "not_checked"},
             {"cert_no": "C-2", "school": "清华大学", "graduated_on": "2015-07", "major": "金融学",
-             "level": "master", "mode": "part_time"},
+             "level": "master", "mode": "part_time", "status": "not_checked"},
         ],
+        "degrees": [],
+        "agreement": {"accepted_version": None, "accepted_at": None, "current_version": None, "required": False},
     }  # fmt: skip
     with pytest.raises(NotFound):
         await profile(pool, 10**12)
