@@ -34,12 +34,29 @@ ROUTE_PREFIX = "pages."
 COMMON = "js/common.js"
 CAPTCHA = "js/captcha.js"
 LIFECYCLE = "js/lifecycle.js"
+RECORDS = "js/records.js"
+SMS_CODE = "js/sms-code.js"
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("home", "/", "首页", "home", (COMMON, "js/pages/home.js")),
-    PageSpec("register", "/register", "考生注册", "register", (COMMON, CAPTCHA, "js/pages/register.js"),
-             captcha_routes=("accounts.create",)),
+    # Registration: the notice and the agreement first, the phone proven by an SMS code, optional degrees.
+    PageSpec("register", "/register", "考生注册", "register",
+             (COMMON, CAPTCHA, LIFECYCLE, RECORDS, SMS_CODE, "js/pages/register.js"),
+             captcha_routes=("accounts.create", "sms_codes.create")),
     PageSpec("login", "/login", "考生登录", "login", (COMMON, CAPTCHA, "js/pages/login.js"),
              captcha_routes=("sessions.create",)),
+    # A newer agreement than the one accepted, read and accepted after sign-in (or when enrolling is refused).
+    PageSpec("agreement", "/agreement", "网上报名协议", "agreement", (COMMON, LIFECYCLE, "js/pages/agreement.js")),
+    # 注册维护: the profile and its records, the phone (two codes), the security question and the email.
+    PageSpec("account", "/account", "注册维护", "account",
+             (COMMON, CAPTCHA, LIFECYCLE, RECORDS, SMS_CODE, "js/pages/account.js"),
+             captcha_routes=("sms_codes.create",)),
+    PageSpec("recover_password", "/recover/password", "找回密码", "recover-password",
+             (COMMON, CAPTCHA, SMS_CODE, "js/pages/recover-password.js"),
+             captcha_routes=("password_resets.question.start", "password_resets.question.finish",
+                             "password_resets.sms.start", "password_resets.sms.confirm")),
+    PageSpec("recover_username", "/recover/username", "找回用户名", "recover-username",
+             (COMMON, CAPTCHA, SMS_CODE, "js/pages/recover-username.js"),
+             captcha_routes=("sms_codes.create", "username_recoveries.create")),
     PageSpec("enrol", "/exams/{exam_id:[0-9]{1,10}}/enrol", "网上报名", "enrol", (COMMON, "js/pages/enrol.js")),
     PageSpec("queue", "/exams/{exam_id:[0-9]{1,10}}/queue", "排队等候", "queue", (COMMON, "js/pages/queue.js")),
     PageSpec("seat", "/registrations/{registration_id:[0-9]{1,18}}/seat", "选择考点", "seat",

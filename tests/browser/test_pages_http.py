@@ -27,7 +27,8 @@ PAGE_PATHS = {
     "seat": "/registrations/12/seat", "pay": "/registrations/12/pay", "tickets": "/tickets", "scores": "/scores",
     "console": "/console", "registration": "/registrations/12", "commitment": "/registrations/12/commitment",
     "registration_edit": "/registrations/12/edit", "reviews": "/console/reviews", "photo": "/photo",
-    "photo_review": "/console/photos",
+    "photo_review": "/console/photos", "agreement": "/agreement", "account": "/account",
+    "recover_password": "/recover/password", "recover_username": "/recover/username",
 }
 ASSET_URL = re.compile(r'(?:src|href|data-pow-worker)="(/static/[^"]+)"')
 
@@ -112,6 +113,55 @@ async def test_the_photo_pages_have_their_shells(client: TestClient) -> None:
     for page in ("/console", "/console/reviews"):
         assert 'href="/console/photos"' in await (await client.get(page)).text(), page
     assert (await client.get("/console/photos/1")).status == 404
+
+
+async def test_the_account_pages_have_their_shells(client: TestClient) -> None:
+    async def shell(path: str) -> str:
+        resp = await client.get(path)
+        assert resp.status == 200, path
+        return await resp.text()
+
+    def scripts(text: str) -> list[str]:
+        return re.findall(r'src="/static/[0-9a-f]{12}/(js/[^"]+)"', text)
+
+    # Registration: the texts and their acceptance first, the phone's code (its own captcha, live mode per
+    # route), the name and id number typed again, degrees added in the page, what to do without a code.
+    register = await shell("/register")
+    assert scripts(register) == ["js/common.js", "js/captcha.js", "js/lifecycle.js", "js/records.js", "js/sms-code.js",
+                                 "js/pages/register.js"]
+    for marker in ('data-doc="notice"', 'data-doc="agreement"', "data-accept-form", "同意并继续注册",
+                   'data-captcha="sms_codes.create"', 'data-captcha="accounts.create"', "data-send-code", "获取验证码",
+                   'id="sms_code"', 'data-field="confirmation.name"', 'data-field="confirmation.id_number"',
+                   "请再次输入姓名", "请再次输入证件号码", "data-add-degree", "验证码收不到怎么办？",
+                   "每小时最多 5 次"):
+        assert marker in register, marker
+    assert ("&quot;accounts.create&quot;:&quot;either&quot;,&quot;sms_codes.create&quot;:&quot;either&quot;"
+            in register)
+    # After sign-in, a newer agreement; 注册维护 (the phone's two codes, the password for the other changes).
+    agreement = await shell("/agreement")
+    assert scripts(agreement) == ["js/common.js", "js/lifecycle.js", "js/pages/agreement.js"]
+    assert "data-agreement-text" in agreement and "同意并继续" in agreement
+    account = await shell("/account")
+    assert scripts(account)[-1] == "js/pages/account.js" and "js/sms-code.js" in scripts(account)
+    for marker in ('data-records="educations"', 'data-records="degrees"', "data-send-old", "data-send-new",
+                   'id="new_phone"', "data-question-form", "data-email-form", "<dialog", "验证码收不到怎么办？"):
+        assert marker in account, marker
+    # Recovery, linked from the sign-in page: the password by question or by SMS, the username by SMS.
+    password = await shell("/recover/password")
+    assert scripts(password)[-1] == "js/pages/recover-password.js"
+    for route in ("password_resets.question.start", "password_resets.question.finish", "password_resets.sms.start",
+                  "password_resets.sms.confirm"):
+        assert f'data-captcha="{route}"' in password and f"&quot;{route}&quot;" in password, route
+    username = await shell("/recover/username")
+    assert scripts(username)[-1] == "js/pages/recover-username.js"
+    assert 'data-captcha="username_recoveries.create"' in username and "data-send-code" in username
+    login = await shell("/login")
+    assert '<a href="/recover/password">忘记密码？</a>' in login
+    assert '<a href="/recover/username">忘记用户名？</a>' in login
+    for page in ("/", "/photo", "/account"):  # the candidate header links 注册维护
+        assert '<a href="/account">注册维护</a>' in await shell(page), page
+    for path in ("/account/1", "/recover", "/recover/password/x", "/agreement/2"):
+        assert (await client.get(path)).status == 404, path
 
 
 async def test_page_assets_have_versioned_urls_cached_for_a_year(client: TestClient) -> None:

@@ -144,6 +144,9 @@
       if (body.review_point === null) delete body.review_point;
       const created = await EG.api("POST", "/api/v1/registrations", { json: body });
       if (created.status === 401) return EG.toLogin(true);
+      if (!created.ok && created.error.code === "agreement_required") {  // a newer 网上报名协议 to accept first
+        return location.assign("/agreement?next=" + encodeURIComponent(location.pathname + location.search));
+      }
       if (!created.ok) {
         EG.showError(form, created, { labels: LABELS });
         const known = EG.registrations.get(examId);

@@ -17,7 +17,11 @@
     } else if (params.get("expired")) {
       notice.textContent = "登录已失效，请重新登录。";
       notice.hidden = false;
+    } else if (params.get("reset")) {
+      notice.textContent = "密码已重新设置，请使用新密码登录。";
+      notice.hidden = false;
     }
+    if (params.get("username") && !params.get("registered")) EG.$("#username").value = params.get("username");
     if (EG.session.token() && !params.get("expired")) {
       notice.textContent = "您已登录为 " + EG.session.username() + "；重新登录将替换当前账号。";
       notice.hidden = false;
@@ -61,7 +65,11 @@
           return;
         }
         EG.session.save(result.data.token, values.username);
-        location.assign(EG.safeNext(params.get("next"), "/"));
+        const target = EG.safeNext(params.get("next"), "/");
+        // A newer 网上报名协议 than the one accepted is read and accepted first (the agreement page goes on).
+        const me = await EG.api("GET", "/api/v1/me");
+        const agreement = me.ok && me.data.agreement;
+        location.assign(agreement && agreement.required ? "/agreement?next=" + encodeURIComponent(target) : target);
       });
     });
   });
