@@ -1,14 +1,22 @@
-"""What the browser tests share beyond the stack: the page checks every screen passes, and an exam's texts."""
+"""What the browser tests share beyond the stack: the page checks every screen passes, an exam's texts, the SMS
+codes phones received, and accounts registered through the API with a real code."""
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from core import db
+import redis
+
+from core import db, phone_codes
 from tests import photo_images
 from tests.browser.conftest import Stack, run_async
 from tests.factories import give_approved_photos
+from tests.gateway.candidate_http import registration
 
 # Every visible control has an accessible name (a label, aria-label or aria-labelledby, or its text).
 UNLABELLED = """() => Array.from(document.querySelectorAll('input, select, textarea, button'))
@@ -62,3 +70,60 @@ def photo_file(directory: Path, name: str = "photo.jpg", **portrait: Any) -> Pat
     path = directory / name
     path.write_bytes(photo_images.portrait(**portrait))
     return path
+
+
+# --- SMS codes and accounts ------------------------------------------------------------------------------------
+
+def delivered(stack: Stack, phone: str) -> list[dict[str, Any]]:
+    """The messages the SMS simulator delivered to ``phone``, newest first."""
+    query = urllib.parse.urlencode({"phone": phone})
+    with urllib.request.urlopen(f"{stack.smssim.url}/sim/messages?{query}", timeout=10) as resp:
+        return list(json.loads(resp.read())["messages"])
+
+
+def delivered_code(stack: Stack, phone: str, *, after: int, timeout_s: float = 20) -> str:
+    """The code in the newest message to ``phone`` once more than ``after`` were delivered to it (the worker
+    sends the outbox to the simulator within a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while len(messages := delivered(stack, phone)) <= after:
+        assert time.monotonic() < deadline, f"no new SMS to {phone} within {timeout_s} s"
+        time.sleep(0.1)
+    return str(messages[0]["params"]["code"])
+
+
+def forget_sends(stack: Stack, phone: str) -> None:
+    """Forget the codes sent to ``phone`` lately, as if its minute had passed (its per-phone limit starts again)."""
+    with redis.Redis.from_url(stack.redis_url) as client:
+        client.delete(phone_codes.sent_key(phone))
+
+
+def skip_captcha(stack: Stack) -> dict[str, str]:
+    """A load-test token's header: the API routes take no captcha from its bearer."""
+    status, issued = stack.call("POST", "/admin/api/v1/loadtest-tokens", {"ttl_s": 600}, headers=admin(stack))
+    assert status == 201, issued
+    return {"X-Loadtest-Token": issued["token"]}
+
+
+def sms_code(stack: Stack, phone: str, purpose: str = "register", headers: dict[str, str] | None = None) -> str:
+    """Ask the gateway for a code to ``phone`` (``headers``: a load-test token) and read it where the phone got it."""
+    before = len(delivered(stack, phone))
+    status, body = stack.call("POST", "/api/v1/sms-codes", {"phone": phone, "purpose": purpose},
+                              headers=headers or skip_captcha(stack))
+    assert status == 202, body
+    return delivered_code(stack, phone, after=before)
+
+
+def register_account(stack: Stack, headers: dict[str, str] | None = None, **changes: Any) -> dict[str, Any]:
+    """An account registered through the API with the code its phone received, accepting the agreement in force
+    as the register page does (``changes`` as in ``registration``; ``headers``: a load-test token, made when not
+    given); the body, with ``candidate_id``."""
+    headers = headers or skip_captcha(stack)
+    account = registration(**changes)
+    status, agreement = stack.call("GET", "/api/v1/documents/agreement")
+    if status == 200:
+        account.setdefault("agreement_version", agreement["version"])
+    account["sms_code"] = sms_code(stack, account["phone"], headers=headers)
+    status, created = stack.call("POST", "/api/v1/accounts", account, headers=headers)
+    assert status == 201, created
+    account["candidate_id"] = created["candidate_id"]
+    return account

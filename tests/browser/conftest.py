@@ -1,12 +1,14 @@
-"""Browser tests: headless Chromium, driven by Playwright, against a real gateway, worker and payment simulator.
+"""Browser tests: headless Chromium, driven by Playwright, against a real gateway, worker and simulators.
 
 Chromium is the Debian package (``scripts/system-deps.sh`` installs it); Playwright never
 downloads a browser. Without ``/usr/bin/chromium`` the tests are skipped, except under CI
 (``CI=true``), where they fail. Screenshots of every page go to ``tests/browser/artifacts/``.
 
-The stack (two gateway processes, the worker, the simulator) runs against a database of this
-directory's own and the test Redis database, flushed once before it starts; the tests make their
-own exams and candidates, so they do not depend on each other.
+The stack (two gateway processes, the worker, the payment and SMS simulators) runs against a
+database of this directory's own and the test Redis database, flushed once before it starts; the
+tests make their own exams and candidates, so they do not depend on each other. The worker delivers
+the SMS outbox to the SMS simulator, where a test reads the codes a phone received
+(``tests.browser.checks.delivered_code``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from loadtest.processes import (
     free_port,
     start_gateway,
     start_paysim,
+    start_smssim,
     start_worker,
 )
 from payments import keys as payment_keys
@@ -54,6 +57,9 @@ WORKER_ENV = {**FAST_WORKER, "EXAMGATE_ORDER_QUERY_AFTER_S": "1", "EXAMGATE_PAYM
               "EXAMGATE_CAPTCHA_POOL_TARGET": "20", "EXAMGATE_CAPTCHA_REFILL_BATCH": "10",
               "EXAMGATE_CAPTCHA_REFILL_PROCESSES": "1"}
 TIME_SCALE = 0.001
+# The worker signs its SMS requests with this; the simulator checks it. The simulator limits no number per
+# minute: the gateway's own per-phone limit is what the pages show (tests forget a phone's sends to go on).
+SMS_SECRET = "browser-sms-secret-0123456789"
 
 
 def in_ci() -> bool:
@@ -163,11 +169,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @dataclass
 class Stack:
-    """The running gateway, worker and simulator, and ways to reach them from a test."""
+    """The running gateway, worker and simulators, and ways to reach them from a test."""
 
     gateway: Process
     worker: Process
     paysim: Process
+    smssim: Process
     dsn: str
     redis_url: str
 
@@ -220,7 +227,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Stack]:
-    """A migrated database of its own, the Redis test database flushed, then simulator, gateway and worker."""
+    """A migrated database of its own, the Redis test database flushed, then simulators, gateway and worker."""
     dsn = db.with_database(TEST_PG_SERVER, f"examgate_browser_{os.getpid()}_{secrets.token_hex(3)}")
     run_async(migrate.create_and_migrate(dsn))
     client = redis.Redis.from_url(TEST_REDIS_URL)
@@ -232,15 +239,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[St
     try:
         paysim = start_paysim(keys_dir, time_scale=TIME_SCALE)
         processes.append(paysim)
+        smssim = start_smssim("--phone-per-minute", "0", EXAMGATE_SMS_ACCESS_KEY_SECRET=SMS_SECRET)
+        processes.append(smssim)
         port = free_port()
         gateway = start_gateway(dsn, TEST_REDIS_URL, workers=2, port=port, EXAMGATE_KEYS_DIR=str(keys_dir),
                                 EXAMGATE_PAYSIM_URL=paysim.url, EXAMGATE_PUBLIC_URL=f"http://127.0.0.1:{port}",
                                 **FAST_ARGON)
         processes.append(gateway)
         worker = start_worker(dsn, TEST_REDIS_URL, EXAMGATE_KEYS_DIR=str(keys_dir), EXAMGATE_PAYSIM_URL=paysim.url,
-                              **WORKER_ENV)
+                              EXAMGATE_SMS_URL=smssim.url, EXAMGATE_SMS_ACCESS_KEY_SECRET=SMS_SECRET, **WORKER_ENV)
         processes.append(worker)
-        yield Stack(gateway, worker, paysim, dsn, TEST_REDIS_URL)
+        yield Stack(gateway, worker, paysim, smssim, dsn, TEST_REDIS_URL)
     finally:
         for process in reversed(processes):
             process.stop()

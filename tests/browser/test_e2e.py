@@ -1,6 +1,7 @@
 """Candidates and an operator in headless Chromium, against the running gateway, worker and payment simulator.
 
-- A candidate on a phone registers (first with mistakes, shown next to the inputs), signs in
+- A candidate on a phone registers (the phone proven by the code it received; first with mistakes, shown
+  next to the inputs), signs in
   (the proof-of-work solved in the background), enrols and lands on the registration's status page,
   which asks for a photo; uploads one on the photo page (previewed first, approved and locked), reads
   the exam's notice and signs its commitment (我已阅知并同意), is approved by the automatic
@@ -33,10 +34,10 @@ from captcha import keys as captcha_keys
 from core import db
 from core.timeutil import utcnow
 from gateway.liveconfig import DEFAULT
-from tests.browser.checks import check_page, photo_file, publish_documents
+from tests.browser.checks import check_page, delivered_code, photo_file, publish_documents, register_account
 from tests.browser.conftest import DESKTOP, PHONE, Shots, Stack, in_ci, run_async
 from tests.factories import make_exam
-from tests.gateway.candidate_http import PASSWORD, phone, registration, resident_id
+from tests.gateway.candidate_http import PASSWORD, phone, resident_id
 from tests.gateway.seat_stack import make_candidates, make_registrations, make_sessions
 
 if not in_ci():  # under CI a missing Playwright is a failure, as a missing browser is
@@ -129,22 +130,29 @@ def test_a_candidate_registers_signs_the_commitment_queues_holds_a_seat_pays_and
     stack.wait_exam(exam_id)
     publish_documents(stack, exam_id)
     # The server asks for the proof-of-work on the account routes; the queue admits one every two seconds.
-    stack.set_live({"captcha": {"routes": {"accounts.create": "pow", "sessions.create": "pow"}},
+    stack.set_live({"captcha": {"routes": {"accounts.create": "pow", "sessions.create": "pow",
+                                           "sms_codes.create": "pow"}},
                     "queue": {"exams": {str(exam_id): {"enabled": True, "admit_per_s": 0.5}}}})
     others = run_async(waiting_candidates(stack.dsn, stack.redis_url, QUEUE_AHEAD))
     page = shots.watch(context_factory(PHONE).new_page())
 
-    # Register: a wrong check digit and a short password are named next to their inputs.
+    # Register: the phone gets its code; a wrong check digit and a short password are named next to their inputs.
     username = "k" + secrets.token_hex(5)
     id_number = resident_id()
+    mobile = phone()
     page.goto(stack.url + "/register")
     page.get_by_label("用户名", exact=True).fill(username)
     page.get_by_label("密码", exact=True).fill("abc")
     page.get_by_label("确认密码", exact=True).fill("abc")
     page.get_by_label("姓名", exact=True).fill("李晓明")
+    page.get_by_label("请再次输入姓名").fill("李晓明")
     page.get_by_label("证件类型").select_option("resident_id")
     page.get_by_label("证件号码", exact=True).fill(invalid_check_digit(id_number))
-    page.get_by_label("手机号码").fill(phone())
+    page.get_by_label("请再次输入证件号码").fill(invalid_check_digit(id_number))
+    page.get_by_label("手机号码").fill(mobile)
+    page.get_by_role("button", name="获取验证码").click()
+    expect(page.locator("[data-code-status]")).to_contain_text(f"验证码已发送至 {mobile[:3]}****{mobile[7:]}")
+    page.get_by_label("短信验证码").fill(delivered_code(stack, mobile, after=0))
     page.get_by_label("电子邮箱").fill("lixiaoming@example.com")
     page.get_by_label("问题", exact=True).fill("我的小学校名？")
     page.get_by_label("答案", exact=True).fill("实验小学")
@@ -152,7 +160,8 @@ def test_a_candidate_registers_signs_the_commitment_queues_holds_a_seat_pays_and
     page.get_by_label("毕业学校").fill("北京大学")
     page.get_by_label("毕业年月").fill("2012-06")
     page.get_by_label("所学专业").fill("经济学")
-    expect(page.locator("[data-pow-state]")).to_have_text("✓ 安全验证已完成", timeout=20_000)
+    expect(page.locator('[data-captcha="accounts.create"] [data-pow-state]')).to_have_text("✓ 安全验证已完成",
+                                                                                         timeout=20_000)
     check_page(page)
     page.get_by_role("button", name="注册").click()
     expect(page.get_by_role("alert")).to_contain_text("填写的信息有误")
@@ -163,6 +172,7 @@ def test_a_candidate_registers_signs_the_commitment_queues_holds_a_seat_pays_and
     expect(page.get_by_label("手机号码")).not_to_have_attribute("aria-invalid", "true")
     shots.take(page, "register-errors")
     page.get_by_label("证件号码", exact=True).fill(id_number)
+    page.get_by_label("请再次输入证件号码").fill(id_number)
     page.get_by_label("密码", exact=True).fill(PASSWORD)
     page.get_by_label("确认密码", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="注册").click()
@@ -411,8 +421,7 @@ def test_wrong_passwords_make_the_sign_in_page_ask_for_an_image(stack: Stack, co
     status, issued = stack.call("POST", "/admin/api/v1/loadtest-tokens", {"ttl_s": 300}, headers=admin)
     assert status == 201
     skip_captcha = {"X-Loadtest-Token": issued["token"]}
-    account = registration()
-    assert stack.call("POST", "/api/v1/accounts", account, headers=skip_captcha)[0] == 201
+    account = register_account(stack, skip_captcha)
     for _ in range(5):  # the default login-account burst, spent by someone guessing
         status, _ = stack.call("POST", "/api/v1/sessions", {"username": account["username"], "password": "Wrong#pass1"},
                                headers=skip_captcha)

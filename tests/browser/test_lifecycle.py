@@ -27,10 +27,10 @@ import pytest
 
 from core import db
 from core.timeutil import utcnow
-from tests.browser.checks import admin, check_page, give_photo, publish_documents
+from tests.browser.checks import admin, check_page, give_photo, publish_documents, register_account, skip_captcha
 from tests.browser.conftest import DESKTOP, PHONE, Shots, Stack, in_ci, run_async
 from tests.factories import make_exam
-from tests.gateway.candidate_http import PASSWORD, registration
+from tests.gateway.candidate_http import PASSWORD
 from tests.gateway.seat_stack import make_candidates, make_registrations
 
 if not in_ci():  # under CI a missing Playwright is a failure, as a missing browser is
@@ -78,15 +78,12 @@ def signed_in_candidate(stack: Stack, page: Page, *, photo: bool = True, **chang
     """A candidate registered and signed in through the API (the sign-in page has its own tests), the
     session handed to ``page`` as the sign-in page would keep it; the account's body. With ``photo`` the
     candidate has an approved photo (confirming needs one; the photo page has its own tests)."""
-    status, issued = stack.call("POST", "/admin/api/v1/loadtest-tokens", {"ttl_s": 600}, headers=admin(stack))
-    assert status == 201
-    skip_captcha = {"X-Loadtest-Token": issued["token"]}
-    account = registration(**changes)
-    assert stack.call("POST", "/api/v1/accounts", account, headers=skip_captcha)[0] == 201
+    no_captcha = skip_captcha(stack)
+    account = register_account(stack, no_captcha, **changes)
     if photo:
         give_photo(stack, account["username"])
     status, session = stack.call("POST", "/api/v1/sessions", {"username": account["username"], "password": PASSWORD},
-                                 headers=skip_captcha)
+                                 headers=no_captcha)
     assert status == 201, session
     page.goto(stack.url + "/")
     page.evaluate("([token, username]) => { sessionStorage.setItem('eg.session.token', token); "

@@ -1,9 +1,10 @@
 """The login page's ``?next=`` in headless Chromium: after signing in the candidate stays on this site.
 
 A gateway of its own (one process) serves the page; the candidate is registered through the API
-and signs in for real. Any attempt to send the browser elsewhere after the login — by a path
-the browser reads as another host once it drops tabs and newlines, a scheme-relative or absolute
-URL, a backslash, a ``javascript:`` URL — lands on the home page of this site instead.
+(with the code the gateway queued for the phone, read from the SMS outbox) and signs in for real.
+Any attempt to send the browser elsewhere after the login — by a path the browser reads as another
+host once it drops tabs and newlines, a scheme-relative or absolute URL, a backslash, a
+``javascript:`` URL — lands on the home page of this site instead.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any
 import pytest
 import redis
 
+from core import db
 from loadtest.processes import Process, start_gateway
-from tests.browser.conftest import DESKTOP, in_ci
+from tests.browser.conftest import DESKTOP, in_ci, run_async
 from tests.conftest import TEST_REDIS_URL
-from tests.gateway.candidate_http import FAST_ARGON, PASSWORD, registration
+from tests.gateway.candidate_http import FAST_ARGON, PASSWORD, code_in_outbox, registration
 
 if not in_ci():  # under CI a missing Playwright is a failure, as a missing browser is
     pytest.importorskip("playwright.sync_api",
@@ -40,6 +42,14 @@ def _call(gateway: Process, method: str, path: str, body: Any, headers: dict[str
         return json.loads(resp.read())
 
 
+async def _code_queued(dsn: str, phone: str) -> str:
+    conn = await db.connect(dsn)
+    try:
+        return await code_in_outbox(conn, phone)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="module")
 def signed_up(pg_dsn: str, browser: Any) -> Iterator[tuple[Process, str]]:
     """A gateway whose sign-in needs no captcha, and the username of a registered candidate."""
@@ -52,6 +62,9 @@ def signed_up(pg_dsn: str, browser: Any) -> Iterator[tuple[Process, str]]:
         admin = {"Authorization": f"Bearer {gateway.admin_token()}"}
         token = _call(gateway, "POST", "/admin/api/v1/loadtest-tokens", {"ttl_s": 600}, admin)["token"]
         body = registration()
+        _call(gateway, "POST", "/api/v1/sms-codes", {"phone": body["phone"], "purpose": "register"},
+              {"X-Loadtest-Token": token})
+        body["sms_code"] = run_async(_code_queued(pg_dsn, body["phone"]))  # no worker: the code waits in the outbox
         _call(gateway, "POST", "/api/v1/accounts", body, {"X-Loadtest-Token": token})
         yield gateway, body["username"]
     finally:
