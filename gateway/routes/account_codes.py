@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import math
 import unicodedata
-from typing import Annotated, Literal
+from typing import Literal
 
 from aiohttp import web
 from pydantic import Field
@@ -27,7 +27,7 @@ from gateway import adminauth, auth, keys
 from gateway.bodies import NO_STORE, json_bytes, json_response, parse_body, read_body
 from gateway.captcha_gate import guard
 from gateway.errors import NotFoundError
-from gateway.models import Body, CaptchaValue, Int, Reply, Text
+from gateway.models import Body, CaptchaValue, Id, Reply, Text
 from gateway.routes.recovery import MAX_CODE_CHARS, IdNumber, Name, Phone, required_text
 from gateway.routing import CANDIDATE, OPERATOR, Answer, Param, Routes
 
@@ -88,7 +88,7 @@ class NewDocument(Body):
 class Acceptance(Body):
     """The agreement version the candidate read and accepts."""
 
-    version: Annotated[Int, Field(ge=1, le=1_000_000)]
+    version: Id
 
 
 def code_of(raw: str) -> str:
