@@ -6,9 +6,10 @@ afterwards); scenarios with operator users get the run's operator token (both to
 master through its environment, never a command line, and the master hands them to its workers);
 a headless Locust master starts with ``--expect-workers`` and waits for the ``processes`` local
 workers (plus any ``remote_workers`` started on other machines); the run writes Locust's CSV and
-HTML reports and the master's ``summary.json`` under ``out_dir``; then the summary table and the
-verdicts (the thresholds', and the scenario's own checks) are printed and the exit code returned
-(``loadtest.verdicts``).
+HTML reports and the master's ``summary.json`` under ``out_dir``; a scenario with a watch
+(``loadtest.watch``) observes the system once the users have stopped (the SMS outbox draining); then
+the summary table and the verdicts (the thresholds', the scenario's own checks and its watch's) are
+printed and the exit code returned (``loadtest.verdicts``).
 Locust never runs in this process: it monkey-patches the standard library with gevent.
 """
 
@@ -37,6 +38,7 @@ from loadtest.verdicts import (
     evaluate,
     exit_code,
 )
+from loadtest.watch import WatchFailed
 from seed import EXAM_B_CODE
 
 REPORTS_DIR = Path("loadtest") / "reports"
@@ -120,6 +122,10 @@ def _run(options: RunOptions, echo: Callable[[str], None]) -> int:
         raise NotRun(str(exc)) from None
     out_dir = options.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        watch = scenario.watch() if scenario.watch is not None else None
+    except WatchFailed as exc:
+        raise NotRun(str(exc)) from None
     workers = options.processes + options.remote_workers
     echo(f"examgate loadtest {scenario.name}: {options.users} users ({options.shape}, {options.spawn_rate:g}/s), "
          f"{options.duration_s} s, {workers} worker process{'es' if workers != 1 else ''} -> {options.host}")
@@ -130,13 +136,18 @@ def _run(options: RunOptions, echo: Callable[[str], None]) -> int:
              f"loadtest/locustfiles/{scenario.locustfile.name} --worker --master-host <this host> --master-port {port}")
     try:
         room.switch_on()
+        if watch is not None:
+            watch.before()
         master_code = _locust(options, token, room.on, out_dir)
-    except GatewayError as exc:
+    except (GatewayError, WatchFailed) as exc:
         raise NotRun(str(exc)) from None
     finally:
         room.restore(echo)
+    checks = list(scenario.checks)
+    if watch is not None and (out_dir / "summary.json").exists():  # the users have stopped: what follows
+        checks += watch.after(out_dir, echo)
     return judge(out_dir, options.thresholds, options.cpu_limit_pct, echo, master_code=master_code,
-                 checks=scenario.checks)
+                 checks=checks)
 
 
 def _check_keys(keys_dir: str) -> None:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from loadtest.summary import Summary
 from loadtest.verdicts import Verdict, every_submission_approved
+from loadtest.watch import RunWatch
 
 LOCUSTFILES = Path(__file__).resolve().parent / "locustfiles"
 
@@ -23,6 +24,13 @@ class Scenario(NamedTuple):
     holds_seats: bool = False  # enrols candidates in the open exam, holds seats and opens orders
     operators: bool = False  # has operator users: the run hands them its operator token
     checks: tuple[Callable[[Summary], Verdict], ...] = ()  # the scenario's own verdicts on the figures
+    watch: Callable[[], RunWatch] | None = None  # observes the system around the run; verdicts of its own
+
+
+def _sms_outbox() -> RunWatch:
+    from loadtest.outbox_watch import OutboxWatch
+
+    return OutboxWatch.from_settings()
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -48,4 +56,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("photo-upload", LOCUSTFILES / "photo_upload.py",
              "sign in, upload the registration photo (a 1-2 MP camera JPEG drawn per user), see it and its link, "
              "sign out; again with the next candidate"),
+    Scenario("sms-storm", LOCUSTFILES / "sms_storm.py",
+             "ask for a registration code for a fresh phone, one in four again within the minute (refused); no phone "
+             "gets two codes within the minute, and the outbox drains at EXAMGATE_SMS_SEND_RATE", watch=_sms_outbox),
 )}
