@@ -1,9 +1,10 @@
-"""A whole stack for the load tests: seeded data, payment keys, the simulator, a 2-process gateway and the worker.
+"""A whole stack for the load tests: seeded data, payment keys, the simulators, a 2-process gateway and the worker.
 
 The gateway trusts 127.0.0.1 as a proxy, so each load user is throttled by its own
 ``X-Forwarded-For`` address, as candidates at a real peak are; it notifies itself through its
-public URL, and the simulator's retry schedules are compressed. ``examgate loadtest`` runs as a
-subprocess (Locust monkey-patches with gevent, never in the test process).
+public URL, and the payment simulator's retry schedules are compressed. The worker sends SMS to the
+SMS simulator at ``SMS_SEND_RATE`` (low, so the SMS storm's outbox has a backlog to drain).
+``examgate loadtest`` runs as a subprocess (Locust monkey-patches with gevent, never in the test process).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from loadtest.processes import (
     free_port,
     start_gateway,
     start_paysim,
+    start_smssim,
     start_worker,
 )
 from payments import keys as payment_keys
@@ -44,6 +46,9 @@ RUN_TIMEOUT_S = 120
 # Generous on purpose: the machine running the tests is small and shared; the thresholds that must
 # fail are impossible ones.
 THRESHOLDS = ("--max-fail-ratio", "0", "--p95-ms", "5000", "--p99-ms", "10000", "--target-rps", "2")
+SMS_SEND_RATE = 5  # messages a second the worker sends (EXAMGATE_SMS_SEND_RATE)
+SMS_WORKER = {"EXAMGATE_SMS_ACCESS_KEY_SECRET": "loadtest-sms-secret-0123456789",
+              "EXAMGATE_SMS_SEND_RATE": str(SMS_SEND_RATE), "EXAMGATE_SMS_BATCH_SIZE": "5"}
 
 
 @dataclass
@@ -56,6 +61,7 @@ class Stack:
     keys_dir: Path
     dsn: str
     exam_ids: dict[str, int]
+    smssim: Process
 
 
 @dataclass
@@ -112,25 +118,31 @@ def stack(loadtest_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     keys_dir = tmp_path_factory.mktemp("loadtest-keys") / "keys"
     payment_keys.ensure(keys_dir)
     paysim = start_paysim(keys_dir, time_scale=0.001)
+    try:
+        smssim = start_smssim(EXAMGATE_SMS_ACCESS_KEY_SECRET=SMS_WORKER["EXAMGATE_SMS_ACCESS_KEY_SECRET"])
+    except Exception:
+        paysim.stop()
+        raise
     port = free_port()
     providers = {"EXAMGATE_KEYS_DIR": str(keys_dir), "EXAMGATE_PAYSIM_URL": paysim.url}
     try:
         gateway = start_gateway(pg_dsn, TEST_REDIS_URL, workers=2, port=port, **providers,
                                 EXAMGATE_PUBLIC_URL=f"http://127.0.0.1:{port}", EXAMGATE_TRUSTED_PROXIES="127.0.0.1")
     except Exception:
-        paysim.stop()
+        _stop_all(smssim, paysim)
         raise
     try:
-        worker = start_worker(pg_dsn, TEST_REDIS_URL, **providers, **FAST_WORKER)
+        worker = start_worker(pg_dsn, TEST_REDIS_URL, **providers, **FAST_WORKER, **SMS_WORKER,
+                              EXAMGATE_SMS_URL=smssim.url)
     except Exception:
-        _stop_all(gateway, paysim)
+        _stop_all(gateway, smssim, paysim)
         raise
-    stack = Stack(gateway, worker, paysim, keys_dir, pg_dsn, dict(report.exam_ids))
+    stack = Stack(gateway, worker, paysim, keys_dir, pg_dsn, dict(report.exam_ids), smssim)
     try:
         asyncio.run(_inventory_loaded(stack))
         yield stack
     finally:
-        _stop_all(worker, gateway, paysim)
+        _stop_all(worker, gateway, smssim, paysim)
         with redis.Redis.from_url(TEST_REDIS_URL) as client:
             client.flushdb()  # the seeded exams' keys must not meet later tests' exams of the same ids
 
@@ -149,11 +161,15 @@ async def _inventory_loaded(stack: Stack) -> None:
 
 
 def run_loadtest(stack: Stack, scenario: str, out_dir: Path, *args: str, users: int = 6, duration: str = "4s",
-                 host: str | None = None) -> Run:
-    """``examgate loadtest SCENARIO`` against the stack, the admin token read from the gateway's secrets file."""
+                 host: str | None = None, settings: dict[str, str] | None = None) -> Run:
+    """``examgate loadtest SCENARIO`` against the stack, the admin token read from the gateway's secrets file.
+
+    ``settings`` are more EXAMGATE_* variables for the command (those its scenario's watch reads).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXAMGATE_")}
     env["EXAMGATE_SECRETS_FILE"] = str(Path(stack.gateway.extra["run_dir"]) / "secrets.json")
     env["EXAMGATE_KEYS_DIR"] = str(stack.keys_dir)
+    env.update(settings or {})
     command = [sys.executable, "-m", "examgate", "loadtest", scenario, "--host", host or stack.gateway.url,
                "--out", str(out_dir), "--users", str(users), "--duration", duration,
                "--candidates", str(CANDIDATES), "--think-ms", "50", *args]
