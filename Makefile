@@ -11,7 +11,7 @@ export EXAMGATE_SECRETS_FILE ?= $(CURDIR)/.run/secrets.json
 
 LOADTEST_USERS ?= 20
 LOADTEST_DURATION ?= 10s
-LOADTEST_SCENARIOS := login-storm registration-opening payment-flood score-release ticket-printing mixed-peak review photo-upload
+LOADTEST_SCENARIOS := login-storm registration-opening payment-flood score-release ticket-printing mixed-peak review photo-upload sms-storm
 
 .PHONY: help venv services services-stop system-deps migrate seed demo demo-stop test test-fast bench loadtest lint clean
 
