@@ -116,6 +116,13 @@ class RecoverySettings:
             raise ValueError("recovery lifetimes and attempt budgets must be at least 1")
         self.codes()  # the code settings' own checks
 
+    @classmethod
+    def of(cls, codes: phone_codes.CodeSettings) -> RecoverySettings:
+        """The default reset lifetimes with ``codes``' SMS code lifetime, tries and per-phone limits."""
+        return cls(code_ttl_s=codes.code_ttl_s, code_attempts=codes.code_attempts,
+                   sms_min_interval_s=codes.sms_min_interval_s, sms_window_s=codes.sms_window_s,
+                   sms_max_per_window=codes.sms_max_per_window)
+
     def codes(self) -> phone_codes.CodeSettings:
         """The SMS code lifetime, attempts and send limits, as ``core.phone_codes`` takes them."""
         return phone_codes.CodeSettings(self.code_ttl_s, self.code_attempts, self.sms_min_interval_s,

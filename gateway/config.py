@@ -25,6 +25,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, 
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.phone_codes import CodeSettings
+
 __all__ = ["PREFIX", "ConfigError", "Settings", "describe", "load"]
 
 PREFIX = "EXAMGATE_"
@@ -253,6 +255,11 @@ class Settings(BaseSettings):
     sms_throttle_pause_s: float = setting(
         1.0, "every delivery worker pauses this long when the provider says our sending rate is exceeded",
         ge=0, le=600)
+    sms_code_ttl_s: int = setting(300, "how long an SMS verification code stays valid", ge=30, le=3600)
+    sms_code_attempts: int = setting(5, "tries of one SMS verification code before it is dead", ge=1, le=20)
+    sms_phone_interval_s: float = setting(
+        60.0, "least time between two SMS codes to one phone, whatever the purpose", ge=1, le=3600)
+    sms_phone_per_hour: int = setting(5, "most SMS codes to one phone in an hour, whatever the purpose", ge=1, le=100)
     order_query_after_s: float = setting(
         300.0, "a pending order without a notification this long is queried at the provider", ge=0.01, le=86_400)
     payments_interval_s: float = setting(
@@ -310,6 +317,11 @@ class Settings(BaseSettings):
         1.0, "a /readyz verdict is reused this long per process (calls meanwhile share it)", ge=0, le=60)
     secrets_file: Text = setting(".run/secrets.json", "where generated secrets are kept (mode 0600)")
 
+    def code_settings(self) -> CodeSettings:
+        """The SMS verification codes' lifetime, tries and per-phone limits (``core.phone_codes``)."""
+        return CodeSettings(self.sms_code_ttl_s, self.sms_code_attempts, self.sms_phone_interval_s, 3600.0,
+                            self.sms_phone_per_hour)
+
     def derived_key(self, purpose: str) -> bytes:
         """A key for one purpose (``captcha-pow``, ``loadtest``, ``recovery``): HMAC-SHA256(secret_key, purpose).
 
@@ -352,6 +364,9 @@ class Settings(BaseSettings):
         if self.pg_pool_min > self.pg_pool_max:
             raise ValueError(f"{PREFIX}PG_POOL_MIN ({self.pg_pool_min}) exceeds "
                              f"{PREFIX}PG_POOL_MAX ({self.pg_pool_max})")
+        if self.sms_phone_per_hour * self.sms_phone_interval_s > 3600:
+            raise ValueError(f"{PREFIX}SMS_PHONE_PER_HOUR codes cannot be sent an hour "
+                             f"{self.sms_phone_interval_s:g} s apart ({PREFIX}SMS_PHONE_INTERVAL_S)")
         if self.sms_lease_s < 3 * self.sms_timeout_s:
             raise ValueError(f"{PREFIX}SMS_LEASE_S ({self.sms_lease_s:g}) must be at least 3 × "
                              f"{PREFIX}SMS_TIMEOUT_S ({self.sms_timeout_s:g})")

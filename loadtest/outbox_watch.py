@@ -87,14 +87,13 @@ class OutboxWatch:
     def from_settings(cls) -> OutboxWatch:
         """The watch of the outbox the settings name, judged against their send rate and the gateway's interval."""
         from gateway import config
-        from gateway.routes.account_codes import CODE_SETTINGS
 
         try:
             settings = config.load()
         except config.ConfigError as exc:
             raise WatchFailed(f"invalid configuration: {exc}") from None
         return cls(settings.database_url, str(settings.masked()["database_url"]), settings.sms_send_rate,
-                   CODE_SETTINGS.sms_min_interval_s)
+                   settings.sms_phone_interval_s)
 
     def _unreachable(self, exc: BaseException) -> str:
         return (f"cannot read the SMS outbox at {self.shown_dsn}: {exc!r} (the verdicts read it: run the command "

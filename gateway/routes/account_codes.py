@@ -34,7 +34,6 @@ from gateway.routing import CANDIDATE, OPERATOR, Answer, Param, Routes
 routes = Routes("Accounts")
 TEMPLATES = {"register": "register_code", "change_phone": "change_phone_code",
              "recover_username": "recover_username_code"}
-CODE_SETTINGS = phone_codes.CodeSettings()
 KIND = Param("kind", "path", {"enum": list(agreements.KINDS)}, "agreement (网上报名协议) or notice (注册须知)")
 
 
@@ -96,14 +95,17 @@ def code_of(raw: str) -> str:
     return unicodedata.normalize("NFKC", raw).strip()
 
 
-async def send_code(app: web.Application, phone: str, purpose: str, *, candidate_id: int = 0) -> None:
-    """Throttle, store and enqueue a code for ``phone`` (already valid) and ``purpose``."""
-    await phone_codes.throttle(app[keys.REDIS], phone, now=utcnow(), settings=CODE_SETTINGS)
+async def send_code(app: web.Application, phone: str, purpose: str, *, candidate_id: int = 0,
+                    throttled: bool = False) -> None:
+    """Throttle (unless ``throttled`` already), store and enqueue a code for the valid ``phone`` and ``purpose``."""
+    settings = app[keys.SETTINGS].code_settings()
+    if not throttled:
+        await phone_codes.throttle(app[keys.REDIS], phone, now=utcnow(), settings=settings)
     code = await phone_codes.issue(app[keys.REDIS], phone, purpose, secret=app[keys.RECOVERY_KEY],
-                                   settings=CODE_SETTINGS, candidate_id=candidate_id)
+                                   settings=settings, candidate_id=candidate_id)
     template = TEMPLATES[purpose]
     await sms.enqueue(app[keys.PG], phone, template,
-                      sms.render(template, code=code, minutes=math.ceil(CODE_SETTINGS.code_ttl_s / 60)))
+                      sms.render(template, code=code, minutes=math.ceil(settings.code_ttl_s / 60)))
 
 
 @routes.post("/api/v1/sms-codes", "sms_codes.create", body=CodeRequest, captcha=True, shedding="login",
@@ -120,21 +122,17 @@ async def request_code(request: web.Request) -> web.Response:
     phone = phone_codes.valid_phone(body.phone)
     assert phone is not None  # the body's rule checked it
     if body.purpose == "recover_username":
-        await phone_codes.throttle(app[keys.REDIS], phone, now=utcnow(), settings=CODE_SETTINGS)
+        await phone_codes.throttle(app[keys.REDIS], phone, now=utcnow(), settings=app[keys.SETTINGS].code_settings())
         owner = await candidates.find_by_phone(app[keys.PG], phone)
         if owner is None:
             # The round trips of a send (a Redis call, a PostgreSQL statement), storing and sending nothing.
             await app[keys.REDIS].hget(phone_codes.code_key(phone, body.purpose), "left")
             await app[keys.PG].execute("SELECT 1")
         else:
-            code = await phone_codes.issue(app[keys.REDIS], phone, body.purpose, secret=app[keys.RECOVERY_KEY],
-                                           settings=CODE_SETTINGS, candidate_id=owner)
-            await sms.enqueue(app[keys.PG], phone, TEMPLATES[body.purpose],
-                              sms.render(TEMPLATES[body.purpose], code=code,
-                                         minutes=math.ceil(CODE_SETTINGS.code_ttl_s / 60)))
+            await send_code(app, phone, body.purpose, candidate_id=owner, throttled=True)
     else:
         await send_code(app, phone, body.purpose)
-    return json_response({"expires_in": CODE_SETTINGS.code_ttl_s}, status=202, headers=NO_STORE)
+    return json_response({"expires_in": app[keys.SETTINGS].sms_code_ttl_s}, status=202, headers=NO_STORE)
 
 
 @routes.post("/api/v1/username-recoveries", "username_recoveries.create", body=UsernameRecovery, captcha=True,

@@ -159,9 +159,10 @@ async def start_sms(request: web.Request) -> web.Response:
     body = await read_body(request, SmsStart)
     await guard(request, body, id_number=body.id_number)
     app = request.app
+    codes = app[keys.SETTINGS].code_settings()
     await recovery.start_sms(app[keys.PG], app[keys.REDIS], body.name, body.id_number, body.phone,
-                             now=utcnow(), secret=app[keys.RECOVERY_KEY])
-    return json_response({"expires_in": recovery.DEFAULT_SETTINGS.code_ttl_s}, status=202, headers=NO_STORE)
+                             now=utcnow(), secret=app[keys.RECOVERY_KEY], settings=recovery.RecoverySettings.of(codes))
+    return json_response({"expires_in": codes.code_ttl_s}, status=202, headers=NO_STORE)
 
 
 @routes.post("/api/v1/password-resets/sms/confirm", "password_resets.sms.confirm",

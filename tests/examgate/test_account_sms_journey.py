@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 import redis
 
+from core import phone_codes
 from loadtest.processes import Process, start_gateway, start_smssim, start_worker
 from tests.conftest import TEST_REDIS_URL
 from tests.gateway import candidate_http as h
@@ -99,7 +100,8 @@ async def test_registration_and_username_recovery_with_codes_from_the_simulator(
     assert (status, again) == (400, refused)  # used
 
     # Username recovery: the right code; then every mismatch answers exactly like a wrong code.
-    redis.Redis.from_url(TEST_REDIS_URL).delete(f"eg:{{sms:{phone}}}:sent")
+    with redis.Redis.from_url(TEST_REDIS_URL) as store:  # the gateway's minute between two codes to one phone
+        store.delete(phone_codes.sent_key(phone))
     assert (await call(http, gateway, "/api/v1/sms-codes", {"phone": phone, "purpose": "recover_username"}))[0] == 202
     recovery_code = await delivered_code(smssim, phone, newer_than=1)
     who = {"name": body["name"], "id_number": body["id_number"], "phone": phone}
@@ -110,6 +112,20 @@ async def test_registration_and_username_recovery_with_codes_from_the_simulator(
     assert all(answer == (400, refused) for answer in answers), answers
     status, found = await call(http, gateway, "/api/v1/username-recoveries", {**who, "code": recovery_code})
     assert (status, found) == (200, {"username": body["username"]})
+
+
+async def test_an_expired_code_is_refused(stack: tuple[Process, Process], http: aiohttp.ClientSession) -> None:
+    gateway, smssim = stack
+    await set_live(gateway, {"captcha": {"routes": CAPTCHA_OFF}})
+    body = h.registration()
+    assert (await call(http, gateway, "/api/v1/sms-codes", {"phone": body["phone"], "purpose": "register"}))[0] == 202
+    code = await delivered_code(smssim, body["phone"])
+    with redis.Redis.from_url(TEST_REDIS_URL) as store:  # its five minutes are over
+        assert store.pexpire(phone_codes.code_key(body["phone"], "register"), 1)
+    await asyncio.sleep(0.05)
+    status, refused = await call(http, gateway, "/api/v1/accounts", {**body, "sms_code": code})
+    assert status == 400
+    assert_error_shape(refused, "code_invalid")
 
 
 async def test_a_brute_forced_code_dies_after_five_tries(stack: tuple[Process, Process],

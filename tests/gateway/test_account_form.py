@@ -45,7 +45,8 @@ def body(**changes: Any) -> dict[str, Any]:
         else:
             b[key] = value
     if "confirmation" not in changes:  # typed again as given (a value that is not text: left to its field)
-        b["confirmation"] = {"name": _text_or(b.get("name"), "张三"), "id_number": _text_or(b.get("id_number"), GOOD_ID)}
+        b["confirmation"] = {"name": _text_or(b.get("name"), "张三"),
+                             "id_number": _text_or(b.get("id_number"), GOOD_ID)}
     b.setdefault("sms_code", "123456")
     return b
 
