@@ -60,10 +60,12 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     limiter_redis = AutoPipeline(settings.redis_url, connections=1, timeout_ms=settings.ratelimit_budget_ms)
     app[appkeys.LIMITER] = Limiter(limiter_redis, LimiterSettings(
         budget_ms=settings.ratelimit_budget_ms, processes=settings.workers))
+    # The client of the config, the console and the watcher, off the hot path: a burst of operators'
+    # requests opens its connections all at once, each given the same generous time as a reply.
     app[appkeys.REDIS_PY] = aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_ms / 1000 * 5,
-        socket_connect_timeout=settings.redis_timeout_ms / 1000,
+        socket_connect_timeout=settings.redis_timeout_ms / 1000 * 5,
     )
     yield
     await app[appkeys.REDIS].close()

@@ -145,18 +145,36 @@ async def test_candidates_race_withdraw_confirm_and_pay(gateway: Process, worker
             await asyncio.sleep(delay_s)
             return await move()
 
-        async def race(registration: int, token: str, order_no: str) -> list[int]:
+        one_at_a_time = asyncio.Lock()  # one connection: one query at once
+
+        async def recorded(order_no: str) -> bool:
+            async with one_at_a_time:
+                return bool(await conn.fetchval("SELECT count(*) FROM payment_notifications WHERE order_no = $1",
+                                                order_no))
+
+        async def race(index: int, registration: int, token: str, order_no: str) -> list[int]:
             # A payment's notification takes a while to come back: each move starts within 0-150 ms of the
-            # others, so some payments are settled before the withdrawal and some after it.
+            # others, so some payments are settled before the withdrawal and some after it. How the timings
+            # fall depends on the machine, so a quarter of the candidates pay first (withdraw and confirm once
+            # the payment is settled) and a quarter withdraw first (pay once the withdrawal is answered): both
+            # ends of the race happen on any machine, and the middle half races freely.
             base = f"{gateway.url}/api/v1/registrations/{registration}"
-            moves = [lambda: call(http, "POST", f"{base}/withdraw", token),
-                     lambda: call(http, "POST", f"{base}/confirm", token),
-                     lambda: _pay(http, paysim, order_no)]
+            withdraw = lambda: call(http, "POST", f"{base}/withdraw", token)  # noqa: E731
+            confirm = lambda: call(http, "POST", f"{base}/confirm", token)  # noqa: E731
             async with gate:
+                if index % 4 == 0:
+                    paid = (await _pay(http, paysim, order_no))[0]
+                    await eventually(lambda: recorded(order_no), "the payment settled", timeout_s=30)
+                    return [paid, (await withdraw())[0], (await confirm())[0]]
+                if index % 4 == 1:
+                    withdrawn, confirmed = (await withdraw())[0], (await confirm())[0]
+                    return [withdrawn, confirmed, (await _pay(http, paysim, order_no))[0]]
+                moves = [withdraw, confirm, lambda: _pay(http, paysim, order_no)]
                 return [status for status, _ in await asyncio.gather(*(later(rng.uniform(0, 0.15), move)
                                                                        for move in moves))]
 
-        answers = await asyncio.gather(*(race(r, t, o) for (r, t), o in zip(people, orders, strict=True)))
+        answers = await asyncio.gather(*(race(i, r, t, o) for i, ((r, t), o) in enumerate(zip(people, orders,
+                                                                                             strict=True))))
     # Nothing answered 5xx; refusals are the lifecycle's 409s.
     assert all(status < 500 for statuses in answers for status in statuses), answers
 
@@ -174,7 +192,7 @@ async def test_candidates_race_withdraw_confirm_and_pay(gateway: Process, worker
     rows = await conn.fetch("SELECT status FROM registrations WHERE id = ANY($1::bigint[])", registrations)
     outcome = Counter(r["status"] for r in rows)
     assert set(outcome) <= {"paid", "draft", "approved"}, outcome
-    assert outcome["paid"] > 0 and outcome["paid"] < CANDIDATES, outcome  # the race went both ways
+    assert outcome["paid"] >= CANDIDATES // 4 and outcome["paid"] <= CANDIDATES * 3 // 4, outcome  # both ways
 
 
 async def _seat(http: aiohttp.ClientSession, base: str, token: str, site: int) -> bool:
