@@ -1,0 +1,13 @@
+"""The registry of import kinds: name → Kind. Each kind is a module of this package exposing ``KIND``."""
+
+from __future__ import annotations
+
+from core.imports import pass_marks, scores
+from core.imports.base import Kind
+
+__all__ = ["KINDS"]
+
+KINDS: dict[str, Kind] = {
+    scores.KIND.name: scores.KIND,
+    pass_marks.KIND.name: pass_marks.KIND,
+}

@@ -1,0 +1,95 @@
+"""Kind ``scores``: one subject's score of one admission ticket a row.
+
+Columns ``exam_code,ticket_no,id_number,subject_code,score``. The ticket and the id number must
+name the same registration of that exam, the subject be one the registration takes, the score
+be between 0 and the subject's full mark, and a (ticket, subject) appear once. A score that
+changes is written with its batch and time, and the change (old → new; old NULL for a new
+score) goes into score_changes. The changed keys are registration ids.
+"""
+
+from __future__ import annotations
+
+from core.db import Conn
+from core.imports.base import Applied, Column, Kind
+
+__all__ = ["KIND"]
+
+COLUMNS = (
+    Column("exam_code", "考试代码", max_len=32),
+    Column("ticket_no", "准考证号", max_len=32),
+    Column("id_number", "证件号码", max_len=32),
+    Column("subject_code", "科目代码", max_len=32),
+    Column("score", "成绩", type="score", minimum=0),
+)
+
+# The rows joined once to their exam, ticket, registration, holder and subject.
+RESOLVE = """
+CREATE TEMP TABLE import_scores ON COMMIT DROP AS
+SELECT r.line, r.exam_code, r.ticket_no, r.id_number, r.subject_code, r.score,
+       e.id AS exam_id, t.registration_id, t.exam_id AS ticket_exam_id,
+       c.id_number AS holder_id_number, (r.subject_code = ANY (g.subjects)) AS taken, s.full_mark
+FROM import_rows r
+LEFT JOIN exams e ON e.code = r.exam_code
+LEFT JOIN admission_tickets t ON t.ticket_no = r.ticket_no
+LEFT JOIN registrations g ON g.id = t.registration_id
+LEFT JOIN candidates c ON c.id = g.candidate_id
+LEFT JOIN exam_subjects s ON s.exam_id = e.id AND s.code = r.subject_code
+"""
+
+ROW_CHECK = """
+SELECT line, reason FROM (
+  SELECT line, CASE
+    WHEN exam_id IS NULL THEN format('考试代码 %s 不存在', exam_code)
+    WHEN registration_id IS NULL THEN format('准考证号 %s 不存在', ticket_no)
+    WHEN ticket_exam_id <> exam_id THEN format('准考证号 %s 不属于考试 %s', ticket_no, exam_code)
+    WHEN upper(holder_id_number) <> upper(id_number)
+      THEN format('证件号码 %s 与准考证号 %s 的考生不符', id_number, ticket_no)
+    WHEN full_mark IS NULL THEN format('科目代码 %s 不属于考试 %s', subject_code, exam_code)
+    WHEN taken IS NOT TRUE THEN format('准考证号 %s 的考生未报考科目 %s', ticket_no, subject_code)
+    WHEN score > full_mark THEN format('成绩 %s 超过科目 %s 的满分 %s', score, subject_code, full_mark)
+  END AS reason
+  FROM import_scores
+) t WHERE reason IS NOT NULL
+"""
+
+DUPLICATES = """
+SELECT line, format('准考证号 %s 科目 %s 的成绩重复（第 %s 行已有）', ticket_no, subject_code, first)
+FROM (SELECT line, ticket_no, subject_code, min(line) OVER (PARTITION BY ticket_no, subject_code) AS first
+      FROM import_rows) d
+WHERE line <> first
+"""
+
+
+async def apply(conn: Conn, batch_id: str, actor: str) -> Applied:
+    """Write the scores that differ from the stored ones, and their changes."""
+    await conn.execute("""
+        CREATE TEMP TABLE import_score_changes ON COMMIT DROP AS
+        SELECT i.registration_id, i.exam_id, i.subject_code, s.score AS old_score, i.score AS new_score
+        FROM import_scores i
+        LEFT JOIN scores s ON s.registration_id = i.registration_id AND s.subject_code = i.subject_code
+        WHERE s.score IS DISTINCT FROM i.score
+    """)
+    await conn.execute("""
+        INSERT INTO scores AS s (registration_id, exam_id, subject_code, score, batch_id, updated_at)
+        SELECT registration_id, exam_id, subject_code, new_score, $1, now() FROM import_score_changes
+        ON CONFLICT (registration_id, subject_code) DO UPDATE
+            SET score = EXCLUDED.score, batch_id = EXCLUDED.batch_id, updated_at = EXCLUDED.updated_at
+    """, batch_id)
+    status = await conn.execute("""
+        INSERT INTO score_changes (registration_id, subject_code, old_score, new_score, batch_id)
+        SELECT registration_id, subject_code, old_score, new_score, $1 FROM import_score_changes
+    """, batch_id)
+    changed = int(status.rsplit(" ", 1)[1])
+    keys = [r[0] for r in await conn.fetch(
+        "SELECT DISTINCT registration_id FROM import_score_changes ORDER BY registration_id")]
+    return Applied(changed, keys)
+
+
+KIND = Kind(
+    name="scores",
+    columns=COLUMNS,
+    prepare=(RESOLVE, "ANALYZE import_scores"),
+    checks=(ROW_CHECK, DUPLICATES),
+    apply=apply,
+    description="成绩：每行一个准考证的一个科目",
+)
