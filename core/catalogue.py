@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from core.timeutil import SHANGHAI
+
 
 @dataclass(frozen=True)
 class Site:
@@ -49,6 +51,16 @@ class Subject:
 
 
 @dataclass(frozen=True)
+class PassMark:
+    """A published pass mark (合格标准) of one level and subject."""
+
+    level: str
+    subject: str
+    pass_mark: float
+    published_at: datetime
+
+
+@dataclass(frozen=True)
 class Exam:
     """An exam with its windows, structure and sites."""
 
@@ -66,6 +78,32 @@ class Exam:
     subjects: dict[str, Subject] = field(default_factory=dict)
     sites: dict[int, Site] = field(default_factory=dict)
     review_points: dict[int, ReviewPoint] = field(default_factory=dict)
+    family: str = ""  # the exam family (exams.family); "" : the exam is a family of its own, named by its code
+    validity_years: int = 1  # the family's (exam_families); 1 without a row
+    pass_marks: dict[tuple[str, str], PassMark] = field(default_factory=dict)  # (level, subject) → published
+
+    @property
+    def family_code(self) -> str:
+        """The family this exam belongs to: ``exams.family``, or the exam's own code."""
+        return self.family or self.code
+
+    @property
+    def year(self) -> int:
+        """The exam's year: the year of its start in Asia/Shanghai."""
+        return self.exam_starts_at.astimezone(SHANGHAI).year
+
+    def level_pass_mark(self, level: str | None, subject: str) -> float | None:
+        """The pass mark of ``subject`` for ``level``: the published one, else the subject's own (None: no subject)."""
+        published = self.pass_marks.get((level, subject)) if level is not None else None
+        if published is not None:
+            return published.pass_mark
+        found = self.subjects.get(subject)
+        return found.pass_mark if found is not None else None
+
+    def level_subjects(self, level: str) -> set[str]:
+        """Every subject code some specialty of ``level`` takes."""
+        return {s["code"] for lvl in self.levels if lvl["code"] == level
+                for spec in lvl["specialties"] for s in spec["subjects"]}
 
     @property
     def provinces(self) -> list[str]:
@@ -110,6 +148,9 @@ async def load_catalogue(conn: asyncpg.Connection | asyncpg.Pool) -> Catalogue:
     )
     sites = await conn.fetch("SELECT * FROM exam_sites ORDER BY exam_id, id")
     points = await conn.fetch("SELECT * FROM review_points ORDER BY exam_id, province, id")
+    marks = await conn.fetch("SELECT exam_id, level_code, subject_code, pass_mark, published_at FROM pass_marks")
+    families = {row["family"]: row["validity_years"]
+                for row in await conn.fetch("SELECT family, validity_years FROM exam_families")}
 
     subjects_by_exam: dict[int, dict[str, Subject]] = defaultdict(dict)
     for row in subjects:
@@ -145,6 +186,10 @@ async def load_catalogue(conn: asyncpg.Connection | asyncpg.Pool) -> Catalogue:
     for row in points:
         points_by_exam[row["exam_id"]][row["id"]] = ReviewPoint(row["id"], row["province"], row["city"], row["name"],
                                                                 row["address"])
+    marks_by_exam: dict[int, dict[tuple[str, str], PassMark]] = defaultdict(dict)
+    for row in marks:
+        marks_by_exam[row["exam_id"]][(row["level_code"], row["subject_code"])] = PassMark(
+            row["level_code"], row["subject_code"], float(row["pass_mark"]), row["published_at"])
     result = {}
     for row in exams:
         result[row["id"]] = Exam(
@@ -157,5 +202,7 @@ async def load_catalogue(conn: asyncpg.Connection | asyncpg.Pool) -> Catalogue:
             fee_per_subject_fen=row["fee_per_subject_fen"],
             levels=levels_by_exam[row["id"]], subjects=subjects_by_exam[row["id"]],
             sites=sites_by_exam[row["id"]], review_points=points_by_exam[row["id"]],
+            family=row["family"] or "", validity_years=families.get(row["family"] or row["code"], 1),
+            pass_marks=marks_by_exam[row["id"]],
         )
     return Catalogue(result)

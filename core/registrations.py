@@ -256,13 +256,26 @@ def parse_request(
 
 
 # Only for an account that accepted the service agreement in force (none published: no condition).
+# The candidate's first registration in the exam's family also gets the family's archive number, in the
+# same statement (``core.validity``): a first registration racing another in the family's other exam
+# waits for it on the primary key and keeps the number it assigned.
 _CREATE = """
+WITH reg AS (
 INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code, subjects, work_years,
                            review_point_id)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM candidates c
  WHERE c.id = $1 AND c.agreement_version IS NOT DISTINCT FROM coalesce(
        (SELECT max(version) FROM account_documents WHERE kind = 'agreement'), c.agreement_version)
 RETURNING id
+), archived AS (
+INSERT INTO archive_numbers (candidate_id, family, archive_no, registration_id)
+SELECT $1, f.family, f.family || f.year || lpad(f.n::text, greatest(8, length(f.n::text)), '0'), reg.id
+  FROM reg, LATERAL (SELECT coalesce(e.family, e.code) AS family, nextval('archive_no_seq') AS n,
+                            extract(year FROM e.exam_starts_at AT TIME ZONE 'Asia/Shanghai')::int::text AS year
+                       FROM exams e WHERE e.id = $2) f
+    ON CONFLICT (candidate_id, family) DO NOTHING
+)
+SELECT id FROM reg
 """
 
 
@@ -302,7 +315,9 @@ SELECT r.id, r.exam_id, r.status, r.province, r.city, r.level_code, r.specialty_
        (SELECT o.order_no FROM orders o WHERE o.registration_id = r.id
         ORDER BY o.status = 'paid' DESC, o.status = 'pending' DESC, o.created_at DESC LIMIT 1) AS order_no,
        (SELECT t.ticket_no FROM admission_tickets t WHERE t.registration_id = r.id) AS ticket_no,
-       (SELECT p.status FROM photos p WHERE p.candidate_id = r.candidate_id AND p.current) AS photo_status
+       (SELECT p.status FROM photos p WHERE p.candidate_id = r.candidate_id AND p.current) AS photo_status,
+       (SELECT a.archive_no FROM archive_numbers a JOIN exams e ON e.id = r.exam_id
+         WHERE a.candidate_id = r.candidate_id AND a.family = coalesce(e.family, e.code)) AS archive_no
 FROM registrations r
 WHERE r.id = $1 AND r.candidate_id = $2
 """
@@ -341,7 +356,7 @@ async def get(pg: PG, registration_id: int, candidate_id: int) -> dict[str, Any]
         "commitment": _commitment(row["commitment"]),
         "commitment_route": row["commitment_route"],
         "cancellation": row["cancellation"],
-        "archive_no": None,
+        "archive_no": row["archive_no"],
         "photo_status": row["photo_status"],
         "missing": _missing(row),
     }

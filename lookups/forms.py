@@ -109,6 +109,7 @@ class FormFacts:
     photo_id: int | None
     photo_sha256: str | None
     photo_status: str | None
+    archive_no: str | None = None  # 网报档案号 in the exam's family (``core.validity``); None: none assigned
 
     @property
     def printable_photo(self) -> bool:
@@ -131,7 +132,9 @@ SELECT r.id, r.candidate_id, r.exam_id, r.status, r.version, r.province, r.city,
        EXISTS (SELECT 1 FROM exam_documents d WHERE d.exam_id = r.exam_id AND d.kind = 'commitment')
          AND COALESCE((SELECT rr.commitment FROM exam_review_rules rr
                         WHERE rr.exam_id = r.exam_id AND rr.province = r.province), true) AS commitment_route,
-       p.id AS photo_id, p.sha256 AS photo_sha256, p.status AS photo_status
+       p.id AS photo_id, p.sha256 AS photo_sha256, p.status AS photo_status,
+       (SELECT a.archive_no FROM archive_numbers a JOIN exams x ON x.id = r.exam_id
+         WHERE a.candidate_id = r.candidate_id AND a.family = coalesce(x.family, x.code)) AS archive_no
   FROM registrations r
   JOIN candidates c ON c.id = r.candidate_id
   LEFT JOIN photos p ON p.candidate_id = r.candidate_id AND p.current
@@ -150,7 +153,7 @@ async def read_facts(pg: PG, registration_id: int) -> FormFacts | None:
         row["city"], row["level_code"], row["specialty_code"], tuple(row["subjects"]), row["work_years"],
         row["review_point_id"], row["submitted_at"], row["name"], row["id_type"], row["id_number"], row["phone"],
         tuple(row["educations"] or ()), row["commitment"], row["commitment_route"], row["photo_id"],
-        row["photo_sha256"], row["photo_status"])
+        row["photo_sha256"], row["photo_status"], row["archive_no"])
 
 
 async def read_photo(pg: PG, sha256: str) -> bytes | None:
@@ -183,7 +186,7 @@ def form_doc(facts: FormFacts, exam: Exam, code: str) -> FormDoc:
         exam_name=exam.name, registration_id=facts.registration_id,
         status=STATUS_NAMES.get(facts.status, facts.status), code=code, name=facts.name,
         id_type=ID_TYPE_NAMES.get(facts.id_type, facts.id_type), id_number=facts.id_number, phone=facts.phone,
-        archive_no=None,  # no archive numbers are kept yet: every candidate is printed as new (新考生)
+        archive_no=facts.archive_no,
         level=level_name, specialty=specialty_name, subjects=subjects,
         province=PROVINCE_NAMES.get(facts.province, facts.province), city=facts.city, review_point=review_point,
         work_years=facts.work_years, educations=educations, commitment=commitment,
