@@ -48,7 +48,7 @@ ChangedHook = Callable[[Conn, Sequence[Any]], Awaitable[None]]
 Check = str | Callable[[Conn], Awaitable[list[tuple[int, str]]]]
 """A validation: SQL selecting ``(line, reason)`` rows, or a function of the connection returning them."""
 
-ColumnType = Literal["text", "int", "score", "date"]
+ColumnType = Literal["text", "int", "score", "date", "json"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class Column:
     """One column of a kind's file.
 
     ``type``: text; int (a whole number); score (numeric(5,1): up to four digits and one
-    decimal); date (YYYY-MM-DD). ``label`` is the Chinese name used in reasons.
+    decimal); date (YYYY-MM-DD); json (NDJSON: any JSON value, nested ones included, staged as
+    its JSON text and cast to jsonb). ``label`` is the Chinese name used in reasons.
     """
 
     name: str
@@ -88,6 +89,7 @@ class Kind:
     prepare: tuple[str, ...] = ()
     description: str = ""
     lock_key: str = field(default="")  # advisory lock name; default "examgate:import:<name>"
+    media_types: tuple[str, ...] = ()  # the content types taken (parse.CSV, parse.NDJSON); empty: both
 
     @property
     def column_names(self) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ import orjson
 from core.errors import CoreError
 from core.imports.base import Column, ImportRejected
 
-__all__ = ["CONTENT_TYPES", "Parsed", "UnsupportedContentType", "media_type", "parse"]
+__all__ = ["CONTENT_TYPES", "FormatNotAccepted", "Parsed", "UnsupportedContentType", "media_type", "parse"]
 
 CSV = "text/csv"
 NDJSON = "application/x-ndjson"
@@ -33,6 +33,15 @@ class UnsupportedContentType(CoreError):
     def __init__(self, content_type: str) -> None:
         super().__init__(f"unsupported content type {content_type!r}")
         self.content_type = content_type
+
+
+class FormatNotAccepted(UnsupportedContentType):
+    """The kind takes other content types than this one (``accepted``)."""
+
+    def __init__(self, content_type: str, kind: str, accepted: Sequence[str]) -> None:
+        super().__init__(content_type)
+        self.kind = kind
+        self.accepted = tuple(accepted)
 
 
 @dataclass
@@ -114,6 +123,7 @@ def _parse_csv(text: str, mangled: bool, columns: Sequence[Column]) -> Parsed:
     width = len(names)
     nul = "\x00" in text
     check_text = mangled or nul
+    nested = [(header.index(c.name), c.name) for c in columns if c.type == "json"]
     records: list[Record] = []
     errors: list[tuple[int, str]] = []
     line = reader.line_num + 1
@@ -133,6 +143,8 @@ def _parse_csv(text: str, mangled: bool, columns: Sequence[Column]) -> Parsed:
             errors.append((line, f"应有 {width} 列，实有 {len(row)} 列"))
         elif check_text and (bad := _bad_text(row, mangled, nul)) is not None:
             errors.append((line, bad))
+        elif nested and (bad := _bad_json(row, nested)) is not None:
+            errors.append((line, bad))
         elif in_order:
             records.append((line, *row))
         else:
@@ -141,10 +153,21 @@ def _parse_csv(text: str, mangled: bool, columns: Sequence[Column]) -> Parsed:
     return Parsed(records, errors)
 
 
+def _bad_json(row: Sequence[str], nested: Sequence[tuple[int, str]]) -> str | None:
+    for i, name in nested:
+        if row[i]:
+            try:
+                orjson.loads(row[i])
+            except orjson.JSONDecodeError:
+                return f"字段 {name} 不是有效的 JSON"
+    return None
+
+
 def _parse_ndjson(text: str, mangled: bool, columns: Sequence[Column]) -> Parsed:
     names = [c.name for c in columns]
     known = frozenset(names)
     numeric = {c.name for c in columns if c.type in ("int", "score")}
+    nested = {c.name for c in columns if c.type == "json"}
     nul = "\x00" in text
     records: list[Record] = []
     errors: list[tuple[int, str]] = []
@@ -175,7 +198,13 @@ def _parse_ndjson(text: str, mangled: bool, columns: Sequence[Column]) -> Parsed
         wrong: str | None = None
         for name in names:
             v = obj[name]
-            if v is None or isinstance(v, str):
+            if name in nested:
+                dumped = None if v is None else orjson.dumps(v).decode()
+                if dumped is not None and "\\u0000" in dumped:  # jsonb takes no NUL
+                    wrong = f"字段 {name} {_NUL}"
+                    break
+                values.append(dumped)
+            elif v is None or isinstance(v, str):
                 if isinstance(v, str) and name in numeric:
                     wrong = f"字段 {name} 应为数字，而不是字符串"
                     break

@@ -34,7 +34,7 @@ from core.imports.base import (
     Kind,
     UnknownKind,
 )
-from core.imports.parse import parse
+from core.imports.parse import FormatNotAccepted, media_type, parse
 
 __all__ = ["BATCH_ID_PATTERN", "InvalidBatchId", "Progress", "run_import"]
 
@@ -71,6 +71,8 @@ async def run_import(pool: asyncpg.Pool, kind: str, data: bytes, *, content_type
     started = time.perf_counter()
     report = progress or (lambda stage, done, total: None)
     sha256 = hashlib.sha256(data).hexdigest()
+    if spec.media_types and media_type(content_type) not in spec.media_types:
+        raise FormatNotAccepted(content_type, kind, spec.media_types)
     parsed = parse(data, content_type, spec.columns)
     total = len(parsed.records) + len(parsed.errors)
     report("parse", total, total)
@@ -149,7 +151,7 @@ async def _stage(conn: Conn, spec: Kind, records: Sequence[tuple[object, ...]]) 
 _INT = r"^[+-]?[0-9]{1,9}$"
 _SCORE = r"^[+-]?[0-9]{1,4}(\.[0-9])?$"
 _DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-_SQL_TYPES = {"text": "text", "int": "integer", "score": "numeric(5,1)", "date": "date"}
+_SQL_TYPES = {"text": "text", "int": "integer", "score": "numeric(5,1)", "date": "date", "json": "jsonb"}
 
 
 def _literal(text: str) -> str:
