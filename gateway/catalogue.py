@@ -32,6 +32,9 @@ def exam_summary(exam: Exam) -> dict[str, Any]:
         "fee_per_subject_fen": exam.fee_per_subject_fen,
         "levels": exam.levels,
         "provinces": exam.provinces,
+        "family": exam.family_code,
+        "year": exam.year,
+        "validity_years": exam.validity_years,
     }
 
 

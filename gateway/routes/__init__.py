@@ -13,6 +13,7 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         accounts,
         admin,
         captcha,
+        certificates,
         console,
         exams,
         forms,
@@ -35,5 +36,5 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
 
     found = [health, exams, captcha, accounts, account_codes, sessions, recovery, queue, registrations, lifecycle,
              payments, lookups, admin, reviews, operations, operators, pages, console, photos, photo_review, forms,
-             account_maintenance]
+             account_maintenance, certificates]
     return [*found, bench_routes] if bench else found

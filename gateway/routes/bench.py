@@ -18,9 +18,9 @@ from aiohttp import web
 from core.errors import storage_errors
 from gateway import keys
 from gateway.bodies import NO_STORE, json_response, read_json
-from gateway.routes.lookups import LOOKUP_ERRORS, ScoreQuery, Scores, released_query
+from gateway.routes.lookups import LOOKUP_ERRORS, ScoreQuery, Scores, released_query, scores_answer
 from gateway.routing import Answer, Param, Routes
-from lookups import records, rules
+from lookups import records
 
 BENCH_KEY = "eg:bench:value"
 _BODY = b'{"ok":true}'
@@ -100,7 +100,7 @@ async def scores_lookup_pg(request: web.Request) -> web.Response:
     async with storage_errors():
         stored = await request.app[keys.PG].fetchval(sql, exam.id, query.value)
     record = None if stored is None else records.decode(stored)
-    return json_response(rules.scores_of(exam, record, query.name), headers=NO_STORE)
+    return json_response(await scores_answer(request.app, exam, record, query.name), headers=NO_STORE)
 
 
 async def _limits_ctx(app: web.Application) -> AsyncIterator[None]:

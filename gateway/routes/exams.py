@@ -45,6 +45,9 @@ class ExamSummary(Reply):
     fee_per_subject_fen: int
     levels: list[ExamLevel]
     provinces: list[str] = Field(json_schema_extra={"items": PROVINCE})
+    family: str | None = Field(None, description="the exam family (its own code when it has none)")
+    year: int | None = Field(None, description="the exam's year (Asia/Shanghai)")
+    validity_years: int | None = Field(None, description="exam years a passed subject stays valid in the family")
 
 
 class SiteAvailability(Reply):

@@ -27,6 +27,7 @@ from gateway.routes.registrations import (
     _work_years,
     after_transition,
 )
+from gateway.routes.validity import refuse_still_valid
 from gateway.routing import CANDIDATE, Answer, Param, Routes
 
 routes = Routes("Registrations")
@@ -153,7 +154,7 @@ async def list_review_points(request: web.Request) -> web.Response:
               summary="Change a draft or rejected registration (it is a draft again and must be confirmed)",
               answers={200: Answer(StatusReply, "changed")},
               errors={404: "registration_not_found", 409: "registration_locked: details.status",
-                      422: "validation_failed: details.fields (invalid_choice, …)"})
+                      422: "validation_failed: details.fields (invalid_choice, …); subjects_still_valid"})
 async def patch_registration(request: web.Request) -> web.Response:
     """Edit the choices of a draft or rejected registration."""
     candidate = await auth.candidate_id(request)
@@ -171,6 +172,7 @@ async def patch_registration(request: web.Request) -> web.Response:
                                              now=utcnow())
     except registrations.RegistrationInvalid as exc:
         raise ValidationFailed(exc.fields) from None
+    await refuse_still_valid(app, candidate, app[keys.CATALOGUE].exam(parsed.exam_id), parsed.level, parsed.subjects)
     moved = await lifecycle.edit(app[keys.PG], registration_id, candidate, parsed, parsed.review_point,
                                  address=_address(request))
     await after_transition(app, moved)

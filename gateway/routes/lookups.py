@@ -39,7 +39,7 @@ from gateway.bodies import NO_STORE, json_response, read_body
 from gateway.errors import ApiError, ValidationFailed
 from gateway.models import Body, CaptchaValue, Id, Reply
 from gateway.routing import Answer, Param, Routes
-from lookups import links, pdf, records, rules
+from lookups import links, pdf, records, rules, validity
 
 routes = Routes("Lookups")
 NAME_MAX = 64
@@ -88,13 +88,37 @@ class ScoreQuery(Body):
 
 
 class SubjectScore(Reply):
-    """One subject's score against its pass mark."""
+    """One subject's score against its pass mark (the level's published one, else the subject's own)."""
 
     code: str
     name: str
     score: float
     pass_mark: float | None
     passed: bool
+    year: int | None = Field(None, description="the exam's year (Asia/Shanghai)")
+    valid_until: int | None = Field(None, description="a passed subject counts for the family's exams up to this "
+                                                      "year (year + validity_years - 1); null: not passed")
+
+
+class CarriedPass(Reply):
+    """A subject passed in an exam of the family (this one or an earlier one still valid)."""
+
+    code: str
+    name: str
+    level: str
+    exam_id: int
+    year: int
+    score: float
+    pass_mark: float
+    valid_until: int
+
+
+class Qualification(Reply):
+    """A specialty of the level whose every subject is passed within one validity window."""
+
+    level: str
+    specialty: str
+    subjects: list[CarriedPass]
 
 
 class Scores(Reply):
@@ -105,6 +129,13 @@ class Scores(Reply):
     ticket_no: str
     subjects: list[SubjectScore]
     passed_all: bool
+    level: str | None = Field(None, description="the registration's level, as its subjects tell")
+    year: int | None = None
+    validity_years: int | None = Field(None, description="of the exam's family (exam_families; 1 without a row)")
+    qualified: bool | None = Field(None, description="every subject of a specialty of the level passed within one "
+                                                     "validity window, counting earlier valid passes; null: unknown")
+    qualification: Qualification | None = None
+    carried: list[CarriedPass] = Field([], description="earlier passes still valid that count for the qualification")
 
 
 class TicketSubject(Reply):
@@ -173,7 +204,19 @@ async def lookup_score(request: web.Request) -> web.Response:
     """The candidate's scores once released, by id number or ticket number."""
     body, exam, query = await released_query(request)
     record = await _record(request, body, exam, query)
-    return json_response(rules.scores_of(exam, record, query.name), headers=NO_STORE)
+    return json_response(await scores_answer(request.app, exam, record, query.name), headers=NO_STORE)
+
+
+async def scores_answer(app: web.Application, exam: Exam, record: records.Record | None, name: str) -> dict[str, Any]:
+    """The score lookup's answer: ``NoRecord`` as ``rules.scores_of``; pass marks, years, validity and the
+    qualification as ``lookups.validity`` (earlier passes asked only when they could matter)."""
+    answer = rules.scores_of(exam, record, name)
+    assert record is not None  # scores_of answered NoRecord otherwise
+    level = validity.level_of(exam, record.subjects)
+    earlier = None
+    if validity.needs_earlier(exam, record, level):
+        earlier = await validity.cached_earlier_passes(app[keys.REDIS], app[keys.PG], exam, record.id_number)
+    return validity.with_validity(answer, exam, record, level, earlier)
 
 
 async def released_query(request: web.Request) -> tuple[ScoreQuery, Exam, rules.Query]:

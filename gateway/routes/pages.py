@@ -77,6 +77,8 @@ PAGES: tuple[PageSpec, ...] = (
              captcha_routes=("tickets.lookup",)),
     PageSpec("scores", "/scores", "成绩查询", "scores", (COMMON, CAPTCHA, "js/pages/scores.js"),
              captcha_routes=("scores.lookup",)),
+    # 合格标准: each exam's pass marks per level and subject, and how long a pass stays valid.
+    PageSpec("pass_marks", "/pass-marks", "合格标准", "pass-marks", (COMMON, "js/pages/pass-marks.js")),
     # Operators' review of registrations: the console's token (sessionStorage), a page of its own.
     PageSpec("reviews", "/console/reviews", "资格审核", "console-reviews", (COMMON, "js/console-reviews.js"),
              header="console-reviews"),

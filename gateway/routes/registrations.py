@@ -38,6 +38,7 @@ from gateway.errors import NotFoundError, ValidationFailed
 from gateway.models import Body, CaptchaValue, Id, Int, Reply, Text
 from gateway.pathids import path_id
 from gateway.registration_refs import RegistrationRef
+from gateway.routes.validity import refuse_still_valid
 from gateway.routing import BATCHED, CANDIDATE, Answer, Param, Routes
 from queueing import eligibility, holds
 from queueing import keys as qkeys
@@ -212,7 +213,8 @@ def _expires(expires_at_ms: int | None) -> str | None:
                      409: "already_registered: one registration per candidate and exam; agreement_required: a newer "
                           "service agreement is in force (details.version; POST /api/v1/me/agreement)",
                      422: "validation_failed: details.fields (unknown_exam, invalid_choice, duplicate, "
-                          "out_of_range, must_be_true, …)"})
+                          "out_of_range, must_be_true, …); subjects_still_valid: details.subjects passed in an "
+                          "earlier exam of the family and still valid ({code, year, valid_until})"})
 async def create_registration(request: web.Request) -> web.Response:
     """Enrol in an exam: 201 ``{"registration_id", "status": "draft"}``."""
     candidate = await auth.candidate_id(request)
@@ -229,6 +231,7 @@ async def create_registration(request: web.Request) -> web.Response:
             shape.details["fields"] = {**choices.fields, **shape.details["fields"]}
         raise shape from None
     parsed = registrations.parse_request(form.model_dump(exclude={"captcha"}), exams, now=utcnow())
+    await refuse_still_valid(app, candidate, exams[parsed.exam_id], parsed.level, parsed.subjects)
     registration_id = await registrations.create(app[keys.PG], candidate, parsed)
     app[keys.REGISTRATION_REFS].put(
         RegistrationRef(registration_id, candidate, parsed.exam_id, parsed.province, "draft"))

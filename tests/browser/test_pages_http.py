@@ -28,7 +28,7 @@ PAGE_PATHS = {
     "console": "/console", "registration": "/registrations/12", "commitment": "/registrations/12/commitment",
     "registration_edit": "/registrations/12/edit", "reviews": "/console/reviews", "photo": "/photo",
     "photo_review": "/console/photos", "agreement": "/agreement", "account": "/account",
-    "recover_password": "/recover/password", "recover_username": "/recover/username",
+    "recover_password": "/recover/password", "recover_username": "/recover/username", "pass_marks": "/pass-marks",
 }
 ASSET_URL = re.compile(r'(?:src|href|data-pow-worker)="(/static/[^"]+)"')
 
