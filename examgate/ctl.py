@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import time
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -605,3 +607,62 @@ def cancellations_refuse(ctx: click.Context, registration_id: int, note: str) ->
     _client(ctx).call("POST", f"/admin/api/v1/registrations/{registration_id}/cancellation",
                       {"decision": "refuse", "note": note}, _JSON_BODY)
     click.echo(f"registration {registration_id}: cancellation refused")
+
+
+IMPORT_TIMEOUT_S = 900.0
+IMPORT_TYPES = {".csv": "text/csv", ".ndjson": "application/x-ndjson", ".jsonl": "application/x-ndjson"}
+
+
+def _import_progress(sent: int, total: int) -> None:
+    click.echo(f"\rsent {sent / 2**20:,.1f} of {total / 2**20:,.1f} MiB ({sent * 100 // max(total, 1)} %)",
+               err=True, nl=sent >= total)
+
+
+@ctl.command("import")
+@click.argument("kind")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch-id", help="The batch id (default: KIND-<first 16 hex digits of the file's sha256>).")
+@click.option("--dry-run", is_flag=True, help="Validate only: report the bad rows, apply nothing.")
+@click.pass_context
+def import_file(ctx: click.Context, kind: str, file: Path, batch_id: str | None, dry_run: bool) -> None:
+    """Import FILE (.csv with a header row, .ndjson or .jsonl) as one batch of KIND (scores, pass_marks, …)."""
+    from examgate.upload import post_file
+
+    content_type = IMPORT_TYPES.get(file.suffix.lower())
+    if content_type is None:
+        raise CtlError(f"{file.name}: the file must end in " + ", ".join(IMPORT_TYPES))
+    data = file.read_bytes()
+    batch_id = batch_id or f"{kind}-{hashlib.sha256(data).hexdigest()[:16]}"
+    client = _client(ctx)
+    path = f"/admin/api/v1/imports/{urllib.parse.quote(kind, safe='')}" + ("?dry_run=true" if dry_run else "")
+    try:
+        answer = post_file(client.url, client.token, path, data,
+                           {"Content-Type": content_type, "Idempotency-Key": batch_id},
+                           timeout_s=IMPORT_TIMEOUT_S, progress=_import_progress)
+    except ValueError as exc:
+        raise CtlError(str(exc)) from None
+    except OSError as exc:
+        raise CtlError(f"cannot reach the gateway at {client.url}: {exc}") from None
+    body = answer.body
+    if answer.status == 200 and isinstance(body, dict):
+        if body.get("dry_run"):
+            state = "already applied before" if body["already_applied"] else "valid, nothing applied (dry run)"
+        elif body["already_applied"]:
+            state = f"already applied before ({body['applied']} rows changed then); nothing changed now"
+        else:
+            state = f"applied: {body['applied']} rows changed"
+        click.echo(f"batch {body['batch_id']} ({body['kind']}): {body['rows']} rows, {state}, "
+                   f"{body['seconds']:.1f} s")
+        return
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        raise CtlError(f"http_{answer.status}: the gateway answered something other than its JSON error")
+    lines = [f"{error.get('code')}: {error.get('message')}"]
+    details = error.get("details") or {}
+    lines += [f"  line {row['line']}: {row['reason']}" for row in details.get("rows", [])]
+    if details.get("more"):
+        lines.append(f"  … and {details['more']} more rows")
+    lines += [f"  {name}: {problem}" for name, problem in (details.get("fields") or {}).items()]
+    if answer.status == 409:
+        lines.append(f"  batch id {batch_id} was used for another file; pass --batch-id to choose another")
+    raise CtlError("\n".join(lines))

@@ -149,6 +149,8 @@ class Settings(BaseSettings):
     redis_connections: int = setting(2, "auto-pipelined Redis connections per process", ge=1, le=32)
     redis_timeout_ms: int = setting(1000, "time budget of one hot-path Redis call", ge=10, le=60_000)
     max_body_bytes: int = setting(65_536, "largest request body (413 above)", ge=1024, le=16_777_216)
+    import_max_bytes: int = setting(
+        200 * 2**20, "largest import file POST /admin/api/v1/imports/{kind} takes (413 above)", ge=1024, le=2**31)
     header_timeout_s: float = setting(
         10.0, "a new connection's first request must have sent its headers within this; else the "
         "connection is closed", ge=0.1, le=600)

@@ -15,6 +15,7 @@ from core.agreements import AgreementRequired, AgreementVersionChanged
 from core.candidates import AccountConflict
 from core.documents import VersionMismatch as DocumentVersionMismatch
 from core.errors import CoreError, NotFound, StorageUnavailable
+from core.imports import BatchConflict, ImportRejected, UnknownKind, UnsupportedContentType
 from core.lifecycle import (
     CommitmentNotAllowed,
     CommitmentRequired,
@@ -538,6 +539,26 @@ def _operator_exists(exc: OperatorExists) -> ApiError:
     return Conflict("该操作员名称已被使用，请换一个", code="operator_exists", details={"name": exc.name})
 
 
+def _import_rejected(exc: ImportRejected) -> ApiError:
+    rows = [{"line": line, "reason": reason} for line, reason in exc.rows]
+    return ApiError(f"导入文件有 {exc.total} 行有误，未导入任何数据", code="import_rejected", status=422,
+                    details={"rows": rows, "total": exc.total, "more": exc.more})
+
+
+def _batch_conflict(exc: BatchConflict) -> ApiError:
+    return Conflict("该批次号已用于另一份导入文件，请换一个批次号", code="batch_conflict",
+                    details={"batch_id": exc.batch_id, "kind": exc.kind})
+
+
+def _unknown_import_kind(exc: UnknownKind) -> ApiError:
+    return NotFoundError("没有这种导入类型", code="import_kind_not_found", details={"kind": exc.kind})
+
+
+def _import_content_type(exc: UnsupportedContentType) -> ApiError:
+    return UnsupportedMediaType(details={"expected": ["text/csv", "application/x-ndjson"],
+                                         "got": exc.content_type or None})
+
+
 def _operator_disabled(exc: OperatorDisabled) -> ApiError:
     return Conflict("该操作员账号已停用，启用后才能签发令牌", code="operator_disabled", details={"name": exc.name})
 
@@ -618,6 +639,10 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (OperatorDisabled, _operator_disabled),
     (TokenNotFound, _token_not_found),
     (OutOfScope, _out_of_scope),
+    (ImportRejected, _import_rejected),
+    (BatchConflict, _batch_conflict),
+    (UnknownKind, _unknown_import_kind),
+    (UnsupportedContentType, _import_content_type),
 ]
 
 

@@ -18,6 +18,7 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         exams,
         forms,
         health,
+        imports,
         lifecycle,
         lookups,
         operations,
@@ -36,5 +37,5 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
 
     found = [health, exams, captcha, accounts, account_codes, sessions, recovery, queue, registrations, lifecycle,
              payments, lookups, admin, reviews, operations, operators, pages, console, photos, photo_review, forms,
-             account_maintenance, certificates]
+             account_maintenance, certificates, imports]
     return [*found, bench_routes] if bench else found
