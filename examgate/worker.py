@@ -28,6 +28,7 @@ from gateway import heartbeats
 from gateway.catalogue import CatalogueCache
 from gateway.config import Settings
 from gateway.configstore import ConfigStore, LiveConfigWatcher
+from lookups.cert_prewarm import keep_warm as keep_certificates_warm
 from lookups.prewarm import keep_prewarmed
 from messaging.aliyun import AliyunSms, ProviderSettings
 from messaging.delivery import DeliveryPolicy, run_delivery
@@ -283,6 +284,7 @@ async def run_worker(settings: Settings) -> None:
         tasks["captcha-pool"] = lambda: keep_captcha_pool(redis, settings)
     tasks["prewarm"] = lambda: keep_prewarmed(pool, redis, lambda: catalogue.catalogue.exams.values(),
                                               before_s=settings.prewarm_before_s)
+    tasks["certificates-prewarm"] = lambda: keep_certificates_warm(pool, redis)
     provider = _provider_client(settings)
     if provider is not None:
         tasks["payments-reconcile"] = lambda: run_reconciler(

@@ -56,6 +56,8 @@ DEFAULT: dict[str, Any] = {
          "burst": 5, "mode": "enforce", "on_redis_error": "local", "counts": "failures"},
         {"id": "lookup-ip", "routes": ["tickets.lookup", "scores.lookup"], "key": "ip", "rate": 60,
          "period_s": 60, "burst": 20, "mode": "enforce", "on_redis_error": "open"},
+        {"id": "certificates-ip", "routes": ["certificates.verify"], "key": "ip", "rate": 60, "period_s": 60,
+         "burst": 20, "mode": "enforce", "on_redis_error": "open"},
         {"id": "recovery-ip", "routes": ["password_resets.*"], "key": "ip", "rate": 20, "period_s": 600,
          "burst": 10, "mode": "enforce", "on_redis_error": "local"},
         {"id": "recovery-id", "routes": ["password_resets.question.start", "password_resets.sms.start"],
@@ -95,7 +97,8 @@ DEFAULT: dict[str, Any] = {
     "captcha": {
         "routes": {"accounts.create": "either", "sessions.create": "either",
                    "password_resets.question.start": "either", "password_resets.sms.start": "either",
-                   "tickets.lookup": "either", "scores.lookup": "either", "sms_codes.create": "either",
+                   "tickets.lookup": "either", "scores.lookup": "either", "certificates.verify": "either",
+                   "sms_codes.create": "either",
                    "username_recoveries.create": "either"},
         "pow_maxnumber": 100_000,
         # Once an account's wrong passwords spend login-account, its sign-ins need an image captcha

@@ -11,15 +11,28 @@ falls back to PostgreSQL:
   process memory for ``memory_ttl_s``;
 - a record found is written back to Redis (when Redis answers), so the next lookups hit,
   and kept in process memory for as long: lookups whose Redis read missed just before the
-  write-back landed (or all of them, while Redis is down) do not ask again.
+  write-back landed (or all of them, while Redis is down) do not ask again;
+- **generations**: a kind of record may name a generation key (``generation_key``; the score
+  records: one per exam, replaced by every correction, ``lookups.corrections``). A miss reads the
+  generation (one more round trip, on the miss path only: a hit stays the request's one ``HGET``),
+  and an answer is kept, shared by single-flight and written back only under the generation it was
+  read in; a ``pending:`` generation (a correction between its Redis writes and its COMMIT) is
+  trusted by none. The write-back is ``HSETNX``, after checking the generation is unchanged: it
+  never replaces a value written meanwhile, nor lands after a correction.
+
+``CachedRecords`` is that machinery for any kind of record kept in Redis hashes; ``Lookups``
+is it for the ticket and score records, ``lookups.certificates.CertificateLookups`` for
+certificates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from typing import Any
+from collections.abc import Hashable
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -30,15 +43,24 @@ from lookups import records
 log = logging.getLogger("examgate.lookups")
 
 REMEMBERED_MAX = 100_000  # answers from PostgreSQL kept in memory before the cache is pruned
+PENDING = b"pending:"  # a generation being replaced: a correction wrote its records and has not committed
+NO_GENERATION = b"-"  # the generation of records whose kind names none
 Key = tuple[int, str, str]
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
 
 
 class LookupsBusy(CoreError):
     """Too many PostgreSQL fallbacks in flight in this process (HTTP 503, retry shortly)."""
 
 
-class Lookups:
-    """One per gateway process."""
+class CachedRecords(Generic[K, R]):
+    """Records kept in Redis hashes, read by key, with the PostgreSQL fallback described above.
+
+    A kind of record says where a key lives in Redis (``location``), how a stored value reads
+    (``decode``), how PostgreSQL writes one (``query``) and where a record found is written back
+    (``placements``); the rest — the read, single-flight, the cap, the memory — is here.
+    """
 
     def __init__(self, pool: asyncpg.Pool, redis: AutoPipeline, *, max_pg_in_flight: int = 16,
                  memory_ttl_s: float = 10.0) -> None:
@@ -46,17 +68,51 @@ class Lookups:
         self.redis = redis
         self.max_pg_in_flight = max_pg_in_flight
         self.memory_ttl_s = memory_ttl_s
-        self._flights: dict[Key, asyncio.Future[records.Record | None]] = {}
-        self._recent: dict[Key, tuple[float, records.Record | None]] = {}  # key → (expires, record or None)
+        # (key, generation) → the query in flight; key → (expires, generation read before the query, record or None)
+        self._flights: dict[tuple[K, bytes | None], asyncio.Future[R | None]] = {}
+        self._recent: dict[K, tuple[float, bytes | None, R | None]] = {}
         self.pg_in_flight = 0
         self.pg_queries = 0
         self.refused = 0
 
-    def submit(self, exam_id: int, mode: str, value: str) -> asyncio.Future[Any] | None:
-        """Issue the record's Redis read now; None when Redis cannot even take the command."""
-        name = records.field_name(mode, value)
+    def location(self, key: K) -> tuple[str, str]:
+        """(hash key, field) where Redis keeps the record of ``key``."""
+        raise NotImplementedError
+
+    def decode(self, raw: bytes | str) -> R:
+        """The record of a stored value."""
+        raise NotImplementedError
+
+    async def query(self, key: K) -> str | None:
+        """The record's stored value as PostgreSQL writes it, or None."""
+        raise NotImplementedError
+
+    def placements(self, key: K, record: R) -> list[tuple[str, str]]:
+        """(hash key, field) of every place Redis keeps ``record``."""
+        return [self.location(key)]
+
+    def generation_key(self, key: K) -> str | None:
+        """The Redis key of the generation ``key``'s record is read under; None: the kind keeps none."""
+        return None
+
+    async def _generation(self, key: K) -> bytes | None:
+        """The current generation (made when there is none, so a Redis that lost it starts a new one); None:
+        Redis did not answer."""
+        name = self.generation_key(key)
+        if name is None:
+            return NO_GENERATION
         try:
-            return self.redis.submit(b"HGET", records.bucket_key(exam_id, name), name)
+            self.redis.submit(b"SET", name, secrets.token_hex(8), b"NX").add_done_callback(_ignore_result)
+            found: bytes | None = await self.redis.submit(b"GET", name)
+        except REDIS_DOWN:
+            return None
+        return found
+
+    def submit_key(self, key: K) -> asyncio.Future[Any] | None:
+        """Issue the record's Redis read now; None when Redis cannot even take the command."""
+        name, field = self.location(key)
+        try:
+            return self.redis.submit(b"HGET", name, field)
         except REDIS_DOWN:
             return None
 
@@ -66,8 +122,7 @@ class Lookups:
         if pending is not None:
             abandon(pending)
 
-    async def finish(self, exam_id: int, mode: str, value: str,
-                     pending: asyncio.Future[Any] | None) -> records.Record | None:
+    async def finish_key(self, key: K, pending: asyncio.Future[Any] | None) -> R | None:
         """The record (None when there is none), from Redis or, on a miss or Redis down, from PostgreSQL."""
         redis_up = pending is not None
         if pending is not None:
@@ -77,62 +132,108 @@ class Lookups:
                 log.warning("lookup read from Redis failed, asking PostgreSQL: %s", exc)
                 raw, redis_up = None, False
             if raw is not None:
-                return records.decode(raw)
-        return await self._from_postgres((exam_id, mode, value), write_back=redis_up)
+                return self.decode(raw)
+        return await self._from_postgres(key, write_back=redis_up)
 
-    async def _from_postgres(self, key: Key, *, write_back: bool) -> records.Record | None:
+    async def _from_postgres(self, key: K, *, write_back: bool) -> R | None:
+        # Redis down: no generation to check, the memory is trusted as it is (lookups.corrections says how long).
+        generation = await self._generation(key) if write_back else None
+        trusted = generation is not None and not generation.startswith(PENDING)
         remembered = self._recent.get(key)
         if remembered is not None:
-            if remembered[0] > time.monotonic():
-                return remembered[1]
+            expires, read_in, record = remembered
+            if expires > time.monotonic() and (generation is None or (trusted and read_in == generation)):
+                return record
             del self._recent[key]
-        flight = self._flights.get(key)
+        flight_key = (key, generation)
+        flight = self._flights.get(flight_key)
         if flight is not None:
             return await asyncio.shield(flight)
         if self.pg_in_flight >= self.max_pg_in_flight:
             self.refused += 1
             raise LookupsBusy(f"{self.pg_in_flight} PostgreSQL lookups in flight")
-        flight = self._flights[key] = asyncio.get_running_loop().create_future()
+        flight = self._flights[flight_key] = asyncio.get_running_loop().create_future()
         self.pg_in_flight += 1
         try:
-            value = await self._query(key)
-            record = None if value is None else records.decode(value)
+            self.pg_queries += 1
+            value = await self.query(key)
+            record = None if value is None else self.decode(value)
         except BaseException as exc:
             flight.set_exception(exc)
             flight.exception()  # marked retrieved: nobody else may be waiting
             raise
         finally:
             self.pg_in_flight -= 1
-            del self._flights[key]
+            del self._flights[flight_key]
         flight.set_result(record)
-        self._remember(key, record)
-        if record is not None and value is not None and write_back:
-            self._write_back(key[0], record, value)
+        self._remember(key, generation, record)
+        if record is not None and value is not None and trusted:
+            assert generation is not None
+            self._write_back(self.generation_key(key), generation, self.placements(key, record), value)
         return record
 
-    async def _query(self, key: Key) -> str | None:
-        """The record's stored value as PostgreSQL writes it, or None."""
-        exam_id, mode, value = key
-        sql = records.ONE_BY_ID_SQL if mode == "id_number" else records.ONE_BY_TICKET_SQL
-        self.pg_queries += 1
-        async with storage_errors():
-            return await self.pool.fetchval(sql, exam_id, value)
-
-    def _remember(self, key: Key, record: records.Record | None) -> None:
+    def _remember(self, key: K, generation: bytes | None, record: R | None) -> None:
         now = time.monotonic()
         if len(self._recent) >= REMEMBERED_MAX:
             self._recent = {k: v for k, v in self._recent.items() if v[0] > now}
             if len(self._recent) >= REMEMBERED_MAX:
                 self._recent.clear()
-        self._recent[key] = (now + self.memory_ttl_s, record)
+        self._recent[key] = (now + self.memory_ttl_s, generation, record)
 
-    def _write_back(self, exam_id: int, record: records.Record, value: str) -> None:
-        for key, name in records.placements(exam_id, record.id_number, record.ticket_no):
-            try:
-                pending = self.redis.submit(b"HSET", key, name, value)
-            except REDIS_DOWN:
+    def _write_back(self, generation_key: str | None, generation: bytes, places: list[tuple[str, str]],
+                    value: str) -> None:
+        """``HSETNX`` each place, once the generation is seen unchanged (the kind has one)."""
+        def write(checked: asyncio.Future[Any] | None = None) -> None:
+            if checked is not None and (checked.cancelled() or checked.exception() is not None
+                                        or checked.result() != generation):
                 return
-            pending.add_done_callback(_ignore_result)
+            for key, name in places:
+                try:
+                    pending = self.redis.submit(b"HSETNX", key, name, value)
+                except REDIS_DOWN:
+                    return
+                pending.add_done_callback(_ignore_result)
+
+        if generation_key is None:
+            write()
+            return
+        try:
+            self.redis.submit(b"GET", generation_key).add_done_callback(write)
+        except REDIS_DOWN:
+            return
+
+
+class Lookups(CachedRecords[Key, records.Record]):
+    """Ticket and score records, by (exam, id_number or ticket_no, value); one per gateway process."""
+
+    def location(self, key: Key) -> tuple[str, str]:
+        name = records.field_name(key[1], key[2])
+        return records.bucket_key(key[0], name), name
+
+    def decode(self, raw: bytes | str) -> records.Record:
+        return records.decode(raw)
+
+    async def query(self, key: Key) -> str | None:
+        exam_id, mode, value = key
+        sql = records.ONE_BY_ID_SQL if mode == "id_number" else records.ONE_BY_TICKET_SQL
+        async with storage_errors():
+            found: str | None = await self.pool.fetchval(sql, exam_id, value)
+            return found
+
+    def placements(self, key: Key, record: records.Record) -> list[tuple[str, str]]:
+        return records.placements(key[0], record.id_number, record.ticket_no)
+
+    def generation_key(self, key: Key) -> str | None:
+        return records.generation_key(key[0])
+
+    def submit(self, exam_id: int, mode: str, value: str) -> asyncio.Future[Any] | None:
+        """Issue the record's Redis read now; None when Redis cannot even take the command."""
+        return self.submit_key((exam_id, mode, value))
+
+    async def finish(self, exam_id: int, mode: str, value: str,
+                     pending: asyncio.Future[Any] | None) -> records.Record | None:
+        """The record (None when there is none), from Redis or, on a miss or Redis down, from PostgreSQL."""
+        return await self.finish_key((exam_id, mode, value), pending)
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:
