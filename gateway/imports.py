@@ -9,6 +9,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from core.imports import ChangedHook
+from gateway import keys
+from lookups import cert_prewarm
 
 __all__ = ["import_hooks"]
 
@@ -16,4 +18,5 @@ __all__ = ["import_hooks"]
 def import_hooks(app: web.Application) -> dict[str, ChangedHook]:
     """The hooks of this gateway's imports, by kind."""
     hooks: dict[str, ChangedHook] = {}
+    hooks["certificates"] = cert_prewarm.changed_hook(app[keys.REDIS_PY])  # verification reads Redis only
     return hooks

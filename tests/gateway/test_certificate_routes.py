@@ -7,6 +7,7 @@ import asyncio
 import io
 import secrets
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,35 @@ async def test_a_tampered_foreign_or_expired_link_is_403(client: TestClient, pg:
 async def test_prewarm_is_an_operators_route(client: TestClient) -> None:
     resp = await client.post("/admin/api/v1/certificates/prewarm")
     assert resp.status == 401
+
+
+async def test_an_import_writes_its_certificates_to_redis_and_verification_never_asks_postgresql(
+        client: TestClient, pg: asyncpg.Connection, redis: aioredis.Redis) -> None:
+    from core.idcards import make_resident_id
+    from tests.factories import make_exam
+
+    exam_id = await make_exam(pg)
+    await pg.execute("UPDATE exams SET exam_starts_at = now() - interval '40 days' WHERE id = $1", exam_id)
+    code = await pg.fetchval("SELECT code FROM exams WHERE id = $1", exam_id)
+    number = "IM" + secrets.token_hex(5).upper()
+    holder = make_resident_id("370112", date(1988, 3, 4), 17)
+    csv = ("cert_no,name,id_number,exam_code,level,approved_on,management_no\n"
+           f"{number},钱七,{holder},{code},mid,{(await pg.fetchval('SELECT current_date - 1'))},GL-IMPORTED\n")
+    resp = await client.post("/admin/api/v1/imports/certificates", data=csv.encode(),
+                             headers=h.admin(**{"Content-Type": "text/csv", "Idempotency-Key": f"cert-{number}"}))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["applied"] == 1
+    stored = await redis.hget(certificates.bucket_key(number), number)  # written by the hook before the commit
+    assert stored is not None and certificates.decode(stored).management_no == "GL-IMPORTED"
+    service = client.app[cert_routes.SERVICE]
+    found = await client.post(VERIFY, json={"cert_no": number, "name": "钱七"})
+    assert found.status == 200 and (await found.json())["management_no"] == "GL-IMPORTED"
+    assert service.pg_queries == 0
+    # a correction of the same certificate (another management number) reaches Redis the same way
+    corrected = csv.replace("GL-IMPORTED", "GL-CORRECTED")
+    resp = await client.post("/admin/api/v1/imports/certificates", data=corrected.encode(),
+                             headers=h.admin(**{"Content-Type": "text/csv", "Idempotency-Key": f"fix-{number}"}))
+    assert resp.status == 200, await resp.text()
+    again = await client.post(VERIFY, json={"cert_no": number, "name": "钱七"})
+    assert (await again.json())["management_no"] == "GL-CORRECTED"
+    assert service.pg_queries == 0
