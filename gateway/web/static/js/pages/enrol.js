@@ -64,6 +64,29 @@
     }
     form.hidden = false;
 
+    // An old candidate's passes still valid in the family (rolling validity): shown, and not offered again.
+    const mine = await EG.api("GET", "/api/v1/exams/" + examId + "/my-valid-subjects");
+    if (mine.status === 401) return EG.toLogin(true);
+    const carried = mine.ok ? mine.data.subjects : [];
+    if (mine.ok && (carried.length || mine.data.archive_no)) {
+      const panel = EG.$("[data-carried]");
+      EG.$("[data-archive-no]").textContent = mine.data.archive_no ? "网报档案号：" + mine.data.archive_no : "";
+      const list = EG.$("[data-carried-list]");
+      list.replaceChildren.apply(list, carried.map(function (p) {
+        return EG.el("li", { text: p.name + "（" + p.code + "）：" + p.year + " 年合格，成绩 " + p.score + "，有效至 " +
+                                   p.valid_until + " 年" });
+      }));
+      if (mine.data.qualified) {
+        const qualified = EG.$("[data-qualified]");
+        qualified.textContent = "您已在一个有效期内通过该级别专业的全部科目，成绩合格。";
+        qualified.hidden = false;
+      }
+      panel.hidden = !carried.length && !mine.data.archive_no;
+    }
+    function carriedPass(levelCode, subjectCode) {
+      return carried.find(function (p) { return p.level === levelCode && p.code === subjectCode; });
+    }
+
     const province = EG.$("#province");
     const level = EG.$("#level");
     const specialty = EG.$("#specialty");
@@ -81,9 +104,12 @@
       const chosenLevel = exam.levels.find(function (l) { return l.code === level.value; }) || { specialties: [] };
       const chosen = chosenLevel.specialties.find(function (s) { return s.code === specialty.value; }) || { subjects: [] };
       subjects.replaceChildren.apply(subjects, chosen.subjects.map(function (subject) {
+        const passed = carriedPass(level.value, subject.code);
         return EG.el("label", { className: "choice" }, [
-          EG.el("input", { type: "checkbox", name: "subject", value: subject.code, "aria-describedby": "subjects-error" }),
-          subject.name + "（" + subject.code + "）",
+          EG.el("input", { type: "checkbox", name: "subject", value: subject.code, "aria-describedby": "subjects-error",
+                           disabled: Boolean(passed), "data-carried-subject": passed ? "true" : undefined }),
+          subject.name + "（" + subject.code + "）" +
+            (passed ? "：" + passed.year + " 年已合格，有效至 " + passed.valid_until + " 年，无需报考" : ""),
         ]);
       }));
     }

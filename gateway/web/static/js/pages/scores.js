@@ -59,9 +59,18 @@
             EG.el("td", { text: String(s.score) }),
             EG.el("td", { text: s.pass_mark === null ? "—" : String(s.pass_mark) }),
             EG.el("td", { className: s.passed ? "pass" : "fail", text: s.passed ? "合格" : "不合格" }),
+            EG.el("td", { text: s.year ? String(s.year) : "—" }),
+            EG.el("td", { text: s.valid_until ? s.valid_until + " 年" : "—" }),
           ]);
         });
         EG.$("[data-scores]").replaceChildren.apply(EG.$("[data-scores]"), rows);
+        // Rolling validity: the level is complete when every subject is passed within one period.
+        const qualification = EG.$("[data-qualification]");
+        const earlier = (scores.carried || []).map(function (p) { return p.name + "（" + p.year + " 年合格）"; });
+        qualification.textContent = scores.qualified
+          ? "已在有效期内通过全部科目，成绩合格。" + (earlier.length ? "计入的往年合格科目：" + earlier.join("、") + "。" : "")
+          : (scores.validity_years > 1 ? "成绩实行 " + scores.validity_years + " 年滚动管理，合格科目在有效期内保留。" : "");
+        qualification.hidden = !qualification.textContent;
         result.hidden = false;
         result.focus();
       });
