@@ -16,6 +16,7 @@ from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, WithJson
 from pydantic_core import PydanticCustomError
 
 from captcha import loadtest
+from core.db import Conn
 from core.timeutil import iso_local
 from gateway import keys
 from gateway.adminauth import ADMIN_NAME
@@ -272,22 +273,27 @@ async def stats(request: web.Request) -> web.Response:
     return json_response(figures)
 
 
-async def _audit_loadtest_token(pg: asyncpg.Pool, actor: str, claims: loadtest.LoadtestClaims,
-                                expires_at: str) -> None:
-    """One config_audit row naming the token (id, name, expiry; never the token itself).
+async def audit_note(conn: Conn, actor: str, change: dict[str, Any]) -> None:
+    """One config_audit row noting a change made beside the config (``change``: ``{path, old, new}``).
 
     The row carries the config in force, unchanged, because the newest row is what
     ``ConfigStore.rebuild`` restores: the table lock orders it after any config change
     still being stored, so it never records a config older than the stored one.
     """
+    await conn.execute("LOCK TABLE config_audit IN SHARE ROW EXCLUSIVE MODE")
+    row = await conn.fetchrow("SELECT version, config FROM config_audit ORDER BY id DESC LIMIT 1")
+    version, config = (row["version"], row["config"]) if row is not None else (0, copy.deepcopy(DEFAULT))
+    await conn.execute("INSERT INTO config_audit (version, actor, diff, config) VALUES ($1, $2, $3, $4)",
+                       version, actor, [change], config)
+
+
+async def _audit_loadtest_token(pg: asyncpg.Pool, actor: str, claims: loadtest.LoadtestClaims,
+                                expires_at: str) -> None:
+    """One config_audit row naming the token (id, name, expiry; never the token itself)."""
     change = {"path": LOADTEST_AUDIT_PATH, "old": None,
               "new": {"token_id": claims.token_id, "name": claims.name, "expires_at": expires_at}}
     async with pg.acquire() as conn, conn.transaction():
-        await conn.execute("LOCK TABLE config_audit IN SHARE ROW EXCLUSIVE MODE")
-        row = await conn.fetchrow("SELECT version, config FROM config_audit ORDER BY id DESC LIMIT 1")
-        version, config = (row["version"], row["config"]) if row is not None else (0, copy.deepcopy(DEFAULT))
-        await conn.execute("INSERT INTO config_audit (version, actor, diff, config) VALUES ($1, $2, $3, $4)",
-                           version, actor, [change], config)
+        await audit_note(conn, actor, change)
 
 
 @routes.post("/admin/api/v1/loadtest-tokens", "admin.loadtest_tokens.create",

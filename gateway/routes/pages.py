@@ -77,6 +77,8 @@ PAGES: tuple[PageSpec, ...] = (
              captcha_routes=("tickets.lookup",)),
     PageSpec("scores", "/scores", "成绩查询", "scores", (COMMON, CAPTCHA, "js/pages/scores.js"),
              captcha_routes=("scores.lookup",)),
+    # Score review requests (复核): the candidate's scores to choose from, the requests and their answers.
+    PageSpec("score_reviews", "/score-reviews", "成绩复核", "score-reviews", (COMMON, "js/pages/score-reviews.js")),
     # 合格标准: each exam's pass marks per level and subject, and how long a pass stays valid.
     PageSpec("pass_marks", "/pass-marks", "合格标准", "pass-marks", (COMMON, "js/pages/pass-marks.js")),
     # Operators' review of registrations: the console's token (sessionStorage), a page of its own.
@@ -85,6 +87,9 @@ PAGES: tuple[PageSpec, ...] = (
     # Operators' review of photos and of the candidates' change requests, the same way.
     PageSpec("photo_review", "/console/photos", "照片审核", "console-photos", (COMMON, "js/console-photos.js"),
              header="console-photos"),
+    # Operators' answers to score review requests, the same way (sign-in shared: js/console-signin.js).
+    PageSpec("score_review_console", "/console/score-reviews", "成绩复核", "console-score-reviews",
+             (COMMON, "js/console-signin.js", "js/console-score-reviews.js"), header="console-score-reviews"),
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
