@@ -16,6 +16,7 @@ from core.candidates import AccountConflict
 from core.documents import VersionMismatch as DocumentVersionMismatch
 from core.errors import CoreError, NotFound, StorageUnavailable
 from core.imports import BatchConflict, ImportRejected, UnknownKind, UnsupportedContentType
+from core.imports.parse import FormatNotAccepted
 from core.lifecycle import (
     CommitmentNotAllowed,
     CommitmentRequired,
@@ -555,6 +556,9 @@ def _unknown_import_kind(exc: UnknownKind) -> ApiError:
 
 
 def _import_content_type(exc: UnsupportedContentType) -> ApiError:
+    if isinstance(exc, FormatNotAccepted):  # a kind taking one format only (exams: NDJSON)
+        return UnsupportedMediaType(f"该导入类型只接受 {'、'.join(exc.accepted)} 文件",
+                                    details={"expected": list(exc.accepted), "got": exc.content_type or None})
     return UnsupportedMediaType(details={"expected": ["text/csv", "application/x-ndjson"],
                                          "got": exc.content_type or None})
 
