@@ -113,8 +113,10 @@ async def test_a_confirmed_registration_prints_its_form(client: TestClient, pg: 
     data = await resp.read()
     text = pdftotext(data, tmp_path)
     exam_name = client.app[keys.CATALOGUE].exam(exam_id).name
+    archive_no = await pg.fetchval("SELECT archive_no FROM archive_numbers WHERE registration_id = $1",
+                                   made["registration_id"])  # assigned at this first registration in the family
     for expected in ("报名表", exam_name, name, id_number, "审核通过", "中级", "金融", "101 经济基础知识", "测试市",
-                     "5年", "北京大学", "经济学", "全日制", "新考生", "不适用",
+                     "5年", "北京大学", "经济学", "全日制", archive_no, "不适用",
                      f"报名序号：{made['registration_id']}"):
         assert expected in text, expected
     stored = await current_jpeg(pg, candidate_id)
