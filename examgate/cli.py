@@ -290,7 +290,8 @@ def keys_group() -> None:
 @click.option("--dir", "keys_dir", type=click.Path(file_okay=False), help="Where to write (default EXAMGATE_KEYS_DIR).")
 @click.option("--force", is_flag=True, help="Replace keys that already exist.")
 def keys_generate(keys_dir: str | None, force: bool) -> None:
-    """Write a development key set: RSA-2048 pairs for both providers, WeChat serials and API v3 key."""
+    """Write a development key set: RSA-2048 pairs for both providers, WeChat serials and API v3 key, and the
+    electronic certificates' Ed25519 signing key."""
     from payments import keys as payment_keys
 
     target = keys_dir or _settings().keys_dir
@@ -303,6 +304,14 @@ def keys_generate(keys_dir: str | None, force: bool) -> None:
     for path in written:
         click.echo(str(path))
     click.echo(f"payment keys: {len(written)} files written to {target} (mode 0600)")
+    from lookups import cert_signature
+
+    try:
+        signing = cert_signature.generate_key(target, force=force)
+    except FileExistsError:
+        click.echo("certificate signing key: kept (use --force to replace it)")
+        return
+    click.echo(f"certificate signing key: {', '.join(map(str, signing))} (Ed25519, mode 0600)")
 
 
 main.add_command(ctl)

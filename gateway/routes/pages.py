@@ -77,6 +77,9 @@ PAGES: tuple[PageSpec, ...] = (
              captcha_routes=("tickets.lookup",)),
     PageSpec("scores", "/scores", "成绩查询", "scores", (COMMON, CAPTCHA, "js/pages/scores.js"),
              captcha_routes=("scores.lookup",)),
+    # 证书查询: a certificate by its number (filled in from the QR code's link) and holder's name; its PDF's signature.
+    PageSpec("certificates", "/certificates", "证书查询", "certificates", (COMMON, CAPTCHA, "js/pages/certificates.js"),
+             captcha_routes=("certificates.verify",)),
     # Score review requests (复核): the candidate's scores to choose from, the requests and their answers.
     PageSpec("score_reviews", "/score-reviews", "成绩复核", "score-reviews", (COMMON, "js/pages/score-reviews.js")),
     # 合格标准: each exam's pass marks per level and subject, and how long a pass stays valid.

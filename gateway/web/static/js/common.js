@@ -231,6 +231,7 @@
     must_be_object: "格式不正确",
     must_be_true: "请勾选此项",
     must_be_exam_id: "请选择考试",
+    must_be_cert_no: "证书编号为 6 至 32 位字母或数字",
     duplicate: "有重复的内容",
     too_many: "条目过多",
     too_early: "时间过早",
@@ -377,6 +378,25 @@
     button.disabled = true;
     button.dataset.held = "1";
     setTimeout(function () { delete button.dataset.held; button.disabled = false; }, seconds * 1000);
+  };
+
+  /**
+   * Point ``anchor`` at a signed, expiring download link (its ``exp`` query in unix seconds); a click
+   * after it lapsed — which would download the API's 403 — calls ``onExpired`` instead.
+   */
+  EG.expiringLink = function (anchor, url, filename, onExpired) {
+    anchor.href = url;
+    anchor.dataset.expiresAt = new URL(url, location.href).searchParams.get("exp") || "";
+    anchor.setAttribute("download", filename);
+    if (anchor.dataset.expiryWatched) return;
+    anchor.dataset.expiryWatched = "1";
+    anchor.addEventListener("click", function (event) {
+      const expiresAt = Number(anchor.dataset.expiresAt || 0);
+      if (expiresAt && Date.now() / 1000 >= expiresAt) {
+        event.preventDefault();
+        onExpired();
+      }
+    });
   };
 
   /** Read a form's named controls into an object (checkboxes as booleans, radios as their value). */
