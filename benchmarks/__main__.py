@@ -36,6 +36,7 @@ BENCHMARKS = {
     "payments": "benchmarks.bench_payments",
     "lookups": "benchmarks.bench_lookups",
     "photos": "benchmarks.bench_photos",
+    "imports": "benchmarks.bench_imports",
 }
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"

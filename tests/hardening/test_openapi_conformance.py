@@ -66,6 +66,8 @@ CONFIG = schemathesis.Config.from_dict({
                                                           "415", "422", "425", "428", "429", "5xx"]},
     },
 })
+# Import files (NDJSON) are sent as the bytes generated for their binary schema, like the other files.
+schemathesis.serializer.alias("application/x-ndjson", "application/octet-stream")
 SCHEMA = schemathesis.openapi.from_dict(openapi.gateway_document(), config=CONFIG)
 
 # Refusals of schema-valid requests that the document explains in words, per field (list indices as *):
@@ -119,7 +121,7 @@ UNSTATED_EVERYWHERE = frozenset({"contains_nul"})
 # Whole-request refusals of the same kind: the reset id or SMS code is not a live one, the username's
 # failures call for a harder captcha, a merge patch is judged merged into the stored config.
 STATE_REFUSALS = frozenset({"reset_invalid", "reset_attempts_exhausted", "code_invalid", "captcha_required",
-                            "invalid_config", "photo_rejected"})
+                            "invalid_config", "photo_rejected", "import_rejected"})
 # Payment notifications are refused (400) unless the provider signed them, which no schema states.
 SIGNED_OPERATIONS = frozenset({"POST /api/v1/payments/notify/alipay", "POST /api/v1/payments/notify/wechat",
                                "POST /api/v1/payments/wechat/refund-notify"})

@@ -107,7 +107,7 @@ async def test_refusals_before_the_file_is_read(client: TestClient, exam: Scored
     status, body = await post(client, "scores", data, "b1", query="?dry_run=maybe")
     assert status == 422
     status, body = await post(client, "scores", b"", "b1")
-    assert status == 400
+    assert status == 422 and body["error"]["details"]["rows"][0]["line"] == 1  # no header row
     # Above EXAMGATE_IMPORT_MAX_BYTES (64 KiB here), though far above the rest of the API's 2 KiB too.
     status, body = await post(client, "scores", b"x" * 70_000, "b1")
     assert status == 413 and body["error"]["details"]["max_bytes"] == 65536
