@@ -9,12 +9,18 @@ Checks, every failing line reported with Chinese reasons, nothing applied on any
 
 1. the shape (exam_shape.ExamLine) and the exam on its own (exam_shape.exam_problems);
 2. no exam code twice in the file;
-3. an exam already stored must keep its registrations, certificates and scores valid: no level,
+3. an exam already stored must keep its registrations, certificates and scores valid: while its
+   registration is open nothing may be removed from its structure (a gateway may accept a registration
+   from the catalogue it read before the import, up to ``EXAMGATE_CATALOGUE_REFRESH_S`` ago); no level,
    specialty or subject a registration names may go, nor a subject from a specialty whose
    registrations take it; no level with certificates, no subject with scores, no subject a level's
    eligibility rules name; the family stays once there are registrations (archive numbers and the
    integrity archive are per family); the fee stays once an order exists (candidates of one exam
    pay one fee). Windows, names, subject times and marks, and review rules may change.
+
+The stored exams named are locked (``FOR UPDATE``) before step 3 reads what depends on them: a
+registration being written then (its foreign key shares the exam's row) is waited for and counted,
+and one begun later waits for the import's COMMIT, so none slips between the checks and the apply.
 
 Applying makes the stored exam equal to the line: the exam row, then levels, subjects,
 specialties, which subjects each specialty takes, and the per-province review rules — rows not in
@@ -93,11 +99,15 @@ class _Stored:
     certified_levels: set[str]
     scored_subjects: set[str]
     rule_subjects: dict[str, set[str]]  # level → subjects its eligibility rules name
+    registration_open: bool  # now within the stored registration window
+    links: set[tuple[str, str, str]]  # the stored (level, specialty, subject) of every specialty
 
 
 async def _stored(conn: Conn, code: str) -> _Stored | None:
     exam = await conn.fetchrow(
-        "SELECT id, COALESCE(family, code) AS family, fee_per_subject_fen FROM exams WHERE code = $1", code)
+        """SELECT id, COALESCE(family, code) AS family, fee_per_subject_fen,
+                  now() BETWEEN registration_opens_at AND registration_closes_at AS registration_open
+             FROM exams WHERE code = $1""", code)
     if exam is None:
         return None
     exam_id = exam["id"]
@@ -116,6 +126,8 @@ async def _stored(conn: Conn, code: str) -> _Stored | None:
                            SELECT jsonb_array_elements_text(COALESCE(x -> 'subjects', '[]'))
                              FROM jsonb_array_elements(COALESCE(rules -> 'exemptions', '[]')) AS x) AS s (code)
             WHERE exam_id = $1""", exam_id)
+    links = await conn.fetch(
+        "SELECT level_code, specialty_code, subject_code FROM exam_specialty_subjects WHERE exam_id = $1", exam_id)
     rule_subjects: dict[str, set[str]] = defaultdict(set)
     for row in rules:
         rule_subjects[row["level_code"]].add(row["code"])
@@ -125,7 +137,8 @@ async def _stored(conn: Conn, code: str) -> _Stored | None:
         choices={(r["level_code"], r["specialty_code"], tuple(r["subjects"])): r["n"] for r in choices},
         certified_levels={r["level_code"] for r in certified},
         scored_subjects={r["subject_code"] for r in scored},
-        rule_subjects=dict(rule_subjects),
+        rule_subjects=dict(rule_subjects), registration_open=exam["registration_open"],
+        links={(r["level_code"], r["specialty_code"], r["subject_code"]) for r in links},
     )
 
 
@@ -160,6 +173,11 @@ def stored_problems(exam: ExamLine, stored: _Stored) -> list[str]:
             continue  # the level goes with its rules
         offered = set().union(*(codes for (lvl, _), codes in taken.items() if lvl == level))
         problems += [f"级别 {level} 的报考条件用到科目 {code}，不能从该级别去掉" for code in sorted(named - offered)]
+    if stored.registration_open:
+        kept = {(level, spec, code) for (level, spec), codes in taken.items() for code in codes}
+        if dropped := sorted(stored.links - kept):
+            shown = "、".join("/".join(link) for link in dropped[:5]) + ("等" if len(dropped) > 5 else "")
+            problems.append(f"报名期间不能删除级别、专业、科目或专业的科目（{shown}）：各网关仍可能按现有目录接受报名")
     if stored.registrations and (exam.family or exam.code) != stored.family:
         problems.append(f"考试已有 {stored.registrations} 个报名，不能改变考试类别（现为 {stored.family}）")
     if stored.orders and exam.fee_per_subject_fen != stored.fee_per_subject_fen:
@@ -171,7 +189,12 @@ async def check_exams(conn: Conn) -> list[tuple[int, str]]:
     """Every reason of every line (steps 1–3 of the module docstring)."""
     bad: list[tuple[int, str]] = []
     first: dict[str, int] = {}
-    for line, exam, reasons in await _lines(conn):
+    lines = await _lines(conn)
+    # The stored exams stay locked until COMMIT: a registration (its foreign key shares the exam's row)
+    # waits, so none can appear between these checks and the apply naming what the apply deletes.
+    await conn.execute("SELECT 1 FROM exams WHERE code = ANY($1::text[]) ORDER BY id FOR UPDATE",
+                       [exam.code for _, exam, _ in lines if exam is not None])
+    for line, exam, reasons in lines:
         bad += [(line, reason) for reason in reasons]
         if exam is None:
             continue

@@ -46,6 +46,11 @@ COLUMNS = (
 )
 
 PREPARE = (
+    # The stored sites named stay locked until COMMIT: a registration taking a seat in one (its foreign
+    # key shares the site's row) waits, so the seats counted below are the ones the apply keeps.
+    f"""SELECT 1 FROM exam_sites s JOIN exams e ON e.id = s.exam_id
+         WHERE (e.code, s.name) IN (SELECT exam_code, name FROM {ROWS_TABLE} WHERE COALESCE(kind, 'site') = 'site')
+         ORDER BY s.id FOR UPDATE OF s""",
     # Each row with its exam, kind and the stored site of that name with the seats it has taken.
     f"""CREATE TEMP TABLE import_sites ON COMMIT DROP AS
         SELECT r.line, r.exam_code, r.province, r.city, r.name, COALESCE(r.address, '') AS address,

@@ -97,6 +97,12 @@ def exam_line(code: str, *, start: datetime | None = None, **changes: Any) -> di
     return line
 
 
+def closed_exam_line(code: str, **changes: Any) -> dict[str, Any]:
+    """``exam_line`` with its registration closed ten days ago (the exam in ten days)."""
+    start = (utcnow() + timedelta(days=10)).replace(hour=1, minute=0, second=0, microsecond=0)
+    return exam_line(code, start=start, **changes)
+
+
 def ndjson(*lines: dict[str, Any] | str) -> bytes:
     """An NDJSON body; a str is written as it is (for broken lines)."""
     return b"".join((line.encode() if isinstance(line, str) else orjson.dumps(line)) + b"\n" for line in lines)

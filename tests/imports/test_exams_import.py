@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from core.imports import ImportRejected
 from core.imports.parse import FormatNotAccepted
 from tests.imports.catalogue_data import (
     NDJSON,
+    closed_exam_line,
     exam_line,
     imported,
     iso,
@@ -93,8 +95,8 @@ async def test_reimporting_is_idempotent(pool: asyncpg.Pool) -> None:
 
 async def test_an_update_replaces_the_structure(pool: asyncpg.Pool) -> None:
     code = new_code()
-    await import_exams(pool, exam_line(code))
-    changed = exam_line(code, name="改过名字的考试", fee_per_subject_fen=6000, review_rules=[
+    await import_exams(pool, closed_exam_line(code))
+    changed = closed_exam_line(code, name="改过名字的考试", fee_per_subject_fen=6000, review_rules=[
         {"province": "37", "review_mode": "online", "manual_mode": "online", "commitment": True,
          "withdraw_rule": "locked"}])
     changed["levels"] = [changed["levels"][1]]  # 初级 goes, with its subjects
@@ -176,16 +178,16 @@ async def test_csv_is_refused_for_exams(pool: asyncpg.Pool) -> None:
 
 async def test_registrations_keep_what_they_name(pool: asyncpg.Pool) -> None:
     code = new_code()
-    await import_exams(pool, exam_line(code))
+    await import_exams(pool, closed_exam_line(code))
     exam_id = await pool.fetchval("SELECT id FROM exams WHERE code = $1", code)
     await make_registrations(pool, exam_id, 2, level="ZJ", specialty="JR", subjects=["ZJ01", "ZJ11"])
     await make_registrations(pool, exam_id, 1, level="CJ", specialty="JR", subjects=["CJ01"])
     before = await structure(pool, code)
 
-    no_cj = exam_line(code)
+    no_cj = closed_exam_line(code)
     no_cj["levels"] = [no_cj["levels"][1]]
     no_cj["subjects"] = [s for s in no_cj["subjects"] if s["code"].startswith("ZJ")]
-    narrower = exam_line(code, family="OTHER")
+    narrower = closed_exam_line(code, family="OTHER")
     narrower["levels"][1]["specialties"][0]["subjects"] = ["ZJ01"]  # ZJ/JR no longer takes ZJ11
     narrower["levels"][1]["specialties"][1]["subjects"] = ["ZJ01", "ZJ11"]  # GS takes it instead
     with pytest.raises(ImportRejected) as caught:
@@ -202,7 +204,7 @@ async def test_registrations_keep_what_they_name(pool: asyncpg.Pool) -> None:
     assert await structure(pool, code) == before
 
     # What keeps the registrations valid is allowed: a new specialty, new subject, other times and names.
-    wider = exam_line(code, name="新名称")
+    wider = closed_exam_line(code, name="新名称")
     wider["subjects"].append({**wider["subjects"][3], "code": "ZJ12", "name": "新科目"})
     wider["levels"][1]["specialties"].append({"code": "RL", "name": "人力资源管理", "subjects": ["ZJ01", "ZJ12"]})
     assert (await import_exams(pool, wider)).applied == 1
@@ -224,7 +226,7 @@ async def test_the_fee_stays_once_an_order_exists(pool: asyncpg.Pool) -> None:
 
 async def test_levels_with_certificates_and_subjects_with_scores_stay(pool: asyncpg.Pool) -> None:
     code = new_code()
-    await import_exams(pool, exam_line(code))
+    await import_exams(pool, closed_exam_line(code))
     exam_id = await pool.fetchval("SELECT id FROM exams WHERE code = $1", code)
     (registration,) = await make_registrations(pool, exam_id, 1, level="ZJ", specialty="GS", subjects=["ZJ01"],
                                                status="cancelled")
@@ -233,7 +235,7 @@ async def test_levels_with_certificates_and_subjects_with_scores_stay(pool: asyn
     await pool.execute("""INSERT INTO certificates (cert_no, name, id_number, exam_id, level_code, approved_on,
                                                     management_no) VALUES ($1, '张三', 'E12345678', $2, 'CJ',
                                                     '2026-01-01', 'M1')""", f"C{exam_id}X{code[-4:]}", exam_id)
-    line = exam_line(code)
+    line = closed_exam_line(code)
     line["levels"] = [line["levels"][1]]
     line["levels"][0]["specialties"] = [{"code": "GS", "name": "工商管理", "subjects": ["ZJ11"]}]
     line["subjects"] = [s for s in line["subjects"] if s["code"] == "ZJ11"]
@@ -242,3 +244,39 @@ async def test_levels_with_certificates_and_subjects_with_scores_stay(pool: asyn
     reason = caught.value.rows[0][1]
     assert "级别 CJ 已有证书，不能删除" in reason
     assert "科目 ZJ01 已有成绩，不能删除" in reason
+
+
+async def test_nothing_is_removed_while_registration_is_open(pool: asyncpg.Pool) -> None:
+    code = new_code()
+    await import_exams(pool, exam_line(code))  # registration opened an hour ago
+    line = exam_line(code)
+    line["levels"][1]["specialties"] = line["levels"][1]["specialties"][:1]  # ZJ/GS goes
+    with pytest.raises(ImportRejected) as caught:
+        await import_exams(pool, line)
+    assert "报名期间不能删除级别、专业、科目或专业的科目（ZJ/GS/ZJ01）" in caught.value.rows[0][1]
+    wider = exam_line(code)
+    wider["levels"][1]["specialties"].append({"code": "RL", "name": "人力资源管理", "subjects": ["ZJ01"]})
+    assert (await import_exams(pool, wider)).applied == 1
+
+
+async def test_a_registration_being_written_is_waited_for_and_counted(pool: asyncpg.Pool) -> None:
+    code = new_code()
+    await import_exams(pool, closed_exam_line(code))
+    exam_id = await pool.fetchval("SELECT id FROM exams WHERE code = $1", code)
+    no_cj = closed_exam_line(code)
+    no_cj["levels"] = no_cj["levels"][1:]
+    no_cj["subjects"] = [s for s in no_cj["subjects"] if s["code"].startswith("ZJ")]
+    async with pool.acquire() as writer:
+        registering = writer.transaction()
+        await registering.start()
+        await make_registrations(writer, exam_id, 1, level="CJ", specialty="JR", subjects=["CJ01"])
+        importing = asyncio.create_task(import_exams(pool, no_cj))
+        while not await pool.fetchval(  # the import waits for the registration's transaction
+                """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                    AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'"""):
+            assert not importing.done(), importing
+            await asyncio.sleep(0.01)
+        await registering.commit()
+    with pytest.raises(ImportRejected) as caught:
+        await importing
+    assert "级别 CJ 已有报名，不能删除（1 个报名）" in caught.value.rows[0][1]

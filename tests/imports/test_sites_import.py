@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -132,3 +133,24 @@ async def test_capacity_never_drops_below_the_seats_taken(pool: asyncpg.Pool, ex
     assert "不能改变所在省份和城市（现为 11 北京市）" in caught.value.rows[0][1]
     assert (await import_sites(pool, [(code, "11", "北京市", "考点A", "新地址", 5, 1, None, "site")])).applied == 1
     assert (await sites_of(pool, exam_id))[0][3:6] == ("新地址", 5, 1)
+
+
+async def test_a_seat_being_taken_is_waited_for_and_counted(pool: asyncpg.Pool, exam: tuple[str, int]) -> None:
+    code, exam_id = exam
+    await import_sites(pool, [(code, "11", "北京市", "考点B", "地址", 30, 1, None, "site")])
+    site_id = await pool.fetchval("SELECT id FROM exam_sites WHERE exam_id = $1", exam_id)
+    async with pool.acquire() as writer:
+        holding = writer.transaction()
+        await holding.start()
+        await make_registrations(writer, exam_id, 3, site_id=site_id)
+        importing = asyncio.create_task(
+            import_sites(pool, [(code, "11", "北京市", "考点B", "地址", 2, 1, None, "site")]))
+        while not await pool.fetchval(  # the import waits for the seats' transaction
+                """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                    AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF s%'"""):
+            assert not importing.done(), importing
+            await asyncio.sleep(0.01)
+        await holding.commit()
+    with pytest.raises(ImportRejected) as caught:
+        await importing
+    assert "考点已有 3 个座位被占用，容量不能减到 2" in caught.value.rows[0][1]
