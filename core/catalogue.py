@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -87,10 +88,16 @@ class Exam:
         """The family this exam belongs to: ``exams.family``, or the exam's own code."""
         return self.family or self.code
 
-    @property
+    @cached_property
     def year(self) -> int:
         """The exam's year: the year of its start in Asia/Shanghai."""
         return self.exam_starts_at.astimezone(SHANGHAI).year
+
+    @cached_property
+    def specialty_sets(self) -> dict[str, tuple[tuple[str, tuple[str, ...]], ...]]:
+        """Level code → its specialties as (code, subject codes), worked out once per catalogue."""
+        return {lvl["code"]: tuple((spec["code"], tuple(s["code"] for s in spec["subjects"]))
+                                   for spec in lvl["specialties"]) for lvl in self.levels}
 
     def level_pass_mark(self, level: str | None, subject: str) -> float | None:
         """The pass mark of ``subject`` for ``level``: the published one, else the subject's own (None: no subject)."""
@@ -100,10 +107,14 @@ class Exam:
         found = self.subjects.get(subject)
         return found.pass_mark if found is not None else None
 
-    def level_subjects(self, level: str) -> set[str]:
+    def level_subjects(self, level: str) -> frozenset[str]:
         """Every subject code some specialty of ``level`` takes."""
-        return {s["code"] for lvl in self.levels if lvl["code"] == level
-                for spec in lvl["specialties"] for s in spec["subjects"]}
+        return self._level_subjects.get(level, frozenset())
+
+    @cached_property
+    def _level_subjects(self) -> dict[str, frozenset[str]]:
+        return {level: frozenset(code for _, codes in specs for code in codes)
+                for level, specs in self.specialty_sets.items()}
 
     @property
     def provinces(self) -> list[str]:

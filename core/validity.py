@@ -144,14 +144,13 @@ def qualifications(exam: Exam, passes: Iterable[Pass], level: str | None = None)
         if best is None or found.year > best.year:
             by_level[found.level][found.subject] = found
     result = []
-    for lvl in exam.levels:
-        if level is not None and lvl["code"] != level:
+    for code_of_level, specialties in exam.specialty_sets.items():
+        if (level is not None and code_of_level != level) or code_of_level not in by_level:
             continue
-        have = by_level.get(lvl["code"], {})
-        for spec in lvl["specialties"]:
-            codes = [s["code"] for s in spec["subjects"]]
-            if codes and all(code in have for code in codes):
-                result.append(Qualification(lvl["code"], spec["code"], tuple(have[code] for code in codes)))
+        have = by_level[code_of_level]
+        for specialty, codes in specialties:
+            if codes and len(codes) <= len(have) and all(code in have for code in codes):
+                result.append(Qualification(code_of_level, specialty, tuple(have[code] for code in codes)))
     return result
 
 

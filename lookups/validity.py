@@ -42,8 +42,8 @@ def earlier_key(exam_id: int, id_number: str) -> str:
 
 def level_of(exam: Exam, subjects: Iterable[str]) -> str | None:
     """The one level whose specialties take all of ``subjects``, or None (none, or more than one)."""
-    wanted = set(subjects)
-    found = [lvl["code"] for lvl in exam.levels if wanted <= exam.level_subjects(lvl["code"])]
+    wanted = frozenset(subjects)
+    found = [level for level in exam.specialty_sets if wanted <= exam.level_subjects(level)]
     return found[0] if len(found) == 1 else None
 
 
@@ -104,7 +104,8 @@ def with_validity(answer: dict[str, Any], exam: Exam, record: Record, level: str
     passes, all_passed = own_passes(exam, record, level)
     counted = passes + [p for p in earlier or () if p.level == level and p.subject not in record.scores]
     found = qualifications(exam, counted, level) if level is not None else []
-    unknown = not found and earlier is None and level is not None and all_passed and needs_earlier(exam, record, level)
+    # Unknown: the earlier passes were needed (everything taken passed, no specialty complete) and not read.
+    unknown = not found and earlier is None and level is not None and all_passed
     answer["qualified"] = None if unknown else bool(found)
     answer["qualification"] = qualification_json(exam, found[0]) if found else None
     answer["carried"] = [pass_json(exam, p) for p in counted if p.exam_id != exam.id]
