@@ -11,6 +11,7 @@ from aiohttp import web
 from core.imports import ChangedHook
 from gateway import keys
 from lookups import cert_prewarm
+from lookups.corrections import ScoreCorrections
 
 __all__ = ["import_hooks"]
 
@@ -19,4 +20,5 @@ def import_hooks(app: web.Application) -> dict[str, ChangedHook]:
     """The hooks of this gateway's imports, by kind."""
     hooks: dict[str, ChangedHook] = {}
     hooks["certificates"] = cert_prewarm.changed_hook(app[keys.REDIS_PY])  # verification reads Redis only
+    hooks["scores"] = ScoreCorrections(app[keys.PG], app[keys.REDIS_PY])  # lookups: no old score after COMMIT
     return hooks

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -90,6 +91,8 @@ async def prewarm(pool: asyncpg.Pool, redis: aioredis.Redis, exam_id: int, *,
     async with pool.acquire() as conn:
         total = await conn.fetchval("SELECT count(*) FROM admission_tickets WHERE exam_id = $1", exam_id)
         async with conn.transaction(readonly=True):
+            # Until the last write: a correction in flight commits first and is in the snapshot, or waits.
+            await conn.execute(records.EXAM_LOCK_SQL, [exam_id])
             cursor = await conn.cursor(records.RECORDS_SQL, exam_id)
             writing: asyncio.Task[None] | None = None
             try:
@@ -107,6 +110,9 @@ async def prewarm(pool: asyncpg.Pool, redis: aioredis.Redis, exam_id: int, *,
                 if writing is not None:
                     await writing
                     writing = None
+                # Still under the lock: a new generation (lookups.corrections), also ending one a correction
+                # left pending when its process died before it settled.
+                await redis.set(records.generation_key(exam_id), secrets.token_hex(8))
             finally:
                 if writing is not None:
                     writing.cancel()

@@ -60,6 +60,22 @@ def meta_key(exam_id: int) -> str:
     return f"eg:lk:{exam_id}:meta"
 
 
+def generation_key(exam_id: int) -> str:
+    """The exam's record generation: a token replaced by every correction (``lookups.corrections``), so an
+    answer a gateway process keeps in memory is trusted only under the generation it was read in."""
+    return f"eg:lk:{exam_id}:gen"
+
+
+# An advisory lock per exam's records (the two-int4 form, apart from the one-bigint locks taken elsewhere),
+# held until the transaction ends: shared by a correction from its Redis writes to its COMMIT, exclusive
+# by a prewarm from before its snapshot to its last write (``lookups.corrections``), in exam order.
+RECORDS_LOCK_CLASS = 0x4C4B  # "LK"
+_LOCK_EXAMS = (f"({RECORDS_LOCK_CLASS}, (e % 2147483647)::int)"
+               " FROM (SELECT DISTINCT e FROM unnest($1::bigint[]) e ORDER BY e) x")
+EXAM_LOCK_SHARED_SQL = "SELECT pg_advisory_xact_lock_shared" + _LOCK_EXAMS
+EXAM_LOCK_SQL = "SELECT pg_advisory_xact_lock" + _LOCK_EXAMS
+
+
 class Record(NamedTuple):
     """What a ticket or score lookup answers from, besides the exam catalogue."""
 
@@ -110,6 +126,14 @@ SELECT {_VALUE}
 """
 ONE_BY_ID_SQL = _ONE + " WHERE t.exam_id = $1 AND c.id_number = $2"
 ONE_BY_TICKET_SQL = _ONE + " WHERE t.exam_id = $1 AND t.ticket_no = $2"
+# The records of some registrations (a correction's), by exam, each with the two fields it is kept under.
+BY_REGISTRATIONS_SQL = f"""
+SELECT t.exam_id, c.id_number, t.ticket_no, {_VALUE}
+{_FROM}
+  LEFT JOIN LATERAL (SELECT {_SCORES} AS scores FROM scores sc WHERE sc.registration_id = r.id) s ON true
+ WHERE t.registration_id = ANY($1::bigint[])
+ ORDER BY t.exam_id
+"""
 # The JPEG a record names (``Record.photo``), through the ticket: its primary key, the registration's,
 # the candidate's photos (photos_candidate) for the whole digest, then the bytes by it (photo_blobs);
 # the current photo first should two of the candidate's share the prefix.

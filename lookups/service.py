@@ -145,14 +145,18 @@ class CachedRecords(Generic[K, R]):
             if expires > time.monotonic() and (generation is None or (trusted and read_in == generation)):
                 return record
             del self._recent[key]
+        # Under a pending generation a query in flight may have begun before the COMMIT: none is shared or kept.
+        kept = generation is None or trusted
         flight_key = (key, generation)
-        flight = self._flights.get(flight_key)
+        flight = self._flights.get(flight_key) if kept else None
         if flight is not None:
             return await asyncio.shield(flight)
         if self.pg_in_flight >= self.max_pg_in_flight:
             self.refused += 1
             raise LookupsBusy(f"{self.pg_in_flight} PostgreSQL lookups in flight")
-        flight = self._flights[flight_key] = asyncio.get_running_loop().create_future()
+        flight = asyncio.get_running_loop().create_future()
+        if kept:
+            self._flights[flight_key] = flight
         self.pg_in_flight += 1
         try:
             self.pg_queries += 1
@@ -164,9 +168,11 @@ class CachedRecords(Generic[K, R]):
             raise
         finally:
             self.pg_in_flight -= 1
-            del self._flights[flight_key]
+            if kept:
+                del self._flights[flight_key]
         flight.set_result(record)
-        self._remember(key, generation, record)
+        if kept:
+            self._remember(key, generation, record)
         if record is not None and value is not None and trusted:
             assert generation is not None
             self._write_back(self.generation_key(key), generation, self.placements(key, record), value)
