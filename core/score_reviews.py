@@ -132,27 +132,39 @@ class CorrectionConflict(ScoreReviewError):
 
 @dataclass(frozen=True)
 class Window:
-    """An exam's score review window (both None: the exam takes no review requests)."""
+    """An exam's score review window (both None: the exam takes no review requests).
+
+    Requests are taken from ``opens_at``, but never before the scores' release (``released_at``): a window
+    set earlier by mistake shows no score before its time.
+    """
 
     exam_id: int
     opens_at: datetime | None
     closes_at: datetime | None
+    released_at: datetime | None = None
+
+    @property
+    def first_request_at(self) -> datetime | None:
+        """When requests are first taken: the later of the opening and the scores' release."""
+        if self.opens_at is None or self.released_at is None:
+            return self.opens_at
+        return max(self.opens_at, self.released_at)
 
     def state(self, now: datetime) -> str:
         """``none``, ``not_open``, ``open`` or ``closed`` at ``now``."""
-        if self.opens_at is None or self.closes_at is None:
+        first = self.first_request_at
+        if first is None or self.closes_at is None:
             return "none"
-        if now < self.opens_at:
-            return "not_open"
-        return "open" if now < self.closes_at else "closed"
+        if now >= self.closes_at:
+            return "closed"
+        return "open" if now >= first else "not_open"
 
     def check(self, now: datetime) -> None:
         """Raise unless the window is open at ``now``."""
         state = self.state(now)
         if state in ("none", "not_open"):
-            raise WindowNotOpen(self.opens_at, self.closes_at)
-        if state == "closed":
-            assert self.opens_at is not None and self.closes_at is not None
+            raise WindowNotOpen(self.first_request_at, self.closes_at)
+        if state == "closed" and self.opens_at is not None and self.closes_at is not None:
             raise WindowClosed(self.opens_at, self.closes_at)
 
 
@@ -176,9 +188,9 @@ def correction_csv(exam_code: str, ticket_no: str, id_number: str, subject_code:
 async def review_window(pg: PG, exam_id: int) -> Window | None:
     """The exam's window; None when there is no such exam."""
     async with storage_errors():
-        row = await pg.fetchrow("SELECT score_review_opens_at, score_review_closes_at FROM exams WHERE id = $1",
-                                exam_id)
-    return None if row is None else Window(exam_id, row[0], row[1])
+        row = await pg.fetchrow("SELECT score_review_opens_at, score_review_closes_at, score_release_at FROM exams "
+                                "WHERE id = $1", exam_id)
+    return None if row is None else Window(exam_id, row[0], row[1], row[2])
 
 
 async def set_window(conn: Conn, exam_id: int, opens_at: datetime | None,
@@ -274,30 +286,31 @@ async def mine(pg: PG, candidate_id: int) -> list[dict[str, Any]]:
 
 
 _SCORED_EXAMS = """
-SELECT e.id AS exam_id, e.name AS exam_name, e.score_review_opens_at, e.score_review_closes_at,
+SELECT e.id AS exam_id, e.name AS exam_name, e.score_review_opens_at, e.score_review_closes_at, e.score_release_at,
        s.subject_code, sub.name AS subject_name, s.score, (v.id IS NOT NULL) AS requested
   FROM registrations r JOIN exams e ON e.id = r.exam_id
   JOIN scores s ON s.registration_id = r.id
   JOIN exam_subjects sub ON sub.exam_id = s.exam_id AND sub.code = s.subject_code
   LEFT JOIN score_reviews v ON v.registration_id = r.id AND v.subject_code = s.subject_code
- WHERE r.candidate_id = $1
+ WHERE r.candidate_id = $1 AND e.score_release_at <= $2
  ORDER BY e.id DESC, sub.position, s.subject_code
 """
 
 
 async def scored_exams(pg: PG, candidate_id: int, *, now: datetime | None = None) -> list[dict[str, Any]]:
-    """The exams the candidate has scores in, newest first: each with its window's state and the subjects."""
+    """The exams the candidate has released scores in, newest first: each with its window's state and the subjects."""
     now = now or utcnow()
     async with storage_errors():
-        rows = await pg.fetch(_SCORED_EXAMS, candidate_id)
+        rows = await pg.fetch(_SCORED_EXAMS, candidate_id, now)
     found: dict[int, dict[str, Any]] = {}
     for row in rows:
         exam = found.get(row["exam_id"])
         if exam is None:
-            window = Window(row["exam_id"], row["score_review_opens_at"], row["score_review_closes_at"])
+            window = Window(row["exam_id"], row["score_review_opens_at"], row["score_review_closes_at"],
+                            row["score_release_at"])
             exam = found[row["exam_id"]] = {
                 "exam_id": row["exam_id"], "exam_name": row["exam_name"], "window": window.state(now),
-                "opens_at": window.opens_at, "closes_at": window.closes_at, "subjects": []}
+                "opens_at": window.first_request_at, "closes_at": window.closes_at, "subjects": []}
         exam["subjects"].append({"subject": row["subject_code"], "subject_name": row["subject_name"],
                                  "score": row["score"], "requested": row["requested"]})
     return list(found.values())

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, ConfigDict, Field
 
 from core import score_reviews
 from core.errors import NotFound
@@ -45,20 +45,28 @@ class ReviewRequest(Body):
     """The exam and the subjects (codes, each once) whose scores the candidate asks to have reviewed."""
 
     exam_id: Id
-    subjects: Annotated[list[SubjectCode], Field(min_length=1, max_length=score_reviews.SUBJECTS_MAX)]  # type: ignore[valid-type]
+    subjects: Annotated[list[SubjectCode], Field(  # type: ignore[valid-type]
+        min_length=1, max_length=score_reviews.SUBJECTS_MAX, json_schema_extra={"uniqueItems": True})]
 
 
 class Decision(Body):
-    """The answer: unchanged, or corrected with the new score; a reason either way (the candidate reads it)."""
+    """The answer: unchanged, or corrected with the new score (one decimal at most, not above the subject's full
+    mark, not the current score); a reason either way (the candidate reads it)."""
 
+    model_config = ConfigDict(**Body.model_config, json_schema_extra={"oneOf": [
+        {"properties": {"outcome": {"const": "unchanged"}}, "not": {"required": ["score"]}},
+        {"properties": {"outcome": {"const": "corrected"}}, "required": ["score"]}]})
     outcome: Literal["unchanged", "corrected"]
-    score: Annotated[float, Field(ge=0, le=MAX_SCORE)] | None = None
+    score: Annotated[float, Field(ge=0, le=MAX_SCORE)] = None  # type: ignore[assignment]
     reason: Text(1, score_reviews.REASON_MAX_CHARS)  # type: ignore[valid-type]
 
 
 class WindowBody(Body):
-    """When candidates may ask for reviews (both null: not at all)."""
+    """When candidates may ask for reviews (both null: not at all); closes_at after opens_at."""
 
+    model_config = ConfigDict(**Body.model_config, json_schema_extra={"oneOf": [
+        {"properties": {"opens_at": {"type": "null"}, "closes_at": {"type": "null"}}},
+        {"properties": {"opens_at": {"type": "string"}, "closes_at": {"type": "string"}}}]})
     opens_at: AwareDatetime | None
     closes_at: AwareDatetime | None
 
@@ -197,7 +205,7 @@ async def create(request: web.Request) -> web.Response:
     """Store one pending request per subject, all or none."""
     candidate = await auth.candidate_id(request)
     body = parse_body(await json_bytes(request), ReviewRequest)
-    subjects = [str(s).strip() for s in body.subjects]
+    subjects = [str(s) for s in body.subjects]
     twice = {f"subjects.{i}": "duplicate" for i, s in enumerate(subjects) if s in subjects[:i]}
     if twice:
         raise ValidationFailed(twice)
@@ -277,9 +285,10 @@ async def decide(request: web.Request) -> web.Response:
             return json_response(_shown(answered), headers=NO_STORE)
         if body.score is None:
             raise ValidationFailed({"score": "required"})
-        score = Decimal(str(body.score))
-        if score != score.quantize(Decimal("0.1")):
+        tenths = round(body.score * 10)
+        if abs(body.score * 10 - tenths) > 1e-6:  # 61.5 is 61.5; 61.55 has a second decimal
             raise ValidationFailed({"score": "one_decimal"})
+        score = Decimal(tenths) / 10
         answered, result = await score_reviews.correct(app[keys.PG], review_id, score, reason=reason,
                                                        operator=operator, scope=scope, hooks=import_hooks(app))
     return json_response({**_shown(answered), "already_applied": result.already_applied}, headers=NO_STORE)

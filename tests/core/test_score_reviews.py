@@ -45,6 +45,7 @@ async def scored(pg: asyncpg.Connection, people: int = 2, *, window: str = "open
                         SELECT r.id, r.exam_id, s.code, CASE s.code WHEN '101' THEN 71.5 ELSE 58 END
                           FROM registrations r CROSS JOIN (VALUES ('101'), ('102')) AS s(code)
                          WHERE r.exam_id = $1""", exam.exam_id)
+    await pg.execute("UPDATE exams SET score_release_at = now() - interval '3 days' WHERE id = $1", exam.exam_id)
     await set_window(pg, exam.exam_id, window)
     candidates = [r[0] for r in await pg.fetch(
         "SELECT candidate_id FROM registrations WHERE exam_id = $1 ORDER BY id", exam.exam_id)]
@@ -91,6 +92,16 @@ async def test_only_within_the_window(pg: asyncpg.Connection) -> None:
     assert (made["status"], made["score_before"], made["score_after"]) == ("pending", Decimal("71.5"), None)
     with pytest.raises(NotFound):
         await score_reviews.request(pg, alice, 999_999_999, ["101"])
+
+
+async def test_nothing_before_the_scores_are_released(pg: asyncpg.Connection) -> None:
+    exam, (alice, _) = await scored(pg)
+    release = utcnow() + timedelta(hours=5)
+    await pg.execute("UPDATE exams SET score_release_at = $2 WHERE id = $1", exam.exam_id, release)
+    with pytest.raises(WindowNotOpen) as early:  # the window is open, the scores are not out yet
+        await score_reviews.request(pg, alice, exam.exam_id, ["101"])
+    assert early.value.opens_at == release
+    assert [e for e in await score_reviews.scored_exams(pg, alice) if e["exam_id"] == exam.exam_id] == []
 
 
 async def test_only_subjects_with_a_score(pg: asyncpg.Connection) -> None:
