@@ -74,6 +74,7 @@ def test_a_review_asked_corrected_and_seen(served: tuple[Process, dict[str, Any]
     page = shots.watch(context.new_page())
     page.goto(f"{gateway.url}/score-reviews")
     expect(page.locator("[data-window]")).to_contain_text("复核申请期")
+    assert page.locator('nav a[href="/score-reviews"]').count() == 1
     boxes = page.locator('input[name="subject"]')
     expect(boxes).to_have_count(2)
     page.get_by_role("button", name="提交复核申请").click()
@@ -87,10 +88,11 @@ def test_a_review_asked_corrected_and_seen(served: tuple[Process, dict[str, Any]
     expect(page.get_by_label("金融专业知识和实务（102）：58 分（已申请）")).to_be_disabled()
 
     console = shots.watch(context_factory(DESKTOP).new_page())
-    console.goto(f"{gateway.url}/console/score-reviews")
+    console.goto(f"{gateway.url}/console")
     console.get_by_label("管理令牌").fill(gateway.admin_token())
-    console.get_by_role("button", name="进入").click()
-    expect(console.locator("[data-whoami]")).to_be_visible()
+    console.get_by_role("button", name="进入控制台").click()
+    console.get_by_role("link", name="成绩复核（考生的成绩复核申请）").click()  # signed in here too: one token
+    expect(console.locator("[data-score-reviews] [data-whoami]")).to_contain_text("当前登录")
     row = console.locator("[data-queue] tr")
     expect(row).to_have_count(1)
     expect(row).to_contain_text("金融专业知识和实务")
