@@ -90,6 +90,9 @@ PAGES: tuple[PageSpec, ...] = (
     # Operators' review of photos and of the candidates' change requests, the same way.
     PageSpec("photo_review", "/console/photos", "照片审核", "console-photos", (COMMON, "js/console-photos.js"),
              header="console-photos"),
+    # Operators' imports: kind, file and batch id; checked (every bad row by line), then applied; the latest batches.
+    PageSpec("imports", "/console/imports", "数据导入", "console-imports", (COMMON, "js/console-imports.js"),
+             header="console-imports"),
     # Operators' answers to score review requests, the same way (sign-in shared: js/console-signin.js).
     PageSpec("score_review_console", "/console/score-reviews", "成绩复核", "console-score-reviews",
              (COMMON, "js/console-signin.js", "js/console-score-reviews.js"), header="console-score-reviews"),

@@ -29,7 +29,7 @@ PAGE_PATHS = {
     "registration_edit": "/registrations/12/edit", "reviews": "/console/reviews", "photo": "/photo",
     "photo_review": "/console/photos", "agreement": "/agreement", "account": "/account",
     "recover_password": "/recover/password", "recover_username": "/recover/username", "pass_marks": "/pass-marks",
-    "certificates": "/certificates",
+    "certificates": "/certificates", "imports": "/console/imports",
 }
 ASSET_URL = re.compile(r'(?:src|href|data-pow-worker)="(/static/[^"]+)"')
 
