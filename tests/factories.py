@@ -62,3 +62,17 @@ async def give_approved_photos(conn: asyncpg.Connection, candidate_ids: list[int
         """INSERT INTO photos (candidate_id, sha256, bytes, width, height, status, locked)
            SELECT c, $2, $3, $4, $5, 'approved', true FROM unnest($1::bigint[]) AS c""",
         candidate_ids, photo.sha256, len(photo.jpeg), photo.width, photo.height)
+
+
+async def phone_block(conn: asyncpg.Connection | asyncpg.Pool, count: int) -> int:
+    """The first of ``count`` consecutive numbers for bulk-made candidates' phones, ``19`` and nine digits:
+    each block follows the last one made in this database, so two bulks never share a phone (random bases
+    collided now and then over a session's thousands of candidates), and no test's random ``13…`` phone is in it."""
+    try:
+        await conn.execute("CREATE SEQUENCE IF NOT EXISTS test_phone_numbers")
+    except asyncpg.UniqueViolationError:  # another connection made it at the same moment
+        pass
+    last = await conn.fetchval("SELECT setval('test_phone_numbers', nextval('test_phone_numbers') + $1::bigint - 1)",
+                               count)
+    return int(last) - count  # the SQL adds g = 1 … count
+

@@ -27,7 +27,7 @@ from core.timeutil import utcnow
 from loadtest.processes import Process, start_gateway, start_worker
 from queueing import keys as qkeys
 from queueing.writebehind import GROUP
-from tests.factories import give_approved_photos, make_exam
+from tests.factories import give_approved_photos, make_exam, phone_block
 
 # Worker settings that make its loops quick enough for tests.
 FAST_WORKER = {
@@ -68,10 +68,10 @@ async def make_candidates(conn: asyncpg.Connection, count: int, *, photo: bool =
         """INSERT INTO candidates (username, password_hash, name, id_type, id_number, phone, email,
                                    security_question, security_answer_hash)
            SELECT 'u' || $1 || '-' || g, 'x', '考生' || g, 'passport', 'P' || upper($1) || g,
-                  '13' || lpad(($2 + g)::text, 9, '0'), 'c' || $1 || g || '@example.com', 'q', 'x'
+                  '19' || lpad(($2 + g)::text, 9, '0'), 'c' || $1 || g || '@example.com', 'q', 'x'
              FROM generate_series(1, $3::int) AS g
            RETURNING id""",
-        tag, secrets.randbelow(900_000_000), count,
+        tag, await phone_block(conn, count), count,
     )
     ids = sorted(row["id"] for row in rows)
     if photo:

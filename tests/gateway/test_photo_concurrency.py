@@ -57,6 +57,7 @@ from core.timeutil import utcnow
 from loadtest.photos import portrait_jpeg
 from loadtest.processes import Process, start_gateway
 from tests.conftest import TEST_REDIS_URL
+from tests.factories import phone_block
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -104,10 +105,10 @@ async def candidates_signed_in(conn: asyncpg.Connection, count: int) -> list[tup
         """INSERT INTO candidates (username, password_hash, name, id_type, id_number, phone, email,
                                    security_question, security_answer_hash)
            SELECT 'pc' || $1 || '-' || g, 'x', '考生' || g, 'passport', 'PC' || upper($1) || g,
-                  '13' || lpad(($2 + g)::text, 9, '0'), 'pc' || $1 || g || '@example.com', 'q', 'x'
+                  '19' || lpad(($2 + g)::text, 9, '0'), 'pc' || $1 || g || '@example.com', 'q', 'x'
              FROM generate_series(1, $3::int) AS g
            RETURNING id""",
-        tag, secrets.randbelow(900_000_000), count)
+        tag, await phone_block(conn, count), count)
     ids = sorted(row["id"] for row in rows)
     client = AutoPipeline(TEST_REDIS_URL, connections=2, timeout_ms=10_000)
     try:

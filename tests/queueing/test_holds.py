@@ -33,7 +33,7 @@ from queueing.holds import (
     release_seat,
 )
 from queueing.inventory import ensure_inventory
-from tests.factories import make_exam
+from tests.factories import make_exam, phone_block
 
 NOW_MS = 1_750_000_000_000
 TTL_S = 1800
@@ -42,13 +42,13 @@ TTL_S = 1800
 async def make_registrations(conn: asyncpg.Connection, exam_id: int, count: int) -> list[int]:
     """``count`` draft registrations of new candidates in one statement; their ids in order."""
     tag = secrets.token_hex(4)
-    phone_base = secrets.randbelow(900_000_000)
+    phone_base = await phone_block(conn, count)
     rows = await conn.fetch(
         """WITH c AS (
                INSERT INTO candidates (username, password_hash, name, id_type, id_number, phone, email,
                                        security_question, security_answer_hash)
                SELECT 'u' || $1 || '-' || g, 'x', '考生' || g, 'passport', 'P' || $1 || g,
-                      '13' || lpad(($2 + g)::text, 9, '0'), 'c' || $1 || g || '@example.com', 'q', 'x'
+                      '19' || lpad(($2 + g)::text, 9, '0'), 'c' || $1 || g || '@example.com', 'q', 'x'
                  FROM generate_series(1, $3::int) AS g
                RETURNING id)
            INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code,
