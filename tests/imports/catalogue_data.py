@@ -15,6 +15,7 @@ import orjson
 from core import db
 from core.imports import ImportResult, run_import
 from core.timeutil import SHANGHAI, utcnow
+from tests.factories import phone_block
 
 CSV = "text/csv"
 NDJSON = "application/x-ndjson"
@@ -134,11 +135,11 @@ async def make_registrations(pg: asyncpg.Pool | asyncpg.Connection, exam_id: int
                INSERT INTO candidates (username, password_hash, name, id_type, id_number, phone, email,
                                        security_question, security_answer_hash)
                SELECT 'u' || $1 || '-' || g, 'x', '考生' || g, 'passport', 'P' || upper($1) || g,
-                      '13' || lpad(($2 + g)::text, 9, '0'), 'c' || $1 || g || '@example.com', 'q', 'x'
+                      '19' || lpad(($2 + g)::text, 9, '0'), 'c' || $1 || g || '@example.com', 'q', 'x'
                  FROM generate_series(1, $3::int) AS g
                RETURNING id)
            INSERT INTO registrations (candidate_id, exam_id, province, city, level_code, specialty_code, subjects,
                                       work_years, status, site_id)
            SELECT c.id, $4, '11', '北京市', $5, $6, $7, 5, $8, $9 FROM c RETURNING id""",
-        tag, secrets.randbelow(900_000_000), count, exam_id, level, specialty, list(subjects), status, site_id)
+        tag, await phone_block(pg, count), count, exam_id, level, specialty, list(subjects), status, site_id)
     return sorted(row["id"] for row in rows)
