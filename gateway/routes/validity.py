@@ -223,6 +223,37 @@ async def put_exam_family(request: web.Request) -> web.Response:
                          headers=NO_STORE)
 
 
+class FamilyListed(Family):
+    """An exam family with its exams (an exam without a family is one of its own, listed without a row)."""
+
+    stored: bool = Field(description="false: no exam_families row, the period is 1 year")
+    exam_ids: list[int]
+
+
+_LIST = """
+SELECT coalesce(f.family, x.family) AS family, f.name, coalesce(f.validity_years, 1) AS validity_years,
+       f.updated_by, f.updated_at, f.family IS NOT NULL AS stored,
+       coalesce(x.exam_ids, '{}') AS exam_ids
+  FROM exam_families f
+  FULL JOIN (SELECT coalesce(family, code) AS family, array_agg(id ORDER BY id) AS exam_ids
+               FROM exams GROUP BY 1) x ON x.family = f.family
+ ORDER BY 1
+"""
+
+
+@routes.get("/admin/api/v1/exam-families", "admin.exam_families.list", caller=OPERATOR,
+            summary="Exam families with their validity periods and exams",
+            answers={200: Answer(list[FamilyListed], "every family, by name")})
+async def list_exam_families(request: web.Request) -> web.Response:
+    """Every family stored or named by an exam, with its validity period (1 year without a row) and exams."""
+    async with storage_errors():
+        rows = await request.app[keys.PG].fetch(_LIST)
+    return json_response([{
+        "family": row["family"], "name": row["name"] or row["family"], "validity_years": row["validity_years"],
+        "updated_by": row["updated_by"] or "", "updated_at": iso_local(row["updated_at"]) if row["updated_at"] else "",
+        "stored": row["stored"], "exam_ids": list(row["exam_ids"])} for row in rows], headers=NO_STORE)
+
+
 def setup(app: web.Application) -> None:
     """The rendered pass marks, per exam and catalogue."""
     app[PASS_MARKS_CACHE] = {}

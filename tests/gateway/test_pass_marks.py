@@ -122,7 +122,8 @@ async def test_an_old_candidate_sees_carried_subjects_cannot_retake_them_and_qua
     await pg.execute("UPDATE registrations SET status = 'paid', site_id = (SELECT id FROM exam_sites "
                      "WHERE exam_id = $2) WHERE id = $1", registration_id, this)
     await pg.execute("INSERT INTO admission_tickets (ticket_no, registration_id, exam_id, site_id, room, seat_no) "
-                     "SELECT 'T' || $1::bigint, $1, $2, site_id, 2, 1 FROM registrations WHERE id = $1", registration_id, this)
+                     "SELECT 'T' || $1::bigint, $1, $2, site_id, 2, 1 FROM registrations WHERE id = $1",
+                     registration_id, this)
     await pg.execute("INSERT INTO scores (registration_id, exam_id, subject_code, score) "
                      "VALUES ($1, $2, '103', 64), ($1, $2, '104', 63)", registration_id, this)
     await pg.execute("INSERT INTO pass_marks (exam_id, level_code, subject_code, pass_mark) "
@@ -188,3 +189,11 @@ async def test_admins_set_a_familys_validity(client: TestClient, pg: asyncpg.Con
     assert (await changed.json())["validity_years"] == 3
     assert (await client.put("/admin/api/v1/exam-families/bad%20name", headers=h.admin(),
                              json={"name": "x", "validity_years": 1})).status == 404
+    listed = await (await client.get("/admin/api/v1/exam-families", headers=h.admin())).json()
+    [mine] = [f for f in listed if f["family"] == family]
+    assert (mine["validity_years"], mine["stored"], mine["exam_ids"]) == (3, True, [exam_id])
+    alone = await make_family_exam(pg, family_code(), THIS_YEAR)  # then without a family: one of its own
+    code = await pg.fetchval("UPDATE exams SET family = NULL WHERE id = $1 RETURNING code", alone)
+    listed = await (await client.get("/admin/api/v1/exam-families", headers=h.admin())).json()
+    assert [(f["validity_years"], f["stored"], f["exam_ids"]) for f in listed if f["family"] == code] == [
+        (1, False, [alone])]
