@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from core import score_reviews
 from core.errors import NotFound
@@ -38,7 +39,19 @@ routes = Routes("Score reviews")
 DECIDERS = ("reviewer", "admin")
 WINDOW_AUDIT_PATH = "exams.{exam_id}.score_review_window"
 SubjectCode = Text(1, 32)
+WINDOW_YEARS = (2000, 2099)
 MAX_SCORE = 999.9  # numeric(5,1) with one decimal; the subject's full mark is checked when deciding
+
+
+def _within_years(moment: datetime) -> datetime:
+    if not WINDOW_YEARS[0] <= moment.astimezone(UTC).year <= WINDOW_YEARS[1]:
+        raise PydanticCustomError("out_of_range", "年份须在 {low} 至 {high} 之间",
+                                  {"low": WINDOW_YEARS[0], "high": WINDOW_YEARS[1]})
+    return moment
+
+
+WindowTime = Annotated[AwareDatetime, AfterValidator(_within_years), Field(
+    description=f"with an offset; years {WINDOW_YEARS[0]} to {WINDOW_YEARS[1]} (422 out_of_range)")]
 
 
 class ReviewRequest(Body):
@@ -67,8 +80,8 @@ class WindowBody(Body):
     model_config = ConfigDict(**Body.model_config, json_schema_extra={"oneOf": [
         {"properties": {"opens_at": {"type": "null"}, "closes_at": {"type": "null"}}},
         {"properties": {"opens_at": {"type": "string"}, "closes_at": {"type": "string"}}}]})
-    opens_at: AwareDatetime | None
-    closes_at: AwareDatetime | None
+    opens_at: WindowTime | None
+    closes_at: WindowTime | None
 
 
 class ScoreReview(Reply):

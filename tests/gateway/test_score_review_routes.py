@@ -238,6 +238,7 @@ async def test_the_window_is_set_by_admins_and_audited(client: TestClient, pg: a
     for bad in ({"opens_at": opens["closes_at"], "closes_at": opens["opens_at"]},
                 {"opens_at": opens["opens_at"], "closes_at": None},
                 {"opens_at": "2026-01-01T00:00:00", "closes_at": opens["closes_at"]},
+                {"opens_at": "1739-03-19T21:41:01Z", "closes_at": opens["closes_at"]},
                 {"opens_at": opens["opens_at"]}):
         await refused(client, "PUT", path, 422, "validation_failed", ADMIN_AUTH, json=bad)
     await refused(client, "PUT", "/admin/api/v1/exams/999999999/score-review-window", 404, "exam_not_found",

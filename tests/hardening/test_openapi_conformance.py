@@ -115,6 +115,11 @@ UNSTATED_FIELD_RULES: dict[str, frozenset[str]] = {
     "question": frozenset({"invalid_characters", "too_short"}),
     "answer": frozenset({"invalid_characters"}),
     "new_phone": frozenset({"same_as_current"}),
+    # A score review's correction: one decimal at most, within the subject's full mark, not the current score.
+    "score": frozenset({"one_decimal", "above_full_mark", "same_score"}),
+    # A score review window closes after it opens, both within the years it takes.
+    "opens_at": frozenset({"out_of_range"}),
+    "closes_at": frozenset({"not_after_opens_at", "out_of_range"}),
 }
 # Refused in any field: U+0000, which no PostgreSQL text or jsonb column holds (gateway.bodies).
 UNSTATED_EVERYWHERE = frozenset({"contains_nul"})
