@@ -44,7 +44,13 @@ async def _data(dsn: str) -> dict[str, Any]:
         candidate = await make_candidate(conn)
         await sit(conn, candidate, last, {"101": 75, "102": 61, "103": 40, "104": 50})
         username = await conn.fetchval("SELECT username FROM candidates WHERE id = $1", candidate)
-        return {"family": family, "last": last, "this": this, "candidate": candidate, "username": username}
+        # Another candidate passed two subjects last year and the other two this year: complete within the period.
+        finisher = await make_candidate(conn)
+        await sit(conn, finisher, last, {"101": 80, "102": 70})
+        await sit(conn, finisher, this, {"103": 70, "104": 58})
+        person = await conn.fetchrow("SELECT name, id_number FROM candidates WHERE id = $1", finisher)
+        return {"family": family, "last": last, "this": this, "candidate": candidate, "username": username,
+                "finisher": dict(person)}
     finally:
         await conn.close()
 
@@ -58,7 +64,8 @@ def served(pg_dsn: str, browser: Any) -> Iterator[tuple[Process, dict[str, Any]]
     [data["token"]] = run_async(make_sessions(TEST_REDIS_URL, [data["candidate"]]))
     gateway = start_gateway(pg_dsn, TEST_REDIS_URL, workers=1, **FAST_ARGON)
     try:
-        gateway.patch_config({"shedding": {"max_loop_lag_ms": 0}})  # a busy machine sheds none of the assets
+        # A busy machine sheds none of the assets; the score lookup asks no captcha here.
+        gateway.patch_config({"shedding": {"max_loop_lag_ms": 0}, "captcha": {"routes": {"scores.lookup": "off"}}})
         yield gateway, data
     finally:
         assert gateway.stop() == 0, gateway.log()
@@ -125,3 +132,23 @@ async def _archive_no(dsn: str, candidate: int) -> str:
         return found
     finally:
         await conn.close()
+
+
+def test_the_scores_page_shows_years_validity_and_the_qualification(served: tuple[Process, dict[str, Any]],
+                                                                   context_factory: Any, shots: Any) -> None:
+    gateway, data = served
+    page = shots.watch(context_factory(PHONE).new_page())
+    page.goto(f"{gateway.url}/scores?exam={data['this']}")
+    page.fill("#name", data["finisher"]["name"])
+    page.fill("#id_number", data["finisher"]["id_number"])
+    page.click("[data-submit]")
+    rows = page.locator("[data-scores] tr")
+    rows.first.wait_for()
+    # 104: 58 passes the level's published 57.5 (the subject's own mark is 60).
+    assert [rows.nth(i).inner_text().split("\t") for i in range(rows.count())] == [
+        ["财务会计", "70", "66", "合格", str(THIS_YEAR), f"{THIS_YEAR + 1} 年"],
+        ["职业道德", "58", "57.5", "合格", str(THIS_YEAR), f"{THIS_YEAR + 1} 年"]]
+    qualification = page.locator("[data-qualification]").inner_text()
+    assert qualification.startswith("已在有效期内通过全部科目")
+    assert f"经济基础知识（{THIS_YEAR - 1} 年合格）" in qualification
+    shots.take(page, "scores-qualified")
