@@ -272,7 +272,7 @@ async def request(pg: PG, candidate_id: int, exam_id: int, subjects: Sequence[st
         if taken:
             raise AlreadyRequested(taken)
         await conn.execute(_EVENT, registration["id"], f"{EVENT_ACTION}.requested", "candidate",
-                           [{"code": "score_review", "message": "申请成绩复核", "subject": s, "review_id": r}
+                           [{"code": "score_review", "message": f"科目 {s}", "subject": s, "review_id": str(r)}
                             for r, s in sorted((r["id"], r["subject_code"]) for r in made)])
         rows = await conn.fetch(_REVIEWS.format(where="v.id = ANY($1::bigint[])"), [r["id"] for r in made])
     return [_review(row) for row in rows]
@@ -379,10 +379,13 @@ async def _mark(conn: Conn, review_id: int, status: str, score_after: Decimal | 
     if row is None:
         status_now = await conn.fetchval("SELECT status FROM score_reviews WHERE id = $1", review_id)
         raise AlreadyDecided(review_id, str(status_now))
+    # Reasons are strings only, as every registration event's (the history routes answer them so).
+    change = "" if score_after is None else f"（{row['score_before']} → {score_after}）"
     await conn.execute(_EVENT, row["registration_id"], f"{EVENT_ACTION}.{status}", operator, [{
-        "code": "score_review", "message": reason, "subject": row["subject_code"], "review_id": review_id,
-        "score_before": str(row["score_before"]), "score_after": None if score_after is None else str(score_after),
-        "batch_id": batch_id}])
+        "code": "score_review", "message": f"科目 {row['subject_code']}：{reason}{change}",
+        "subject": row["subject_code"], "review_id": str(review_id), "score_before": str(row["score_before"]),
+        **({} if score_after is None else {"score_after": str(score_after)}),
+        **({} if batch_id is None else {"batch_id": batch_id})}])
 
 
 async def keep(pg: PG, review_id: int, *, reason: str, operator: str,

@@ -225,6 +225,12 @@ async def test_a_correction_changes_the_score_everywhere(client: TestClient, pg:
     assert (seen["status"], seen["score_before"], seen["score_after"], seen["reason"]) == (
         "corrected", 58.0, 61.5, "第 3 题漏评，加 3.5 分")
     assert seen["requested_at"].endswith("+08:00") and seen["decided_at"].endswith("+08:00")
+    # The registration's history tells it too, its reasons strings as every event's.
+    history = await call(client, "GET", f"/api/v1/registrations/{answered['registration_id']}/history", 200, alice)
+    events = [e for e in history if e["action"].startswith("score_review.")]
+    assert [e["action"] for e in events] == ["score_review.requested", "score_review.corrected"]
+    assert events[1]["reasons"][0]["message"] == "科目 102：第 3 题漏评，加 3.5 分（58.0 → 61.5）"
+    assert all(isinstance(v, str) for e in events for r in e["reasons"] for v in r.values())
     assert (await call(client, "GET", MINE, 200, bob))["reviews"] == []
 
 

@@ -24,6 +24,8 @@
     edit: "修改报名信息", sign_commitment: "签署告知承诺书", confirm: "确认报名信息", decide: "审核决定",
     withdraw: "撤回确认", cancel: "放弃报名", withdraw_commitment: "撤回告知承诺", request_cancellation: "申请放弃报名",
     approve_cancellation: "批准放弃报名并退费", pay: "缴费",
+    "score_review.requested": "申请成绩复核", "score_review.unchanged": "成绩复核：成绩维持",
+    "score_review.corrected": "成绩复核：成绩已更正",
   };
   const BULK_RESULTS = { already_decided: "已被他人处理", not_found: "不存在或不在您的审核范围内" };
 

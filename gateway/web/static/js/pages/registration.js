@@ -14,6 +14,8 @@
     edit: "修改报名信息", sign_commitment: "签署告知承诺书", confirm: "确认报名信息", decide: "资格审核",
     withdraw: "撤回确认", cancel: "放弃报名", withdraw_commitment: "撤回告知承诺", request_cancellation: "申请放弃报名",
     approve_cancellation: "放弃报名申请获批准（退费）", pay: "缴费",
+    "score_review.requested": "申请成绩复核", "score_review.unchanged": "成绩复核：成绩维持",
+    "score_review.corrected": "成绩复核：成绩已更正",
   };
   const ARRIVALS = {
     enrol: "报名信息已保存。请阅读报名须知、签署告知承诺并确认报名信息。",
