@@ -86,7 +86,7 @@ SETTLE_LOCK_SQL = f"SELECT pg_advisory_xact_lock({SETTLE_LOCK_CLASS}, ($1::bigin
 SETTLE_WAIT_SQL = f"SELECT pg_advisory_lock({SETTLE_LOCK_CLASS}, ($1::bigint % 2147483647)::int)"
 SETTLE_DONE_SQL = f"SELECT pg_advisory_unlock({SETTLE_LOCK_CLASS}, ($1::bigint % 2147483647)::int)"
 
-FETCH_ROWS = 20_000  # records read and written at a time (a whole scores import goes through the hook too)
+FETCH_ROWS = 10_000  # records read and written at a time (a whole exam's first scores go through the hook too)
 REPAIR_ATTEMPTS = 30  # a repair waits for Redis this many times …
 REPAIR_PAUSE_S = 1.0  # … this long apart
 
@@ -130,9 +130,19 @@ async def settle_generation(redis: aioredis.Redis, exam_id: int, pending: bytes)
 
 
 async def _write_all(redis: aioredis.Redis, cursor: Any) -> None:
-    """Every record the cursor reads, written to Redis a chunk at a time."""
-    while rows := await cursor.fetch(FETCH_ROWS):
-        await write_records(redis, rows)
+    """Every record the cursor reads, written to Redis a chunk at a time while the next chunk is read."""
+    writing: asyncio.Task[set[int]] | None = None
+    try:
+        while rows := await cursor.fetch(FETCH_ROWS):
+            if writing is not None:
+                await writing
+            writing = asyncio.create_task(write_records(redis, rows))
+        if writing is not None:
+            await writing
+            writing = None
+    finally:
+        if writing is not None:
+            writing.cancel()
 
 
 class ScoreCorrections:
