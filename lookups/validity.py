@@ -10,8 +10,10 @@
    one has no valid earlier pass to stand in for it). Otherwise — every subject taken passed, some of the
    specialty not taken — the candidate's earlier passes in the family decide: one indexed query, kept
    in Redis for ``EARLIER_TTL_S`` under ``eg:vd:<exam>:<id number>``, so PostgreSQL sees at most one
-   per such candidate and ten minutes. Should PostgreSQL not answer, ``qualified`` is null and the
-   scores are answered all the same.
+   per such candidate and minute. The minute is also how long a correction of an earlier exam's score or
+   pass marks takes to reach this answer (nothing else removes the key: the candidate's later exams are
+   not known to a correction's hook). Should PostgreSQL not answer, ``qualified`` is null and the scores
+   are answered all the same.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from lookups.records import Record
 __all__ = ["EARLIER_TTL_S", "earlier_key", "level_of", "needs_earlier", "own_passes", "with_validity",
            "cached_earlier_passes"]
 
-EARLIER_TTL_S = 600
+EARLIER_TTL_S = 60
 
 
 def earlier_key(exam_id: int, id_number: str) -> str:
