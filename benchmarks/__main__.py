@@ -35,6 +35,7 @@ BENCHMARKS = {
     "seats": "benchmarks.bench_seats",
     "payments": "benchmarks.bench_payments",
     "lookups": "benchmarks.bench_lookups",
+    "certificates": "benchmarks.bench_certificates",
     "photos": "benchmarks.bench_photos",
     "imports": "benchmarks.bench_imports",
 }
