@@ -11,6 +11,7 @@ import's stages are timed through its ``progress`` callback.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -54,13 +55,17 @@ async def _measure(dsn: str, rows: int) -> dict[str, Any]:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, command_timeout=600)
     assert pool is not None
     try:
+        load_before = os.getloadavg()[0]
         seconds, applied, stages = await _timed_import(pool, data, "bench-scores-1")
+        load_after = os.getloadavg()[0]
         fix_s, fixed, fix_stages = await _timed_import(pool, correction, "bench-scores-fix")
     finally:
         await pool.close()
     return {"rows": rows, "bytes": len(data), "setup_s": round(setup_s, 1), "seconds": seconds, "applied": applied,
             "stages_s": stages, "correction_rows": correction.count(b"\n") - 1, "correction_s": fix_s,
-            "correction_applied": fixed, "correction_stages_s": fix_stages}
+            "correction_applied": fixed, "correction_stages_s": fix_stages,
+            # The machine's 1-minute load average around the import: other work shares the cores.
+            "load_average": [round(load_before, 2), round(load_after, 2)]}
 
 
 def run(rows: int = ROWS) -> list[dict[str, Any]]:
