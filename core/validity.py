@@ -32,7 +32,7 @@ from core.errors import CoreError, storage_errors
 
 __all__ = [
     "Pass", "Qualification", "SubjectsStillValid",
-    "archive_no", "check_not_carried", "earlier_passes", "earlier_passes_by_id_number", "pass_json",
+    "archive_no", "check_not_carried", "earlier_passes", "earlier_passes_by_ticket", "pass_json",
     "qualification_json", "qualifications", "valid_until",
 ]  # fmt: skip
 
@@ -98,7 +98,10 @@ SELECT DISTINCT ON (r.level_code, sc.subject_code) sc.subject_code, r.level_code
  ORDER BY r.level_code, sc.subject_code, year DESC, e.exam_starts_at DESC
 """
 _BY_CANDIDATE = _PASSES.format(who="r.candidate_id = $1")
-_BY_ID_NUMBER = _PASSES.format(who="r.candidate_id = (SELECT id FROM candidates WHERE id_number = $1)")
+# The candidate by the ticket (its primary key), as a lookup record names it: an id number alone is not unique.
+_BY_TICKET = _PASSES.format(who="""r.candidate_id = (SELECT tr.candidate_id FROM admission_tickets t
+                                      JOIN registrations tr ON tr.id = t.registration_id
+                                     WHERE t.ticket_no = $1)""")
 
 
 def _passes(rows: Iterable[asyncpg.Record], exam: Exam) -> list[Pass]:
@@ -117,10 +120,10 @@ async def earlier_passes(pg: PG, candidate_id: int, exam: Exam) -> list[Pass]:
     return _passes(rows, exam)
 
 
-async def earlier_passes_by_id_number(pg: PG, id_number: str, exam: Exam) -> list[Pass]:
-    """``earlier_passes`` of the candidate with this (stored, normalised) id number."""
+async def earlier_passes_by_ticket(pg: PG, ticket_no: str, exam: Exam) -> list[Pass]:
+    """``earlier_passes`` of the candidate holding this admission ticket (of any exam)."""
     async with storage_errors():
-        rows = await pg.fetch(_BY_ID_NUMBER, id_number, exam.id, exam.family_code, *_window(exam))
+        rows = await pg.fetch(_BY_TICKET, ticket_no, exam.id, exam.family_code, *_window(exam))
     return _passes(rows, exam)
 
 

@@ -8,8 +8,9 @@
 3. **Qualified.** Decided from the record alone when this exam's passes cover a specialty of the
    level, or when a subject of this exam failed (enrolment refuses a subject still valid, so a failed
    one has no valid earlier pass to stand in for it). Otherwise — every subject taken passed, some of the
-   specialty not taken — the candidate's earlier passes in the family decide: one indexed query, kept
-   in Redis for ``EARLIER_TTL_S`` under ``eg:vd:<exam>:<id number>``, so PostgreSQL sees at most one
+   specialty not taken — the candidate's earlier passes in the family decide: one indexed query (the
+   candidate found by the record's ticket: an id number is unique only with its document type), kept
+   in Redis for ``EARLIER_TTL_S`` under ``eg:vd:<exam>:<ticket number>``, so PostgreSQL sees at most one
    per such candidate and minute. The minute is also how long a correction of an earlier exam's score or
    pass marks takes to reach this answer (nothing else removes the key: the candidate's later exams are
    not known to a correction's hook). Should PostgreSQL not answer, ``qualified`` is null and the scores
@@ -28,7 +29,7 @@ import orjson
 from core.catalogue import Exam
 from core.errors import StorageUnavailable
 from core.redis import REDIS_DOWN, AutoPipeline
-from core.validity import Pass, earlier_passes_by_id_number, pass_json, qualification_json, qualifications, valid_until
+from core.validity import Pass, earlier_passes_by_ticket, pass_json, qualification_json, qualifications, valid_until
 from lookups.records import Record
 
 __all__ = ["EARLIER_TTL_S", "earlier_key", "level_of", "needs_earlier", "own_passes", "with_validity",
@@ -37,9 +38,9 @@ __all__ = ["EARLIER_TTL_S", "earlier_key", "level_of", "needs_earlier", "own_pas
 EARLIER_TTL_S = 60
 
 
-def earlier_key(exam_id: int, id_number: str) -> str:
-    """Where a candidate's earlier passes counting for an exam are kept (a JSON list of ``Pass`` rows)."""
-    return f"eg:vd:{exam_id}:{id_number}"
+def earlier_key(exam_id: int, ticket_no: str) -> str:
+    """Where the earlier passes counting for an exam of its ticket's holder are kept (a JSON list of ``Pass`` rows)."""
+    return f"eg:vd:{exam_id}:{ticket_no}"
 
 
 def level_of(exam: Exam, subjects: Iterable[str]) -> str | None:
@@ -71,16 +72,18 @@ def needs_earlier(exam: Exam, record: Record, level: str | None) -> bool:
     return all_passed and not qualifications(exam, passes, level)
 
 
-async def cached_earlier_passes(redis: AutoPipeline, pg: asyncpg.Pool, exam: Exam, id_number: str) -> list[Pass] | None:
-    """The candidate's earlier passes counting for ``exam``, from Redis or else PostgreSQL (None: it did not answer)."""
-    key = earlier_key(exam.id, id_number)
+async def cached_earlier_passes(redis: AutoPipeline, pg: asyncpg.Pool, exam: Exam,
+                                ticket_no: str) -> list[Pass] | None:
+    """The earlier passes counting for ``exam`` of the holder of ``ticket_no`` (the record's), from Redis or else
+    PostgreSQL (None: it did not answer)."""
+    key = earlier_key(exam.id, ticket_no)
     cached: bytes | None = None
     with contextlib.suppress(*REDIS_DOWN):
         cached = await redis.execute(b"GET", key)
     if cached is not None:
         return [Pass(*row) for row in orjson.loads(cached)]
     try:
-        found = await earlier_passes_by_id_number(pg, id_number, exam)
+        found = await earlier_passes_by_ticket(pg, ticket_no, exam)
     except StorageUnavailable:
         return None
     with contextlib.suppress(*REDIS_DOWN):

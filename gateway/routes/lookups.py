@@ -215,7 +215,7 @@ async def scores_answer(app: web.Application, exam: Exam, record: records.Record
     level = validity.level_of(exam, record.subjects)
     earlier = None
     if validity.needs_earlier(exam, record, level):
-        earlier = await validity.cached_earlier_passes(app[keys.REDIS], app[keys.PG], exam, record.id_number)
+        earlier = await validity.cached_earlier_passes(app[keys.REDIS], app[keys.PG], exam, record.ticket_no)
     return validity.with_validity(answer, exam, record, level, earlier)
 
 

@@ -149,7 +149,7 @@ async def test_an_old_candidate_sees_carried_subjects_cannot_retake_them_and_qua
     assert [(s["code"], s["year"], s["exam_id"]) for s in answer["qualification"]["subjects"]] == [
         ("101", THIS_YEAR - 1, last), ("102", THIS_YEAR - 1, last), ("103", THIS_YEAR, this), ("104", THIS_YEAR, this)]
     assert [s["code"] for s in answer["carried"]] == ["101", "102"]
-    assert await client.app[keys.REDIS_PY].exists(f"eg:vd:{this}:{person['id_number']}") == 1
+    assert await client.app[keys.REDIS_PY].exists(f"eg:vd:{this}:T{registration_id}") == 1
     assert await (await client.post(SCORES, json=query)).json() == answer  # the earlier passes kept in Redis
     mine = await (await client.get(f"/api/v1/exams/{this}/my-valid-subjects", headers=auth)).json()
     assert mine["archive_no"] == shown["archive_no"]
