@@ -33,10 +33,11 @@ def modules(*, bench: bool = False) -> list[ModuleType]:
         reviews,
         score_reviews,
         sessions,
+        validity,
     )
     from gateway.routes import bench as bench_routes
 
     found = [health, exams, captcha, accounts, account_codes, sessions, recovery, queue, registrations, lifecycle,
              payments, lookups, admin, reviews, operations, operators, pages, console, photos, photo_review, forms,
-             account_maintenance, certificates, imports, score_reviews]
+             account_maintenance, validity, certificates, imports, score_reviews]
     return [*found, bench_routes] if bench else found
