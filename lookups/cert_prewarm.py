@@ -3,12 +3,15 @@
 - ``prewarm`` reads every certificate with a server-side cursor (``FETCH_ROWS`` at a time),
   already encoded by PostgreSQL (``certificates.ALL_SQL``), grouped by hash bucket and written
   with one ``HSET`` per bucket per chunk (``lookups.prewarm.write_hashes``), the next chunk
-  fetched meanwhile; it records what it loaded in ``certificates.META_KEY``.
+  fetched meanwhile; then it marks every bucket complete and records what it loaded in
+  ``certificates.META_KEY``. It holds ``certificates.LOCK_SQL`` from before its snapshot to its last
+  write, so an import committing meanwhile is either in the snapshot or writes after it.
 - ``changed_hook`` is the ``certificates`` import kind's hook: awaited inside the import's
   transaction, before COMMIT, it reads the changed certificates through that transaction and
   writes them (or deletes those no longer there), so a verification never answers from an
-  older record once the import is committed. A Redis failure fails the import: nothing commits
-  that Redis does not have.
+  older record once the import is committed. It takes ``certificates.LOCK_SHARED_SQL`` first (held
+  to the import's COMMIT): a prewarm in progress is waited for, one starting waits for the COMMIT.
+  A Redis failure fails the import: nothing commits that Redis does not have.
 - ``keep_warm`` is the worker's task: a prewarm whenever Redis has lost the records (no
   ``META_KEY``: a flushed or new Redis), checked every ``interval_s``.
 """
@@ -65,6 +68,7 @@ async def prewarm(pool: asyncpg.Pool, redis: aioredis.Redis, *,
     async with pool.acquire() as conn:
         total = await conn.fetchval("SELECT count(*) FROM certificates")
         async with conn.transaction(readonly=True):
+            await conn.execute(certificates.LOCK_SQL)  # until the last write: see the module docstring
             cursor = await conn.cursor(certificates.ALL_SQL)
             writing: asyncio.Task[None] | None = None
             try:
@@ -78,6 +82,9 @@ async def prewarm(pool: asyncpg.Pool, redis: aioredis.Redis, *,
                 if writing is not None:
                     await writing
                     writing = None
+                marked = str(int(time.time()))
+                await write_hashes(redis, [(f"{certificates.PREFIX}{number}", [certificates.COMPLETE_FIELD, marked])
+                                           for number in range(certificates.BUCKETS)])
             finally:
                 if writing is not None:
                     writing.cancel()
@@ -92,6 +99,7 @@ async def write_changed(conn: Conn, redis: aioredis.Redis, cert_nos: Sequence[An
     wanted = sorted({str(cert_no) for cert_no in cert_nos})
     if not wanted:
         return 0
+    await conn.execute(certificates.LOCK_SHARED_SQL)
     rows = await conn.fetch(certificates.SOME_SQL, wanted)
     found = {row["cert_no"]: row["value"] for row in rows}
     async with redis.pipeline(transaction=False) as pipe:

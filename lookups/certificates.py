@@ -6,13 +6,18 @@
    PostgreSQL writes the stored value itself (``VALUE_SQL``, JSON text), so the prewarm, the
    import hook and the fallback's write-back store one format. Redis keeps it in ``BUCKETS``
    hashes (``eg:cert:<bucket>``, field: the number): a million certificates cost ~60 fields a
-   hash, kept compactly as listpacks, and a verification is one ``HGET``.
-2. **Fallback.** A miss (or Redis down) asks PostgreSQL through ``lookups.service.CachedRecords``:
-   single-flight per number, capped per process (``LookupsBusy``, 503), remembered in memory.
-3. **No enumeration.** ``match`` compares the name given with the stored one (both normalised
+   hash, kept compactly as listpacks.
+2. **Complete buckets.** A prewarm ends by marking every bucket complete (``COMPLETE_FIELD``, a
+   field no number can be); from then on the import hook keeps it so. A verification is one
+   ``HMGET`` of the number and the mark: a record, or — in a complete bucket — no certificate,
+   both answered from Redis, so an unknown number costs what a known one does.
+3. **Fallback.** A miss in a bucket not marked (Redis flushed, the bucket evicted, no prewarm yet)
+   or Redis down asks PostgreSQL through ``lookups.service.CachedRecords``: single-flight per
+   number, capped per process (``LookupsBusy``, 503), remembered in memory.
+4. **No enumeration.** ``match`` compares the name given with the stored one (both normalised
    as registration stores names) in constant time, against a stand-in when there is no record,
    and answers ``NoCertificate`` alike for an unknown number and another name.
-4. **Link.** ``/api/v1/certificates/{cert_no}.pdf?exp=&sig=``: ``sig`` is the unpadded base64url
+5. **Link.** ``/api/v1/certificates/{cert_no}.pdf?exp=&sig=``: ``sig`` is the unpadded base64url
    HMAC-SHA256 of ``"cert.{cert_no}.{exp}"`` under ``settings.derived_key(LINK_PURPOSE)``; stateless,
    it lapses at ``exp``. A number holds only letters and digits, so the signed text is unambiguous.
 """
@@ -38,14 +43,19 @@ from lookups.rules import LookupRefused, same_name
 from lookups.service import CachedRecords
 
 __all__ = [
-    "BUCKETS", "LINK_PURPOSE", "META_KEY", "NO_CERTIFICATE", "Certificate", "CertificateLookups", "LinkInvalid",
-    "NoCertificate", "answer", "bucket_key", "decode", "match", "normalise_cert_no", "sign_pdf_link",
+    "BUCKETS", "COMPLETE_FIELD", "LINK_PURPOSE", "META_KEY", "NO_CERTIFICATE", "Certificate", "CertificateLookups",
+    "LinkInvalid", "NoCertificate", "answer", "bucket_key", "decode", "match", "normalise_cert_no", "sign_pdf_link",
     "verify_pdf_link",
 ]  # fmt: skip
 
 BUCKETS = 16384
 PREFIX = "eg:cert:"
 META_KEY = PREFIX + "meta"  # what the last prewarm loaded (count, when)
+COMPLETE_FIELD = "~complete"  # in a bucket holding every certificate of its numbers (a number is alphanumeric)
+# Taken exclusively by a prewarm from before its snapshot to its last write, shared by an import's hook until
+# its COMMIT: a prewarm never writes a certificate older than one an import wrote.
+LOCK_SQL = "SELECT pg_advisory_xact_lock(17221, 0)"  # 0x4345, "CE"
+LOCK_SHARED_SQL = "SELECT pg_advisory_xact_lock_shared(17221, 0)"
 LINK_PURPOSE = "certificate-pdf"
 PATH_TEMPLATE = "/api/v1/certificates/{cert_no}.pdf"
 CERT_NO = re.compile(r"[0-9A-Za-z]{6,32}").fullmatch  # as the certificates table checks it
@@ -116,6 +126,15 @@ class CertificateLookups(CachedRecords[str, Certificate]):
         async with storage_errors():
             found: str | None = await self.pool.fetchval(ONE_SQL, key)
             return found
+
+    def read_command(self, key: str) -> tuple[bytes | str, ...]:
+        return b"HMGET", bucket_key(key), key, COMPLETE_FIELD
+
+    def read_reply(self, reply: Any) -> tuple[bool, Certificate | None]:
+        value, complete = reply
+        if value is not None:
+            return True, decode(value)
+        return complete is not None, None  # in a complete bucket, a number not there has no certificate
 
 
 def normalise_cert_no(cert_no: str) -> str | None:

@@ -108,11 +108,20 @@ class CachedRecords(Generic[K, R]):
             return None
         return found
 
+    def read_command(self, key: K) -> tuple[bytes | str, ...]:
+        """The Redis command reading ``key``'s record: ``HGET`` of its place."""
+        name, field = self.location(key)
+        return b"HGET", name, field
+
+    def read_reply(self, reply: Any) -> tuple[bool, R | None]:
+        """(answered, record) of ``read_command``'s reply; not answered: ask PostgreSQL. A value is the record,
+        nothing is a miss."""
+        return (False, None) if reply is None else (True, self.decode(reply))
+
     def submit_key(self, key: K) -> asyncio.Future[Any] | None:
         """Issue the record's Redis read now; None when Redis cannot even take the command."""
-        name, field = self.location(key)
         try:
-            return self.redis.submit(b"HGET", name, field)
+            return self.redis.submit(*self.read_command(key))
         except REDIS_DOWN:
             return None
 
@@ -127,12 +136,14 @@ class CachedRecords(Generic[K, R]):
         redis_up = pending is not None
         if pending is not None:
             try:
-                raw = await pending
+                reply = await pending
             except REDIS_DOWN as exc:
                 log.warning("lookup read from Redis failed, asking PostgreSQL: %s", exc)
-                raw, redis_up = None, False
-            if raw is not None:
-                return self.decode(raw)
+                redis_up = False
+            else:
+                answered, record = self.read_reply(reply)
+                if answered:
+                    return record
         return await self._from_postgres(key, write_back=redis_up)
 
     async def _from_postgres(self, key: K, *, write_back: bool) -> R | None:

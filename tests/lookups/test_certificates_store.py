@@ -110,3 +110,45 @@ async def test_a_cold_number_asks_postgresql_once_and_is_written_back(
     assert await fresh.finish_key("NOSUCH000001", fresh.submit_key("NOSUCH000001")) is None
     assert await fresh.finish_key("NOSUCH000001", fresh.submit_key("NOSUCH000001")) is None
     assert fresh.pg_queries == 1  # an unknown number remembered in memory
+
+
+async def test_a_bucket_marked_complete_answers_a_miss_without_postgresql(
+        pg: asyncpg.Connection, pool: asyncpg.Pool, pipeline: AutoPipeline, redis: aioredis.Redis) -> None:
+    numbers = await add_certificates(pg, 2)
+    await cert_prewarm.prewarm(pool, redis)
+    service = certificates.CertificateLookups(pool, pipeline)
+    missing = "NOSUCH" + numbers[0][-6:]
+    assert await service.finish_key(missing, service.submit_key(missing)) is None
+    assert (await service.finish_key(numbers[0], service.submit_key(numbers[0]))).cert_no == numbers[0]
+    assert service.pg_queries == 0
+    # a bucket that lost its mark (evicted, or written before any prewarm) sends its misses to PostgreSQL
+    await redis.hdel(certificates.bucket_key(missing), certificates.COMPLETE_FIELD)
+    assert await service.finish_key(missing, service.submit_key(missing)) is None
+    assert service.pg_queries == 1
+    # a certificate added by an import to a complete bucket is found, and one removed is gone
+    async with pg.transaction():
+        await pg.execute("UPDATE certificates SET management_no = 'GL-X' WHERE cert_no = $1", numbers[1])
+        await pg.execute("DELETE FROM certificates WHERE cert_no = $1", numbers[0])
+        await cert_prewarm.changed_hook(redis)(pg, numbers)
+    assert (await service.finish_key(numbers[1], service.submit_key(numbers[1]))).management_no == "GL-X"
+    assert await service.finish_key(numbers[0], service.submit_key(numbers[0])) is None
+    assert service.pg_queries == 1
+
+
+async def test_a_prewarm_waits_for_an_import_in_flight_and_writes_what_it_committed(
+        pg: asyncpg.Connection, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+    number = (await add_certificates(pg, 1))[0]
+    transaction = pg.transaction()
+    await transaction.start()
+    await pg.execute("UPDATE certificates SET management_no = 'GL-COMMITTED' WHERE cert_no = $1", number)
+    await cert_prewarm.changed_hook(redis)(pg, [number])  # holds the shared lock until the COMMIT
+    prewarming = asyncio.create_task(cert_prewarm.prewarm(pool, redis))
+    while not await pg.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                                "AND classid = 17221 AND objid = 0"):
+        assert not prewarming.done()
+        await asyncio.sleep(0.01)  # until the prewarm is seen waiting for the lock
+    await transaction.commit()
+    report = await prewarming
+    assert report.certificates >= 1
+    stored = certificates.decode(await redis.hget(certificates.bucket_key(number), number))
+    assert stored.management_no == "GL-COMMITTED"  # the prewarm's snapshot came after the COMMIT
