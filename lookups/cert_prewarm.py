@@ -33,7 +33,8 @@ from core.db import Conn
 from lookups import certificates
 from lookups.prewarm import FETCH_ROWS, YIELD_EVERY, write_hashes
 
-__all__ = ["CertificatesPrewarmed", "changed_hook", "drop", "keep_warm", "prewarm", "write_changed"]
+__all__ = ["CertificatesPrewarmed", "changed_hook", "drop", "keep_warm", "prewarm", "prewarm_if_lost",
+           "write_changed"]
 
 log = logging.getLogger("examgate.lookups")
 
@@ -129,10 +130,17 @@ async def drop(redis: aioredis.Redis) -> int:
     return deleted
 
 
+async def prewarm_if_lost(pool: asyncpg.Pool, redis: aioredis.Redis) -> CertificatesPrewarmed | None:
+    """Prewarm when Redis has no record of a prewarm (a new or flushed Redis); None when it has one."""
+    if await redis.exists(certificates.META_KEY):
+        return None
+    report = await prewarm(pool, redis)
+    log.info("prewarmed %d certificates in %.1f s", report.certificates, report.seconds)
+    return report
+
+
 async def keep_warm(pool: asyncpg.Pool, redis: aioredis.Redis, *, interval_s: float = 60.0) -> None:
-    """The worker's ``certificates-prewarm`` task: prewarm whenever Redis has no record of a prewarm."""
+    """The worker's ``certificates-prewarm`` task: ``prewarm_if_lost`` every ``interval_s``."""
     while True:
-        if not await redis.exists(certificates.META_KEY):
-            report = await prewarm(pool, redis)
-            log.info("prewarmed %d certificates in %.1f s", report.certificates, report.seconds)
+        await prewarm_if_lost(pool, redis)
         await asyncio.sleep(interval_s)

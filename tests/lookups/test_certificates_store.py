@@ -152,3 +152,15 @@ async def test_a_prewarm_waits_for_an_import_in_flight_and_writes_what_it_commit
     assert report.certificates >= 1
     stored = certificates.decode(await redis.hget(certificates.bucket_key(number), number))
     assert stored.management_no == "GL-COMMITTED"  # the prewarm's snapshot came after the COMMIT
+
+
+async def test_the_worker_prewarms_only_a_redis_that_lost_the_certificates(
+        pg: asyncpg.Connection, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+    number = (await add_certificates(pg, 1))[0]
+    first = await cert_prewarm.prewarm_if_lost(pool, redis)  # a new Redis
+    assert first is not None and first.certificates >= 1
+    assert await redis.hget(certificates.bucket_key(number), number) is not None
+    assert await cert_prewarm.prewarm_if_lost(pool, redis) is None  # warm: nothing done
+    await redis.flushdb()
+    again = await cert_prewarm.prewarm_if_lost(pool, redis)
+    assert again is not None and await redis.hget(certificates.bucket_key(number), number) is not None
