@@ -111,6 +111,15 @@ async def test_refusals_before_the_file_is_read(client: TestClient, exam: Scored
     # Above EXAMGATE_IMPORT_MAX_BYTES (64 KiB here), though far above the rest of the API's 2 KiB too.
     status, body = await post(client, "scores", b"x" * 70_000, "b1")
     assert status == 413 and body["error"]["details"]["max_bytes"] == 65536
+    # Chunked, with no Content-Length: refused as soon as the body read passes the limit.
+
+    async def chunks() -> Any:
+        for _ in range(80):
+            yield b"x" * 1024
+
+    resp = await client.post(f"{IMPORTS}/scores", data=chunks(),
+                             headers=auth(**{"Content-Type": "text/csv", "Idempotency-Key": "b1"}))
+    assert resp.status == 413 and (await resp.json())["error"]["details"]["max_bytes"] == 65536
     # Between the API's limit and the import limit: read and judged.
     big = score_csv(exam, range(1, 6)) + b"\n" * 10_000
     status, body = await post(client, "scores", big, f"big-{exam.tag}")

@@ -256,3 +256,20 @@ async def test_the_report_is_capped_and_counts_the_rest(pool: asyncpg.Pool, exam
         await run_import(pool, "scores", data, content_type=CSV, batch_id=f"cap-{exam.tag}", actor="t")
     assert (len(caught.value.rows), caught.value.total, caught.value.more) == (1000, 1500, 500)
     assert caught.value.rows[0] == (2, "准考证号 T0 不存在")
+
+
+async def test_two_corrections_at_once_apply_one_after_the_other(
+        pool: asyncpg.Pool, pg: asyncpg.Connection, exam: ScoredExam) -> None:
+    await run_import(pool, "scores", score_csv(exam, range(1, 3)), content_type=CSV, batch_id=f"r0-{exam.tag}",
+                     actor="t")
+    t, p = ticket_no(exam.tag, 1), id_number(exam.tag, 1)
+    files = {f"r{n}-{exam.tag}": f"{HEADER}\n{exam.code},{t},{p},101,{n}0\n".encode() for n in (1, 2)}
+    await asyncio.gather(*[run_import(pool, "scores", data, content_type=CSV, batch_id=batch, actor="t")
+                           for batch, data in files.items()])
+    chain = await pg.fetch("SELECT old_score::text, new_score::text FROM score_changes c"
+                           " JOIN admission_tickets a USING (registration_id)"
+                           " WHERE a.ticket_no = $1 AND c.subject_code = '101' ORDER BY c.id", t)
+    # Each change starts from the score the one before it wrote: the kind's lock kept them apart.
+    assert tuple(chain[0]) == (None, "7.0")
+    assert len(chain) == 3 and chain[1]["new_score"] == chain[2]["old_score"]
+    assert (await scores_of(pg, exam))[(t, "101")] == chain[2]["new_score"]
