@@ -3,7 +3,7 @@
 In a scratch database (``examgate_bench_imports_<random>``): an exam with 1,000,000 paid
 registrations and admission tickets, generated in SQL (benchmarks/import_data.py, not timed).
 Timed: ``run_import`` of a 1,000,000-row scores CSV (one subject per ticket) — parse, COPY into
-the staging table, every check, the apply of 1,000,000 new scores with their score_changes, the
+the staging table, every check, the apply of 1,000,000 new scores, the
 batch row — then a correction batch of 1,000 rows whose scores differ, in the same exam. Each
 import's stages are timed through its ``progress`` callback.
 """

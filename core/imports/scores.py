@@ -3,8 +3,8 @@
 Columns ``exam_code,ticket_no,id_number,subject_code,score``. The ticket and the id number must
 name the same registration of that exam, the subject be one the registration takes, the score
 be between 0 and the subject's full mark, and a (ticket, subject) appear once. A score that
-changes is written with its batch and time, and the change (old → new; old NULL for a new
-score) goes into score_changes. The changed keys are registration ids.
+changes is written with its batch and time; a correction of a stored score also goes into
+score_changes (old → new), a new score's origin is its batch. The changed keys are registration ids.
 """
 
 from __future__ import annotations
@@ -80,14 +80,14 @@ async def apply(conn: Conn, batch_id: str, actor: str) -> Applied:
         WHERE c.stored AND c.old_score <> c.score
           AND s.registration_id = c.registration_id AND s.subject_code = c.subject_code
     """, batch_id)
-    status = await conn.execute(f"""
+    await conn.execute("""
         INSERT INTO score_changes (registration_id, subject_code, old_score, new_score, batch_id)
-        SELECT registration_id, subject_code, old_score, score, $1 FROM import_scores WHERE {CHANGED}
+        SELECT registration_id, subject_code, old_score, score, $1
+          FROM import_scores WHERE stored AND old_score <> score
     """, batch_id)
-    changed = int(status.rsplit(" ", 1)[1])
-    keys = [r[0] for r in await conn.fetch(
-        f"SELECT DISTINCT registration_id FROM import_scores WHERE {CHANGED} ORDER BY registration_id")]
-    return Applied(changed, keys)
+    rows = await conn.fetch(f"SELECT registration_id FROM import_scores WHERE {CHANGED} ORDER BY registration_id")
+    keys = sorted({r[0] for r in rows})
+    return Applied(len(rows), keys)
 
 
 KIND = Kind(

@@ -126,7 +126,7 @@ async def test_a_batch_is_applied_once_and_a_conflicting_id_refused(
     assert (first.rows, first.applied, first.already_applied) == (5, 5, False)
     again = await run_import(pool, "scores", data, content_type=CSV, batch_id=batch, actor="alice")
     assert (again.rows, again.applied, again.already_applied) == (5, 5, True)
-    assert await pg.fetchval("SELECT count(*) FROM score_changes WHERE batch_id = $1", batch) == 5
+    assert await pg.fetchval("SELECT count(*) FROM scores WHERE batch_id = $1", batch) == 5
     row = await pg.fetchrow("SELECT kind, rows, applied, created_by FROM import_batches WHERE batch_id = $1", batch)
     assert dict(row) == {"kind": "scores", "rows": 5, "applied": 5, "created_by": "alice"}
     with pytest.raises(BatchConflict):
@@ -135,7 +135,7 @@ async def test_a_batch_is_applied_once_and_a_conflicting_id_refused(
     with pytest.raises(BatchConflict):
         await run_import(pool, "pass_marks", b"exam_code,level,subject_code,pass_mark\n", content_type=CSV,
                          batch_id=batch, actor="alice")
-    assert await pg.fetchval("SELECT count(*) FROM score_changes WHERE batch_id = $1", batch) == 5
+    assert await pg.fetchval("SELECT count(*) FROM scores WHERE batch_id = $1", batch) == 5
 
 
 async def test_the_same_batch_posted_twice_at_once_is_applied_once(
@@ -144,7 +144,7 @@ async def test_the_same_batch_posted_twice_at_once_is_applied_once(
     results = await asyncio.gather(*[run_import(pool, "scores", data, content_type=CSV, batch_id=f"twice-{exam.tag}",
                                                 actor="t") for _ in range(2)])
     assert sorted(r.already_applied for r in results) == [False, True]
-    assert await pg.fetchval("SELECT count(*) FROM score_changes WHERE batch_id = $1", f"twice-{exam.tag}") == 5
+    assert await pg.fetchval("SELECT count(*) FROM scores WHERE batch_id = $1", f"twice-{exam.tag}") == 5
 
 
 async def test_a_correction_changes_only_what_differs_and_records_old_and_new(
@@ -269,7 +269,8 @@ async def test_two_corrections_at_once_apply_one_after_the_other(
     chain = await pg.fetch("SELECT old_score::text, new_score::text FROM score_changes c"
                            " JOIN admission_tickets a USING (registration_id)"
                            " WHERE a.ticket_no = $1 AND c.subject_code = '101' ORDER BY c.id", t)
-    # Each change starts from the score the one before it wrote: the kind's lock kept them apart.
-    assert tuple(chain[0]) == (None, "7.0")
-    assert len(chain) == 3 and chain[1]["new_score"] == chain[2]["old_score"]
-    assert (await scores_of(pg, exam))[(t, "101")] == chain[2]["new_score"]
+    # Each correction starts from the score the one before it wrote: the kind's lock kept them apart
+    # (the first score, 7.0, was new: its origin is its batch, not a change).
+    assert chain[0]["old_score"] == "7.0"
+    assert len(chain) == 2 and chain[0]["new_score"] == chain[1]["old_score"]
+    assert (await scores_of(pg, exam))[(t, "101")] == chain[1]["new_score"]
