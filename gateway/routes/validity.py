@@ -26,6 +26,7 @@ from gateway.adminauth import operator_of
 from gateway.bodies import NO_STORE, json_response, read_body
 from gateway.errors import ApiError, NotFoundError, ValidationFailed
 from gateway.models import Body, Int, Reply, Text
+from gateway.routes.operations import audit_note
 from gateway.routing import CANDIDATE, OPERATOR, Answer, Param, Routes
 
 routes = Routes("Validity")
@@ -35,6 +36,7 @@ CACHE_CONTROL = "public, max-age=60"
 FAMILY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _FAMILY = re.compile(FAMILY_PATTERN).fullmatch
 ADMINS = ("admin",)
+FAMILY_AUDIT_PATH = "exam_families.{family}"  # in the config audit (GET /admin/api/v1/audit)
 
 
 class PassMarkRow(Reply):
@@ -203,7 +205,7 @@ RETURNING family, name, validity_years, updated_by, updated_at,
             errors={404: "not_found: the family is not a valid family name",
                     422: "validation_failed: name (too_long, required), validity_years (1-10)"})
 async def put_exam_family(request: web.Request) -> web.Response:
-    """Create or change the family; who and when are kept on the row and in the audit log."""
+    """Create or change the family; who and when are kept on the row, old and new in the config audit."""
     family = request.match_info["family"]
     if not _FAMILY(family):
         raise NotFoundError("考试类别不存在", code="not_found", details={"family": family[:64]})
@@ -212,9 +214,11 @@ async def put_exam_family(request: web.Request) -> web.Response:
     if not name:
         raise ValidationFailed({"name": "required"})
     actor = operator_of(request).name
-    async with storage_errors():
-        row = await request.app[keys.PG].fetchrow(_UPSERT, family, name, change.validity_years, actor)
-    assert row is not None  # an upsert returns its row
+    async with storage_errors(), request.app[keys.PG].acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(_UPSERT, family, name, change.validity_years, actor)
+        assert row is not None  # an upsert returns its row
+        await audit_note(conn, actor, {"path": FAMILY_AUDIT_PATH.format(family=family), "old": row["before"],
+                                       "new": {"name": name, "validity_years": change.validity_years}})
     log.info("exam family %s set by %s: name %r, validity_years %d (before: %s)", family, actor, name,
              change.validity_years, row["before"])
     await request.app[keys.CATALOGUE].refresh()  # this process serves the new period at once, the others soon

@@ -187,6 +187,11 @@ async def test_admins_set_a_familys_validity(client: TestClient, pg: asyncpg.Con
     assert client.app[keys.CATALOGUE].exam(exam_id).validity_years == 2
     changed = await client.put(path, headers=h.admin(), json={"name": "经济师", "validity_years": 3})
     assert (await changed.json())["validity_years"] == 3
+    trail = await pg.fetch("SELECT actor, diff FROM config_audit ORDER BY id")
+    assert [(r["actor"], r["diff"]) for r in trail][-2:] == [
+        ("ops", [{"path": f"exam_families.{family}", "old": None, "new": {"name": "经济师", "validity_years": 2}}]),
+        ("ops", [{"path": f"exam_families.{family}", "old": {"name": "经济师", "validity_years": 2},
+                  "new": {"name": "经济师", "validity_years": 3}}])]
     assert (await client.put("/admin/api/v1/exam-families/bad%20name", headers=h.admin(),
                              json={"name": "x", "validity_years": 1})).status == 404
     listed = await (await client.get("/admin/api/v1/exam-families", headers=h.admin())).json()
