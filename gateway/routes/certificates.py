@@ -82,7 +82,8 @@ def _cert_no(value: str) -> str:
 
 
 CertNo = Annotated[str, AfterValidator(_cert_no), Field(json_schema_extra={
-    "minLength": 6, "maxLength": 64, "description": "6-32 letters and digits (full-width and spaces forgiven)"})]
+    "minLength": 6, "maxLength": 32, "pattern": "^[0-9A-Za-z]{6,32}$",
+    "description": "6-32 letters and digits (full-width characters and spaces are forgiven)"})]
 
 
 class CertificateQuery(Body):
