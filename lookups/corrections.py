@@ -21,14 +21,16 @@ prewarmed; the guarantee is that **no lookup that starts after the COMMIT answer
      its last write: either the prewarm wrote everything before the hook, or its snapshot is taken
      after the COMMIT;
    - a *write-back* of a PostgreSQL fallback (``lookups.service``) that read the old value before the
-     COMMIT: it writes with ``HSETNX`` (never over a value present), and only when the generation is
-     still the one it read before its query and not pending — the hook sets pending before it
-     writes, so a write-back checked before that finds the hook's value present or is overwritten;
+     COMMIT: it is ``HSETNX`` (never over a value present) and only while the field's marker
+     (``~<field>`` in the same hash, which the hook sets to its transaction id with the value) is the
+     one the fallback read before its query — one script on one hash (``write_back.lua``), so even a
+     field deleted after the hook wrote it is not written back old; and none at all under a pending
+     generation (point 3);
    - the *repair* of a correction that rolled back (point 4): it holds the exam lock exclusively.
 3. **The gateways' memory.** Each process keeps PostgreSQL's answers in memory (``_recent``,
    ``memory_ttl_s``; found records and "no such record" alike) and shares queries in flight; both are
-   consulted only when Redis misses. A miss reads the exam's generation (``SET NX`` + ``GET``: one
-   more round trip, on the miss path only), and an answer is kept with the generation read before
+   consulted only when Redis misses. A miss reads the exam's generation (``SET NX`` + ``GET``, after the
+   field's marker: one more round trip, on the miss path only), and an answer is kept with the generation read before
    its query and served only under that same generation. While it is pending nothing is served from
    memory, shared or kept. After the COMMIT the settle step (point 4) sets a new token, so every
    answer kept is one whose query began after the token was set, i.e. after the COMMIT. A lookup
@@ -73,7 +75,7 @@ from core.errors import StorageUnavailable
 from core.redis import REDIS_DOWN
 from lookups import records
 from lookups.prewarm import write_hashes
-from lookups.service import PENDING
+from lookups.service import PENDING, marker_field
 
 __all__ = ["ScoreCorrections", "set_generations", "settle_generation", "write_records"]
 
@@ -91,14 +93,15 @@ REPAIR_ATTEMPTS = 30  # a repair waits for Redis this many times …
 REPAIR_PAUSE_S = 1.0  # … this long apart
 
 
-async def write_records(redis: aioredis.Redis, rows: Iterable[Sequence[Any]]) -> set[int]:
-    """Write (exam_id, id_number, ticket_no, value) rows under both their fields; the exams written."""
+async def write_records(redis: aioredis.Redis, rows: Iterable[Sequence[Any]], marker: str) -> set[int]:
+    """Write (exam_id, id_number, ticket_no, value) rows under both their fields, each field's marker set to
+    ``marker``; the exams written."""
     by_key: dict[str, list[str]] = defaultdict(list)
     exams: set[int] = set()
     for exam_id, id_number, ticket_no, value in rows:
         exams.add(exam_id)
         for key, name in records.placements(exam_id, id_number, ticket_no):
-            by_key[key] += (name, value)
+            by_key[key] += (name, value, marker_field(name), marker)
     if by_key:
         await write_hashes(redis, list(by_key.items()))
     return exams
@@ -129,14 +132,14 @@ async def settle_generation(redis: aioredis.Redis, exam_id: int, pending: bytes)
             return  # replaced meanwhile: by a correction's pending value, or by a new token
 
 
-async def _write_all(redis: aioredis.Redis, cursor: Any) -> None:
+async def _write_all(redis: aioredis.Redis, cursor: Any, marker: str) -> None:
     """Every record the cursor reads, written to Redis a chunk at a time while the next chunk is read."""
     writing: asyncio.Task[set[int]] | None = None
     try:
         while rows := await cursor.fetch(FETCH_ROWS):
             if writing is not None:
                 await writing
-            writing = asyncio.create_task(write_records(redis, rows))
+            writing = asyncio.create_task(write_records(redis, rows, marker))
         if writing is not None:
             await writing
             writing = None
@@ -176,7 +179,7 @@ class ScoreCorrections:
         try:
             # Pending first: from here no process keeps, shares or writes back an answer of these exams.
             await set_generations(self.redis, exams, pending)
-            await _write_all(self.redis, await conn.cursor(records.BY_REGISTRATIONS_SQL, ids))
+            await _write_all(self.redis, await conn.cursor(records.BY_REGISTRATIONS_SQL, ids), str(xid))
         except REDIS_DOWN as exc:
             raise StorageUnavailable("redis", f"score records not written: {exc or type(exc).__name__}") from exc
 
@@ -198,16 +201,16 @@ class ScoreCorrections:
                 return
             log.warning("score correction %s ended %s after its records were written: writing back %d", xid, status,
                         len(ids))
-            await self._retrying(lambda: self._repair(ids, exams))
+            await self._retrying(lambda: self._repair(xid, ids, exams))
             self.repaired += 1
         except Exception:
             log.exception("score correction %s: settling failed; prewarm exams %s", xid, exams)
 
-    async def _repair(self, ids: list[int], exams: list[int]) -> None:
+    async def _repair(self, xid: int, ids: list[int], exams: list[int]) -> None:
         """The records as committed, written back under the exclusive exam lock."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(records.EXAM_LOCK_SQL, exams)
-            await _write_all(self.redis, await conn.cursor(records.BY_REGISTRATIONS_SQL, ids))
+            await _write_all(self.redis, await conn.cursor(records.BY_REGISTRATIONS_SQL, ids), f"repair:{xid}")
             await set_generations(self.redis, exams)  # no other correction writes while the lock is held
 
     @staticmethod

@@ -14,11 +14,14 @@ falls back to PostgreSQL:
   write-back landed (or all of them, while Redis is down) do not ask again;
 - **generations**: a kind of record may name a generation key (``generation_key``; the score
   records: one per exam, replaced by every correction, ``lookups.corrections``). A miss reads the
-  generation (one more round trip, on the miss path only: a hit stays the request's one ``HGET``),
-  and an answer is kept, shared by single-flight and written back only under the generation it was
-  read in; a ``pending:`` generation (a correction between its Redis writes and its COMMIT) is
-  trusted by none. The write-back is ``HSETNX``, after checking the generation is unchanged: it
-  never replaces a value written meanwhile, nor lands after a correction.
+  generation and the field's marker (``~<field>`` in the same hash, written by a correction) — one
+  more round trip, on the miss path only: a hit stays the request's one ``HGET``. An answer is kept
+  and shared by single-flight only under the generation it was read in, and none under a
+  ``pending:`` generation (a correction between its Redis writes and its COMMIT). The write-back
+  (``write_back.lua``, the queried field only) is ``HSETNX`` and only while the marker is the one
+  read before the query: it never replaces a value written meanwhile, nor lands after a correction
+  of the record, even one whose field was deleted since. A kind with no generation writes back
+  every place with ``HSETNX``.
 
 ``CachedRecords`` is that machinery for any kind of record kept in Redis hashes; ``Lookups``
 is it for the ticket and score records, ``lookups.certificates.CertificateLookups`` for
@@ -28,6 +31,8 @@ certificates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -38,6 +43,7 @@ import asyncpg
 
 from core.errors import CoreError, storage_errors
 from core.redis import REDIS_DOWN, AutoPipeline, abandon
+from core.scripts import Script, load_scripts
 from lookups import records
 
 log = logging.getLogger("examgate.lookups")
@@ -45,6 +51,17 @@ log = logging.getLogger("examgate.lookups")
 REMEMBERED_MAX = 100_000  # answers from PostgreSQL kept in memory before the cache is pruned
 PENDING = b"pending:"  # a generation being replaced: a correction wrote its records and has not committed
 NO_GENERATION = b"-"  # the generation of records whose kind names none
+MARKER = "~"  # a field's marker: "~" + the field, in the same hash
+
+
+def marker_field(field: str) -> str:
+    """The field holding ``field``'s marker (the last correction that wrote it), in the same hash."""
+    return MARKER + field
+
+
+@functools.cache
+def _write_back_script() -> Script:
+    return load_scripts("lookups")["write_back"]
 Key = tuple[int, str, str]
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
@@ -71,6 +88,7 @@ class CachedRecords(Generic[K, R]):
         # (key, generation) → the query in flight; key → (expires, generation read before the query, record or None)
         self._flights: dict[tuple[K, bytes | None], asyncio.Future[R | None]] = {}
         self._recent: dict[K, tuple[float, bytes | None, R | None]] = {}
+        self._writes: set[asyncio.Task[None]] = set()  # write-backs under way (held until done)
         self.pg_in_flight = 0
         self.pg_queries = 0
         self.refused = 0
@@ -95,18 +113,24 @@ class CachedRecords(Generic[K, R]):
         """The Redis key of the generation ``key``'s record is read under; None: the kind keeps none."""
         return None
 
-    async def _generation(self, key: K) -> bytes | None:
-        """The current generation (made when there is none, so a Redis that lost it starts a new one); None:
-        Redis did not answer."""
+    async def _generation(self, key: K) -> tuple[bytes, bytes] | None:
+        """The current generation (made when there is none, so a Redis that lost it starts a new one) and the
+        field's marker (b"": none); None: Redis did not answer."""
         name = self.generation_key(key)
         if name is None:
-            return NO_GENERATION
+            return NO_GENERATION, b""
+        bucket, field = self.location(key)
         try:
+            # The marker before the generation: a correction sets pending before it writes, so a marker it
+            # wrote is never seen beside a generation that is not pending (lookups.corrections).
+            marker = self.redis.submit(b"HGET", bucket, marker_field(field))
             self.redis.submit(b"SET", name, secrets.token_hex(8), b"NX").add_done_callback(_ignore_result)
-            found: bytes | None = await self.redis.submit(b"GET", name)
+            generation = self.redis.submit(b"GET", name)
+            found: bytes | None = await generation
+            seen: bytes | None = await marker
         except REDIS_DOWN:
             return None
-        return found
+        return (PENDING if found is None else found), seen or b""  # gone meanwhile: trust nothing
 
     def read_command(self, key: K) -> tuple[bytes | str, ...]:
         """The Redis command reading ``key``'s record: ``HGET`` of its place."""
@@ -148,7 +172,8 @@ class CachedRecords(Generic[K, R]):
 
     async def _from_postgres(self, key: K, *, write_back: bool) -> R | None:
         # Redis down: no generation to check, the memory is trusted as it is (lookups.corrections says how long).
-        generation = await self._generation(key) if write_back else None
+        seen = await self._generation(key) if write_back else None
+        generation, marker = seen if seen is not None else (None, b"")
         trusted = generation is not None and not generation.startswith(PENDING)
         remembered = self._recent.get(key)
         if remembered is not None:
@@ -185,8 +210,7 @@ class CachedRecords(Generic[K, R]):
         if kept:
             self._remember(key, generation, record)
         if record is not None and value is not None and trusted:
-            assert generation is not None
-            self._write_back(self.generation_key(key), generation, self.placements(key, record), value)
+            self._write_back(key, record, value, marker)
         return record
 
     def _remember(self, key: K, generation: bytes | None, record: R | None) -> None:
@@ -197,27 +221,24 @@ class CachedRecords(Generic[K, R]):
                 self._recent.clear()
         self._recent[key] = (now + self.memory_ttl_s, generation, record)
 
-    def _write_back(self, generation_key: str | None, generation: bytes, places: list[tuple[str, str]],
-                    value: str) -> None:
-        """``HSETNX`` each place, once the generation is seen unchanged (the kind has one)."""
-        def write(checked: asyncio.Future[Any] | None = None) -> None:
-            if checked is not None and (checked.cancelled() or checked.exception() is not None
-                                        or checked.result() != generation):
-                return
-            for key, name in places:
+    def _write_back(self, key: K, record: R, value: str, marker: bytes) -> None:
+        """The record written back where it is missing (module docstring); a failure only costs a later query."""
+        if self.generation_key(key) is None:
+            for name, field in self.placements(key, record):
                 try:
-                    pending = self.redis.submit(b"HSETNX", key, name, value)
+                    pending = self.redis.submit(b"HSETNX", name, field, value)
                 except REDIS_DOWN:
                     return
                 pending.add_done_callback(_ignore_result)
+            return
+        bucket, field = self.location(key)
+        task = asyncio.get_running_loop().create_task(self._guarded_write(bucket, field, value, marker))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
-        if generation_key is None:
-            write()
-            return
-        try:
-            self.redis.submit(b"GET", generation_key).add_done_callback(write)
-        except REDIS_DOWN:
-            return
+    async def _guarded_write(self, bucket: str, field: str, value: str, marker: bytes) -> None:
+        with contextlib.suppress(*REDIS_DOWN):
+            await _write_back_script().run(self.redis, [bucket], [field, value, marker])
 
 
 class Lookups(CachedRecords[Key, records.Record]):

@@ -13,9 +13,10 @@ import redis.asyncio as aioredis
 
 from core.imports import run_import
 from core.redis import AutoPipeline
+from core.scripts import load_scripts
 from lookups import prewarm, records
 from lookups.corrections import ScoreCorrections
-from lookups.service import Lookups
+from lookups.service import Lookups, marker_field
 from tests.gateway.test_lookup_routes import make_results
 
 
@@ -156,12 +157,12 @@ async def test_a_process_memory_serves_no_answer_read_before_a_correction(
         assert record is not None
         return record.scores["101"]
 
-    async def lost() -> None:  # the record's fields vanish from Redis (once a write-back has landed)
+    async def lost() -> None:  # the record's field vanishes from Redis (once the write-back has landed)
         for _ in range(1000):
-            if all([await redis.hexists(key, name) for key, name in fields]):
+            if await redis.hexists(*fields[0]):
                 break
             await asyncio.sleep(0.01)
-        await redis.hdel(fields[0][0], fields[0][1])
+        await redis.hdel(*fields[0])
 
     try:
         old = str(person["score_101"])
@@ -193,3 +194,34 @@ async def test_a_process_memory_serves_no_answer_read_before_a_correction(
         assert await lookup() == "44" and service.pg_queries == 5
     finally:
         await client.close()
+
+
+async def test_a_write_back_read_before_a_correction_never_lands(
+        pg: asyncpg.Connection, pool: asyncpg.Pool, redis: aioredis.Redis, hook: ScoreCorrections) -> None:
+    exam_id, people = await make_results(pg, 1)
+    person = people[0]
+    registration = await _registration(pg, person)
+    name = records.field_name("id_number", person["id_number"])
+    bucket = records.bucket_key(exam_id, name)
+    script = load_scripts("lookups")["write_back"]
+    old = await pg.fetchval(records.ONE_BY_ID_SQL, exam_id, person["id_number"])
+    # No correction yet: written where missing, never over a value present.
+    assert await script.run(redis, [bucket], [name, old, ""]) == 1
+    assert await script.run(redis, [bucket], [name, "other", ""]) == 0
+    await redis.hdel(bucket, name)
+    # A correction writes the record and its marker; the field is then lost (deleted, evicted).
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE scores SET score = 61 WHERE registration_id = $1 AND subject_code = '101'",
+                           registration)
+        await hook(conn, [registration])
+    await hook.settled()
+    marker = await redis.hget(bucket, marker_field(name))
+    assert marker is not None
+    await redis.hdel(bucket, name)
+    # A fallback that read the marker before the correction does not write its old value back.
+    assert await script.run(redis, [bucket], [name, old, ""]) == 0
+    assert await redis.hget(bucket, name) is None
+    # One that read the correction's marker does.
+    new = await pg.fetchval(records.ONE_BY_ID_SQL, exam_id, person["id_number"])
+    assert await script.run(redis, [bucket], [name, new, marker]) == 1
+    assert records.decode(await redis.hget(bucket, name)).scores["101"] == "61"
