@@ -38,12 +38,13 @@ async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def _answer(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> float | None:
-    """The subject 101 score of one lookup; None when the gateway shed it (503)."""
+    """The subject 101 score of one lookup (an answer no cache keeps); None when the gateway shed it (503)."""
     async with http.post(url, json=body) as resp:
         payload = await resp.json()
         if resp.status == 503:
             return None
         assert resp.status == 200, payload
+        assert resp.headers["Cache-Control"] == "no-store"  # no browser or proxy keeps an old answer
         return float(next(s["score"] for s in payload["subjects"] if s["code"] == "101"))
 
 
