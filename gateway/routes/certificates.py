@@ -225,7 +225,7 @@ async def certificate_pdf(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/certificates/check-pdf", "certificates.check_pdf", max_body_bytes=MAX_PDF_BYTES,
              summary="Check an electronic certificate PDF's signature: genuine and unaltered, or why not",
-             raw_body={PDF: {"schema": {"type": "string", "format": "binary"}}},
+             raw_body={PDF: {"schema": {"type": "string", "format": "binary", "minLength": 1}}},
              answers={200: Answer(PdfChecked, "the verdict (valid or not, with the reason)")},
              errors={400: "malformed_body: empty body", 413: "body_too_large: above 1 MiB (details.max_bytes)",
                      415: "unsupported_media_type: the body must be application/pdf"})

@@ -68,6 +68,7 @@ CONFIG = schemathesis.Config.from_dict({
 })
 # Import files (NDJSON) are sent as the bytes generated for their binary schema, like the other files.
 schemathesis.serializer.alias("application/x-ndjson", "application/octet-stream")
+schemathesis.serializer.alias("application/pdf", "application/octet-stream")  # a certificate PDF to check
 SCHEMA = schemathesis.openapi.from_dict(openapi.gateway_document(), config=CONFIG)
 
 # Refusals of schema-valid requests that the document explains in words, per field (list indices as *):
