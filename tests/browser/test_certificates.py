@@ -119,8 +119,8 @@ def test_a_certificate_verified_from_its_qr_link_downloads_signed(served: tuple[
     shots.take(page, "signature-invalid")
 
 
-def test_the_page_on_a_desktop_asks_for_both_fields(served: tuple[Process, str], context_factory: Any,
-                                                    shots: Any) -> None:
+def test_the_page_on_a_desktop_asks_for_both_fields_and_says_a_lapsed_link(
+        served: tuple[Process, str], context_factory: Any, shots: Any) -> None:
     gateway, number = served
     page = shots.watch(context_factory(DESKTOP).new_page())
     page.goto(f"{gateway.url}/certificates")
@@ -136,3 +136,9 @@ def test_the_page_on_a_desktop_asks_for_both_fields(served: tuple[Process, str],
     page.get_by_role("button", name="查询证书").click()
     expect(page.locator("[data-result]")).to_be_visible(timeout=30_000)
     shots.take(page, "desktop-verified")
+    # A link that lapsed while the page was open is not followed (it would download the API's 403): said instead.
+    page.evaluate("document.querySelector('[data-pdf]').dataset.expiresAt = '1'")
+    page.get_by_role("link", name="下载电子证书（PDF）").click()
+    expect(page.get_by_role("alert").first).to_contain_text("下载链接已过期，请重新查询证书")
+    expect(page.locator("[data-result]")).to_be_hidden()
+    shots.take(page, "desktop-link-expired")

@@ -384,17 +384,19 @@
    * Point ``anchor`` at a signed, expiring download link (its ``exp`` query in unix seconds); a click
    * after it lapsed — which would download the API's 403 — calls ``onExpired`` instead.
    */
+  const EXPIRED = new WeakMap();  // anchor → what its click does once its link lapsed (the latest given)
   EG.expiringLink = function (anchor, url, filename, onExpired) {
     anchor.href = url;
     anchor.dataset.expiresAt = new URL(url, location.href).searchParams.get("exp") || "";
     anchor.setAttribute("download", filename);
-    if (anchor.dataset.expiryWatched) return;
-    anchor.dataset.expiryWatched = "1";
+    const watched = EXPIRED.has(anchor);
+    EXPIRED.set(anchor, onExpired);
+    if (watched) return;
     anchor.addEventListener("click", function (event) {
       const expiresAt = Number(anchor.dataset.expiresAt || 0);
       if (expiresAt && Date.now() / 1000 >= expiresAt) {
         event.preventDefault();
-        onExpired();
+        EXPIRED.get(anchor)();
       }
     });
   };

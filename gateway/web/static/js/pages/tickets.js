@@ -9,16 +9,6 @@
     const form = EG.$("[data-form]");
     const captcha = EG.captchaOf(form);
     const result = EG.$("[data-result]");
-    // An expired link would download the API's 403 instead of the ticket: say so instead.
-    EG.$("[data-pdf]").addEventListener("click", function (event) {
-      const expiresAt = Number(event.currentTarget.dataset.expiresAt || 0);
-      if (expiresAt && Date.now() / 1000 >= expiresAt) {
-        event.preventDefault();
-        result.hidden = true;
-        EG.alert(EG.$("[data-alert]", form), "下载链接已过期，请重新查询准考证。", null, null);
-        EG.$("[data-alert]", form).focus();
-      }
-    });
     if (!(await EG.fillExamSelect(form))) return;
 
     form.addEventListener("submit", async function (event) {
@@ -51,10 +41,12 @@
           return EG.el("tr", {}, [EG.el("td", { text: s.name }), EG.el("td", { text: EG.time(s.starts_at) }), EG.el("td", { text: EG.time(s.ends_at) })]);
         });
         EG.$("[data-subjects]").replaceChildren.apply(EG.$("[data-subjects]"), rows);
-        const pdf = EG.$("[data-pdf]");
-        pdf.href = ticket.pdf_url;
-        pdf.dataset.expiresAt = new URL(ticket.pdf_url, location.href).searchParams.get("exp") || "";
-        pdf.setAttribute("download", "ticket-" + ticket.ticket_no + ".pdf");
+        // An expired link would download the API's 403 instead of the ticket: say so instead.
+        EG.expiringLink(EG.$("[data-pdf]"), ticket.pdf_url, "ticket-" + ticket.ticket_no + ".pdf", function () {
+          result.hidden = true;
+          EG.alert(EG.$("[data-alert]", form), "下载链接已过期，请重新查询准考证。", null, null);
+          EG.$("[data-alert]", form).focus();
+        });
         result.hidden = false;
         result.focus();
       });
