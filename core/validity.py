@@ -32,7 +32,7 @@ from core.errors import CoreError, storage_errors
 
 __all__ = [
     "Pass", "Qualification", "SubjectsStillValid",
-    "archive_no", "check_not_carried", "earlier_passes", "earlier_passes_by_ticket", "pass_json",
+    "archive_no", "check_not_carried", "earlier_passes", "pass_json", "passes_in_exam",
     "qualification_json", "qualifications", "valid_until",
 ]  # fmt: skip
 
@@ -98,10 +98,20 @@ SELECT DISTINCT ON (r.level_code, sc.subject_code) sc.subject_code, r.level_code
  ORDER BY r.level_code, sc.subject_code, year DESC, e.exam_starts_at DESC
 """
 _BY_CANDIDATE = _PASSES.format(who="r.candidate_id = $1")
-# The candidate by the ticket (its primary key), as a lookup record names it: an id number alone is not unique.
-_BY_TICKET = _PASSES.format(who="""r.candidate_id = (SELECT tr.candidate_id FROM admission_tickets t
-                                      JOIN registrations tr ON tr.id = t.registration_id
-                                     WHERE t.ticket_no = $1)""")
+# The candidate's passes in this exam itself (scores released or not: the caller decides what to show).
+_IN_EXAM = """
+SELECT sc.subject_code, r.level_code, e.id AS exam_id,
+       extract(year FROM e.exam_starts_at AT TIME ZONE 'Asia/Shanghai')::int AS year,
+       sc.score, coalesce(pm.pass_mark, es.pass_mark) AS pass_mark
+  FROM registrations r
+  JOIN exams e ON e.id = r.exam_id
+  JOIN scores sc ON sc.registration_id = r.id
+  JOIN exam_subjects es ON es.exam_id = sc.exam_id AND es.code = sc.subject_code
+  LEFT JOIN pass_marks pm ON pm.exam_id = sc.exam_id AND pm.level_code = r.level_code
+                         AND pm.subject_code = sc.subject_code
+ WHERE r.candidate_id = $1 AND r.exam_id = $2 AND sc.score >= coalesce(pm.pass_mark, es.pass_mark)
+ ORDER BY r.level_code, sc.subject_code
+"""
 
 
 def _passes(rows: Iterable[asyncpg.Record], exam: Exam) -> list[Pass]:
@@ -120,10 +130,10 @@ async def earlier_passes(pg: PG, candidate_id: int, exam: Exam) -> list[Pass]:
     return _passes(rows, exam)
 
 
-async def earlier_passes_by_ticket(pg: PG, ticket_no: str, exam: Exam) -> list[Pass]:
-    """``earlier_passes`` of the candidate holding this admission ticket (of any exam)."""
+async def passes_in_exam(pg: PG, candidate_id: int, exam: Exam) -> list[Pass]:
+    """The candidate's passes in ``exam`` itself (judged by the level's pass mark)."""
     async with storage_errors():
-        rows = await pg.fetch(_BY_TICKET, ticket_no, exam.id, exam.family_code, *_window(exam))
+        rows = await pg.fetch(_IN_EXAM, candidate_id, exam.id)
     return _passes(rows, exam)
 
 

@@ -100,7 +100,7 @@ async def scores_lookup_pg(request: web.Request) -> web.Response:
     async with storage_errors():
         stored = await request.app[keys.PG].fetchval(sql, exam.id, query.value)
     record = None if stored is None else records.decode(stored)
-    return json_response(await scores_answer(request.app, exam, record, query.name), headers=NO_STORE)
+    return json_response(scores_answer(exam, record, query.name), headers=NO_STORE)
 
 
 async def _limits_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -132,10 +132,10 @@ class Scores(Reply):
     level: str | None = Field(None, description="the registration's level, as its subjects tell")
     year: int | None = None
     validity_years: int | None = Field(None, description="of the exam's family (exam_families; 1 without a row)")
-    qualified: bool | None = Field(None, description="every subject of a specialty of the level passed within one "
-                                                     "validity window, counting earlier valid passes; null: unknown")
+    qualified: bool | None = Field(None, description="every subject of a specialty of the level passed in this exam; "
+                                                     "null: the earlier passes still valid would decide (see "
+                                                     "GET /api/v1/exams/{exam_id}/my-valid-subjects)")
     qualification: Qualification | None = None
-    carried: list[CarriedPass] = Field([], description="earlier passes still valid that count for the qualification")
 
 
 class TicketSubject(Reply):
@@ -204,19 +204,15 @@ async def lookup_score(request: web.Request) -> web.Response:
     """The candidate's scores once released, by id number or ticket number."""
     body, exam, query = await released_query(request)
     record = await _record(request, body, exam, query)
-    return json_response(await scores_answer(request.app, exam, record, query.name), headers=NO_STORE)
+    return json_response(scores_answer(exam, record, query.name), headers=NO_STORE)
 
 
-async def scores_answer(app: web.Application, exam: Exam, record: records.Record | None, name: str) -> dict[str, Any]:
+def scores_answer(exam: Exam, record: records.Record | None, name: str) -> dict[str, Any]:
     """The score lookup's answer: ``NoRecord`` as ``rules.scores_of``; pass marks, years, validity and the
-    qualification as ``lookups.validity`` (earlier passes asked only when they could matter)."""
+    qualification this exam's record tells as ``lookups.validity`` (from the catalogue: no other read)."""
     answer = rules.scores_of(exam, record, name)
     assert record is not None  # scores_of answered NoRecord otherwise
-    level = validity.level_of(exam, record.subjects)
-    earlier = None
-    if validity.needs_earlier(exam, record, level):
-        earlier = await validity.cached_earlier_passes(app[keys.REDIS], app[keys.PG], exam, record.ticket_no)
-    return validity.with_validity(answer, exam, record, level, earlier)
+    return validity.with_validity(answer, exam, record, validity.level_of(exam, record.subjects))
 
 
 async def released_query(request: web.Request) -> tuple[ScoreQuery, Exam, rules.Query]:

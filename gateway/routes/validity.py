@@ -20,7 +20,7 @@ from pydantic import Field
 from core import validity
 from core.catalogue import Catalogue, Exam
 from core.errors import storage_errors
-from core.timeutil import iso_local
+from core.timeutil import iso_local, utcnow
 from gateway import auth, keys
 from gateway.adminauth import operator_of
 from gateway.bodies import NO_STORE, json_response, read_body
@@ -176,7 +176,9 @@ async def my_valid_subjects(request: web.Request) -> web.Response:
     level = request.query.get("level")
     pg = request.app[keys.PG]
     passes = await validity.earlier_passes(pg, candidate, exam)
-    found = validity.qualifications(exam, passes, level)
+    # The qualification counts this exam's own passes too, once its scores are out.
+    own = await validity.passes_in_exam(pg, candidate, exam) if exam.score_release_at <= utcnow() else []
+    found = validity.qualifications(exam, passes + own, level)
     return json_response({
         "exam_id": exam.id, "family": exam.family_code, "year": exam.year, "validity_years": exam.validity_years,
         "archive_no": await validity.archive_no(pg, candidate, exam),

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from core.catalogue import Exam, PassMark, Subject
-from core.validity import Pass
 from lookups import rules, validity
 from lookups.records import Record
 
@@ -36,9 +35,9 @@ def _record(scores: dict[str, str], subjects: tuple[str, ...] | None = None) -> 
     return Record("张三", "110101199001011234", "T1", 1, 1, 1, subjects or tuple(sorted(scores)), scores)
 
 
-def _answer(exam: Exam, record: Record, earlier: list[Pass] | None = None) -> dict[str, Any]:
+def _answer(exam: Exam, record: Record) -> dict[str, Any]:
     level = validity.level_of(exam, record.subjects)
-    return validity.with_validity(rules.scores_of(exam, record, "张三"), exam, record, level, earlier)
+    return validity.with_validity(rules.scores_of(exam, record, "张三"), exam, record, level)
 
 
 def test_the_level_is_the_one_whose_specialties_take_the_subjects() -> None:
@@ -55,7 +54,7 @@ def test_subjects_are_judged_by_the_levels_published_pass_mark() -> None:
     assert [(s["code"], s["pass_mark"], s["passed"], s["year"], s["valid_until"]) for s in answer["subjects"]] == [
         ("CJ01", 60.0, True, 2027, 2028), ("CJ11", 55.0, True, 2027, 2028)]
     assert answer["qualified"] is True and answer["qualification"]["specialty"] == "fin"
-    assert answer["carried"] == [] and (answer["level"], answer["validity_years"]) == ("CJ", 2)
+    assert (answer["level"], answer["validity_years"]) == ("CJ", 2)
 
 
 def test_an_undecided_level_keeps_the_subjects_own_pass_mark() -> None:
@@ -64,21 +63,10 @@ def test_an_undecided_level_keeps_the_subjects_own_pass_mark() -> None:
     assert answer["qualified"] is False
 
 
-def test_earlier_passes_are_needed_only_when_they_could_complete_a_specialty() -> None:
+def test_the_record_alone_decides_the_qualification_or_leaves_it_to_the_earlier_passes() -> None:
     exam = _exam()
-    complete = _record({"CJ01": "70", "CJ11": "70"})
-    failed = _record({"CJ01": "70", "CJ11": "10"})
-    partial = _record({"CJ11": "70"})
-    assert not validity.needs_earlier(exam, complete, "CJ")  # complete on its own
-    assert not validity.needs_earlier(exam, failed, "CJ")  # a failed subject had no valid earlier pass
-    assert validity.needs_earlier(exam, partial, "CJ")
-    assert not validity.needs_earlier(exam, partial, None)
-
-    assert _answer(exam, partial)["qualified"] is None  # needed and not read (PostgreSQL down)
-    assert _answer(exam, partial, [])["qualified"] is False
-    earlier = [Pass("CJ01", "CJ", 3, 2026, 61.0, 60.0, 2027), Pass("ZJ01", "ZJ", 3, 2026, 90.0, 60.0, 2027)]
-    answer = _answer(exam, partial, earlier)
-    assert answer["qualified"] is True
-    assert [(s["code"], s["year"], s["exam_id"]) for s in answer["qualification"]["subjects"]] == [
-        ("CJ01", 2026, 3), ("CJ11", 2027, 9)]
-    assert [s["code"] for s in answer["carried"]] == ["CJ01"]  # another level's pass is not counted
+    assert _answer(exam, _record({"CJ01": "70", "CJ11": "70"}))["qualified"] is True  # complete on its own
+    # A failed subject had no valid earlier pass standing in for it (enrolment refuses one still valid).
+    assert _answer(exam, _record({"CJ01": "70", "CJ11": "10"}))["qualified"] is False
+    partial = _answer(exam, _record({"CJ11": "70"}))  # the earlier passes would decide: not read at peak
+    assert partial["qualified"] is None and partial["qualification"] is None

@@ -66,10 +66,12 @@
         EG.$("[data-scores]").replaceChildren.apply(EG.$("[data-scores]"), rows);
         // Rolling validity: the level is complete when every subject is passed within one period.
         const qualification = EG.$("[data-qualification]");
-        const earlier = (scores.carried || []).map(function (p) { return p.name + "（" + p.year + " 年合格）"; });
-        qualification.textContent = scores.qualified
-          ? "已在有效期内通过全部科目，成绩合格。" + (earlier.length ? "计入的往年合格科目：" + earlier.join("、") + "。" : "")
-          : (scores.validity_years > 1 ? "成绩实行 " + scores.validity_years + " 年滚动管理，合格科目在有效期内保留。" : "");
+        const rolling = scores.validity_years > 1
+          ? "成绩实行 " + scores.validity_years + " 年滚动管理，合格科目在有效期内保留。" : "";
+        qualification.textContent = scores.qualified === true ? "已通过全部科目，成绩合格。"
+          : scores.qualified === null
+            ? "本次报考科目均已合格。" + rolling + "是否已在有效期内通过全部科目，请登录后在报名页查看往年有效成绩。"
+            : rolling;
         qualification.hidden = !qualification.textContent;
         result.hidden = false;
         result.focus();
