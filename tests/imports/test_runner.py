@@ -52,6 +52,9 @@ def bad_scores_file(exam: ScoredExam) -> tuple[bytes, dict[int, str]]:
     add(f"{code},{t(2)},{p(2)},102,7".encode() + b"\xff\xfe", "非 UTF-8")             # bad encoding
     add(f"{code},{t(2)},{'9' * 40},102,60", "证件号码（id_number）超过 32 个字符")    # over-long value
     add(f"NOEXAM,{t(2)},{p(2)},102,60", "考试代码 NOEXAM 不存在")                     # unknown exam
+    add(f",{t(2)},{p(2)},102,60", "考试代码（exam_code）为空")                       # empty exam code
+    add(f"{code},{t(2)},{p(2)},,60", "科目代码（subject_code）为空")                 # empty subject code
+    add(f"{code},{'T' * 33},{p(2)},102,60", "准考证号（ticket_no）超过 32 个字符")   # over-long ticket number
     add(f'{code},"{t(2)},{p(2)},102,60', "CSV")                                     # unterminated quote...
     return b"\n".join(lines) + b"\n", expected
 
