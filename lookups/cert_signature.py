@@ -25,19 +25,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import fcntl
 import hashlib
-import os
 import re
-import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from core import keyfiles
 
 __all__ = ["PUBLIC_KEY_FILE", "SIGNING_KEY_FILE", "Checked", "SignatureInvalid", "Signer", "check",
            "ensure_key", "generate_key", "load_key"]
@@ -122,11 +119,11 @@ def generate_key(keys_dir: str | Path, *, force: bool = False) -> list[Path]:
     private_path, public_path = directory / SIGNING_KEY_FILE, directory / PUBLIC_KEY_FILE
     if private_path.exists() and not force:
         raise FileExistsError(f"certificate signing key already exists ({private_path}); use --force to replace it")
-    _make_private_dir(directory)
+    keyfiles.make_private_dir(directory)
     private = Ed25519PrivateKey.generate()
-    _write_private(private_path, private.private_bytes(
+    keyfiles.write_private(private_path, private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    _write_private(public_path, private.public_key().public_bytes(
+    keyfiles.write_private(public_path, private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return [private_path, public_path]
 
@@ -142,39 +139,13 @@ def load_key(keys_dir: str | Path) -> Signer:
 def ensure_key(keys_dir: str | Path) -> Signer:
     """Generate the key pair if ``keys_dir`` has none, then load it."""
     directory = Path(keys_dir)
-    _make_private_dir(directory)
-    with _locked(directory):  # two processes starting at once must not write two different keys
+    keyfiles.make_private_dir(directory)
+    with keyfiles.locked(directory):  # two processes starting at once must not write two different keys
         if not (directory / SIGNING_KEY_FILE).exists():
             generate_key(directory)
     return load_key(directory)
 
 
-def _make_private_dir(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, mode=0o700)
-    except FileExistsError:
-        return
-    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
 
 
-def _write_private(path: Path, content: bytes) -> None:
-    """Through a temporary file created 0600, then renamed: never readable by others, never half-written."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    fd = os.open(directory / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

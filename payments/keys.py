@@ -12,18 +12,15 @@ the v3 key; a production directory holds those files and nothing else.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import secrets
 import string
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from core import keyfiles
 from payments.errors import KeysInvalid, KeysMissing
 
 __all__ = ["FILES", "MERCHANT_FILES", "KeysInvalid", "KeysMissing", "MerchantKeys", "PaymentKeys", "ensure",
@@ -89,10 +86,10 @@ def generate(keys_dir: str | Path, force: bool = False) -> list[Path]:
     if existing and not force:
         raise FileExistsError(f"payment keys already exist ({', '.join(map(str, existing))}); "
                               "use --force to replace them")
-    _make_private_dir(directory)
+    keyfiles.make_private_dir(directory)
     written = []
     for name, content in _new_key_files().items():
-        written.append(_write_private(directory / name, content))
+        written.append(keyfiles.write_private(directory / name, content))
     return written
 
 
@@ -140,8 +137,8 @@ def _shared(directory: Path) -> dict[str, object]:
 def ensure(keys_dir: str | Path) -> PaymentKeys:
     """Generate the key set if the directory has none of its files, then load it (tests, ``make demo``)."""
     directory = Path(keys_dir)
-    _make_private_dir(directory)
-    with _locked(directory):  # two processes starting at once must not write two different sets
+    keyfiles.make_private_dir(directory)
+    with keyfiles.locked(directory):  # two processes starting at once must not write two different sets
         if not any((directory / name).exists() for name in FILES):
             generate(directory)
     return load(directory)
@@ -164,37 +161,10 @@ def _new_key_files() -> dict[str, bytes]:
     return files
 
 
-def _make_private_dir(directory: Path) -> None:
-    """Create ``directory`` 0700 if missing (an existing one keeps its mode: it may be shared, like /tmp)."""
-    try:
-        directory.mkdir(parents=True, mode=0o700)
-    except FileExistsError:
-        return
-    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
 
 
-def _write_private(path: Path, content: bytes) -> Path:
-    """Write through a temporary file created 0600, then rename: never readable by others, never half-written."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    fd = os.open(directory / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def _read(directory: Path, name: str) -> bytes:
