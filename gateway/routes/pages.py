@@ -84,16 +84,17 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("score_reviews", "/score-reviews", "成绩复核", "score-reviews", (COMMON, "js/pages/score-reviews.js")),
     # 合格标准: each exam's pass marks per level and subject, and how long a pass stays valid.
     PageSpec("pass_marks", "/pass-marks", "合格标准", "pass-marks", (COMMON, "js/pages/pass-marks.js")),
-    # Operators' review of registrations: the console's token (sessionStorage), a page of its own.
-    PageSpec("reviews", "/console/reviews", "资格审核", "console-reviews", (COMMON, "js/console-reviews.js"),
-             header="console-reviews"),
+    # Operators' review of registrations: the console's token (sessionStorage), a page of its own; the pages
+    # under /console/ sign in with js/console-signin.js.
+    PageSpec("reviews", "/console/reviews", "资格审核", "console-reviews",
+             (COMMON, "js/console-signin.js", "js/console-reviews.js"), header="console-reviews"),
     # Operators' review of photos and of the candidates' change requests, the same way.
-    PageSpec("photo_review", "/console/photos", "照片审核", "console-photos", (COMMON, "js/console-photos.js"),
-             header="console-photos"),
+    PageSpec("photo_review", "/console/photos", "照片审核", "console-photos",
+             (COMMON, "js/console-signin.js", "js/console-photos.js"), header="console-photos"),
     # Operators' imports: kind, file and batch id; checked (every bad row by line), then applied; the latest batches.
-    PageSpec("imports", "/console/imports", "数据导入", "console-imports", (COMMON, "js/console-imports.js"),
-             header="console-imports"),
-    # Operators' answers to score review requests, the same way (sign-in shared: js/console-signin.js).
+    PageSpec("imports", "/console/imports", "数据导入", "console-imports",
+             (COMMON, "js/console-signin.js", "js/console-imports.js"), header="console-imports"),
+    # Operators' answers to score review requests, the same way.
     PageSpec("score_review_console", "/console/score-reviews", "成绩复核", "console-score-reviews",
              (COMMON, "js/console-signin.js", "js/console-score-reviews.js"), header="console-score-reviews"),
 )

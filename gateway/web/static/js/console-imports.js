@@ -2,15 +2,14 @@
  * /admin/api/v1/imports/{kind}?dry_run=true: every bad row listed with its line and reason, nothing applied),
  * then import it as that batch (the same batch id again applies nothing); the latest batches below.
  *
- * The admin token is the console's (sessionStorage "eg.console.token", this tab only), as on the review
- * pages. Importing is enabled only after the same kind and file passed a check; changing either asks for
- * a new check. An import can still be refused (the data changed since the check): its report is shown.
+ * Sign-in: js/console-signin.js (the console's token; only a role that may post imports). Importing is
+ * enabled only after the same kind and file passed a check; changing either asks for a new check. An import
+ * can still be refused (the data changed since the check): its report is shown.
  */
 (function () {
   "use strict";
 
   const EG = window.EG;
-  const TOKEN = "eg.console.token";  // the console's key (console.js)
   const KINDS = {
     scores: "成绩", pass_marks: "合格标准", exams: "考试", sites: "考点", certificates: "资格证书",
     integrity_records: "诚信档案",
@@ -27,57 +26,16 @@
   const BATCH_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
   const TYPES = { csv: "text/csv", ndjson: "application/x-ndjson", jsonl: "application/x-ndjson" };
 
-  let token = sessionStorage.getItem(TOKEN);
   let checked = null;  // {kind, file} that passed the last check
 
-  function admin(method, path, options) {
-    return EG.api(method, path, Object.assign({ token: token }, options || {}));
-  }
-
-  const alertBox = function () { return EG.$("[data-imports] > [data-alert]"); };
-  function say(text) { EG.$("[data-notice]").textContent = text; }
-
-  function problem(result, what) {
-    if (result.status === 401) { signOut("管理令牌无效或已撤销，请重新输入。"); return; }
-    EG.alert(alertBox(), (what ? what + "：" : "") + result.error.message, null, result.retryAfterS);
-    alertBox().focus();
-  }
-
-  // --- sign in and out ------------------------------------------------------------------------------------
-
-  function signOut(message) {
-    token = null;
-    sessionStorage.removeItem(TOKEN);
-    EG.$("[data-imports]").hidden = true;
-    EG.$("[data-imports-signed-in]").hidden = true;
-    EG.$("[data-signin]").hidden = false;
-    const form = EG.$("[data-signin-form]");
-    EG.clearErrors(form);
-    if (message) EG.fieldError(form, "token", message);
-    EG.$("#token").value = "";
-    EG.$("#token").focus();
-  }
+  const signIn = EG.consoleSignIn({ page: "[data-imports]", route: "imports.post", what: "数据导入",
+                                    onlyFor: "管理员", onEnter: enter });
+  const admin = signIn.admin;
+  const problem = signIn.problem;
+  const alertBox = signIn.alertBox;
+  const say = signIn.say;
 
   async function enter() {
-    const loaded = await admin("GET", "/admin/api/v1/me");
-    if (loaded.status === 401) return signOut("管理令牌无效，请核对后重试。");
-    if (!loaded.ok) {
-      EG.$("[data-signin]").hidden = false;
-      EG.fieldError(EG.$("[data-signin-form]"), "token", loaded.error.message +
-                    (loaded.retryAfterS ? "，" + EG.retrySentence(loaded.retryAfterS) : ""));
-      return;
-    }
-    const me = loaded.data;
-    if (me.routes.indexOf("imports.post") < 0) {
-      return signOut("该令牌的角色（" + me.role_label + "）没有数据导入权限（仅限管理员）。");
-    }
-    sessionStorage.setItem(TOKEN, token);
-    EG.$("[data-signin]").hidden = true;
-    EG.$("[data-imports]").hidden = false;
-    EG.$("[data-imports-signed-in]").hidden = false;
-    const who = me.display_name ? me.display_name + "（" + me.name + "）" : me.name;
-    EG.$("[data-whoami]").textContent = "当前登录：" + who + " · " + me.role_label + " · 范围：" +
-      (me.provinces === null ? "全国" : me.provinces.map(EG.province).join("、"));
     showColumns();
     await loadBatches();
   }
@@ -253,20 +211,6 @@
   // --- start ------------------------------------------------------------------------------------------------
 
   document.addEventListener("DOMContentLoaded", function () {
-    EG.$("[data-signin-form]").addEventListener("submit", function (event) {
-      event.preventDefault();
-      const form = event.currentTarget;
-      EG.clearErrors(form);
-      const typed = EG.$("#token").value.trim();
-      if (!typed) {
-        EG.fieldError(form, "token", "请输入管理令牌");
-        EG.$("#token").focus();
-        return;
-      }
-      token = typed;
-      enter();
-    });
-    EG.$("[data-imports-sign-out]").addEventListener("click", function () { signOut(null); });
     EG.$("#kind").addEventListener("change", function () {
       showColumns();
       invalidate();
@@ -284,6 +228,5 @@
       EG.busy(event.currentTarget, loadBatches);
     });
     showColumns();
-    if (token) enter(); else signOut(null);
   });
 })();

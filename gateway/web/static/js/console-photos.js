@@ -3,15 +3,14 @@
  * masked id and the checks' findings; approve, or reject with a listed or typed reason; the candidates'
  * change requests for a locked photo, granted (one new upload) or refused with a reason.
  *
- * The admin token is the console's (sessionStorage "eg.console.token", this tab only), as on the review
- * page. A photo decided by someone else meanwhile (already_reviewed), replaced by the candidate
- * (photo_superseded), or a request already decided (already_decided) is said plainly and the list reloaded.
+ * Sign-in: js/console-signin.js (the console's token). A photo decided by someone else meanwhile
+ * (already_reviewed), replaced by the candidate (photo_superseded), or a request already decided
+ * (already_decided) is said plainly and the list reloaded.
  */
 (function () {
   "use strict";
 
   const EG = window.EG;
-  const TOKEN = "eg.console.token";  // the console's key (console.js)
   const PAGE = 30;
   const STATUS = { approved: "审核通过", needs_review: "待人工审核", rejected: "审核未通过" };
   const REQUEST_STATUS = { pending: "待处理", granted: "已同意（待重新上传）", refused: "未同意", used: "已重新上传" };
@@ -21,63 +20,20 @@
   };
   const CONFLICTS = ["already_reviewed", "photo_superseded", "already_decided"];
 
-  let token = sessionStorage.getItem(TOKEN);
   let reasons = {};
   let photos = [];
   let nextAfter = null;
   let requests = [];
   let nextRequest = null;
 
-  function admin(method, path, options) {
-    return EG.api(method, path, Object.assign({ token: token }, options || {}));
-  }
+  const signIn = EG.consoleSignIn({ page: "[data-photos]", route: "admin.photos.list", what: "照片审核",
+                                    scope: "审核范围", onEnter: enter });
+  const admin = signIn.admin;
+  const alertBox = signIn.alertBox;
+  const say = signIn.say;
+  function problem(result, what) { signIn.problem(result, what, CONFLICTS); }
 
-  const alertBox = function () { return EG.$("[data-photos] > [data-alert]"); };
-  function say(text) { EG.$("[data-notice]").textContent = text; }
-
-  function problem(result, what) {
-    if (result.status === 401) { signOut("管理令牌无效或已撤销，请重新输入。"); return; }
-    const conflict = CONFLICTS.indexOf(result.error.code) >= 0;
-    EG.alert(alertBox(), (what ? what + "：" : "") + result.error.message + (conflict ? "，列表已刷新" : ""),
-             null, result.retryAfterS);
-    alertBox().focus();
-  }
-
-  // --- sign in and out ------------------------------------------------------------------------------------
-
-  function signOut(message) {
-    token = null;
-    sessionStorage.removeItem(TOKEN);
-    EG.$("[data-photos]").hidden = true;
-    EG.$("[data-photos-signed-in]").hidden = true;
-    EG.$("[data-signin]").hidden = false;
-    const form = EG.$("[data-signin-form]");
-    EG.clearErrors(form);
-    if (message) EG.fieldError(form, "token", message);
-    EG.$("#token").value = "";
-    EG.$("#token").focus();
-  }
-
-  async function enter() {
-    const loaded = await admin("GET", "/admin/api/v1/me");
-    if (loaded.status === 401) return signOut("管理令牌无效，请核对后重试。");
-    if (!loaded.ok) {
-      EG.$("[data-signin]").hidden = false;
-      EG.fieldError(EG.$("[data-signin-form]"), "token", loaded.error.message +
-                    (loaded.retryAfterS ? "，" + EG.retrySentence(loaded.retryAfterS) : ""));
-      return;
-    }
-    const me = loaded.data;
-    if (me.routes.indexOf("admin.photos.list") < 0) {
-      return signOut("该令牌的角色（" + me.role_label + "）没有照片审核权限。");
-    }
-    sessionStorage.setItem(TOKEN, token);
-    EG.$("[data-signin]").hidden = true;
-    EG.$("[data-photos]").hidden = false;
-    EG.$("[data-photos-signed-in]").hidden = false;
-    const who = me.display_name ? me.display_name + "（" + me.name + "）" : me.name;
-    EG.$("[data-whoami]").textContent = "当前登录：" + who + " · " + me.role_label + " · 审核范围：" +
-      (me.provinces === null ? "全国" : me.provinces.map(EG.province).join("、"));
+  async function enter(me) {
     const listed = await admin("GET", "/admin/api/v1/photo-reject-reasons");
     reasons = listed.ok ? listed.data : {};
     EG.$("[data-changes-section]").hidden = me.routes.indexOf("admin.photo_changes.list") < 0;
@@ -289,20 +245,6 @@
   // --- start ------------------------------------------------------------------------------------------------
 
   document.addEventListener("DOMContentLoaded", function () {
-    EG.$("[data-signin-form]").addEventListener("submit", function (event) {
-      event.preventDefault();
-      const form = event.currentTarget;
-      EG.clearErrors(form);
-      const typed = EG.$("#token").value.trim();
-      if (!typed) {
-        EG.fieldError(form, "token", "请输入管理令牌");
-        EG.$("#token").focus();
-        return;
-      }
-      token = typed;
-      enter();
-    });
-    EG.$("[data-photos-sign-out]").addEventListener("click", function () { signOut(null); });
     EG.$("[data-filter]").addEventListener("submit", function (event) {
       event.preventDefault();
       alertBox().hidden = true;
@@ -315,6 +257,5 @@
       loadChanges(true);
     });
     EG.$("[data-changes-more]").addEventListener("click", function () { loadChanges(false); });
-    if (token) enter(); else signOut(null);
   });
 })();

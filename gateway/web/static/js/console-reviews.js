@@ -1,16 +1,15 @@
 /* 运行控制台 · 资格审核: the review queue (by exam, province, review point and state), one registration with
  * the candidate's education, approve or reject it with reasons, and approve many at once.
  *
- * The admin token is the console's (sessionStorage "eg.console.token", this tab only): signed in on
- * /console, this page opens signed in; otherwise it asks for the token the same way. A decision is sent
- * with If-Match: the version the details were read at (their ETag), so a registration someone else
- * decided or the candidate changed meanwhile answers 412 instead of being overruled.
+ * Sign-in: js/console-signin.js (the console's token: signed in on /console, this page opens signed in;
+ * otherwise it asks for the token the same way). A decision is sent with If-Match: the version the details
+ * were read at (their ETag), so a registration someone else decided or the candidate changed meanwhile
+ * answers 412 instead of being overruled.
  */
 (function () {
   "use strict";
 
   const EG = window.EG;
-  const TOKEN = "eg.console.token";  // the console's key (console.js)
   const PAGE = 50;
   const STATUS_NAMES = {
     draft: "待确认", under_review: "网上审核中", onsite_review: "待现场审核", approved: "审核通过",
@@ -29,7 +28,6 @@
   };
   const BULK_RESULTS = { already_decided: "已被他人处理", not_found: "不存在或不在您的审核范围内" };
 
-  let token = sessionStorage.getItem(TOKEN);
   let me = null;
   let exams = [];
   let reasons = {};
@@ -39,55 +37,15 @@
   let detail = null; // {id, version, status}
   const points = {};  // exam id → its review points
 
-  function admin(method, path, options) {
-    return EG.api(method, path, Object.assign({ token: token }, options || {}));
-  }
+  const signIn = EG.consoleSignIn({ page: "[data-reviews]", route: "admin.reviews.list", what: "资格审核",
+                                    scope: "审核范围", onEnter: enter });
+  const admin = signIn.admin;
+  const alertBox = signIn.alertBox;
+  const say = signIn.say;
+  const problem = signIn.problem;
 
-  const alertBox = function () { return EG.$("[data-reviews] > [data-alert]"); };
-  function say(text) { EG.$("[data-notice]").textContent = text; }
-
-  function problem(result, what) {
-    if (result.status === 401) { signOut("管理令牌无效或已撤销，请重新输入。"); return; }
-    EG.alert(alertBox(), (what ? what + "失败：" : "") + result.error.message, null, result.retryAfterS);
-    alertBox().focus();
-  }
-
-  // --- sign in and out ------------------------------------------------------------------------------------
-
-  function signOut(message) {
-    token = null;
-    me = null;
-    sessionStorage.removeItem(TOKEN);
-    EG.$("[data-reviews]").hidden = true;
-    EG.$("[data-reviews-signed-in]").hidden = true;
-    EG.$("[data-signin]").hidden = false;
-    const form = EG.$("[data-signin-form]");
-    EG.clearErrors(form);
-    if (message) EG.fieldError(form, "token", message);
-    EG.$("#token").value = "";
-    EG.$("#token").focus();
-  }
-
-  async function enter() {
-    const loaded = await admin("GET", "/admin/api/v1/me");
-    if (loaded.status === 401) return signOut("管理令牌无效，请核对后重试。");
-    if (!loaded.ok) {
-      EG.$("[data-signin]").hidden = false;
-      EG.fieldError(EG.$("[data-signin-form]"), "token", loaded.error.message +
-                    (loaded.retryAfterS ? "，" + EG.retrySentence(loaded.retryAfterS) : ""));
-      return;
-    }
-    me = loaded.data;
-    if (me.routes.indexOf("admin.reviews.list") < 0) {
-      return signOut("该令牌的角色（" + me.role_label + "）没有资格审核权限。");
-    }
-    sessionStorage.setItem(TOKEN, token);
-    EG.$("[data-signin]").hidden = true;
-    EG.$("[data-reviews]").hidden = false;
-    EG.$("[data-reviews-signed-in]").hidden = false;
-    const who = me.display_name ? me.display_name + "（" + me.name + "）" : me.name;
-    EG.$("[data-whoami]").textContent = "当前登录：" + who + " · " + me.role_label + " · 审核范围：" +
-      (me.provinces === null ? "全国" : me.provinces.map(EG.province).join("、"));
+  async function enter(signedIn) {
+    me = signedIn;
     const listed = await EG.exams();
     exams = listed.ok ? listed.data : [];
     const listedReasons = await admin("GET", "/admin/api/v1/review-reasons");
@@ -225,7 +183,7 @@
   async function loadQueue(reset) {
     const listed = await admin("GET", "/admin/api/v1/reviews?" + query(reset ? null : nextAfter).toString());
     if (!listed.ok) {
-      problem(listed, "加载审核队列");
+      problem(listed, "加载审核队列失败");
       return;
     }
     if (reset) {
@@ -248,7 +206,7 @@
     const done = await admin("POST", "/admin/api/v1/reviews/approve", { json: { registration_ids: ids } });
     if (!done.ok) {
       renderBulk();
-      return problem(done, "批量审核");
+      return problem(done, "批量审核失败");
     }
     const others = Object.keys(done.data.results).filter(function (id) { return done.data.results[id].result !== "approved"; });
     say("已批量审核通过 " + done.data.approved + " 条报名。");
@@ -283,7 +241,7 @@
 
   async function openDetail(id, keepMessages) {
     const loaded = await admin("GET", "/admin/api/v1/registrations/" + id);
-    if (!loaded.ok) return problem(loaded, "加载报名详情");
+    if (!loaded.ok) return problem(loaded, "加载报名详情失败");
     const found = loaded.data;
     const etag = (loaded.headers.get("ETag") || "").replace(/^W\//, "").replace(/"/g, "");
     detail = { id: found.registration_id, version: etag || String(found.version), status: found.status };
@@ -353,7 +311,7 @@
       headers: { "If-Match": '"' + detail.version + '"' },
     });
     buttons.forEach(function (b) { b.disabled = false; });
-    if (decided.status === 401) return signOut("管理令牌无效或已撤销，请重新输入。");
+    if (decided.status === 401) return signIn.signOut("管理令牌无效或已撤销，请重新输入。");
     if (decided.status === 412 || decided.status === 409) {
       const alert = EG.$("[data-alert]", form);
       EG.alert(alert, "已被他人处理，请刷新", [decided.error.message], null);
@@ -374,20 +332,6 @@
   // --- start ------------------------------------------------------------------------------------------------
 
   document.addEventListener("DOMContentLoaded", function () {
-    EG.$("[data-signin-form]").addEventListener("submit", function (event) {
-      event.preventDefault();
-      const form = event.currentTarget;
-      EG.clearErrors(form);
-      const typed = EG.$("#token").value.trim();
-      if (!typed) {
-        EG.fieldError(form, "token", "请输入管理令牌");
-        EG.$("#token").focus();
-        return;
-      }
-      token = typed;
-      enter();
-    });
-    EG.$("[data-reviews-sign-out]").addEventListener("click", function () { signOut(null); });
     EG.$("[data-filter]").addEventListener("submit", function (event) {
       event.preventDefault();
       alertBox().hidden = true;
@@ -413,6 +357,5 @@
       await openDetail(detail.id);
       say("已刷新报名 " + detail.id + " 的最新状态。");
     });
-    if (token) enter(); else signOut(null);
   });
 })();

@@ -4,7 +4,12 @@
  *
  *   const signIn = EG.consoleSignIn({ page: "[data-score-reviews]", route: "admin.score_reviews.list",
  *                                      what: "成绩复核", onEnter: async function (me) { … } });
- *   signIn.admin("GET", path)  ·  signIn.problem(result, what, conflicts)  ·  signIn.say(text)
+ *   signIn.admin("GET", path)  ·  signIn.problem(result, what, conflicts)  ·  signIn.say(text)  ·
+ *   signIn.signOut(message)  ·  signIn.alertBox()
+ *
+ * Options besides those: scope, the whoami line's word for the token's provinces ("范围" unless given, e.g.
+ * "审核范围"); onlyFor, who alone may use the page, said when a role may not ("管理员": "…权限（仅限管理员）。").
+ * Used by every console page but /console itself (console.js: its own sign-in, the role's sections shown).
  *
  * Markup: [data-signin] with [data-signin-form] (#token), the page's root holding [data-whoami],
  * [data-alert] and [data-notice], and [data-console-signed-in] / [data-console-sign-out] in the header.
@@ -56,14 +61,15 @@
       }
       const me = loaded.data;
       if (me.routes.indexOf(options.route) < 0) {
-        return signOut("该令牌的角色（" + me.role_label + "）没有" + options.what + "权限。");
+        return signOut("该令牌的角色（" + me.role_label + "）没有" + options.what + "权限" +
+                       (options.onlyFor ? "（仅限" + options.onlyFor + "）" : "") + "。");
       }
       sessionStorage.setItem(TOKEN, token);
       EG.$("[data-signin]").hidden = true;
       root().hidden = false;
       EG.$("[data-console-signed-in]").hidden = false;
       const who = me.display_name ? me.display_name + "（" + me.name + "）" : me.name;
-      EG.$("[data-whoami]", root()).textContent = "当前登录：" + who + " · " + me.role_label + " · 范围：" +
+      EG.$("[data-whoami]", root()).textContent = "当前登录：" + who + " · " + me.role_label + " · " + (options.scope || "范围") + "：" +
         (me.provinces === null ? "全国" : me.provinces.map(EG.province).join("、"));
       await options.onEnter(me);
     }
@@ -89,6 +95,7 @@
     return {
       admin: admin,
       problem: problem,
+      signOut: signOut,
       alertBox: alertBox,
       say: function (text) { EG.$("[data-notice]", root()).textContent = text; },
     };
