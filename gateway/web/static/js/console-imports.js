@@ -30,10 +30,6 @@
 
   const signIn = EG.consoleSignIn({ page: "[data-imports]", route: "imports.post", what: "数据导入",
                                     onlyFor: "管理员", onEnter: enter });
-  const admin = signIn.admin;
-  const problem = signIn.problem;
-  const alertBox = signIn.alertBox;
-  const say = signIn.say;
 
   async function enter() {
     showColumns();
@@ -93,7 +89,7 @@
   }
 
   function post(what, dryRun) {
-    return admin("POST", "/admin/api/v1/imports/" + what.kind + (dryRun ? "?dry_run=true" : ""), {
+    return signIn.admin("POST", "/admin/api/v1/imports/" + what.kind + (dryRun ? "?dry_run=true" : ""), {
       body: what.file, contentType: what.type, headers: { "Idempotency-Key": what.batch },
     });
   }
@@ -135,15 +131,15 @@
     if (result.status === 422 && result.error.details.fields) {
       return EG.showError(EG.$("[data-upload]"), result, { labels: { "Idempotency-Key": "批次号" } });
     }
-    problem(result, "导入失败");
+    signIn.problem(result, "导入失败");
   }
 
   async function check(form) {
     const what = chosen(form);
     if (!what) return;
     invalidate();
-    alertBox().hidden = true;
-    say("");
+    signIn.alertBox().hidden = true;
+    signIn.say("");
     const result = await EG.busy(form, function () { return post(what, true); });
     if (!result.ok) return refused(result, what);
     const done = result.data;
@@ -174,7 +170,7 @@
     const done = result.data;
     invalidate();
     EG.$("[data-report]").hidden = true;
-    say(done.already_applied
+    signIn.say(done.already_applied
       ? "批次 " + done.batch_id + " 此前已导入，本次未做任何更改。"
       : "批次 " + done.batch_id + " 已导入：共 " + done.rows + " 行，其中 " + done.applied + " 行有更改，用时 " +
         done.seconds + " 秒。");
@@ -200,8 +196,8 @@
 
   async function loadBatches() {
     const kind = EG.$("#batches-kind").value;
-    const listed = await admin("GET", "/admin/api/v1/imports?limit=50" + (kind ? "&kind=" + kind : ""));
-    if (!listed.ok) return problem(listed, "加载导入批次失败");
+    const listed = await signIn.admin("GET", "/admin/api/v1/imports?limit=50" + (kind ? "&kind=" + kind : ""));
+    if (!listed.ok) return signIn.problem(listed, "加载导入批次失败");
     const body = EG.$("[data-batches]");
     const rows = listed.data.batches.map(batchRow);
     if (!rows.length) rows.push(EG.el("tr", {}, [EG.el("td", { colspan: "8", className: "muted", text: "还没有导入批次" })]));
