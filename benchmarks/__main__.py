@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chart
+from benchmarks import chart, costs
 
 BENCHMARKS = {
     "loadgen": "benchmarks.bench_loadgen",
@@ -148,7 +148,8 @@ def main(names: list[str]) -> int:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps({"when": stamp, "machine": about, "benchmarks": chosen,
-                               "elapsed_s": round(elapsed_s, 1), "steal_percent": steal, "figures": figures}, indent=2))
+                               "elapsed_s": round(elapsed_s, 1), "steal_percent": steal, "figures": figures,
+                               "costs": costs.RECORDED}, indent=2))
     rendered = report(figures, stamp, about, elapsed_s, steal)
     (RESULTS / f"{stamp}.md").write_text(rendered)
     (RESULTS / "latest.md").write_text(rendered)

@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from benchmarks import bench_lookups
+from benchmarks import bench_lookups, costs
 from benchmarks.bench_lookups import (
     CONNECTIONS,
     GENEROUS,
@@ -171,9 +171,11 @@ def run(count: int = CERTIFICATES) -> list[dict[str, Any]]:
             gateway = start_gateway(pg_dsn, redis_url, workers=1, cpus="0", EXAMGATE_BENCH_ROUTES="true",
                                     EXAMGATE_KEYS_DIR=str(Path(tmp) / "keys"))
             try:
+                meter = costs.Meter("certificates", gateway.proc.pid, redis_url, pg_dsn)
                 for spec in phases(gateway, bare_url, count, scores["exam_id"], Path(tmp)):
                     apply(gateway, spec, score_body)
-                    phase = Phase(spec.loads)
+                    phase = Phase(spec.loads, meter, {"verify": "certificate_verify" if spec.label == "off"
+                                                      else "certificate_verify_protected"})
                     samples = phase.measure(spec.label)
                     results[spec.label] = {
                         "samples": samples, "statuses": phase.statuses,

@@ -46,6 +46,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from benchmarks import costs
 from benchmarks.common import bare_app, scratch_stores, wait_config_version
 from benchmarks.wrk import LUA_STATUS_COUNTER, run_wrk, statuses
 from loadtest.processes import Process, start_gateway
@@ -232,14 +233,20 @@ def apply_phase(gateway: Process, phase: PhaseLoads) -> None:
 class Phase:
     """The loads of one phase, with every status their scripts counted."""
 
-    def __init__(self, loads: dict[str, Load]) -> None:
+    def __init__(self, loads: dict[str, Load], meter: costs.Meter | None = None,
+                 metered: dict[str, str] | None = None) -> None:
         self.loads = loads
+        self.meter = meter
+        self.metered = metered or {}  # load name → the peak path its costs are recorded under
         self.statuses: dict[str, dict[str, int]] = {name: {} for name, load in loads.items() if load.script}
 
     def run(self, name: str, duration_s: int, *, measured: bool = True) -> float:
         """One wrk run of the load ``name``: its requests/s (a plain GET must answer 2xx only)."""
         load = self.loads[name]
-        result = run_wrk(load.url, duration_s=duration_s, connections=CONNECTIONS, script=load.script)
+        path = self.metered.get(name) if measured else None
+        with costs.metered(self.meter if path else None, path or name) as round_:
+            result = run_wrk(load.url, duration_s=duration_s, connections=CONNECTIONS, script=load.script)
+            round_.requests = costs.wrk_requests(result.output)
         if load.script is None:
             if result.non_2xx:
                 raise RuntimeError(f"{load.url}: {result.non_2xx} non-2xx responses")
@@ -275,12 +282,13 @@ def _per_round(samples: dict[str, list[float]], name: str, baseline: str) -> lis
 
 
 def measure_lookups(gateway: Process, bare_url: str, exam_id: int, candidates: int,
-                    directory: Path) -> dict[str, Any]:
+                    directory: Path, meter: costs.Meter | None = None) -> dict[str, Any]:
     """Both phases; the samples, per-round ratios (to the bare GET and to noop) and statuses of each."""
     results: dict[str, Any] = {}
     for spec in phases(gateway, bare_url, exam_id, candidates, directory):
         apply_phase(gateway, spec)
-        phase = Phase(spec.loads)
+        phase = Phase(spec.loads, meter, {"lookup_redis": "score_lookup" if spec.label == "off"
+                                          else "score_lookup_protected"})
         samples = phase.measure(spec.label)
         measured = [name for name in spec.loads if name not in ("bare", "noop")]
         results[spec.label] = {
@@ -300,7 +308,8 @@ def run(candidates: int = CANDIDATES) -> list[dict[str, Any]]:
         with bare_app() as bare_url:
             gateway = start_gateway(pg_dsn, redis_url, workers=1, cpus="0", EXAMGATE_BENCH_ROUTES="true")
             try:
-                lookups = measure_lookups(gateway, bare_url, warm["exam_id"], candidates, Path(tmp))
+                meter = costs.Meter("lookups", gateway.proc.pid, redis_url, pg_dsn)
+                lookups = measure_lookups(gateway, bare_url, warm["exam_id"], candidates, Path(tmp), meter)
             finally:
                 gateway.stop()
     report: prewarm.PrewarmReport = warm["report"]

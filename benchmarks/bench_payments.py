@@ -32,6 +32,7 @@ from urllib.parse import urlencode
 import aiohttp
 import asyncpg
 
+from benchmarks import costs
 from benchmarks.common import scratch_stores
 from core.timeutil import utcnow
 from loadtest.processes import Process, start_gateway
@@ -194,13 +195,16 @@ def run() -> list[dict[str, Any]]:
                                               EXAMGATE_NOTIFY_GROUP_MAX=str(GROUP_MAX), **env)  # type: ignore[arg-type]
             gateways["single"] = start_gateway(pg_dsn, redis_url, workers=1, cpus="0",
                                                EXAMGATE_NOTIFY_GROUP_MAX="1", **env)  # type: ignore[arg-type]
+            meters = {"group": costs.Meter("payments", gateways["group"].proc.pid, redis_url, pg_dsn)}
             rates: dict[str, list[float]] = {"group": [], "single": []}
             refused = {"group": 0, "single": 0}
             for round_no in range(ROUNDS):
                 order = ["group", "single"] if round_no % 2 == 0 else ["single", "group"]
                 for mode in order:
                     batch = signed[mode][round_no]
-                    seconds, bad = asyncio.run(post_all(gateways[mode].url, batch))
+                    with costs.metered(meters.get(mode), "payment_notification") as metered:
+                        seconds, bad = asyncio.run(post_all(gateways[mode].url, batch))
+                        metered.requests = len(batch)
                     rates[mode].append(len(batch) / seconds)
                     refused[mode] += bad
                     print(f"  round {round_no + 1}/{ROUNDS} {mode}: {len(batch):,} notifications in {seconds:.2f} s "

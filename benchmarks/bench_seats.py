@@ -53,6 +53,7 @@ from typing import Any
 import asyncpg
 import redis
 
+from benchmarks import costs
 from benchmarks.common import bare_app, scrape_metrics, scratch_stores, wait_config_version
 from benchmarks.wrk import LUA_STATUS_COUNTER, WrkResult, run_wrk, statuses
 from core import sessions
@@ -255,6 +256,7 @@ class Loads:
         self.statuses: dict[str, dict[str, int]] = {"seat": {}, "poll": {}}
         self.redis_per_seat: list[dict[str, float]] = []
         self.socket_errors: list[str] = []
+        self.meter: costs.Meter | None = None
 
     def _count(self, name: str, result: WrkResult) -> None:
         counted = statuses(result.output)
@@ -273,7 +275,9 @@ class Loads:
     def seat(self, duration_s: int, *, measured: bool = True) -> float:
         script = write_seat_script(self.directory, self.data, self.seat_requests)
         before = scrape_metrics(self.url, self.metrics_token)
-        result = run_wrk(self.url + "/", duration_s=duration_s, connections=CONNECTIONS, script=script)
+        with costs.metered(self.meter if measured else None, "seat_hold") as metered:
+            result = run_wrk(self.url + "/", duration_s=duration_s, connections=CONNECTIONS, script=script)
+            metered.requests = costs.wrk_requests(result.output)
         after = scrape_metrics(self.url, self.metrics_token)
         done = _REQUESTS.search(result.output)
         answered = int(done[1]) if done else 0
@@ -286,7 +290,9 @@ class Loads:
         return result.requests_per_s
 
     def poll(self, duration_s: int, *, measured: bool = True) -> float:
-        result = run_wrk(self.url + "/", duration_s=duration_s, connections=CONNECTIONS, script=self.poll_script)
+        with costs.metered(self.meter if measured else None, "queue_poll") as metered:
+            result = run_wrk(self.url + "/", duration_s=duration_s, connections=CONNECTIONS, script=self.poll_script)
+            metered.requests = costs.wrk_requests(result.output)
         if measured:
             self._count("poll", result)
         return result.requests_per_s
@@ -469,6 +475,7 @@ def run() -> list[dict[str, Any]]:
             gateway = start_seat_gateway(pg_dsn, redis_url, data)
             try:
                 loads = Loads(gateway.url, gateway.metrics_token(), data, Path(tmp))
+                loads.meter = costs.Meter("seats", gateway.proc.pid, redis_url, pg_dsn)
                 samples = measure(loads, bare_url)
             finally:
                 gateway.stop()
