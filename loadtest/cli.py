@@ -35,8 +35,8 @@ def _duration(raw: str) -> int:
 @click.option("--users", type=click.IntRange(1, 1_000_000), default=20, show_default=True, help="Simulated users.")
 @click.option("--spawn-rate", type=click.FloatRange(0.01), help="Users started per second (default: all in 1 s).")
 @click.option("--duration", default="30s", show_default=True, help="Run time: 90, 90s, 2m, 1h.")
-@click.option("--processes", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Local Locust worker processes (one core each).")
+@click.option("--processes", type=click.IntRange(0, 256), default=1, show_default=True,
+              help="Local Locust worker processes (one core each; 0: only --remote-workers).")
 @click.option("--host", default="http://127.0.0.1:8080", show_default=True, help="The gateway's base URL.")
 @click.option("--shape", type=click.Choice(("spike", "steps")), default="spike", show_default=True,
               help="spike: every user within seconds, then hold; steps: users added in --steps equal steps.")
@@ -64,7 +64,11 @@ def _duration(raw: str) -> int:
 @click.option("--master-bind-host", default="127.0.0.1", show_default=True,
               help="Where the master listens for workers (0.0.0.0 for remote workers).")
 @click.option("--master-port", type=click.IntRange(1, 65535),
-              help="The master's port (default: 5557 with remote workers, else a free one).")
+              help="The master's port (default: 5557 with remote workers or --worker, else a free one).")
+@click.option("--worker", "worker_mode", is_flag=True,
+              help="Run only --processes workers for a master on another machine (--master-host); "
+                   "the master prints the verdicts.")
+@click.option("--master-host", help="With --worker: the machine running the master.")
 @click.option("--cpu-limit", type=click.FloatRange(1, 100), default=90, show_default=True,
               help="A worker at this CPU share or more for 3 s in a row makes the run invalid.")
 def loadtest_command(scenario: str, users: int, spawn_rate: float | None, duration: str, processes: int, host: str,
@@ -72,13 +76,29 @@ def loadtest_command(scenario: str, users: int, spawn_rate: float | None, durati
                      p99_ms: float | None, out_dir: str | None, admin_token: str | None, keys_dir: str | None,
                      first_candidate: int, candidates: int, candidate_offset: int | None, think_ms: int,
                      admit_per_s: float, remote_workers: int, master_bind_host: str, master_port: int | None,
-                     cpu_limit: float) -> None:
-    """Run a Locust scenario against a gateway; exit 0 passed, 1 threshold missed, 3 invalid (CPU), 4 not run."""
+                     worker_mode: bool, master_host: str | None, cpu_limit: float) -> None:
+    """Run a Locust scenario against a gateway; exit 0 passed, 1 threshold missed, 3 invalid (CPU), 4 not run.
+
+    With ``--worker``, run only load-generator processes for a master started on another machine.
+    """
     from pathlib import Path
 
-    from loadtest.run import RunOptions, default_out_dir, run_loadtest
+    from loadtest.run import RunOptions, default_out_dir, run_loadtest, run_workers
     from loadtest.verdicts import Thresholds
 
+    if worker_mode:
+        if not master_host:
+            raise click.UsageError("--worker needs --master-host (the machine running the master)")
+        if remote_workers:
+            raise click.UsageError("--remote-workers is the master's option, not a worker's")
+        if processes < 1:
+            raise click.BadParameter("a worker machine runs at least one process", param_hint="--processes")
+        sys.exit(run_workers(SCENARIOS[scenario], master_host, master_port, processes,
+                             Path(out_dir) if out_dir else default_out_dir(f"{scenario}-worker"), echo=click.echo))
+    if master_host:
+        raise click.UsageError("--master-host is for --worker (the master listens on --master-bind-host)")
+    if processes + remote_workers < 1:
+        raise click.BadParameter("no workers: give --processes or --remote-workers", param_hint="--processes")
     settings = _settings()
     options = RunOptions(
         scenario=SCENARIOS[scenario], host=host.rstrip("/"),

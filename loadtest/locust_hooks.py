@@ -1,10 +1,18 @@
 """Locust plumbing every locustfile shares: the run's options, CPU sampling on workers, the master's summary.
 
 Importing this module registers the listeners (Locust's way). Workers sample their own CPU once a
-second and send the samples with their stats reports; the master keeps them per worker and, when
-the run ends, writes ``--summary-file``: every recorded request name with its percentiles, the
-percentiles of all served requests together (refusals and flows left out), the failures and the CPU
-samples. ``examgate loadtest`` reads that file for its table and verdicts.
+second and send the samples with their stats reports, with their own running count of the requests
+they made; the master keeps both per worker and, when the run ends, writes ``--summary-file``: every
+recorded request name with its percentiles (Locust's stats, merged from every worker's reports), the
+percentiles of all served requests together (refusals and flows left out), the failures, the CPU
+samples and each worker's own count. ``examgate loadtest`` reads that file for its table and verdicts.
+
+When a headless run ends, Locust's master sends its workers ``quit`` and gives their last reports
+half a second to arrive before it writes its stats: a worker on another machine, or one still
+stopping its users, would be left out. So when the run stops, the master first asks each worker to
+stop its users (``examgate_stop``) and waits (up to ``FINAL_REPORT_WAIT_S``) until each has sent
+the report it sends once its users have stopped; only then does Locust send ``quit``. The summary
+thus holds every request any worker made.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import gevent
 import psutil
 from locust import events
 from locust.env import Environment
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import StatsEntry
 
 from loadtest.answers import FLOW, split_name
@@ -32,6 +40,9 @@ CPU_SAMPLE_S = 1.0
 SUMMARY_FAILURES = 20
 PERCENTILES = {"p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99}
 REPORT_KEY = "examgate_cpu"
+TALLY_KEY = "examgate_requests"
+STOP_MESSAGE = "examgate_stop"
+FINAL_REPORT_WAIT_S = 30.0
 _WRAPPED_ERROR = re.compile(r"^CatchResponseError\((['\"])(.*)\1\)$", re.DOTALL)
 
 
@@ -85,8 +96,18 @@ class _Sampler:
             self.samples.append(process.cpu_percent(None))
 
 
+class _Tally:
+    """The requests this process made in this run (Locust's request events, which its stats count too)."""
+
+    requests = 0
+    failures = 0
+    worker_index = -1
+    final = False  # the users have stopped: no request follows
+
+
 _sampler = _Sampler()
 _cpu_by_worker: dict[str, list[float]] = defaultdict(list)
+_tally_by_worker: dict[str, dict[str, int]] = {}
 
 
 class _RunClock:
@@ -102,27 +123,75 @@ def seconds_left(duration_s: int) -> float | None:
     return duration_s - (time.monotonic() - _RunClock.started_s)
 
 
+@events.init.add_listener
+def _on_init(environment: Environment, **_: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(STOP_MESSAGE, lambda environment, msg, **_: runner.stop())
+
+
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_: Any) -> None:
     _RunClock.started_s = time.monotonic()
     if isinstance(environment.runner, WorkerRunner):
+        _Tally.requests = _Tally.failures = 0  # the worker's stats start again with the run too
+        _Tally.final = False
+        _Tally.worker_index = environment.runner.worker_index
         _sampler.start()
+    if isinstance(environment.runner, MasterRunner):
+        _cpu_by_worker.clear()
+        _tally_by_worker.clear()
+
+
+@events.request.add_listener
+def _on_request(exception: BaseException | None = None, **_: Any) -> None:
+    _Tally.requests += 1
+    _Tally.failures += exception is not None
 
 
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_: Any) -> None:
-    if isinstance(environment.runner, WorkerRunner):
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
         _sampler.stop()
+        _Tally.final = True
+        runner._send_stats()  # the users have stopped: the last report, every listener's part in it
+        log.info("worker %s (index %d) sent %d requests, %d failed", runner.client_id, _Tally.worker_index,
+                 _Tally.requests, _Tally.failures)
+    elif isinstance(runner, MasterRunner):
+        _collect_final_reports(runner)
+
+
+def _collect_final_reports(runner: MasterRunner) -> None:
+    """Have every connected worker stop its users and wait until each one's last report is in."""
+    waiting = {client.id for client in runner.clients.all}
+    for client_id in waiting:
+        runner.send_message(STOP_MESSAGE, None, client_id=client_id)
+    deadline = time.monotonic() + FINAL_REPORT_WAIT_S
+    while True:
+        waiting = {w for w in waiting if not _tally_by_worker.get(w, {}).get("final")
+                   and w in runner.clients}  # a worker gone (quit, missing) sends nothing more
+        if not waiting or time.monotonic() > deadline:
+            break
+        gevent.sleep(0.05)
+    if waiting:
+        log.warning("no last report from %d worker(s) within %.0f s: %s", len(waiting), FINAL_REPORT_WAIT_S,
+                    ", ".join(sorted(waiting)))
 
 
 @events.report_to_master.add_listener
 def _on_report_to_master(client_id: str, data: dict[str, Any], **_: Any) -> None:
     data[REPORT_KEY], _sampler.samples = _sampler.samples, []
+    data[TALLY_KEY] = {"index": _Tally.worker_index, "requests": _Tally.requests, "failures": _Tally.failures,
+                       "final": int(_Tally.final)}
 
 
 @events.worker_report.add_listener
 def _on_worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
     _cpu_by_worker[client_id].extend(data.get(REPORT_KEY) or [])
+    tally = data.get(TALLY_KEY)
+    if tally is not None:  # running totals, in order on the worker's one connection: the latest wins
+        _tally_by_worker[client_id] = {key: int(tally[key]) for key in ("index", "requests", "failures", "final")}
 
 
 def _figures(entry: StatsEntry) -> dict[str, Any]:
@@ -167,7 +236,9 @@ def summary(environment: Environment) -> dict[str, Any]:
         "spawn_rate": getattr(options, "spawn_rate", None),
         "run_time_s": getattr(options, "run_time", None),
         "shape": getattr(options, "shape", ""),
-        "workers": getattr(runner, "worker_count", 1),
+        "workers": len(_tally_by_worker) if isinstance(runner, MasterRunner) else 1,
+        # Each worker's own count of the requests it made (its request events), by Locust client id.
+        "worker_requests": {worker: dict(tally) for worker, tally in sorted(_tally_by_worker.items())},
         "elapsed_s": round(max(elapsed_s, 0.0), 3),
         "entries": sorted(entries, key=lambda e: (e["name"], e["method"])),
         "served": _figures(served),

@@ -49,6 +49,7 @@ CONFIG_APPLIED_S = 5.0
 THROTTLED_HINT_SHARE = 0.5
 LOCUST_MASTER_PORT = 5557
 _DURATION = re.compile(r"^\s*(\d+)\s*([smh]?)\s*$")
+_WORKER_SENT = re.compile(r"worker (\S+ \(index -?\d+\) sent \d+ requests, \d+ failed)")
 
 
 def parse_duration(raw: str) -> int:
@@ -132,8 +133,8 @@ def _run(options: RunOptions, echo: Callable[[str], None]) -> int:
     echo(f"reports: {out_dir}/")
     if options.remote_workers:
         port = options.master_port or LOCUST_MASTER_PORT
-        echo(f"waiting for {options.remote_workers} remote worker(s); on each machine run: python -m locust -f "
-             f"loadtest/locustfiles/{scenario.locustfile.name} --worker --master-host <this host> --master-port {port}")
+        echo(f"waiting for {options.remote_workers} remote worker(s); on each machine run: examgate loadtest "
+             f"{scenario.name} --worker --master-host <this host> --master-port {port} [--processes N]")
     try:
         room.switch_on()
         if watch is not None:
@@ -253,6 +254,47 @@ def _locust(options: RunOptions, token: str, room_on: bool, out_dir: Path) -> in
             process.stop(timeout_s=10)
 
 
+def run_workers(scenario: Scenario, master_host: str, master_port: int | None, processes: int, out_dir: Path,
+                echo: Callable[[str], None] = print) -> int:
+    """Run ``processes`` Locust workers for a master on another machine until it sends them home; the exit code.
+
+    The master (``examgate loadtest … --remote-workers N``) sends them the run's options and tokens,
+    collects their figures and judges the run; here each worker's own count is printed. 0 when every
+    worker ended when the master told it to, 4 when one failed (its last log lines are printed).
+    """
+    port = master_port or LOCUST_MASTER_PORT
+    out_dir.mkdir(parents=True, exist_ok=True)
+    echo(f"examgate loadtest {scenario.name}: {processes} worker process{'es' if processes != 1 else ''} "
+         f"for the Locust master at {master_host}:{port} (it runs the scenario and prints the verdicts)")
+    echo(f"logs: {out_dir}/")
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCUST_LOADTEST_TOKEN", "LOCUST_OPERATOR_TOKEN")}
+    workers: list[Process] = []
+    try:
+        for number in range(processes):
+            workers.append(start_locust(
+                [scenario.locustfile], ["--worker", "--master-host", master_host, "--master-port", str(port)],
+                log_path=out_dir / f"locust-worker-{number + 1}.log", env=env))
+        while any(w.proc.poll() is None for w in workers):
+            if any(w.proc.poll() not in (None, 0) for w in workers):
+                break  # one failed: the others stop too
+            time.sleep(0.2)
+    finally:
+        for worker in workers:
+            worker.stop(timeout_s=10)
+    failed = False
+    for number, worker in enumerate(workers, start=1):
+        log_path = out_dir / f"locust-worker-{number}.log"
+        sent = _WORKER_SENT.findall(log_path.read_text(errors="replace")) if log_path.exists() else []
+        if worker.proc.returncode == 0 and sent:
+            echo(f"worker {number}: {sent[-1]}")
+        elif worker.proc.returncode == 0:
+            echo(f"worker {number}: ended without a run (the master quit before starting one)")
+        else:
+            failed = True
+            echo(f"worker {number} exited with {worker.proc.returncode}; last log lines:\n{_tail(log_path)}")
+    return EXIT_NOT_RUN if failed else 0
+
+
 def _supervise(master: Process, workers: list[Process], duration_s: int) -> int | None:
     deadline = time.monotonic() + STARTUP_S + duration_s + STOP_S
     while master.proc.poll() is None:
@@ -262,6 +304,20 @@ def _supervise(master: Process, workers: list[Process], duration_s: int) -> int 
             return None
         time.sleep(0.2)
     return master.proc.returncode
+
+
+def _worker_lines(tallies: dict[str, dict[str, int]], total: int) -> list[str]:
+    """Each worker's own count of its requests beside the merged figures' total (a lost report shows here)."""
+    if not tallies:
+        return []
+    counts = sorted((t["index"], t["requests"]) for t in tallies.values())
+    counted = sum(n for _, n in counts)
+    each = ", ".join(f"#{index} {n:,}" for index, n in counts)
+    line = f"load generator workers: {len(counts)} reported, requests {each}"
+    if counted == total:
+        return [f"{line} = {total:,}, the figures above"]
+    return [(f"{line}; warning: they made {counted:,} requests, the figures above hold {total:,} "
+             f"(a worker's last report did not reach the master)")]
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -304,6 +360,7 @@ def judge(out_dir: Path, thresholds: Thresholds, cpu_limit_pct: float = CPU_LIMI
                      "counts as its own X-Forwarded-For address, or put the rules in shadow mode for the rehearsal.")
     lines += [v.text for v in verdicts]
     lines.append(saturation.text)
+    lines += _worker_lines(figures.get("worker_requests") or {}, summary.total.requests)
     code = exit_code(verdicts, saturation)
     lines.append({0: "PASSED", 1: "FAILED: a threshold was missed", 3: "INVALID: load generator CPU-saturated"}[code]
                  + f" (exit code {code})")
