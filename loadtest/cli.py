@@ -60,7 +60,7 @@ def _duration(raw: str) -> int:
 @click.option("--admit-per-s", type=click.FloatRange(0.1), default=200, show_default=True,
               help="Waiting-room admission rate when the run turns the room on.")
 @click.option("--remote-workers", type=click.IntRange(0), default=0, show_default=True,
-              help="Workers started on other machines (locust --worker --master-host THIS_HOST).")
+              help="Workers started on other machines (examgate loadtest SCENARIO --worker --master-host THIS_HOST).")
 @click.option("--master-bind-host", default="127.0.0.1", show_default=True,
               help="Where the master listens for workers (0.0.0.0 for remote workers).")
 @click.option("--master-port", type=click.IntRange(1, 65535),
