@@ -163,8 +163,11 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
 
 
 def _collect_final_reports(runner: MasterRunner) -> None:
-    """Have every connected worker stop its users and wait until each one's last report is in."""
-    waiting = {client.id for client in runner.clients.all}
+    """Have every connected worker stop its users and wait until each one's last report is in.
+
+    Workers stopped already (Locust's own stop, from its web UI) have sent theirs: they are not asked.
+    """
+    waiting = {client.id for client in runner.clients.all if not _tally_by_worker.get(client.id, {}).get("final")}
     for client_id in waiting:
         runner.send_message(STOP_MESSAGE, None, client_id=client_id)
     deadline = time.monotonic() + FINAL_REPORT_WAIT_S
