@@ -30,7 +30,9 @@ class ClientIp:
         peer = request.remote or "unknown"
         if not self._trusted or not self.is_trusted(peer):
             return peer
-        forwarded = request.headers.get("X-Forwarded-For")
+        # A client's own X-Forwarded-For line comes first and a proxy may add its hop as a second line
+        # (HAProxy's option forwardfor does): the lines in order are one list.
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
         if not forwarded:
             return peer
         # Walk from the nearest hop outwards; the first address no trusted proxy vouches for is the client.

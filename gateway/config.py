@@ -166,6 +166,10 @@ class Settings(BaseSettings):
         128, "requests being handled per client address and process, beyond which 429 (payment "
         "notifications exempt; 0: no cap)", ge=0, le=1_000_000)
     shutdown_timeout_s: float = setting(10.0, "how long SIGTERM waits for in-flight requests", ge=0, le=600)
+    drain_s: float = setting(
+        0.0, "behind a load balancer: on SIGTERM, keep serving this long with /readyz 503 and every answer "
+        "closing its connection, so the balancer's health check takes the host out before it stops "
+        "listening (0: stop listening at once)", ge=0, le=600)
     catalogue_refresh_s: float = setting(5.0, "how often the exam catalogue is re-read", ge=0.1, le=3600)
     trusted_proxies: Networks = setting(
         (), "proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated)")

@@ -2,7 +2,8 @@
 
 The parent owns no socket: each child binds the port with SO_REUSEPORT and the kernel
 spreads connections across them. The parent restarts a child that dies, forwards
-SIGTERM/SIGINT, and gives the children ``shutdown_timeout_s`` to drain in-flight requests.
+SIGTERM/SIGINT, and gives the children ``shutdown_timeout_s`` to drain in-flight requests (after
+``drain_s`` out of a load balancer's rotation, see ``gateway/draining.py``).
 Each child serves through a guarded site (``gateway/connections.py``): connections per client
 address capped, headers and bodies due in bounded time, bad HTTP answered in JSON.
 """
@@ -62,10 +63,12 @@ def run_child(settings: Settings, index: int) -> None:
 async def _serve_forever(settings: Settings) -> None:
     from aiohttp import web
 
+    from gateway import draining
     from gateway.app import create_app
     from gateway.connections import ConnectionGuard, GuardedSite, handler_options
 
     app = create_app(settings)
+    drain = draining.setup(app, settings.drain_s)
     options = handler_options(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s, **options)
     await runner.setup()
@@ -80,6 +83,11 @@ async def _serve_forever(settings: Settings) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     log.info("process %d serving on http://%s:%d", os.getpid(), settings.host, settings.port)
     await stop.wait()
+    if settings.drain_s > 0:
+        drain.begin()
+        log.info("process %d leaving the rotation: /readyz 503 for %.1f s before it stops listening", os.getpid(),
+                 settings.drain_s)
+        await asyncio.sleep(settings.drain_s)
     log.info("process %d draining (up to %.0f s)", os.getpid(), settings.shutdown_timeout_s)
     await runner.cleanup()
 
@@ -142,7 +150,7 @@ class Supervisor:
         for child in self._children.values():
             if child.is_alive() and child.pid:
                 os.kill(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_timeout_s + 5
+        deadline = time.monotonic() + self.settings.drain_s + self.settings.shutdown_timeout_s + 5
         for child in self._children.values():
             child.join(max(0.0, deadline - time.monotonic()))
             if child.is_alive():

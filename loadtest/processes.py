@@ -122,24 +122,27 @@ def examgate_env(pg_dsn: str, redis_url: str, run_dir: Path, **extra: str) -> di
 
 
 def start_gateway(pg_dsn: str, redis_url: str, *, workers: int = 2, cpus: str | None = None,
-                  port: int | None = None, **extra: str) -> Process:
-    """Run ``examgate serve`` on ``port`` (default: a free one) and wait until it is ready; ``cpus`` pins it (taskset).
+                  port: int | None = None, host: str = "127.0.0.1", **extra: str) -> Process:
+    """Run ``examgate serve`` on ``host``:``port`` (default: a free port) and wait until it is ready; ``cpus``
+    pins it (taskset).
 
-    Pass ``port`` when the gateway must know its own URL before it starts (``EXAMGATE_PUBLIC_URL``).
+    Pass ``port`` when the gateway must know its own URL before it starts (``EXAMGATE_PUBLIC_URL``), and
+    another loopback ``host`` (127.0.0.2, ...) to run several gateway "hosts" side by side.
     """
     port = port or free_port()
     run_dir = Path(tempfile.mkdtemp(prefix="examgate-test-"))
     env = examgate_env(pg_dsn, redis_url, run_dir, **extra)
     log_path = run_dir / "gateway.log"
     with open(log_path, "wb") as log_file:
-        command = [sys.executable, "-m", "examgate", "serve", "--workers", str(workers), "--port", str(port)]
+        command = [sys.executable, "-m", "examgate", "serve", "--workers", str(workers), "--port", str(port),
+                   "--host", host]
         if cpus is not None and shutil.which("taskset"):
             command = ["taskset", "-c", cpus, *command]
         proc = subprocess.Popen(
             command,
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-    process = Process(proc, log_path, f"http://127.0.0.1:{port}", {"run_dir": str(run_dir)})
+    process = Process(proc, log_path, f"http://{host}:{port}", {"run_dir": str(run_dir)})
     try:
         wait_http(process.url + "/readyz", proc=process)
     except Exception:

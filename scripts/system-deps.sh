@@ -5,6 +5,8 @@
 #   - pdftotext (Debian package poppler-utils), with which the tests read the PDFs back
 #   - headless Chromium (Debian package chromium, /usr/bin/chromium), which the browser tests drive
 #     through Playwright; Playwright never downloads a browser of its own
+#   - HAProxy (Debian package haproxy), the load balancer the several-hosts test puts in front of two
+#     gateways with deploy/haproxy/examgate.cfg
 # Called by `make test`, `make demo` and `make bench`. Quiet when all is present; never prompts
 # (CI runs with no stdin); as root it uses apt-get directly, otherwise `sudo -n`.
 set -euo pipefail
@@ -58,6 +60,14 @@ ensure_chromium() {
     [[ -x $CHROMIUM ]] || die "package chromium is installed but $CHROMIUM is not there"
 }
 
+ensure_haproxy() {
+    have haproxy && return 0
+    [[ -x /usr/sbin/haproxy ]] && return 0
+    apt_install haproxy "HAProxy (used by the load balancer test in tests/hardening/test_load_balancer.py)"
+    have haproxy || [[ -x /usr/sbin/haproxy ]] || die "package haproxy is installed but the haproxy command is not there"
+}
+
 ensure_font
 ensure_pdftotext
 ensure_chromium
+ensure_haproxy

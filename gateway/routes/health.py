@@ -26,6 +26,7 @@ from gateway import keys, metrics, openapi, readiness
 from gateway.adminauth import DEFAULT_ROLES, AdminUnauthorized, stored_operator, token_name
 from gateway.bodies import json_response
 from gateway.config import Settings
+from gateway.draining import DRAINING
 from gateway.errors import ApiError
 from gateway.models import Reply
 from gateway.routing import SCRAPER, Answer, Routes
@@ -89,6 +90,10 @@ async def healthz(request: web.Request) -> web.Response:
             errors={503: "not_ready: details.missing and details.checks say what is missing; or shed"})
 async def readyz(request: web.Request) -> web.Response:
     """200 ``ready`` or ``degraded`` (no worker, no ticket font) while the stores answer, else 503 naming the gaps."""
+    drain = request.app.get(DRAINING)
+    if drain is not None and drain.started:  # out of the balancer's rotation before the socket closes
+        raise ApiError("正在停止服务", code="not_ready", status=503, retry_after_s=1,
+                       details={"missing": ["draining"], "checks": {"draining": "stopping"}, "degraded": []})
     verdict = await request.app[READY]()
     if verdict.missing:
         raise ApiError("未就绪：" + "、".join(verdict.missing), code="not_ready", status=503, retry_after_s=1,

@@ -31,3 +31,13 @@ def request_from(peer: str, forwarded: str | None = None) -> object:
 )
 def test_client_address(trusted: tuple[str, ...], peer: str, forwarded: str | None, expected: str) -> None:
     assert ClientIp(trusted).of(request_from(peer, forwarded)) == expected  # type: ignore[arg-type]
+
+
+def test_every_x_forwarded_for_line_counts_in_order() -> None:
+    """A proxy that adds its hop as a line of its own (HAProxy) does not let the client's first line speak."""
+    from multidict import CIMultiDict
+
+    headers = CIMultiDict([("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.7")])
+    request = make_mocked_request("GET", "/", headers=headers).clone(remote="10.1.2.3")
+    assert ClientIp(("10.0.0.0/8",)).of(request) == "198.51.100.7"
+    assert ClientIp(()).of(request) == "10.1.2.3"
