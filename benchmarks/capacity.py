@@ -13,7 +13,9 @@ gateway cores, Redis shards and PostgreSQL write rate, with the formulas of ``do
   write-behind from the stream entries the request appended), against the rows/s the payment
   notifications' group commit sustained in the same results (or ``--pg-rows-per-s``) × its utilisation;
 - for a given deployment (``--gateway-cores``, ``--redis-shards``) each resource's ceiling
-  ``λ_max`` (the peak rate it sustains at its utilisation); the smallest is the limit hit first.
+  ``λ_max`` (the peak rate it sustains at its utilisation); the smallest is the limit hit first;
+- peaks sharing one slot at once (an opening's holds and polls: one exam) add up on one shard:
+  ``Σ λ × redis_cpu_us / 10⁶`` against ``redis_utilisation``.
 """
 
 from __future__ import annotations
@@ -39,16 +41,17 @@ class Scenario:
     window_s: float
     single_slot: bool = False  # the path's Redis work cannot spread over shards
     note: str = ""
+    slot: str | None = None  # scenarios naming the same slot load the same shard at once
 
 
 SCENARIOS = (
     Scenario("sign-in", ("sign_in",), 2_000_000, 30 * 60,
              note="2 million candidates signing in within 30 minutes"),
-    Scenario("seat hold", ("seat_hold",), 500_000, 10 * 60, single_slot=True,
+    Scenario("seat hold", ("seat_hold",), 500_000, 10 * 60, single_slot=True, slot="the exam's {exam:N}",
              note="500,000 seat holds in the first 10 minutes of an opening, one exam (one slot)"),
-    Scenario("queue poll", ("queue_poll",), 5_000_000, 10 * 60,
-             note="the same 500,000 candidates polling the waiting room about 10 times each over their wait "
-                  "(queueing.waiting_room.POLL_FRACTION)"),
+    Scenario("queue poll", ("queue_poll",), 5_000_000, 10 * 60, single_slot=True, slot="the exam's {exam:N}",
+             note="the same 500,000 candidates polling the exam's waiting room (one slot) about 10 times each "
+                  "over their wait (queueing.waiting_room.POLL_FRACTION)"),
     Scenario("score lookup", ("score_lookup_protected", "score_lookup"), 5_000_000, 60 * 60,
              note="5 million score lookups in the first hour of a release (captcha and rules on when measured so)"),
 )
@@ -125,7 +128,16 @@ def model(results: dict[str, Any], a: Assumptions) -> dict[str, Any]:
         path = next((p for p in scenario.paths if p in costs), None)
         plans.append(plan(scenario, {**costs[path], "path": path}, a, pg_capacity) if path
                      else {"scenario": scenario.name, "path": None})
-    return {"costs": costs, "pg_rows_per_s": pg_capacity, "plans": plans}
+    slots: dict[str, dict[str, Any]] = {}
+    for scenario, p in zip(SCENARIOS, plans, strict=True):
+        if scenario.slot and p["path"]:
+            busy = p["needs"]["peak_rate_per_s"] * costs[p["path"]]["redis_cpu_us"] / 1e6
+            slot = slots.setdefault(scenario.slot, {"scenarios": [], "main_thread_busy": 0.0})
+            slot["scenarios"].append(scenario.name)
+            slot["main_thread_busy"] += busy
+    for slot in slots.values():  # the share of the peaks one shard's main thread sustains at its utilisation
+        slot["sustains"] = a.redis_utilisation / slot["main_thread_busy"] if slot["main_thread_busy"] else None
+    return {"costs": costs, "pg_rows_per_s": pg_capacity, "plans": plans, "slots": slots}
 
 
 def _n(value: float | None, digits: int = 0) -> str:
@@ -160,13 +172,20 @@ def render(results: dict[str, Any], name: str, a: Assumptions) -> str:
         lines += [
             f"{scenario.name} [{p['path']}]: {scenario.note}",
             (f"  peak {_n(needs['peak_rate_per_s'])}/s → {needs['gateway_cores']} gateway cores, "
-            f"{needs['redis_shards']} Redis shard(s) ({_n(needs['redis_commands_per_s'])} commands/s), "
+            f"{needs['redis_shards']} Redis shard(s)"
+            f"{' — more than one slot can have' if scenario.single_slot and needs['redis_shards'] > 1 else ''}"
+            f" ({_n(needs['redis_commands_per_s'])} commands/s), "
             f"PostgreSQL {_n(needs['pg_rows_per_s'])} rows/s in {_n(needs['pg_transactions_per_s'])} transactions/s"),
             f"  ceilings with the deployment: gateway {_n(ceil['gateway'])}/s, Redis {_n(ceil['redis'])}/s"
             f"{' (one slot: one shard)' if scenario.single_slot else ''}, PostgreSQL {_n(ceil['postgresql'])}/s"
             f" → first limit: {p['first_limit']}"
             + (f", which sustains {p['headroom']:.2f}× the peak" if p["headroom"] is not None else ""),
         ]
+    for name, slot in m["slots"].items():
+        if len(slot["scenarios"]) > 1:
+            lines.append(f"one slot, {name}, at once: {' + '.join(slot['scenarios'])} keep "
+                         f"{slot['main_thread_busy']:.2f} of its shard's main thread busy; at "
+                         f"{a.redis_utilisation:.0%} it sustains {_n(slot['sustains'], 2)}× these peaks")
     return "\n".join(lines) + "\n"
 
 

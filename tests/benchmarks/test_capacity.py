@@ -84,3 +84,16 @@ def test_the_latest_results_with_costs_are_chosen_and_printed(tmp_path: Path,
     assert "queue poll: not measured in these results" in out
     with pytest.raises(FileNotFoundError):
         capacity.latest_results(tmp_path / "empty")
+
+
+def test_peaks_of_one_slot_add_up_on_one_shard() -> None:
+    results = json.loads(FIXTURE.read_text())
+    results["costs"]["queue_poll"] = {**results["costs"]["score_lookup"], "redis_cpu_us": 10.0}
+    model = capacity.model(results, capacity.Assumptions())
+    slot = model["slots"]["the exam's {exam:N}"]
+    # holds 2,500/s × 50 µs = 0.125; polls 5,000,000 in 10 min × 3 = 25,000/s × 10 µs = 0.25 → 0.375 busy.
+    assert slot["scenarios"] == ["seat hold", "queue poll"]
+    assert slot["main_thread_busy"] == pytest.approx(0.375)
+    assert slot["sustains"] == pytest.approx(0.5 / 0.375)
+    text = capacity.render(results, "fixture.json", capacity.Assumptions())
+    assert "seat hold + queue poll keep 0.38 of its shard's main thread busy; at 50% it sustains 1.33×" in text
