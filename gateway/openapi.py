@@ -115,11 +115,20 @@ class _Schemas:
         if isinstance(model, Mapping):
             return dict(model)
         schema = TypeAdapter(model).json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
-        self.components.update(schema.pop("$defs", {}))
+        for name, definition in schema.pop("$defs", {}).items():
+            self._add(name, definition)
         if isinstance(model, type) and issubclass(model, BaseModel):
-            self.components[model.__name__] = schema
+            self._add(model.__name__, schema)
             return {"$ref": _REF.format(model=model.__name__)}
         return schema
+
+    def _add(self, name: str, schema: dict[str, Any]) -> None:
+        """A component by its model's name: two different models of one name would make one route's
+        schema the other's, so that is refused when the document is built."""
+        known = self.components.get(name)
+        if known is not None and known != schema:
+            raise ValueError(f"two different models are named {name!r}: rename one (OpenAPI components are by name)")
+        self.components[name] = schema
 
 
 def _param(param: Param) -> dict[str, Any]:

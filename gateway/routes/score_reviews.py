@@ -62,7 +62,7 @@ class ReviewRequest(Body):
         min_length=1, max_length=score_reviews.SUBJECTS_MAX, json_schema_extra={"uniqueItems": True})]
 
 
-class Decision(Body):
+class ScoreReviewDecision(Body):
     """The answer: unchanged, or corrected with the new score (one decimal at most, not above the subject's full
     mark, not the current score); a reason either way (the candidate reads it)."""
 
@@ -74,7 +74,7 @@ class Decision(Body):
     reason: Text(1, score_reviews.REASON_MAX_CHARS)  # type: ignore[valid-type]
 
 
-class WindowBody(Body):
+class ScoreReviewWindow(Body):
     """When candidates may ask for reviews (both null: not at all); closes_at after opens_at."""
 
     model_config = ConfigDict(**Body.model_config, json_schema_extra={"oneOf": [
@@ -124,7 +124,7 @@ class Mine(Reply):
     exams: list[ScoredExam]
 
 
-class QueuedReview(ScoreReview):
+class QueuedScoreReview(ScoreReview):
     """One review request as operators see it."""
 
     registration_id: int
@@ -137,20 +137,20 @@ class QueuedReview(ScoreReview):
     decided_by: str | None
 
 
-class ReviewPage(Reply):
+class ScoreReviewPage(Reply):
     """A page of requests; ``next_after`` is the ``after`` of the next page (null: the last one)."""
 
-    reviews: list[QueuedReview]
+    reviews: list[QueuedScoreReview]
     next_after: int | None
 
 
-class Decided(QueuedReview):
+class ScoreReviewDecided(QueuedScoreReview):
     """The request as answered; a correction names its import (batch_id, already_applied on a retry)."""
 
     already_applied: bool | None = None
 
 
-class WindowReply(Reply):
+class ScoreReviewWindowReply(Reply):
     """The exam's review window as stored."""
 
     exam_id: int
@@ -251,7 +251,7 @@ def _review_id(request: web.Request) -> int:
 
 
 @routes.get("/admin/api/v1/score-reviews", "admin.score_reviews.list", caller=OPERATOR, roles=DECIDERS,
-            answers={200: Answer(ReviewPage, "a page")},
+            answers={200: Answer(ScoreReviewPage, "a page")},
             summary="Score review requests within the operator's provinces, oldest first",
             params=(Param("exam_id", "query", {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999}),
                     Param("status", "query", {"enum": [*score_reviews.STATUSES, "all"]}, "default pending"),
@@ -271,9 +271,9 @@ async def list_reviews(request: web.Request) -> web.Response:
 
 
 @routes.post("/admin/api/v1/score-reviews/{review_id}/decision", "admin.score_reviews.decide", caller=OPERATOR,
-             roles=DECIDERS, body=Decision,
+             roles=DECIDERS, body=ScoreReviewDecision,
              summary="Answer a review request: unchanged, or corrected through a one-row scores import",
-             answers={200: Answer(Decided, "answered")},
+             answers={200: Answer(ScoreReviewDecided, "answered")},
              errors={404: "score_review_not_found (also out of the reviewer's provinces)",
                      409: "already_decided (details.status: another operator answered first); no_ticket; "
                           "correction_conflict (batch review-<id> applied with details.applied_score, or the "
@@ -283,7 +283,7 @@ async def list_reviews(request: web.Request) -> web.Response:
 async def decide(request: web.Request) -> web.Response:
     """Answer once: the first answer stored wins; a correction's score and its answer commit together."""
     review_id = _review_id(request)
-    body = parse_body(await json_bytes(request), Decision)
+    body = parse_body(await json_bytes(request), ScoreReviewDecision)
     operator, scope = adminauth.operator_of(request).name, adminauth.scope(request)
     reason = " ".join(body.reason.split())
     if not reason:
@@ -308,9 +308,9 @@ async def decide(request: web.Request) -> web.Response:
 
 
 @routes.put("/admin/api/v1/exams/{exam_id}/score-review-window", "admin.score_review_window.put",
-            caller=OPERATOR, roles=("admin",), body=WindowBody,
+            caller=OPERATOR, roles=("admin",), body=ScoreReviewWindow,
             summary="Set (or with two nulls remove) the exam's score review window (noted in the config audit)",
-            answers={200: Answer(WindowReply, "stored")},
+            answers={200: Answer(ScoreReviewWindowReply, "stored")},
             errors={404: "exam_not_found",
                     422: "validation_failed: opens_at/closes_at (both or neither; closes_at after opens_at)"})
 async def put_window(request: web.Request) -> web.Response:
@@ -318,7 +318,7 @@ async def put_window(request: web.Request) -> web.Response:
     exam_id = path_id(request.match_info["exam_id"])
     if exam_id is None:
         raise ExamNotFound(request.match_info["exam_id"])
-    body = parse_body(await json_bytes(request), WindowBody)
+    body = parse_body(await json_bytes(request), ScoreReviewWindow)
     if (body.opens_at is None) != (body.closes_at is None):
         raise ValidationFailed({"opens_at" if body.opens_at is None else "closes_at": "required"})
     if body.opens_at is not None and body.closes_at is not None and body.closes_at <= body.opens_at:

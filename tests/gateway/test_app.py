@@ -261,3 +261,24 @@ async def test_readyz_names_postgres_when_migrations_are_missing(
         await client.close()
     finally:
         await db.drop_database(empty)
+
+
+@pytest.mark.unit
+def test_two_models_of_one_name_cannot_share_the_openapi_document() -> None:
+    from gateway import openapi
+    from gateway.models import Body
+
+    def two(name: str, field: str) -> type[Body]:
+        return type(name, (Body,), {"__annotations__": {field: int}})
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    table = Routes("Test")
+    table.add("POST", "/test/a", "test.a", handler, body=two("Same", "a"))
+    table.add("POST", "/test/b", "test.b", handler, body=two("Same", "b"))  # a different model, the same name
+    with pytest.raises(ValueError, match="two different models are named 'Same'"):
+        openapi.document(table.operations)
+    alone = Routes("Test")
+    alone.add("POST", "/test/a", "test.a", handler, body=two("Same", "a"))
+    assert "Same" in openapi.document(alone.operations)["components"]["schemas"]
