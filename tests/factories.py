@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import timedelta
 
@@ -76,3 +77,19 @@ async def phone_block(conn: asyncpg.Connection | asyncpg.Pool, count: int) -> in
                                count)
     return int(last) - count  # the SQL adds g = 1 … count
 
+
+async def table_reads(pg: asyncpg.Connection, table: str) -> int:
+    """How many times ``table`` was read (sequential and index scans), as the statistics say now."""
+    await pg.execute("SELECT pg_stat_clear_snapshot()")
+    return int(await pg.fetchval("SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables "
+                                 "WHERE relname = $1", table))
+
+
+async def settled_reads(pg: asyncpg.Connection, table: str) -> int:
+    """``table_reads`` once the backends have flushed their statistics (at most once a second)."""
+    before = -1
+    reads = await table_reads(pg, table)
+    while reads != before:
+        await asyncio.sleep(1.2)
+        before, reads = reads, await table_reads(pg, table)
+    return reads

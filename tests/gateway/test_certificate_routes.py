@@ -21,6 +21,7 @@ from gateway import keys
 from gateway.app import create_app
 from gateway.routes import certificates as cert_routes
 from lookups import cert_prewarm, certificates
+from tests.factories import settled_reads
 from tests.gateway import candidate_http as h
 from tests.lookups.test_certificates_store import add_certificates
 
@@ -96,29 +97,13 @@ async def test_bad_numbers_and_names_are_422_before_anything_is_read(client: Tes
     assert service.pg_queries == 0
 
 
-async def _table_reads(pg: asyncpg.Connection) -> int:
-    await pg.execute("SELECT pg_stat_clear_snapshot()")
-    return await pg.fetchval("SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables "
-                             "WHERE relname = 'certificates'")
-
-
-async def _settled_reads(pg: asyncpg.Connection) -> int:
-    """The table's read counter once the backends have flushed their statistics (at most once a second)."""
-    before = -1
-    reads = await _table_reads(pg)
-    while reads != before:
-        await asyncio.sleep(1.2)
-        before, reads = reads, await _table_reads(pg)
-    return reads
-
-
 async def test_once_prewarmed_verifications_never_ask_postgresql_known_or_not(client: TestClient,
                                                                               pg: asyncpg.Connection) -> None:
     numbers = await add_certificates(pg, 30, names=[f"持证人{i}" for i in range(30)])
     resp = await client.post("/admin/api/v1/certificates/prewarm", headers=h.admin())
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["certificates"] == await pg.fetchval("SELECT count(*) FROM certificates")
-    reads = await _settled_reads(pg)
+    reads = await settled_reads(pg, "certificates")
     answers = await asyncio.gather(*(client.post(VERIFY, json={"cert_no": number, "name": f"持证人{i}"})
                                      for i, number in enumerate(numbers)))
     wrong = await asyncio.gather(*(client.post(VERIFY, json={"cert_no": number, "name": "某人"})
@@ -128,7 +113,7 @@ async def test_once_prewarmed_verifications_never_ask_postgresql_known_or_not(cl
     assert [a.status for a in answers] == [200] * 30 and [a.status for a in wrong] == [404] * 30
     assert [a.status for a in unknown] == [404] * 30  # every bucket complete: no such certificate, from Redis
     assert client.app[cert_routes.SERVICE].pg_queries == 0
-    assert await _settled_reads(pg) == reads
+    assert await settled_reads(pg, "certificates") == reads
 
 
 async def test_a_cold_number_asks_postgresql_once_for_every_concurrent_verification(

@@ -18,7 +18,7 @@ from core.timeutil import utcnow
 from gateway import keys
 from gateway.app import create_app
 from lookups import prewarm, records
-from tests.factories import make_exam
+from tests.factories import make_exam, settled_reads
 from tests.gateway import candidate_http as h
 from tests.gateway.seat_stack import make_candidates, make_registrations
 
@@ -116,35 +116,19 @@ async def test_a_wrong_name_and_a_wrong_id_get_the_same_404(client: TestClient, 
     assert (await wrong_name.json())["error"]["code"] == "not_found"
 
 
-async def _table_reads(pg: asyncpg.Connection) -> int:
-    await pg.execute("SELECT pg_stat_clear_snapshot()")
-    return await pg.fetchval("SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables "
-                             "WHERE relname = 'admission_tickets'")
-
-
-async def _settled_reads(pg: asyncpg.Connection) -> int:
-    """The table's read counter once the backends have flushed their statistics (at most once a second)."""
-    before = -1
-    reads = await _table_reads(pg)
-    while reads != before:
-        await asyncio.sleep(1.2)
-        before, reads = reads, await _table_reads(pg)
-    return reads
-
-
 async def test_before_the_release_the_answer_is_425_and_postgresql_is_not_asked(
         client: TestClient, pg: asyncpg.Connection) -> None:
     exam_id, people = await make_results(pg, 1, released=False)
     await _refresh(client)
     person = people[0]
-    reads = await _settled_reads(pg)
+    reads = await settled_reads(pg, "admission_tickets")
     resp = await client.post(SCORES, json={"exam_id": exam_id, "name": person["name"],
                                            "id_number": person["id_number"]})
     assert resp.status == 425
     body = await resp.json()
     assert body["error"]["code"] == "not_yet_released" and "release_at" in body["error"]["details"]
     assert int(resp.headers["Retry-After"]) > 0
-    assert await _settled_reads(pg) == reads
+    assert await settled_reads(pg, "admission_tickets") == reads
     assert client.app[keys.LOOKUPS].pg_queries == 0
 
 
