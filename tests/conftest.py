@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -17,13 +18,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from core import db, migrate
-from loadtest.processes import RedisServer, start_redis
+from loadtest.processes import RedisClusterServers, RedisServer, start_redis, start_redis_cluster
 
 TEST_PG_SERVER = os.environ.get("EXAMGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_REDIS_URL = os.environ.get("EXAMGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 # Fixtures that reach PostgreSQL or Redis; a test marked ``unit`` may use none of them, even indirectly.
-STORE_FIXTURES = frozenset({"pg_dsn", "pg", "redis", "redis_url", "own_redis"})
+STORE_FIXTURES = frozenset({"pg_dsn", "pg", "redis", "redis_url", "own_redis", "redis_cluster"})
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -103,3 +104,15 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of the module's own (three masters, a replica of each), for tests that kill and restart nodes."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/system-deps.sh installs the Debian package)")
+    cluster = start_redis_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
