@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import itertools
 import socket
 import ssl
@@ -42,7 +43,7 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-__all__ = ["REDIS_DOWN", "AutoPipeline", "Endpoint", "abandon", "pack_command", "parse_url"]
+__all__ = ["REDIS_DOWN", "AutoPipeline", "Endpoint", "NotSent", "UNSENT", "abandon", "pack_command", "parse_url"]
 
 # What a call to Redis raises when Redis is away or slow (ConnectionError is an OSError; asyncio.TimeoutError is
 # TimeoutError): callers that degrade rather than fail catch exactly these.
@@ -57,6 +58,9 @@ pack_command = cast("Callable[[tuple[Arg, ...]], bytes]", hiredis.pack_command)
 # instead of each tick starting another attempt against a server that is down.
 RECONNECT_BACKOFF_S = 0.05
 
+# After a WAIT finds too few replicas, how long WAITs are answered 0 at once (and ROLE asked instead).
+REPLICAS_RECHECK_S = 1.0
+
 # Error prefixes redis-py maps to its own subclasses; the rest stay ResponseError.
 _ERROR_CLASSES: dict[str, type[RedisError]] = {
     "NOSCRIPT": NoScriptError,
@@ -68,6 +72,18 @@ _ERROR_CLASSES: dict[str, type[RedisError]] = {
     "OOM": OutOfMemoryError,
     "EXECABORT": ExecAbortError,
 }
+
+
+class NotSent(ConnectionError):
+    """A command failed before it was written: no connection could be opened. Safe to send again elsewhere."""
+
+
+class ConnectTimedOut(TimeoutError):
+    """A command failed before it was written: opening the connection took too long. Safe to send again."""
+
+
+# Failures of commands that surely never reached Redis (a cluster client sends them again after a failover).
+UNSENT: tuple[type[RedisError], ...] = (NotSent, ConnectTimedOut)
 
 
 def _server_error(reply: ResponseError) -> RedisError:
@@ -152,16 +168,25 @@ def _expire(futures: list[asyncio.Future[Any]], timeout_ms: int) -> None:
             fut.set_exception(TimeoutError(f"no reply from Redis within {timeout_ms} ms"))
 
 
+# A cluster client's hook for a command its node could not run (redirected, refused for now, never sent):
+# (the command's future, the command, the error) → True when it has taken the command over.
+Redirect = Callable[[asyncio.Future[Any], bytes, RedisError], bool]
+
+
 class _Connection(asyncio.Protocol):
     """One socket: writes batches and resolves their futures in FIFO order."""
 
-    __slots__ = ("transport", "waiters", "lost", "closed", "_reader", "_timers", "_sent", "_received", "_where")
+    __slots__ = ("transport", "waiters", "packs", "redirect", "lost", "closed", "_reader", "_timers", "_sent",
+                 "_received", "_where")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, where: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, where: str, redirect: Redirect | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         # Futures in the order their commands were written; a future already done
         # (timed out, cancelled) still holds its place until its reply is consumed.
         self.waiters: deque[asyncio.Future[Any]] = deque()
+        # With a redirect hook (a cluster node), each waiter's command, to hand over with its error reply.
+        self.redirect = redirect
+        self.packs: deque[bytes] | None = deque() if redirect is not None else None
         self.lost = False
         self.closed: asyncio.Future[None] = loop.create_future()
         self._reader = hiredis.Reader(replyError=ResponseError, protocolError=InvalidResponse)
@@ -182,11 +207,15 @@ class _Connection(asyncio.Protocol):
         """True while writes on this connection can still be answered."""
         return not self.lost and self.transport is not None and not self.transport.is_closing()
 
-    def send(self, data: bytes, futures: list[asyncio.Future[Any]], timer: asyncio.TimerHandle | None) -> None:
+    def send(self, data: bytes, futures: list[asyncio.Future[Any]], timer: asyncio.TimerHandle | None,
+             parts: list[bytes] | None = None) -> None:
         """Write one batch; its replies will resolve ``futures`` in order."""
         assert self.transport is not None
         self.transport.write(data)
         self.waiters.extend(futures)
+        if self.packs is not None:
+            assert parts is not None and len(parts) == len(futures)
+            self.packs.extend(parts)
         self._sent += len(futures)
         if timer is not None:
             self._timers.append((self._sent, timer))
@@ -195,15 +224,20 @@ class _Connection(asyncio.Protocol):
         reader = self._reader
         reader.feed(data)
         popleft = self.waiters.popleft
+        packs = self.packs
         count = 0
         try:
             while (reply := reader.gets()) is not False:
                 fut = popleft()
+                packed = packs.popleft() if packs is not None else None
                 count += 1
                 if fut.done():
                     continue
                 if reply.__class__ is ResponseError:
-                    fut.set_exception(_server_error(reply))
+                    error = _server_error(reply)
+                    if packed is not None and self.redirect is not None and self.redirect(fut, packed, error):
+                        continue
+                    fut.set_exception(error)
                 else:
                     fut.set_result(reply)
         except (InvalidResponse, IndexError) as exc:
@@ -238,12 +272,14 @@ class _Connection(asyncio.Protocol):
         while self._timers:
             self._timers.popleft()[1].cancel()
         waiters, self.waiters = self.waiters, deque()
+        if self.packs is not None:
+            self.packs.clear()
         for fut in waiters:
             if not fut.done():
                 fut.set_exception(ConnectionError(reason))
 
 
-_Batch = tuple[bytes, list[asyncio.Future[Any]], asyncio.TimerHandle | None]
+_Batch = tuple[bytes, list[asyncio.Future[Any]], asyncio.TimerHandle | None, list[bytes] | None]
 
 
 class _Slot:
@@ -259,19 +295,21 @@ class _Slot:
         self._retry_at = 0.0
         self._last_error = ""
 
-    def submit(self, data: bytes, futures: list[asyncio.Future[Any]], timer: asyncio.TimerHandle | None) -> None:
+    def submit(self, data: bytes, futures: list[asyncio.Future[Any]], timer: asyncio.TimerHandle | None,
+               parts: list[bytes] | None = None) -> None:
         """Write a batch now, or hold it until the connection is (re)opened."""
         conn = self.conn
         if conn is not None and conn.usable():
-            self._owner.batches_sent += 1
-            self._owner.commands_sent += len(futures)
-            conn.send(data, futures, timer)
+            stats = self._owner.stats
+            stats.batches_sent += 1
+            stats.commands_sent += len(futures)
+            conn.send(data, futures, timer, parts)
             return
         loop = self._owner._get_loop()
         if self._connecting is None and loop.time() < self._retry_at:
-            _fail(futures, timer, ConnectionError, self._last_error)
+            self._owner._unsent(futures, timer, parts, NotSent, self._last_error)
             return
-        self._held.append((data, futures, timer))
+        self._held.append((data, futures, timer, parts))
         if self._connecting is None:
             self._connecting = loop.create_task(self._reconnect())
 
@@ -281,7 +319,7 @@ class _Slot:
 
     def in_flight(self) -> int:
         """Commands written on this connection, or held for it, still awaiting a reply."""
-        held = sum(len(futures) for _, futures, _ in self._held)
+        held = sum(len(batch[1]) for batch in self._held)
         return held + (len(self.conn.waiters) if self.conn is not None else 0)
 
     async def close(self) -> None:
@@ -290,7 +328,9 @@ class _Slot:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
-        self._fail_held(ConnectionError, "Redis client closed")
+        held, self._held = self._held, []
+        for _, futures, timer, _ in held:
+            _fail(futures, timer, ConnectionError, "Redis client closed")
         conn = self.conn
         if conn is not None:
             conn.abort("Redis client closed")
@@ -302,27 +342,28 @@ class _Slot:
         except Exception as exc:
             self._last_error = str(exc)
             self._retry_at = self._owner._get_loop().time() + RECONNECT_BACKOFF_S
-            exc_class = type(exc) if isinstance(exc, (ConnectionError, TimeoutError)) else ConnectionError
-            self._fail_held(exc_class, str(exc))
+            # The held commands were never written.
+            self._fail_held(ConnectTimedOut if isinstance(exc, TimeoutError) else NotSent, str(exc))
             return
         finally:
             self._connecting = None
         self.conn = conn
         held, self._held = self._held, []
-        for data, futures, timer in held:
+        for data, futures, timer, parts in held:
             if all(fut.done() for fut in futures):
                 # Every caller has given up (timed out): don't run the commands late.
                 if timer is not None:
                     timer.cancel()
                 continue
-            self._owner.batches_sent += 1
-            self._owner.commands_sent += len(futures)
-            conn.send(data, futures, timer)
+            stats = self._owner.stats
+            stats.batches_sent += 1
+            stats.commands_sent += len(futures)
+            conn.send(data, futures, timer, parts)
 
     def _fail_held(self, exc_class: type[RedisError], reason: str) -> None:
         held, self._held = self._held, []
-        for _, futures, timer in held:
-            _fail(futures, timer, exc_class, reason)
+        for _, futures, timer, parts in held:
+            self._owner._unsent(futures, timer, parts, exc_class, reason)
 
 
 def _fail(
@@ -366,9 +407,18 @@ class AutoPipeline:
         self.client_name = client_name
         self.batches_sent = 0
         self.commands_sent = 0
+        # Where the counts above are kept: this client, or the cluster client this one is a node of.
+        self.stats: AutoPipeline = self
+        # Set by a cluster client on its nodes' pipelines (``core.redis_cluster``), before the first command.
+        self.redirect: Redirect | None = None
+        # This tick's shared WAIT (its future, replicas, timeout), and until when replicas are known short.
+        self._wait: tuple[asyncio.Future[int], int, int] | None = None
+        self._replicas_short_until = 0.0
+        self._replicas_probe: asyncio.Task[None] | None = None
         self._timeout_s = timeout_ms / 1000
         handshake = _handshake(self.endpoint, client_name)
         self._handshake = b"".join(handshake)
+        self._handshake_parts = handshake
         self._handshake_count = len(handshake)
         self._slots = [_Slot(self) for _ in range(connections)]
         self._next_slot = itertools.cycle(self._slots).__next__
@@ -432,8 +482,10 @@ class AutoPipeline:
         """
         return self._submit(args)
 
-    def send_packed(self, packed: bytes) -> asyncio.Future[Any]:
+    def send_packed(self, packed: bytes, key: Arg | None = None) -> asyncio.Future[Any]:
         """Queue one command already encoded in RESP; its reply resolves the returned future.
+
+        ``key``, the command's first key, routes it on a cluster (``core.redis_cluster``); unused here.
 
         For callers that build one command shape at high rates from pre-encoded parts:
         ``hiredis.pack_command`` costs ~0.25 µs per argument, a lot for a command of hundreds.
@@ -442,7 +494,7 @@ class AutoPipeline:
             raise ConnectionError("Redis client closed")
         return self._enqueue(packed)
 
-    def write_packed(self, packed: bytes) -> asyncio.Future[Any]:
+    def write_packed(self, packed: bytes, key: Arg | None = None) -> asyncio.Future[Any]:
         """``send_packed``, written now with whatever this tick has queued (not at the end of the tick).
 
         For a caller that gathers its own batch and sends it from a loop callback: waiting for the
@@ -451,6 +503,60 @@ class AutoPipeline:
         future = self.send_packed(packed)
         self._flush()
         return future
+
+    def wait_replicas(self, key: Arg, replicas: int, timeout_ms: int) -> asyncio.Future[int]:
+        """How many replicas have this tick's writes: one ``WAIT`` at the end of the tick's batch, shared.
+
+        ``WAIT`` counts the replicas that have every write of its own connection, so it goes in the
+        same write as the commands it confirms (``key`` names their node on a cluster). While a ``WAIT``
+        blocks, so does every command behind it on the connection: when one finds too few replicas,
+        the next second answers 0 at once, and a ``ROLE`` (which never blocks) tells when they are back.
+        """
+        loop = self._loop or self._get_loop()
+        if loop.time() < self._replicas_short_until:
+            if self._replicas_probe is None or self._replicas_probe.done():
+                self._replicas_probe = loop.create_task(self._probe_replicas(replicas))
+            short = loop.create_future()
+            short.set_result(0)
+            return short
+        wait = self._wait
+        if wait is None:
+            wait = self._wait = (loop.create_future(), replicas, timeout_ms)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        elif replicas > wait[1] or timeout_ms > wait[2]:
+            self._wait = wait = (wait[0], max(replicas, wait[1]), max(timeout_ms, wait[2]))
+        return wait[0]
+
+    async def _probe_replicas(self, replicas: int) -> None:
+        """Ask ``ROLE`` once a second until the master has ``replicas`` connected, then ``WAIT`` again."""
+        loop = self._get_loop()
+        while loop.time() < self._replicas_short_until:
+            await asyncio.sleep(max(0.0, self._replicas_short_until - loop.time()))
+            try:
+                role = await self._submit((b"ROLE",))
+            except RedisError:
+                role = None
+            if role and role[0] == b"master" and len(role[2]) >= replicas:
+                self._replicas_short_until = 0.0
+                return
+            self._replicas_short_until = loop.time() + REPLICAS_RECHECK_S
+
+    def _waited(self, shared: asyncio.Future[int], replicas: int, done: asyncio.Future[Any]) -> None:
+        if shared.done():
+            return
+        if done.cancelled():
+            shared.cancel()
+            return
+        exc = done.exception()
+        if exc is not None:
+            shared.set_exception(exc)
+            return
+        count = int(done.result())
+        if count < replicas:
+            self._replicas_short_until = self._get_loop().time() + REPLICAS_RECHECK_S
+        shared.set_result(count)
 
     def _enqueue(self, packed: bytes) -> asyncio.Future[Any]:
         loop = self._loop or self._get_loop()
@@ -462,8 +568,27 @@ class AutoPipeline:
             loop.call_soon(self._flush)
         return fut
 
+    def enqueue_future(self, packed: bytes, fut: asyncio.Future[Any]) -> None:
+        """Queue an encoded command whose reply resolves ``fut``: a command a cluster client moves here."""
+        if self._closed:
+            raise ConnectionError("Redis client closed")
+        loop = self._loop or self._get_loop()
+        self._parts.append(packed)
+        self._futures.append(fut)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
+        wait = self._wait
+        if wait is not None:
+            self._wait = None
+            shared, replicas, timeout_ms = wait
+            waited = self._loop.create_future() if self._loop is not None else self._get_loop().create_future()
+            waited.add_done_callback(functools.partial(self._waited, shared, replicas))
+            self._parts.append(pack_command((b"WAIT", replicas, timeout_ms)))
+            self._futures.append(waited)
         futures = self._futures
         if not futures:
             return
@@ -474,7 +599,20 @@ class AutoPipeline:
         assert loop is not None
         # One timer per batch, not per command: every command in it shares the deadline.
         timer = loop.call_later(self._timeout_s, _expire, futures, self.timeout_ms)
-        self._next_slot().submit(b"".join(parts), futures, timer)
+        self._next_slot().submit(b"".join(parts), futures, timer, parts if self.redirect is not None else None)
+
+    def _unsent(self, futures: list[asyncio.Future[Any]], timer: asyncio.TimerHandle | None,
+                parts: list[bytes] | None, exc_class: type[RedisError], reason: str) -> None:
+        """Fail commands that were never written, or hand them to the cluster client to send elsewhere."""
+        redirect = self.redirect
+        if redirect is None or parts is None or exc_class not in UNSENT:
+            _fail(futures, timer, exc_class, reason)
+            return
+        if timer is not None:
+            timer.cancel()
+        for fut, packed in zip(futures, parts, strict=True):
+            if not fut.done() and not redirect(fut, packed, exc_class(reason)):
+                fut.set_exception(exc_class(reason))
 
     async def _open_connection(self) -> _Connection:
         """A new connection with AUTH/SELECT/SETNAME done, bounded by the time budget."""
@@ -485,15 +623,16 @@ class AutoPipeline:
         try:
             async with asyncio.timeout(self._timeout_s):
                 if endpoint.path is not None:
-                    _, conn = await loop.create_unix_connection(lambda: _Connection(loop, where), endpoint.path)
+                    _, conn = await loop.create_unix_connection(lambda: _Connection(loop, where, self.redirect),
+                                                                endpoint.path)
                 else:
                     tls = ssl.create_default_context() if endpoint.tls else None
                     _, conn = await loop.create_connection(
-                        lambda: _Connection(loop, where), endpoint.host, endpoint.port, ssl=tls
+                        lambda: _Connection(loop, where, self.redirect), endpoint.host, endpoint.port, ssl=tls
                     )
                 if self._handshake_count:
                     futures = [loop.create_future() for _ in range(self._handshake_count)]
-                    conn.send(self._handshake, futures, None)
+                    conn.send(self._handshake, futures, None, self._handshake_parts)
                     results = await asyncio.gather(*futures, return_exceptions=True)
                     for result in results:
                         if isinstance(result, BaseException):
@@ -513,6 +652,8 @@ class AutoPipeline:
     async def close(self) -> None:
         """Fail queued commands, close every connection and wait until the sockets are closed."""
         self._closed = True
+        if self._replicas_probe is not None:
+            self._replicas_probe.cancel()
         futures, self._futures, self._parts = self._futures, [], []
         _fail(futures, None, ConnectionError, "Redis client closed")
         await asyncio.gather(*(slot.close() for slot in self._slots))
