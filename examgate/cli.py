@@ -158,13 +158,11 @@ def prewarm_command(exam_id: int) -> None:
 
 
 async def _prewarm(settings: configmod.Settings, exam_id: int) -> dict[str, Any]:
-    import redis.asyncio as aioredis
-
-    from core import db
+    from core import db, redis_cluster
     from lookups.prewarm import prewarm
 
     pool = await db.create_pool(db.PoolSettings(settings.database_url, 1, 2))
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = redis_cluster.redis_py(settings.redis_url, cluster=settings.redis_cluster)
     try:
         if await pool.fetchval("SELECT 1 FROM exams WHERE id = $1", exam_id) is None:
             raise click.ClickException(f"no exam {exam_id}")
@@ -195,13 +193,11 @@ def reconcile_command(exam_id: int | None, as_json: bool) -> None:
 
 
 async def _reconcile(settings: configmod.Settings, exam_id: int | None) -> dict[str, Any]:
-    import redis.asyncio as aioredis
-
-    from core import db
+    from core import db, redis_cluster
     from queueing.reconcile import reconcile
 
     conn = await db.connect(settings.database_url)
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = redis_cluster.redis_py(settings.redis_url, cluster=settings.redis_cluster)
     try:
         if exam_id is not None and await conn.fetchval("SELECT 1 FROM exams WHERE id = $1", exam_id) is None:
             raise click.ClickException(f"no exam {exam_id}")

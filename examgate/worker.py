@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from captcha import pool as captcha_pool
-from core import lifecycle
+from core import lifecycle, redis_cluster
 from core.catalogue import Catalogue, Exam
 from core.db import PoolSettings, create_pool
 from core.redis import REDIS_DOWN
@@ -247,7 +247,7 @@ def sms_sender(settings: Settings) -> AliyunSms:
 async def run_worker(settings: Settings) -> None:
     """Run every background task until SIGTERM or SIGINT."""
     pool = await create_pool(PoolSettings(settings.database_url, 1, max(2, settings.pg_pool_max // 2)))
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = redis_cluster.redis_py(settings.redis_url, cluster=settings.redis_cluster)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     catalogue = CatalogueCache(pool, settings.worker_exams_refresh_s)
     live = LiveConfigWatcher(redis, rebuild=ConfigStore(redis, pool).rebuild)

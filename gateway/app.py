@@ -9,14 +9,14 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
-import redis.asyncio as aioredis
 from aiohttp import web
 from cachetools import LRUCache
 
 from captcha.pool import TakeCounters, preload_scripts
+from core import redis_cluster
 from core.db import PoolSettings, create_pool
 from core.passwords import PasswordHasher, PasswordSettings
-from core.redis import REDIS_DOWN, AutoPipeline
+from core.redis import REDIS_DOWN
 from core.scripts import load_scripts, preload
 from core.sessions import SessionSettings
 from gateway import keys as appkeys
@@ -31,6 +31,7 @@ from gateway.registration_refs import RegistrationRefs
 from gateway.seat_stats import register_seat_stats
 from gateway.shedding import Shedder
 from gateway.stats import StatsRecorder
+from queueing.holds import Replication
 from ratelimit.limiter import Limiter, LimiterSettings
 
 log = logging.getLogger("examgate.gateway")
@@ -53,17 +54,21 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
-    app[appkeys.REDIS] = AutoPipeline(
-        settings.redis_url, connections=settings.redis_connections, timeout_ms=settings.redis_timeout_ms
-    )
+    cluster = settings.redis_cluster
+    app[appkeys.HOLD_REPLICATION] = (
+        Replication(settings.hold_replicas, settings.hold_replica_wait_ms) if settings.hold_replicas else None)
+    app[appkeys.REDIS] = redis_cluster.pipeline(
+        settings.redis_url, cluster=cluster, connections=settings.redis_connections,
+        timeout_ms=settings.redis_timeout_ms)
     # The limiter gets its own connection whose per-call timeout is the limiter's budget.
-    limiter_redis = AutoPipeline(settings.redis_url, connections=1, timeout_ms=settings.ratelimit_budget_ms)
+    limiter_redis = redis_cluster.pipeline(settings.redis_url, cluster=cluster, connections=1,
+                                           timeout_ms=settings.ratelimit_budget_ms)
     app[appkeys.LIMITER] = Limiter(limiter_redis, LimiterSettings(
         budget_ms=settings.ratelimit_budget_ms, processes=settings.workers))
     # The client of the config, the console and the watcher, off the hot path: a burst of operators'
     # requests opens its connections all at once, each given the same generous time as a reply.
-    app[appkeys.REDIS_PY] = aioredis.Redis.from_url(
-        settings.redis_url,
+    app[appkeys.REDIS_PY] = redis_cluster.redis_py(
+        settings.redis_url, cluster=cluster,
         socket_timeout=settings.redis_timeout_ms / 1000 * 5,
         socket_connect_timeout=settings.redis_timeout_ms / 1000 * 5,
     )
@@ -122,7 +127,8 @@ async def _payments(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     runtime = app[appkeys.PAYMENTS] = PaymentsRuntime(settings, keys, app[appkeys.PG], app[appkeys.REDIS],
-                                                       seats=HoldSeats(app[appkeys.REDIS]))
+                                                       seats=HoldSeats(app[appkeys.REDIS],
+                                                                       app[appkeys.HOLD_REPLICATION]))
     yield
     await runtime.aclose()
 

@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -142,10 +143,17 @@ class Settings(BaseSettings):
     port: int = setting(8080, "port the gateway binds", ge=1, le=65_535)
     workers: int = setting(1, "gateway processes sharing the port", ge=1, le=64)
     redis_url: RedisUrl = setting("redis://127.0.0.1:6379/0", "Redis for cache and coordination")
+    redis_cluster: bool = setting(
+        False, "Redis is a Redis Cluster; EXAMGATE_REDIS_URL names any one of its nodes (database 0)")
     database_url: PostgresUrl = setting(
         "postgresql://postgres@127.0.0.1:5432/examgate", "PostgreSQL, the source of truth")
     pg_pool_min: int = setting(2, "asyncpg pool minimum size", ge=1, le=200)
     pg_pool_max: int = setting(10, "asyncpg pool maximum size", ge=1, le=500)
+    hold_replicas: int = setting(
+        0, "a seat hold is answered once this many Redis replicas have it (WAIT); 0: on the master's word",
+        ge=0, le=5)
+    hold_replica_wait_ms: int = setting(
+        200, "how long a seat hold waits for EXAMGATE_HOLD_REPLICAS before answering 503", ge=1, le=10_000)
     redis_connections: int = setting(2, "auto-pipelined Redis connections per process", ge=1, le=32)
     redis_timeout_ms: int = setting(1000, "time budget of one hot-path Redis call", ge=10, le=60_000)
     max_body_bytes: int = setting(65_536, "largest request body (413 above)", ge=1024, le=16_777_216)
@@ -376,6 +384,9 @@ class Settings(BaseSettings):
         if self.sms_lease_s < 3 * self.sms_timeout_s:
             raise ValueError(f"{PREFIX}SMS_LEASE_S ({self.sms_lease_s:g}) must be at least 3 × "
                              f"{PREFIX}SMS_TIMEOUT_S ({self.sms_timeout_s:g})")
+        if self.redis_cluster and not re.fullmatch(r"rediss?://[^/]*(/0?)?", self.redis_url):
+            raise ValueError(f"{PREFIX}REDIS_URL must name a cluster node over TCP, database 0, when "
+                             f"{PREFIX}REDIS_CLUSTER is true")
         if self.session_idle_timeout_s > self.session_absolute_timeout_s:
             raise ValueError(f"{PREFIX}SESSION_IDLE_TIMEOUT_S ({self.session_idle_timeout_s:g}) exceeds "
                              f"{PREFIX}SESSION_ABSOLUTE_TIMEOUT_S ({self.session_absolute_timeout_s:g})")

@@ -57,7 +57,7 @@ from payments.errors import ProviderRejected, ProviderUnavailable, RefundInvalid
 from payments.orders import OrderRefused
 from queueing.eligibility import NotApproved, OtherProvince, RegistrationInactive, SiteNotFound
 from queueing.errors import AdmissionInvalid, PlaceExpired, PlaceNotFound
-from queueing.holds import HoldContention, InventoryMissing, NoSeatRight, SeatLocked, SiteFull
+from queueing.holds import HoldContention, HoldUnconfirmed, InventoryMissing, NoSeatRight, SeatLocked, SiteFull
 from queueing.reconcile import ReconcileError
 from ratelimit.errors import LimiterUnavailable, RateLimited
 from ratelimit.headers import ratelimit_headers
@@ -446,6 +446,11 @@ def _inventory_missing(exc: InventoryMissing) -> ApiError:
                       details={"reason": "seat_inventory_loading", "site_id": exc.site_id})
 
 
+def _hold_unconfirmed(exc: HoldUnconfirmed) -> ApiError:
+    return Overloaded("座位保留尚未确认，请稍后重试", code="service_unavailable", retry_after_s=1,
+                      details={"reason": "seat_hold_unconfirmed"})
+
+
 def _site_not_found(exc: SiteNotFound) -> ApiError:
     return NotFoundError("该考试没有这个考点", code="site_not_found", details={"site_id": exc.site_id})
 
@@ -622,6 +627,7 @@ ERROR_TABLE: list[tuple[type[BaseException], Callable[[Any], ApiError]]] = [
     (SeatLocked, _seat_locked),
     (HoldContention, _hold_contention),
     (InventoryMissing, _inventory_missing),
+    (HoldUnconfirmed, _hold_unconfirmed),
     (AdmissionInvalid, _admission_invalid),
     (SiteNotFound, _site_not_found),
     (OtherProvince, _other_province),

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from gateway.stats import StatsRecorder
     from lookups.service import Lookups
     from payments.runtime import PaymentsRuntime
+    from queueing.holds import Replication
     from ratelimit.limiter import Limiter
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -59,3 +60,5 @@ TICKET_PDF_KEY = web.AppKey("ticket_pdf_key", bytes)
 SEEN_SESSIONS = web.AppKey("seen_sessions", LRUCache)
 # Routes whose handler decides every rate limit itself (from the route table: ``gateway.routing``).
 HANDLER_DECIDES = web.AppKey("handler_decides", frozenset)
+# How seat holds are made to survive a Redis failover (None: answered on the master's word).
+HOLD_REPLICATION: web.AppKey[Replication | None] = web.AppKey("hold_replication")

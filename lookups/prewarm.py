@@ -18,12 +18,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from core.catalogue import Exam
 from core.redis import pack_command
+from core.redis_cluster import is_cluster
 from core.timeutil import utcnow
 from lookups import records
 
@@ -70,17 +73,38 @@ async def write_hashes(redis: aioredis.Redis, hashes: list[tuple[str, list[str]]
     for start in range(0, len(hashes), YIELD_EVERY):
         parts += [pack_command(("HSET", key, *flat)) for key, flat in hashes[start:start + YIELD_EVERY]]
         await asyncio.sleep(0)
-    packed = b"".join(parts)
-    conn = await redis.connection_pool.get_connection()
+    if not is_cluster(redis):
+        conn = await redis.connection_pool.get_connection()
+        try:
+            await _send_all(conn, b"".join(parts), len(parts))
+        finally:
+            await redis.connection_pool.release(conn)
+        return
+    # On a cluster, each node's share goes to that node as one buffer.
+    cluster = cast("RedisCluster", redis)
+    by_node: dict[str, tuple[ClusterNode, list[bytes]]] = {}
+    for (key, _), part in zip(hashes, parts, strict=True):
+        node = cluster.get_node_from_key(key)
+        if node is None:
+            raise ConnectionError(f"no node of the Redis Cluster serves {key}")
+        by_node.setdefault(node.name, (node, []))[1].append(part)
+    for node, node_parts in by_node.values():
+        conn = node.acquire_connection()
+        try:
+            await _send_all(conn, b"".join(node_parts), len(node_parts))
+        finally:
+            node.release(conn)
+
+
+async def _send_all(conn: Any, packed: bytes, replies: int) -> None:
+    """Write the commands in one buffer and read their replies; a failure drops the connection."""
     try:
         await conn.send_packed_command(packed, check_health=False)
-        for _ in range(len(hashes)):
+        for _ in range(replies):
             await conn.read_response()  # an error reply raises here
     except BaseException:
         await conn.disconnect()  # replies may be left unread: the connection cannot be reused
         raise
-    finally:
-        await redis.connection_pool.release(conn)
 
 
 async def prewarm(pool: asyncpg.Pool, redis: aioredis.Redis, exam_id: int, *,

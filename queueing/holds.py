@@ -31,8 +31,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from redis.exceptions import NoScriptError
+
 from core.catalogue import Catalogue
-from core.redis import AutoPipeline
+from core.redis import REDIS_DOWN, AutoPipeline
 from core.scripts import Script, ScriptClient, load_scripts
 from queueing import keys
 from queueing.errors import QueueingError
@@ -55,6 +57,25 @@ class SiteFull(HoldError):
     def __init__(self, site_id: int) -> None:
         super().__init__(f"site {site_id} has no seat left")
         self.site_id = site_id
+
+
+class HoldUnconfirmed(HoldError):
+    """The hold is written on the Redis master but no replica confirmed it in time (HTTP 503, ask again).
+
+    Asking again finds the hold already there and waits for the replicas once more; a hold never
+    confirmed may be lost if the master fails before replicating it, so it is never promised.
+    """
+
+    def __init__(self, registration_id: int, replicas: int) -> None:
+        super().__init__(f"the seat hold of registration {registration_id} reached {replicas} replica(s) too few")
+        self.registration_id = registration_id
+
+
+class Replication(NamedTuple):
+    """How a hold is made to survive a Redis failover: ``WAIT`` for ``replicas`` within ``timeout_ms``."""
+
+    replicas: int
+    timeout_ms: int
 
 
 class InventoryMissing(HoldError):
@@ -168,18 +189,21 @@ async def hold_seat(
     current_site: int | None = None,
     now_ms: int | None = None,
     approved_only: bool = False,
+    replication: Replication | None = None,
 ) -> Hold:
     """Hold a seat at ``site_id`` for ``ttl_s``: take it, move the hold there, or refresh it.
 
     The caller has checked the admission. ``current_site`` is a hint saving a round trip
     on moves; a wrong hint only costs one. ``approved_only`` (every candidate's request)
     needs the registration's seat right (``NoSeatRight`` otherwise). Raises ``SiteFull``,
-    ``InventoryMissing``, ``SeatLocked`` (paid holds do not move).
+    ``InventoryMissing``, ``SeatLocked`` (paid holds do not move). With ``replication`` the hold is
+    answered only once that many replicas have it (``HoldUnconfirmed`` otherwise).
     """
     if ttl_s <= 0:
         raise ValueError("ttl_s must be positive (make_permanent holds without expiry)")
     return await _take(client, exam_id, registration_id, site_id, ttl_ms=ttl_s * 1000,
-                       current_site=current_site, now_ms=now_ms, approved_only=approved_only)
+                       current_site=current_site, now_ms=now_ms, approved_only=approved_only,
+                       replication=replication)
 
 
 async def make_permanent(
@@ -190,17 +214,20 @@ async def make_permanent(
     *,
     current_site: int | None = None,
     now_ms: int | None = None,
+    replication: Replication | None = None,
 ) -> Hold:
     """Keep the registration's seat at ``site_id`` for good (paid): the sweeper never releases it.
 
     The hold is normally already at ``site_id``; if it expired or moved meanwhile, the seat
     is taken again when one is left (``SiteFull`` otherwise). Repeating it changes nothing.
     """
-    return await _take(client, exam_id, registration_id, site_id, ttl_ms=0, current_site=current_site, now_ms=now_ms)
+    return await _take(client, exam_id, registration_id, site_id, ttl_ms=0, current_site=current_site, now_ms=now_ms,
+                       replication=replication)
 
 
 async def _take(client: ScriptClient, exam_id: int, registration_id: int, site_id: int, *, ttl_ms: int,
-                current_site: int | None, now_ms: int | None, approved_only: bool = False) -> Hold:
+                current_site: int | None, now_ms: int | None, approved_only: bool = False,
+                replication: Replication | None = None) -> Hold:
     at = clock_ms() if now_ms is None else now_ms
     base = [*event_keys(exam_id), keys.seat_rights(exam_id)]
     want_key = keys.site_left(exam_id, site_id)
@@ -209,8 +236,12 @@ async def _take(client: ScriptClient, exam_id: int, registration_id: int, site_i
         script_keys = [*base, want_key]
         if believed is not None:
             script_keys.append(keys.site_left(exam_id, believed))
-        reply = await TAKE.run(client, script_keys, [registration_id, site_id, "" if believed is None else believed,
-                                                     at, ttl_ms, "1" if approved_only else "0"])
+        args = [registration_id, site_id, "" if believed is None else believed, at, ttl_ms,
+                "1" if approved_only else "0"]
+        if replication is not None and replication.replicas > 0 and isinstance(client, AutoPipeline):
+            reply = await _take_replicated(client, script_keys, args, registration_id, replication)
+        else:
+            reply = await TAKE.run(client, script_keys, args)
         code = int(reply[0])
         if code == 1:
             expires = _text(reply[2])
@@ -230,6 +261,40 @@ async def _take(client: ScriptClient, exam_id: int, registration_id: int, site_i
             raise SeatLocked(registration_id, held)
         believed = held  # -2: the hold is elsewhere than believed; ask again with the truth
     raise HoldContention(registration_id)
+
+
+async def _take_replicated(client: AutoPipeline, script_keys: list[str], args: list[Any], registration_id: int,
+                           replication: Replication) -> Any:
+    """The take script, then ``WAIT`` in the same write on the same connection (``WAIT`` counts the replicas
+    that have every write its own connection made); a successful take not confirmed in time raises."""
+    for _ in range(2):  # a NOSCRIPT reply loads the script and runs both again
+        pending = TAKE.submit(client, script_keys, args)
+        waited = client.wait_replicas(script_keys[0], replication.replicas, replication.timeout_ms)
+        try:
+            reply = await pending
+        except NoScriptError:
+            waited.add_done_callback(_seen)  # shared by the tick's holds: never cancelled here
+            await TAKE.load(client)
+            continue
+        except BaseException:
+            waited.add_done_callback(_seen)  # shared by the tick's holds: never cancelled here
+            raise
+        if int(reply[0]) != 1:
+            waited.add_done_callback(_seen)  # shared by the tick's holds: never cancelled here
+            return reply
+        try:
+            confirmed = int(await waited)
+        except REDIS_DOWN as exc:
+            raise HoldUnconfirmed(registration_id, replication.replicas) from exc
+        if confirmed < replication.replicas:
+            raise HoldUnconfirmed(registration_id, replication.replicas)
+        return reply
+    raise NoScriptError(f"script {TAKE.name} could not be loaded")
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def release_seat(

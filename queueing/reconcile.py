@@ -177,7 +177,8 @@ async def reconcile_exam(pg: asyncpg.Connection | asyncpg.Pool, redis: aioredis.
                 found_holds = cast("dict[bytes, bytes]", await pipe.hgetall(holds_key))
                 expiry_scores = cast("list[tuple[bytes, float]]", await pipe.zrange(expiry_key, 0, -1, withscores=True))
                 found_expiry = {member: int(score) for member, score in expiry_scores}
-                found_left = await pipe.mget(list(left_keys.values())) if left_keys else []
+                # One GET per site (not MGET, which redis-py refuses in a pipeline on a cluster).
+                found_left = [await pipe.get(key) for key in left_keys.values()]
                 in_flight = _in_flight(unapplied, last_events)
                 for member in in_flight:  # Redis is ahead of PostgreSQL here: keep what it has
                     truth.holds.pop(member, None)

@@ -15,10 +15,11 @@ __all__ = ["HoldSeats"]
 class HoldSeats:
     """The registrations' seat holds in Redis (``queueing.holds``), for settling and reconciling payments."""
 
-    __slots__ = ("redis",)
+    __slots__ = ("redis", "replication")
 
-    def __init__(self, redis: ScriptClient) -> None:
+    def __init__(self, redis: ScriptClient, replication: holds.Replication | None = None) -> None:
         self.redis = redis
+        self.replication = replication  # a paid seat is kept once this many replicas have it
 
     async def keep(self, exam_id: int, registration_id: int, site_id: int | None) -> int | None:
         """Make the registration's seat permanent (its held site, else ``site_id``): that site; None if it is full.
@@ -30,7 +31,8 @@ class HoldSeats:
         if wanted is None:
             return None
         try:
-            await holds.make_permanent(self.redis, exam_id, registration_id, wanted, current_site=held)
+            await holds.make_permanent(self.redis, exam_id, registration_id, wanted, current_site=held,
+                                       replication=self.replication)
         except (holds.SiteFull, holds.SeatLocked):
             return None
         return wanted

@@ -43,6 +43,7 @@ from redis.typing import EncodableT, FieldT
 
 from core.db import Conn
 from core.loops import pause, should_stop
+from core.redis_cluster import is_cluster, slot_of
 from queueing import keys
 from queueing.holds import clock_ms, ms_to_datetime
 
@@ -312,10 +313,8 @@ async def drain_once(
                      if count <= max_deliveries)
     result.claimed = len(batch)
     if len(batch) < batch_size:
-        reply = cast("list[tuple[bytes, _Entries]] | None", await redis.xreadgroup(
-            group, consumer_name, dict.fromkeys(streams, ">"), count=batch_size - len(batch),
-            block=None if batch else block_ms))
-        for read_stream, entries in reply or []:
+        for read_stream, entries in await _read_new(redis, group, consumer_name, streams, batch_size - len(batch),
+                                                    None if batch else block_ms):
             for read_id, read_fields in entries:
                 batch.append((_text(read_stream), _text(read_id), read_fields, 1))
                 result.read += 1
@@ -353,6 +352,34 @@ async def drain_once(
     for (stream, entry_id), error in failed.items():
         log.warning("hold event %s %s not applied: %s", stream, entry_id, error)
     return result
+
+
+async def _read_new(redis: aioredis.Redis, group: str, consumer: str, streams: Sequence[str], count: int,
+                    block_ms: int | None) -> list[tuple[bytes, _Entries]]:
+    """New entries of the streams (XREADGROUP ``>``), blocking up to ``block_ms`` when there are none.
+
+    On a Redis Cluster one XREADGROUP reads streams of one slot only: each slot's streams are read
+    in turn without blocking, and the consumer sleeps (as long as it would have blocked) when none
+    had anything.
+    """
+    if not is_cluster(redis):
+        reply = await redis.xreadgroup(group, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms)
+        return cast("list[tuple[bytes, _Entries]]", reply or [])
+    by_slot: dict[int, list[str]] = defaultdict(list)
+    for stream in streams:
+        by_slot[slot_of(stream)].append(stream)
+    read: list[tuple[bytes, _Entries]] = []
+    for group_streams in by_slot.values():
+        if count <= 0:
+            break
+        found = cast("list[tuple[bytes, _Entries]] | None", await redis.xreadgroup(
+            group, consumer, dict.fromkeys(group_streams, ">"), count=count))
+        for read_stream, entries in found or []:
+            read.append((read_stream, entries))
+            count -= len(entries)
+    if not read and block_ms:
+        await asyncio.sleep(min(block_ms, 100) / 1000)
+    return read
 
 
 async def _apply_all(redis: aioredis.Redis, pg: PgTarget, events: list[HoldEvent],

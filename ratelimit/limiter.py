@@ -29,7 +29,9 @@ from ratelimit import local
 from ratelimit.breaker import Breaker
 from ratelimit.errors import LimiterUnavailable, RateLimited, RateLimitError
 from ratelimit.headers import policy_quota
-from ratelimit.keys import encode_subject, rule_prefix
+
+# Every limiter key carries the tag of PREFIX: on a cluster the batch's script goes to that slot's node.
+from ratelimit.keys import PREFIX, encode_subject, rule_prefix
 from ratelimit.rules import Rule
 
 Source = Literal["redis", "denial_cache", "fallback_open", "fallback_closed", "fallback_local", "none"]
@@ -337,7 +339,7 @@ class Limiter:
         # the commands the same requests sent through the main client (one round trip for both).
         packed = self._packed(batch)
         try:
-            reply: asyncio.Future[list[int]] | BaseException = self.client.write_packed(packed)
+            reply: asyncio.Future[list[int]] | BaseException = self.client.write_packed(packed, PREFIX)
         except RedisError as exc:
             reply = exc
         task = asyncio.ensure_future(self._run_batch(batch, packed, reply))
@@ -400,7 +402,7 @@ class Limiter:
             return await reply
         except NoScriptError:
             await self.script.load(self.client)
-            return await self.client.send_packed(packed)
+            return await self.client.send_packed(packed, PREFIX)
 
     def _verdict(self, active: list[tuple[_Plan, str]], reply: list[int], sent_at: float) -> Verdict:
         received_at = self._clock()

@@ -283,9 +283,10 @@ async def put_seat(request: web.Request) -> web.Response:
         ref = await app[keys.REGISTRATION_REFS].refresh(app[keys.PG], registration_id, REFUSAL_RECHECK_S) or ref
         eligibility.check_seat(exam, ref, choice.site_id, admission, now=utcnow(), now_s=time.time())
     ttl_s = app[keys.LIVE].current.hold_ttl_s
+    replication = app[keys.HOLD_REPLICATION]
     try:
         hold = await holds.hold_seat(app[keys.REDIS], exam.id, registration_id, choice.site_id, ttl_s=ttl_s,
-                                     current_site=hint, approved_only=True)
+                                     current_site=hint, approved_only=True, replication=replication)
     except holds.NoSeatRight:
         # The right is granted after the approval commits; a lost grant (Redis restarted, the
         # approving process failed in between) is granted again from PostgreSQL, which decides.
@@ -293,7 +294,7 @@ async def put_seat(request: web.Request) -> web.Response:
         if version is None or not await holds.grant_seat_right(app[keys.REDIS], exam.id, registration_id, version):
             raise
         hold = await holds.hold_seat(app[keys.REDIS], exam.id, registration_id, choice.site_id, ttl_s=ttl_s,
-                                     current_site=hint, approved_only=True)
+                                     current_site=hint, approved_only=True, replication=replication)
     return json_response({"site_id": hold.site_id, "hold_expires_at": _expires(hold.expires_at_ms)},
                          headers=NO_STORE)
 

@@ -21,8 +21,7 @@ import asyncpg
 import redis
 import redis.asyncio as aioredis
 
-from core import sessions
-from core.redis import AutoPipeline
+from core import redis_cluster, sessions
 from core.timeutil import utcnow
 from loadtest.processes import Process, start_gateway, start_worker
 from queueing import keys as qkeys
@@ -94,9 +93,9 @@ async def make_registrations(conn: asyncpg.Connection, exam_id: int, candidate_i
     return [by_candidate[c] for c in candidate_ids]
 
 
-async def make_sessions(redis_url: str, candidate_ids: list[int]) -> list[str]:
+async def make_sessions(redis_url: str, candidate_ids: list[int], *, cluster: bool = False) -> list[str]:
     """A session token per candidate (created together through one auto-pipelined client)."""
-    client = AutoPipeline(redis_url, connections=2, timeout_ms=10_000)
+    client = redis_cluster.pipeline(redis_url, cluster=cluster, connections=2, timeout_ms=10_000)
     try:
         now = utcnow()
         made = await asyncio.gather(*(sessions.create(client, c, now=now) for c in candidate_ids))
