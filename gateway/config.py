@@ -186,6 +186,9 @@ class Settings(BaseSettings):
     log_level: LogLevel = setting("info", "logging level")
     run_dir: Text = setting(".run", "directory for pid files, logs and metrics")
     bench_routes: Flag = setting(False, "serve the /_bench/* calibration routes")
+    added_latency_ms: int = setting(
+        0, "every request waits this long in the edge before its handler: a deliberately slowed gateway, to "
+        "rehearse the load tests' verdicts (examgate rehearse); never in production", ge=0, le=60_000)
     argon2_memory_kib: int = setting(
         19_456, "argon2id memory per password hash, KiB (OWASP: 19456)", ge=1024, le=1_048_576)
     argon2_time_cost: int = setting(2, "argon2id passes over the memory", ge=1, le=10)

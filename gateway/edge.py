@@ -5,6 +5,7 @@ middleware runs. In order, a request gets: its request id; the body limit (Conte
 route's maintenance message; shedding (unknown config, the body waited for, in-flight limits of its
 class, loop lag, per-address limit; see ``gateway.shedding``); the rate-limit rules the request
 itself keys (ip, global; candidate and body-keyed rules are decided later, see ``gateway.throttle``);
+``EXAMGATE_ADDED_LATENCY_MS`` of waiting (0 but when the load tests rehearse a slowed gateway);
 the handler; errors mapped to the API's shape; and on the way out its headers (request id, Server,
 RateLimit) and its count and latency in this process's ``metrics.RequestTally``.
 
@@ -18,6 +19,7 @@ until the config changes. Requests no route matches go to one catch-all route wi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -89,6 +91,7 @@ class Edge:
 
     def __init__(self, settings: Settings, shedder: Shedder, tally: metrics.RequestTally) -> None:
         self.max_body_bytes = settings.max_body_bytes
+        self.added_latency_s = settings.added_latency_ms / 1000  # EXAMGATE_ADDED_LATENCY_MS: a slowed gateway
         self.shedder = shedder
         self.tally = tally
         self.next_id = request_ids()
@@ -100,6 +103,7 @@ class Edge:
         guarded = not catch_all and not name.startswith(PAGES_PREFIX)
         shedder, tally, next_id = self.shedder, self.tally, self.next_id
         max_body = route.max_body or self.max_body_bytes
+        added_latency_s = self.added_latency_s
         own_limit = route.max_body is not None
         counts = tally.route(name, route.label)
         clock = metrics.monotonic
@@ -139,6 +143,8 @@ class Edge:
                 rules = policy.rules
                 if rules and not decides:
                     await enforce(request, rules=rules)
+                if added_latency_s:  # holds its in-flight place while it waits, as slow work would
+                    await asyncio.sleep(added_latency_s)
                 response = await handler(request)
                 if rules and (verdict := request.get(VERDICT_KEY)) is not None:
                     add_headers(response, verdict)
