@@ -5,6 +5,19 @@ the version is still the one it was made against, so two concurrent changes cann
 The audit is the source of truth: when Redis loses its data (an empty restart, an old
 snapshot) the newest audited config is restored into it before anything else is stored or
 applied, so versions keep growing and no process falls back to the defaults.
+
+A change is announced on ``CHANNEL`` (PUBLISH; every process SUBSCRIBEs). On a Redis Cluster it is
+sharded pub/sub instead: SPUBLISH and SSUBSCRIBE on ``shard_channel(key)``, whose hash tag is the
+config key, so the channel lives on the node holding the config. Plain pub/sub does cross a cluster
+(every node relays a PUBLISH), but redis-py's asyncio ``ClusterPubSub`` subscribes on the node its
+slot map names and never refreshes that map itself: once that node had failed over, every
+resubscription went to its dead address again and the watcher heard no further change (unless its
+version poll happened to read that node), and on a client yet to send a command it failed outright
+(no map). A sharded subscription is placed by the same map, so before each one the watcher reads the
+config key, a command to the channel's own node: a new client gets its map from that read, and after
+a failover it is that read failing which makes redis-py refresh the map, so the SSUBSCRIBE goes to
+the master holding the slot now. A sharded message also stays on its shard instead of crossing the
+whole cluster bus.
 """
 
 from __future__ import annotations
@@ -21,8 +34,12 @@ from typing import Any, cast
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.redis import REDIS_DOWN
+from core.redis_cluster import is_cluster
 from core.scripts import Script, load_scripts
 from gateway.liveconfig import (
     DEFAULT,
@@ -48,6 +65,25 @@ _NEWEST_AUDITED = """SELECT (SELECT max(version) FROM config_audit) AS version, 
 Listener = Callable[[LiveConfig], "Awaitable[None] | None"]
 Rebuild = Callable[[], Awaitable[int]]
 NewestAudited = Callable[[], Awaitable["tuple[int, dict[str, Any]] | None"]]
+
+
+def shard_channel(key: str) -> str:
+    """The channel announcing changes of ``key`` on a Redis Cluster: in ``key``'s slot (module docstring)."""
+    return "{" + key + "}:changed"
+
+
+def _channel(redis: aioredis.Redis, key: str, channel: str | None) -> str:
+    if channel is not None:
+        return channel
+    return shard_channel(key) if is_cluster(redis) else CHANNEL
+
+
+async def _announce(redis: aioredis.Redis, channel: str, version: int) -> None:
+    """Tell every watcher that ``version`` is stored: SPUBLISH on a cluster, PUBLISH otherwise."""
+    if is_cluster(redis):
+        await redis.spublish(channel, str(version))
+    else:
+        await redis.publish(channel, str(version))
 
 
 class VersionMismatch(LiveConfigError):
@@ -104,11 +140,11 @@ class ConfigStore:
     """Reads, changes (validated, check-and-set, audited, published) and lists changes of the live config."""
 
     def __init__(self, redis: aioredis.Redis, pg: asyncpg.Pool, *, key: str = CONFIG_KEY,
-                 channel: str = CHANNEL, attempts: int = 10) -> None:
+                 channel: str | None = None, attempts: int = 10) -> None:
         self._redis = redis
         self._pg = pg
         self._key = key
-        self._channel = channel
+        self._channel = _channel(redis, key, channel)
         self._attempts = attempts
 
     async def get(self) -> tuple[int, dict[str, Any]]:
@@ -151,7 +187,7 @@ class ConfigStore:
                     raise
                 continue
             try:
-                await self._redis.publish(self._channel, str(version + 1))
+                await _announce(self._redis, self._channel, version + 1)
             except REDIS_DOWN as exc:  # the version poll of every process still finds it
                 log.warning("config version %d stored but not published: %r", version + 1, exc)
             log.info("config version %d by %s: %d change(s)", version + 1, actor, len(changes))
@@ -206,7 +242,7 @@ class ConfigStore:
         if await _restore_script().run(self._redis, [self._key], [version, orjson.dumps(row["config"])]):
             log.warning("config version %d restored from the audit: Redis held an older one or none", version)
             with contextlib.suppress(*REDIS_DOWN):  # the version poll of every process finds it too
-                await self._redis.publish(self._channel, str(version))
+                await _announce(self._redis, self._channel, version)
         return version
 
 
@@ -219,14 +255,15 @@ class LiveConfigWatcher:
     """
 
     def __init__(self, redis: aioredis.Redis, poll_interval_s: float = 0.5, *, key: str = CONFIG_KEY,
-                 channel: str = CHANNEL, rebuild: Rebuild | None = None,
+                 channel: str | None = None, rebuild: Rebuild | None = None,
                  newest_audited: NewestAudited | None = None) -> None:
         self.current: LiveConfig = validate(DEFAULT, 0)
         self.known = False
         self._redis = redis
         self._poll_interval_s = poll_interval_s
         self._key = key
-        self._channel = channel
+        self._channel = _channel(redis, key, channel)
+        self._sharded = is_cluster(redis)
         self._rebuild = rebuild
         self._newest_audited = newest_audited
         self._listeners: list[Listener] = []
@@ -372,12 +409,12 @@ class LiveConfigWatcher:
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._channel)
+                await self._subscribe(pubsub)
                 backoff_s = 0.1
                 # Changes published while we were not subscribed; Redis may have restarted meanwhile.
                 await self.refresh(ask_audit=True)
                 while True:
-                    if await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is not None:
+                    if await self._next_message(pubsub) is not None:
                         await self.refresh()
             except Exception as exc:
                 if not isinstance(exc, REDIS_DOWN):
@@ -389,3 +426,24 @@ class LiveConfigWatcher:
                     await pubsub.aclose()
                 except REDIS_DOWN:
                     pass
+
+    async def _subscribe(self, pubsub: PubSub) -> None:
+        if not self._sharded:
+            await pubsub.subscribe(self._channel)
+            return
+        # A read on the channel's node first (module docstring): the slot map current, then SSUBSCRIBE.
+        await self._redis.hget(self._key, "version")
+        await cast("ClusterPubSub", pubsub).ssubscribe(self._channel)
+
+    async def _next_message(self, pubsub: PubSub) -> dict[str, Any] | None:
+        """The next message, None after a second without one."""
+        if not self._sharded:
+            message: dict[str, Any] | None = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            return message
+        sharded = cast("ClusterPubSub", pubsub)
+        message = await sharded.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+        if message is None and not sharded.node_pubsub_mapping:
+            # redis-py dropped the subscription moving it to another node and could not place it: with no
+            # node left it answers None at once, for ever. Subscribe again.
+            raise RedisConnectionError("the live config's shard subscription was dropped")
+        return message
