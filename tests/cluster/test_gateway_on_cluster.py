@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import aiohttp
@@ -36,7 +36,6 @@ from gateway.configstore import CONFIG_KEY, ConfigStore, LiveConfigWatcher, shar
 from loadtest.processes import Process, RedisClusterServers, start_gateway
 from lookups import certificates, records
 from ratelimit.keys import PREFIX as LIMITER_PREFIX
-from tests.cluster.test_seats_on_cluster import http  # noqa: F401  (fixture)
 from tests.factories import settled_reads
 from tests.gateway import test_live_propagation as live
 from tests.gateway import test_throttle as throttle
@@ -70,15 +69,6 @@ def gateway(pg_dsn: str, redis_cluster: RedisClusterServers) -> Iterator[Process
     finally:
         assert process.stop() == 0, process.log()[-3000:]
 
-
-@pytest.fixture
-async def store(redis_cluster: RedisClusterServers) -> AsyncIterator[aioredis.Redis]:
-    """A redis-py client of the module's cluster."""
-    cluster = cast("aioredis.Redis", RedisCluster.from_url(redis_cluster.url))
-    try:
-        yield cluster
-    finally:
-        await cluster.aclose()
 
 
 @pytest.fixture
@@ -127,7 +117,7 @@ def _subjects(answer: dict[str, Any]) -> list[tuple[str, float]]:
 
 async def test_prewarmed_lookups_answer_from_the_cluster_and_postgresql_is_not_read(
         gateway: Process, pg: asyncpg.Connection, store: aioredis.Redis,
-        http: aiohttp.ClientSession, redis_cluster: RedisClusterServers, open_lookups: None) -> None:  # noqa: F811
+        http: aiohttp.ClientSession, redis_cluster: RedisClusterServers, open_lookups: None) -> None:
     exam_id, people = await make_results(pg, 40)
     report = await _prewarm(http, gateway, exam_id)
     assert (report["tickets"], report["scores"]) == (40, 40)
@@ -166,7 +156,7 @@ async def test_prewarmed_lookups_answer_from_the_cluster_and_postgresql_is_not_r
 
 
 async def test_an_unknown_candidate_gets_the_404_a_single_redis_gives(
-        gateway: Process, pg: asyncpg.Connection, http: aiohttp.ClientSession,  # noqa: F811
+        gateway: Process, pg: asyncpg.Connection, http: aiohttp.ClientSession,
         client: TestClient, open_lookups: None) -> None:  # noqa: F811
     """``client`` is the gateway in-process on a single Redis (tests/gateway/test_lookup_routes.py)."""
     exam_id, people = await make_results(pg, 2)
@@ -194,7 +184,7 @@ async def test_an_unknown_candidate_gets_the_404_a_single_redis_gives(
 
 async def test_a_score_correction_import_is_answered_at_once_on_the_cluster(
         gateway: Process, pg: asyncpg.Connection, store: aioredis.Redis,
-        http: aiohttp.ClientSession, open_lookups: None) -> None:  # noqa: F811
+        http: aiohttp.ClientSession, open_lookups: None) -> None:
     exam_id, people = await make_results(pg, 4)
     code = await pg.fetchval("SELECT code FROM exams WHERE id = $1", exam_id)
     await _prewarm(http, gateway, exam_id)
@@ -235,7 +225,7 @@ async def test_a_score_correction_import_is_answered_at_once_on_the_cluster(
 
 
 async def test_prewarmed_certificates_are_verified_without_postgresql(
-        gateway: Process, pg: asyncpg.Connection, http: aiohttp.ClientSession,  # noqa: F811
+        gateway: Process, pg: asyncpg.Connection, http: aiohttp.ClientSession,
         open_lookups: None) -> None:
     names = [f"持证人{i}" for i in range(30)]
     numbers = await add_certificates(pg, 30, names=names)

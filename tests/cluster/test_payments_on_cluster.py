@@ -17,20 +17,18 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import aiohttp
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 
 from loadtest.processes import Process, RedisClusterServers, start_gateway
 from payments.keys import PaymentKeys
 from queueing import keys as qkeys
-from tests.cluster.test_seats_on_cluster import CLUSTER_ENV
+from tests.cluster.conftest import CLUSTER_ENV
 from tests.factories import make_exam
 from tests.gateway.seat_stack import redis_holds, seats_left
 from tests.payments.conftest import keys, keys_dir  # noqa: F401  (fixtures)
@@ -55,14 +53,6 @@ def gateway(pg_dsn: str, redis_cluster: RedisClusterServers, keys_dir: Path) -> 
     finally:
         assert process.stop() == 0, process.log()[-3000:]
 
-
-@pytest.fixture
-async def store(redis_cluster: RedisClusterServers) -> AsyncIterator[aioredis.Redis]:
-    client = cast("aioredis.Redis", RedisCluster.from_url(redis_cluster.url))
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def orders_at_one_site(pg: asyncpg.Connection, store: aioredis.Redis, count: int

@@ -10,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from typing import cast
+from collections.abc import Iterator
 
 import aiohttp
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 
 from loadtest.processes import Process, RedisClusterServers, start_gateway, start_worker
 from queueing import keys as qkeys
+from tests.cluster.conftest import CLUSTER_ENV
 from tests.gateway.seat_stack import (
     FAST_WORKER,
     bearer,
@@ -34,8 +33,6 @@ from tests.gateway.seat_stack import (
     wait_drained,
     wait_inventory,
 )
-
-CLUSTER_ENV = {"EXAMGATE_REDIS_CLUSTER": "true", "EXAMGATE_HOLD_REPLICAS": "1", "EXAMGATE_HOLD_REPLICA_WAIT_MS": "500"}
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +52,6 @@ def worker(pg_dsn: str, gateway: Process, redis_cluster: RedisClusterServers) ->
     finally:
         assert process.stop() == 0, process.log()
 
-
-@pytest.fixture
-async def store(redis_cluster: RedisClusterServers) -> AsyncIterator[aioredis.Redis]:
-    client = cast("aioredis.Redis", RedisCluster.from_url(redis_cluster.url))
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
-        yield session
 
 
 async def put_seat(http: aiohttp.ClientSession, gateway: Process, registration_id: int, token: str,

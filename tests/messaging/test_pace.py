@@ -27,7 +27,9 @@ async def next_free(redis: aioredis.Redis) -> float:
 
 
 async def test_workers_share_one_rate(redis: aioredis.Redis) -> None:
-    first, second = Pacer(redis, 20), Pacer(redis, 20)  # two workers, 20/s together: slots 50 ms apart
+    # Two workers, 20/s together: slots 50 ms apart. A generous time budget: a busy machine must not send
+    # a call to the local fallback (that has its own test), which would take its slot outside Redis.
+    first, second = Pacer(redis, 20, timeout_s=30), Pacer(redis, 20, timeout_s=30)
     before = await redis_now_us(redis)
     waits = [await first._run(0)]  # the first slot, out of the burst banked while idle
     start = await next_free(redis)
@@ -40,7 +42,7 @@ async def test_workers_share_one_rate(redis: aioredis.Redis) -> None:
 
 
 async def test_a_pause_holds_every_worker_back(redis: aioredis.Redis) -> None:
-    first, second = Pacer(redis, 1000), Pacer(redis, 1000)
+    first, second = Pacer(redis, 1000, timeout_s=30), Pacer(redis, 1000, timeout_s=30)
     await first.take()
     before = await redis_now_us(redis)
     await first.pause(0.3)
