@@ -40,7 +40,7 @@ from payments.refunder import RefundPolicy, run_refunder
 from payments.runtime import expected as payment_expectations
 from queueing import keys, waiting_room
 from queueing.errors import QueueingError
-from queueing.holds import active_exam_ids, hold_streams, release_seat
+from queueing.holds import Replication, active_exam_ids, hold_streams, release_seat
 from queueing.inventory import ensure_inventory
 from queueing.reconcile import reconcile
 from queueing.seats import HoldSeats
@@ -286,9 +286,15 @@ async def run_worker(settings: Settings) -> None:
                                               before_s=settings.prewarm_before_s)
     tasks["certificates-prewarm"] = lambda: keep_certificates_warm(pool, redis)
     provider = _provider_client(settings)
+    # A paid seat is kept as the gateway keeps it: through the auto-pipelined client, which can WAIT
+    # for a replica (EXAMGATE_HOLD_REPLICAS) on the connection that wrote it.
+    hold_client = redis_cluster.pipeline(settings.redis_url, cluster=settings.redis_cluster, connections=1,
+                                         timeout_ms=settings.redis_timeout_ms)
+    seats = HoldSeats(hold_client, Replication(settings.hold_replicas, settings.hold_replica_wait_ms)
+                      if settings.hold_replicas else None)
     if provider is not None:
         tasks["payments-reconcile"] = lambda: run_reconciler(
-            pool, HoldSeats(redis), provider, payment_expectations(settings),
+            pool, seats, provider, payment_expectations(settings),
             query_after_s=settings.order_query_after_s, interval_s=settings.payments_interval_s)
         tasks["refunds"] = lambda: run_refunder(pool, provider, refund_policy(settings),
                                                 interval_s=settings.refunds_interval_s)
@@ -305,6 +311,7 @@ async def run_worker(settings: Settings) -> None:
         if provider is not None:
             await provider.aclose()
         await sender.aclose()
+        await hold_client.close()
         with contextlib.suppress(*REDIS_DOWN):
             await asyncio.wait_for(heartbeats.forget(redis, worker_id), timeout=1)  # gone now, not 3 beats later
         await redis.aclose()
