@@ -48,6 +48,8 @@ TOKEN_SPARE_S = 600  # the load-test token outlives the run by this much
 CONFIG_APPLIED_S = 5.0
 THROTTLED_HINT_SHARE = 0.5
 LOCUST_MASTER_PORT = 5557
+# The master's alone: the tokens it hands its workers, and --csv-full-history (a worker has no --csv and refuses it).
+MASTER_ONLY_ENV = ("LOCUST_LOADTEST_TOKEN", "LOCUST_OPERATOR_TOKEN", "LOCUST_CSV_FULL_HISTORY")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smh]?)\s*$")
 _WORKER_SENT = re.compile(r"worker (\S+ \(index -?\d+\) sent \d+ requests, \d+ failed)")
 
@@ -93,6 +95,7 @@ class RunOptions:
     wechat_app_id: str = ""
     wechat_mch_id: str = ""
     cpu_limit_pct: float = CPU_LIMIT_PCT
+    csv_full_history: bool = False  # every request name's figures over time in locust_stats_history.csv
 
 
 class NotRun(Exception):
@@ -218,7 +221,8 @@ def _locust_args(options: RunOptions, room_on: bool, out_dir: Path, master_port:
         "--host", options.host,
         "--users", str(options.users), "--spawn-rate", f"{options.spawn_rate:g}",
         "--run-time", f"{options.duration_s}s", "--duration-s", str(options.duration_s),
-        "--csv", str(out_dir / "locust"), "--html", str(out_dir / "report.html"),
+        "--csv", str(out_dir / "locust"), *(["--csv-full-history"] if options.csv_full_history else []),
+        "--html", str(out_dir / "report.html"),
         "--scenario", scenario.name, "--shape", options.shape, "--steps", str(options.steps),
         "--first-candidate", str(options.first_candidate), "--candidates", str(options.candidates),
         "--candidate-offset", str(offset), "--think-ms", str(options.think_ms),
@@ -241,7 +245,7 @@ def _locust(options: RunOptions, token: str, room_on: bool, out_dir: Path) -> in
     files = [options.scenario.locustfile]
     master = start_locust(files, _locust_args(options, room_on, out_dir, master_port),
                           log_path=out_dir / "locust-master.log", env=env)
-    worker_env = {k: v for k, v in os.environ.items() if k not in ("LOCUST_LOADTEST_TOKEN", "LOCUST_OPERATOR_TOKEN")}
+    worker_env = {k: v for k, v in os.environ.items() if k not in MASTER_ONLY_ENV}
     workers: list[Process] = []
     try:
         for number in range(options.processes):
@@ -267,7 +271,7 @@ def run_workers(scenario: Scenario, master_host: str, master_port: int | None, p
     echo(f"examgate loadtest {scenario.name}: {processes} worker process{'es' if processes != 1 else ''} "
          f"for the Locust master at {master_host}:{port} (it runs the scenario and prints the verdicts)")
     echo(f"logs: {out_dir}/")
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCUST_LOADTEST_TOKEN", "LOCUST_OPERATOR_TOKEN")}
+    env = {k: v for k, v in os.environ.items() if k not in MASTER_ONLY_ENV}
     workers: list[Process] = []
     try:
         for number in range(processes):
