@@ -157,6 +157,8 @@ def _verdict_cell(run: RunData) -> str:
 
 def _criteria_text(value: Any) -> str:
     if isinstance(value, dict):
+        if not value:
+            return "none"
         return "; ".join(f"{escape(str(k))} {_criteria_text(v)}" for k, v in value.items())
     if isinstance(value, bool) or value is None:
         return escape(str(value))
@@ -199,9 +201,10 @@ def _verdict_table(runs: list[RunData]) -> str:
             "<th>achieved</th><th>verdicts</th></tr>")]
     for run in runs:
         entry = run.entry
+        criteria = _criteria_text(entry.get("target")) if entry.get("target") else "-"
         rows.append(f'<tr><td><a href="#{run.anchor}">{escape(str(entry.get("scenario", "?")))}</a></td>'
                     f'<td>{escape(str(entry.get("phase", "?")))}</td>{_verdict_cell(run)}'
-                    f'<td>{_criteria_text(entry.get("target") or {}) or "-"}</td><td>{_achieved(run)}</td>'
+                    f"<td>{criteria}</td><td>{_achieved(run)}</td>"
                     f"<td>{_verdict_details(run)}</td></tr>")
     return f'<table class="verdicts" id="verdict-table">{"".join(rows)}</table>'
 
