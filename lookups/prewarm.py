@@ -81,7 +81,7 @@ async def write_hashes(redis: aioredis.Redis, hashes: list[tuple[str, list[str]]
             await redis.connection_pool.release(conn)
         return
     # On a cluster, each node's share goes to that node as one buffer.
-    cluster = cast("RedisCluster", redis)
+    cluster = await cast("RedisCluster", redis).initialize()  # a client that has sent nothing has no slot map yet
     by_node: dict[str, tuple[ClusterNode, list[bytes]]] = {}
     for (key, _), part in zip(hashes, parts, strict=True):
         node = cluster.get_node_from_key(key)
