@@ -91,7 +91,7 @@ class PrivateStack:
                 postgres = start_postgres()
                 started.append(postgres.destroy)
                 pg_server = postgres.dsn
-            dsn = db.with_database(pg_server, f"examgate_chaos_{os.getpid()}_{int(time.time())}")
+            dsn = db.with_database(pg_server, f"examgate_stack_{os.getpid()}_{int(time.time())}")
             asyncio.run(migrate.create_and_migrate(dsn))
             if postgres is None:
                 started.append(lambda: asyncio.run(db.drop_database(dsn)))
