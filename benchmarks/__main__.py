@@ -38,6 +38,7 @@ BENCHMARKS = {
     "certificates": "benchmarks.bench_certificates",
     "photos": "benchmarks.bench_photos",
     "imports": "benchmarks.bench_imports",
+    "cluster": "benchmarks.bench_cluster",
 }
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"

@@ -56,7 +56,7 @@ import redis
 from benchmarks import costs
 from benchmarks.common import bare_app, scrape_metrics, scratch_stores, wait_config_version
 from benchmarks.wrk import LUA_STATUS_COUNTER, WrkResult, run_wrk, statuses
-from core import sessions
+from core import redis_cluster, sessions
 from core.redis import AutoPipeline
 from core.scripts import preload
 from core.timeutil import utcnow
@@ -139,8 +139,9 @@ async def make_registrations(conn: asyncpg.Connection, exam_id: int, count: int)
     return sorted((row["candidate_id"], row["id"]) for row in rows)
 
 
-async def prepare(pg_dsn: str, redis_url: str) -> dict[str, Any]:
-    """Both exams, the candidates, their sessions, queue places and admission tokens."""
+async def prepare(pg_dsn: str, redis_url: str, *, cluster: bool = False) -> dict[str, Any]:
+    """Both exams, the candidates, their sessions, queue places and admission tokens (in a Redis Cluster with
+    ``cluster``)."""
     conn = await asyncpg.connect(pg_dsn)
     try:
         exam_id, sites = await make_exam(conn, [SITE_CAPACITY, SITE_CAPACITY])
@@ -150,7 +151,7 @@ async def prepare(pg_dsn: str, redis_url: str) -> dict[str, Any]:
         opens_at_s = (await conn.fetchval("SELECT registration_opens_at FROM exams WHERE id = $1", exam_id)).timestamp()
     finally:
         await conn.close()
-    client = AutoPipeline(redis_url, connections=2, timeout_ms=30_000)
+    client = redis_cluster.pipeline(redis_url, cluster=cluster, connections=2, timeout_ms=30_000)
     try:
         now = utcnow()
         made = await asyncio.gather(*(sessions.create(client, c, now=now) for c, _ in people))
@@ -424,11 +425,11 @@ def _check_route(url: str, data: dict[str, Any]) -> None:
         print(f"  {method} {path.split('/api/v1/')[1][:40]}…: {answer[:120].decode(errors='replace')}", flush=True)
 
 
-def _load_inventory(url: str, data: dict[str, Any], redis_url: str) -> None:
+def _load_inventory(url: str, data: dict[str, Any], redis_url: str, *, cluster: bool = False) -> None:
     """Have the gateway load the exam's seat counts (as a candidate's first site listing does)."""
     with urllib.request.urlopen(f"{url}/api/v1/exams/{data['exam_id']}/sites", timeout=10) as resp:
         resp.read()
-    client = redis.Redis.from_url(redis_url)
+    client: Any = redis.RedisCluster.from_url(redis_url) if cluster else redis.Redis.from_url(redis_url)
     try:
         left = [client.get(qkeys.site_left(data["exam_id"], s)) for s in data["sites"]]
     finally:
@@ -437,14 +438,14 @@ def _load_inventory(url: str, data: dict[str, Any], redis_url: str) -> None:
         raise RuntimeError(f"the gateway did not load the seat counts: {left}")
 
 
-def start_seat_gateway(pg_dsn: str, redis_url: str, data: dict[str, Any]) -> Process:
+def start_seat_gateway(pg_dsn: str, redis_url: str, data: dict[str, Any], **env: str) -> Process:
     """One gateway process on core 0 set up for the seat loads, both routes checked by hand.
 
     Live config: the exam's queue on, the generous candidate rule on the seat route, loop-lag
-    shedding off; the exam's seat counts loaded.
+    shedding off; the exam's seat counts loaded. ``env`` adds settings (a Redis Cluster's, say).
     """
-    gateway = start_gateway(pg_dsn, redis_url, workers=1, cpus="0", EXAMGATE_BENCH_ROUTES="true",
-                            EXAMGATE_SECRET_KEY=SECRET_KEY)
+    settings: dict[str, Any] = {"EXAMGATE_BENCH_ROUTES": "true", "EXAMGATE_SECRET_KEY": SECRET_KEY, **env}
+    gateway = start_gateway(pg_dsn, redis_url, workers=1, cpus="0", **settings)
     try:
         version = gateway.patch_config({
             "ratelimit": {"rules": [{"id": "bench-seat-candidate", "routes": [SEAT_ROUTE], "key": "candidate",
@@ -453,7 +454,7 @@ def start_seat_gateway(pg_dsn: str, redis_url: str, data: dict[str, Any]) -> Pro
             "shedding": {"max_loop_lag_ms": 0},
         })  # fmt: skip
         wait_config_version(gateway.url, version)
-        _load_inventory(gateway.url, data, redis_url)
+        _load_inventory(gateway.url, data, redis_url, cluster=env.get("EXAMGATE_REDIS_CLUSTER") == "true")
         _check_route(gateway.url, data)
     except Exception:
         gateway.stop()

@@ -368,6 +368,7 @@ class RedisClusterServers:
     base_dir: Path | None = None
     own_session: bool = False  # nodes in a session of their own (a cluster left running by a command)
     timeout_s: float = 30
+    with_replicas: bool = True  # False: the three masters alone (a benchmark's cluster without replication)
     servers: list[RedisServer] = field(default_factory=list)  # in start order: the masters, then their replicas
     ids: dict[int, str] = field(default_factory=dict)  # port → node id (kept across restarts: the config file)
 
@@ -392,7 +393,7 @@ class RedisClusterServers:
             raise RuntimeError("this cluster was already started")
         try:
             taken: list[int] = []
-            for _ in range(2 * CLUSTER_MASTERS):
+            for _ in range((2 if self.with_replicas else 1) * CLUSTER_MASTERS):
                 taken.append(free_cluster_port(taken))
                 self.servers.append(self._server(taken[-1]))
             say(f"starting {len(self.servers)} redis-server nodes on ports {', '.join(map(str, self.ports))}")
@@ -410,8 +411,9 @@ class RedisClusterServers:
                 _redis_command(port, "CLUSTER", "ADDSLOTSRANGE", i * CLUSTER_SLOTS // CLUSTER_MASTERS,
                                (i + 1) * CLUSTER_SLOTS // CLUSTER_MASTERS - 1)
             self._wait("the nodes meeting", self._strangers, self.timeout_s)
-            say("making a replica of each master (CLUSTER REPLICATE)")
-            for master, replica in zip(masters, replicas, strict=True):
+            if replicas:
+                say("making a replica of each master (CLUSTER REPLICATE)")
+            for master, replica in zip(masters, replicas, strict=False):
                 _redis_command(replica, "CLUSTER", "REPLICATE", self.ids[master])
             say("waiting for cluster_state:ok on every node, one slot map and the replicas' links up")
             self._wait("the cluster settling", self._problems, self.timeout_s)
@@ -600,9 +602,9 @@ class RedisClusterServers:
         return problems
 
 
-def start_redis_cluster() -> RedisClusterServers:
-    """A fresh test-owned Redis Cluster (three masters, three replicas) on free ports."""
-    return RedisClusterServers().start()
+def start_redis_cluster(*, with_replicas: bool = True) -> RedisClusterServers:
+    """A fresh test-owned Redis Cluster (three masters, and a replica of each unless told not) on free ports."""
+    return RedisClusterServers(with_replicas=with_replicas).start()
 
 
 # --- a private PostgreSQL server ------------------------------------------------------------------------
