@@ -205,18 +205,24 @@ async def _break_and_check(stack: PrivateStack) -> None:
         finally:
             await client.decr(qkeys.site_left(exam_id, site_id))
 
-        # A second accepted payment of a paid order.
-        order_no = await conn.fetchval("SELECT min(order_no) FROM orders WHERE status = 'paid'")
-        assert order_no is not None, "no order was paid during the runs"
+        # A registration paid twice: an order of a paid registration with two accepted payments.
+        registration = await conn.fetchval(
+            """SELECT min(r.id) FROM registrations r WHERE r.status = 'paid'
+                 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.registration_id = r.id)""")  # a seeded one
+        await conn.execute("""INSERT INTO orders (order_no, registration_id, provider, amount_fen, status, expires_at,
+                                                  paid_at)
+                              VALUES ('test-paid-twice', $1, 'alipay', 100, 'paid', now(), now())""", registration)
         await conn.execute("""INSERT INTO payment_notifications (provider, event_id, order_no, outcome, payload)
-                              SELECT provider, 'test-second-payment', order_no, 'accepted', '{}'::jsonb
-                                FROM orders WHERE order_no = $1""", order_no)
+                              VALUES ('alipay', 'test-1', 'test-paid-twice', 'accepted', '{}'::jsonb),
+                                     ('alipay', 'test-2', 'test-paid-twice', 'accepted', '{}'::jsonb)""")
         try:
             found = {v.option: v for v in await asyncio.to_thread(check_invariants, stack.dsn, stack.redis.url)}
-            assert not found["payments"].passed and order_no in found["payments"].text, found["payments"]
-            assert "paid twice" in found["payments"].text
+            payments = found["payments"]
+            assert not payments.passed and "test-paid-twice (2 accepted)" in payments.text, payments
+            assert f"registrations paid twice: {registration} (2×)" in payments.text, payments
         finally:
-            await conn.execute("DELETE FROM payment_notifications WHERE event_id = 'test-second-payment'")
+            await conn.execute("DELETE FROM payment_notifications WHERE order_no = 'test-paid-twice'")
+            await conn.execute("DELETE FROM orders WHERE order_no = 'test-paid-twice'")
 
         # A hold whose registration does not exist.
         await client.hset(qkeys.holds(exam_id), "999999999", str(site_id))
