@@ -61,7 +61,7 @@ lint: venv
 	$(BIN)/lint-imports
 
 test: lint services system-deps
-	$(BIN)/python -m pytest
+	@scripts/test-lanes.sh $(BIN)/python
 
 test-fast: venv
 	$(BIN)/python -m pytest -m unit
