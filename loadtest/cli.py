@@ -1,6 +1,6 @@
-"""``examgate loadtest``, registered as a plugin command (entry point ``loadtest`` in ``examgate.commands``).
+"""``examgate loadtest`` and ``examgate rehearse``, plugin commands (entry points in ``examgate.commands``).
 
-The product never imports ``loadtest``: ``examgate.cli`` finds this command through the entry
+The product never imports ``loadtest``: ``examgate.cli`` finds these commands through their entry
 point when it is named, so the load tests stay above the product and use only its public parts.
 """
 
@@ -112,3 +112,64 @@ def loadtest_command(scenario: str, users: int, spawn_rate: float | None, durati
         wechat_app_id=settings.wechat_app_id, wechat_mch_id=settings.wechat_mch_id, cpu_limit_pct=cpu_limit,
     )  # fmt: skip
     sys.exit(run_loadtest(options, echo=click.echo))
+
+
+def _names(raw: str | None, known: list[str], option: str) -> list[str] | None:
+    """``a,b`` (or ``a b``) as a list of known names; None when not given."""
+    if raw is None:
+        return None
+    names = [name for name in raw.replace(",", " ").split() if name]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown: {', '.join(unknown) or '(none given)'} (known: {', '.join(known)})",
+                                 param_hint=option)
+    return names
+
+
+@click.command("rehearse")
+@click.option("--scenarios", help="Comma-separated scenarios (default: every one in the targets file).")
+@click.option("--phases", default="target,double", show_default=True,
+              help="Which phases: target (the committed figures) and double (twice the users: shedding allowed).")
+@click.option("--duration", help="Each run's length: 90, 90s, 2m (default: the targets file's run.duration_s).")
+@click.option("--host", default="http://127.0.0.1:8080", show_default=True, help="The gateway's base URL.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Reports directory (default loadtest/reports/<UTC timestamp>/).")
+@click.option("--targets", "targets_path", type=click.Path(dir_okay=False),
+              help="The targets file (default loadtest/targets.toml).")
+@click.option("--processes", type=click.IntRange(1, 256),
+              help="Local Locust worker processes per run (default: the targets file's run.processes).")
+@click.option("--admin-token", help="Operator token (default: the first one in the settings / secrets file).")
+@click.option("--keys-dir", help="Payment keys for the notification flood (default EXAMGATE_KEYS_DIR).")
+@click.option("--first-candidate", type=click.IntRange(0), default=0, show_default=True,
+              help="First seeded candidate index the users may take.")
+@click.option("--candidates", type=click.IntRange(1), default=2000, show_default=True,
+              help="How many seeded candidates the users may take (examgate seed --candidates).")
+def rehearse_command(scenarios: str | None, phases: str, duration: str | None, host: str, out_dir: str | None,
+                     targets_path: str | None, processes: int | None, admin_token: str | None,
+                     keys_dir: str | None, first_candidate: int, candidates: int) -> None:
+    """Calibrate, run each scenario at its committed target and at twice it, judge; exit 0 held, 1 a figure missed.
+
+    3: a run invalid (the load generator saturated); 4: not run (the gateway did not answer).
+    """
+    from pathlib import Path
+
+    from loadtest import targets as targetsmod
+    from loadtest.rehearse import RehearsalOptions, default_out_dir, rehearse
+
+    try:
+        targets = targetsmod.load(Path(targets_path) if targets_path else targetsmod.TARGETS_FILE, known=SCENARIOS)
+    except targetsmod.TargetsError as exc:
+        raise click.ClickException(str(exc)) from None
+    chosen = _names(scenarios, list(targets.scenarios), "--scenarios") or list(targets.scenarios)
+    settings = _settings()
+    options = RehearsalOptions(
+        host=host.rstrip("/"), admin_token=admin_token or next(iter(settings.admin_tokens.values())),
+        targets=targets, out_dir=Path(out_dir) if out_dir else default_out_dir(), scenarios=chosen,
+        phases=_names(phases, list(targetsmod.PHASES), "--phases") or list(targetsmod.PHASES),
+        duration_s=_duration(duration) if duration else None, processes=processes,
+        metrics_token=settings.metrics_token, redis_url=settings.redis_url, pg_dsn=settings.database_url,
+        first_candidate=first_candidate, candidates=candidates, keys_dir=keys_dir or settings.keys_dir,
+        alipay_app_id=settings.alipay_app_id, wechat_app_id=settings.wechat_app_id,
+        wechat_mch_id=settings.wechat_mch_id,
+    )
+    sys.exit(rehearse(options, echo=click.echo, progress=lambda line: click.echo(line, err=True)))
