@@ -49,8 +49,13 @@ class Order:
 
 
 def new_order_no(now: datetime) -> str:
-    """``EG`` + UTC date and time to the second + 10 random digits: unique, sortable, not guessable."""
-    return f"EG{now:%Y%m%d%H%M%S}{secrets.randbelow(10**10):010d}"
+    """``EG`` + UTC date and time to the second + 16 random digits: unique, sortable, not guessable.
+
+    32 characters, WeChat Pay's longest ``out_trade_no``. With 10 random digits, 1,000 orders in one
+    second met each other once in 20,000 seconds, a peak hour's orders once in six hours; a test
+    making 7,000 in one second hit it.
+    """
+    return f"EG{now:%Y%m%d%H%M%S}{secrets.randbelow(10**16):016d}"
 
 
 _REGISTRATION = """
