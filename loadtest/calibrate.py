@@ -7,14 +7,17 @@ route, ``/_bench/noop`` (served with ``EXAMGATE_BENCH_ROUTES=true``; a gateway w
 then against the bare aiohttp + uvloop app (``benchmarks.bare_app``, started here on loopback):
 the framework's floor on this machine, whatever the gateway does.
 
-``factor`` is the do-nothing rate measured over the one ``loadtest/targets.toml`` records for the
-same path on the machine its figures were set on; ``capacity_rps`` is the ``/_bench/noop`` rate
-that makes here (its reference times the factor), of which each scenario's ``rps_share_of_noop``
-is taken, and the scenarios' users are multiplied by the factor too, so a faster machine is asked
-for proportionally more. ``noop_share_of_bare`` (the do-nothing route over the floor) tells a
-slower machine from a slower gateway: the machine moves both, an edge that got slower only the first.
-A factor taken from a slower gateway would lower its own targets, so the calibration fails when
-that share fell more than ``edge_slowdown_allowed`` below the reference machine's.
+``factor`` is the bare app's rate over the one ``loadtest/targets.toml`` records for the machine its
+figures were set on: the machine and the generator, which no build of the gateway can change. Were
+it taken from the gateway's own route, a gateway made slower would lower its own targets (one
+slowed by ``EXAMGATE_ADDED_LATENCY_MS=300`` measured 1 % of its reference and would have been
+rehearsed with a single user). ``capacity_rps`` is what ``/_bench/noop`` should give here (its
+reference times the factor), of which each scenario's ``rps_share_of_noop`` is taken; the scenarios'
+users are multiplied by the factor too, so a faster machine is asked for proportionally more.
+
+The gateway's route is judged instead: ``noop_share_of_bare`` (the do-nothing route over the floor)
+must stay within ``edge_slowdown_allowed`` of the reference machine's share, or the edge itself got
+slower (``verdict``).
 """
 
 from __future__ import annotations
@@ -66,8 +69,8 @@ class Calibration(NamedTuple):
     generator_bare_rps: float
     reference_noop_rps: float  # the targets file's figure for ``noop_path``
     reference_bare_rps: float
-    factor: float
-    capacity_rps: float  # /_bench/noop's rate on this machine: the shares' base
+    factor: float  # generator_bare_rps over reference_bare_rps: this machine against the reference one
+    capacity_rps: float  # what /_bench/noop should give on this machine: the shares' base
     noop_share_of_bare: float
     reference_share_of_bare: float  # the same on the machine the figures were set on
     edge_slowdown_allowed: float
@@ -104,11 +107,10 @@ class Calibration(NamedTuple):
 
     def line(self) -> str:
         """One line for people."""
-        return (f"calibration: {self.generator_noop_rps:,.0f} req/s on {self.noop_path} (reference "
-                f"{self.reference_noop_rps:,.0f}: factor {self.factor:.2f}), bare aiohttp "
-                f"{self.generator_bare_rps:,.0f} req/s (the gateway's do-nothing route is "
-                f"{self.noop_share_of_bare:.0%} of it); "
-                f"rate targets are shares of {self.capacity_rps:,.0f} req/s")
+        return (f"calibration: bare aiohttp {self.generator_bare_rps:,.0f} req/s (reference "
+                f"{self.reference_bare_rps:,.0f}: factor {self.factor:.2f}), the gateway's {self.noop_path} "
+                f"{self.generator_noop_rps:,.0f} req/s (reference {self.reference_noop_rps:,.0f}); rate targets are "
+                f"shares of {self.capacity_rps:,.0f} req/s")
 
 
 def noop_path(host: str) -> str:
@@ -206,7 +208,7 @@ def calibrate(host: str, targets: Targets, out_dir: Path, *, processes: int | No
                        out_dir=out_dir / "calibration-bare")
     if bare.rps <= 0:
         raise CalibrationFailed("no request to the bare aiohttp app was answered 200")
-    factor = noop.rps / reference
+    factor = bare.rps / targets.reference_rps[BARE]
     return Calibration(
         noop_path=path, generator_noop_rps=noop.rps, generator_bare_rps=bare.rps, reference_noop_rps=reference,
         reference_bare_rps=targets.reference_rps[BARE], factor=factor,

@@ -2,9 +2,10 @@
 
 1. The gateway must answer ``/readyz``; if it does not, nothing is run (exit code 4).
 2. Calibration (``loadtest.calibrate``): the scenarios' own Locust generator against the gateway's
-   do-nothing route and the bare aiohttp app, a few seconds each; its factor scales every scenario's
-   users and rate target (``loadtest/targets.toml``, read by ``loadtest.targets``). A do-nothing route
-   fallen further below the bare floor than the file allows fails the rehearsal: the gateway got slower.
+   do-nothing route and the bare aiohttp app, a few seconds each; the factor (the bare app's rate over
+   the reference machine's) scales every scenario's users and rate target (``loadtest/targets.toml``,
+   read by ``loadtest.targets``). A do-nothing route fallen further below the bare floor than the file
+   allows fails the rehearsal: the gateway got slower.
 3. Each scenario of the file (or ``--scenarios``), at each phase: ``target`` — its users (times the
    factor) in a spike, every user within a second, then held for the run's duration — and ``double``,
    twice the users, where shedding's 429 and 503 are allowed and failures still are not. A run is made
@@ -232,6 +233,7 @@ def rehearse(options: RehearsalOptions, echo: Callable[[str], None] = print,
                EXIT_NOT_RUN: "NOT RUN: a run could not be made",
                EXIT_INVALID: "INVALID: the load generator saturated"}[code]
     missed = [f"{run.scenario} {run.phase}" for run in runs if not run.passed]
+    missed = missed if edge.passed else ["calibration", *missed]
     echo(f"rehearsal {verdict}" + (f" ({', '.join(missed)})" if missed else "") + f" (exit code {code}); "
          f"evidence {report or evidence.path}")
     return code

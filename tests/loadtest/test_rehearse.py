@@ -187,7 +187,7 @@ def test_a_short_rehearsal_holds_and_keeps_its_evidence(stack: Stack, gateway: P
     calibration = evidence["calibration"]
     assert calibration["noop_path"] == "/_bench/noop"
     assert calibration["generator_noop_rps"] > 0 and calibration["generator_bare_rps"] > 0
-    assert calibration["factor"] == pytest.approx(calibration["generator_noop_rps"] / 1000, rel=0.01)
+    assert calibration["factor"] == pytest.approx(calibration["generator_bare_rps"] / 1000, rel=0.01)
     assert calibration["reference_noop_rps"] == 1000
     runs = evidence["runs"]
     assert [(run["scenario"], run["phase"]) for run in runs] == [
