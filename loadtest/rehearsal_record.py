@@ -7,42 +7,15 @@ runs, passed); a soak or chaos run made on its own starts a record without a cal
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from loadtest.rehearse import machine  # the machine and commit, as the rehearsal records them
 from loadtest.verdicts import Verdict
 
 __all__ = ["append_run", "machine", "run_entry"]
-
-
-def machine() -> dict[str, Any]:
-    """The machine and commit a run was made on, as ``rehearsal.json`` records them."""
-    import os
-
-    cpu_model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        memory_gib = round(pages * page_size / (1 << 30), 1)
-    except (ValueError, OSError):
-        memory_gib = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        commit = None
-    return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "memory_gib": memory_gib,
-            "python": platform.python_version(), "commit": commit}
 
 
 def append_run(report_dir: Path, run: dict[str, Any]) -> Path:
