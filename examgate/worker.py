@@ -146,11 +146,13 @@ async def keep_expiring(pool: asyncpg.Pool, redis: aioredis.Redis, interval_s: f
 
 
 async def advance_rooms(redis: aioredis.Redis, live: LiveConfigWatcher, interval_s: float) -> None:
-    """Move every enabled waiting room's serving counter on at its live admit rate, every ``interval_s``."""
+    """Move every enabled waiting room's serving counter on at its live admit rate, every ``interval_s``,
+    forgetting the places it passed long enough ago (``waiting_room.keep_for``)."""
     while True:
         for exam_id, config in live.current.queue_exams.items():
             if config.enabled:
-                await waiting_room.advance(redis, exam_id, admit_per_s=config.admit_per_s)
+                await waiting_room.advance(redis, exam_id, admit_per_s=config.admit_per_s,
+                                           keep_s=waiting_room.keep_for(config.place_ttl_s, config.admission_ttl_s))
         await asyncio.sleep(interval_s)
 
 

@@ -49,6 +49,9 @@ def _pid(path: Path) -> int | None:
               help="Live seats.hold_ttl_s for the run (put back after): holds expire within a short soak.")
 @click.option("--place-ttl-s", type=click.IntRange(10, 86_400),
               help="Live place_ttl_s of the open exam's waiting room for the run (put back after).")
+@click.option("--admission-ttl-s", type=click.IntRange(10, 86_400),
+              help="Live admission_ttl_s of that room for the run (put back after): a passed place is forgotten "
+                   "two place TTLs and one admission TTL after it was passed.")
 @click.option("--max-fail-ratio", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Fail above this share of failed requests.")
 @click.option("--rss-growth-mib", type=click.FloatRange(0), default=32, show_default=True,
@@ -65,6 +68,7 @@ def _pid(path: Path) -> int | None:
 @click.option("--report-dir", help="The rehearsal's directory (default loadtest/reports/<UTC timestamp>/).")
 def soak_command(scenario: str, duration: str, users: int, spawn_rate: float | None, processes: int, host: str,
                  run_dir: str | None, interval_s: float, hold_ttl_s: int | None, place_ttl_s: int | None,
+                 admission_ttl_s: int | None,
                  max_fail_ratio: float, rss_growth_mib: float, redis_growth_mib: float, key_growth: int,
                  first_candidate: int, candidates: int, think_ms: int, admin_token: str | None,
                  report_dir: str | None) -> None:
@@ -88,12 +92,14 @@ def soak_command(scenario: str, duration: str, users: int, spawn_rate: float | N
     live: dict[str, object] = {}
     if hold_ttl_s is not None:
         live["seats"] = {"hold_ttl_s": hold_ttl_s}
-    if place_ttl_s is not None:
+    room = {name: ttl for name, ttl in (("place_ttl_s", place_ttl_s), ("admission_ttl_s", admission_ttl_s))
+            if ttl is not None}
+    if room:
         try:
             exam_id = Operator(host.rstrip("/"), token).exam_id(EXAM_B_CODE)
         except GatewayError as exc:
             raise click.ClickException(str(exc)) from None
-        live["queue"] = {"exams": {str(exam_id): {"place_ttl_s": place_ttl_s}}}
+        live["queue"] = {"exams": {str(exam_id): room}}
 
     def watched() -> list[tuple[str, int]]:
         roots = {name: pid for name in ("gateway", "worker") if (pid := _pid(pids / f"{name}.pid")) is not None}

@@ -17,7 +17,7 @@ def site_left(exam_id: int, site_id: int) -> str:
     return f"eg:{{exam:{exam_id}}}:site:{site_id}:left"
 
 
-# -- waiting room: six keys per exam, all under the exam's tag ------------------------------------
+# -- waiting room: seven keys per exam, all under the exam's tag ------------------------------------
 
 
 def room_meta(exam_id: int) -> str:
@@ -50,10 +50,15 @@ def room_admitted(exam_id: int) -> str:
     return f"eg:{{exam:{exam_id}}}:q:adm"
 
 
-def room_keys(exam_id: int) -> tuple[str, str, str, str, str, str]:
-    """Every key of one exam's waiting room: meta, candidates, tickets, draw, order, admitted."""
+def room_trail(exam_id: int) -> str:
+    """LIST of ``"<position>:<passed_at_ms>"``: when the serving counter passed the positions (for forgetting them)."""
+    return f"eg:{{exam:{exam_id}}}:q:trail"
+
+
+def room_keys(exam_id: int) -> tuple[str, str, str, str, str, str, str]:
+    """Every key of one exam's waiting room: meta, candidates, tickets, draw, order, admitted, trail."""
     return (room_meta(exam_id), room_candidates(exam_id), room_tickets(exam_id), room_draw(exam_id),
-            room_order(exam_id), room_admitted(exam_id))  # fmt: skip
+            room_order(exam_id), room_admitted(exam_id), room_trail(exam_id))  # fmt: skip
 
 
 # --- seat holds (queueing/holds.py, writebehind.py, sweeper.py, reconcile.py) ---------------

@@ -27,6 +27,11 @@ How it works (the scripts are ``room_join.lua``, ``room_status.lua``, ``room_adv
   expires at the same moment, ``admitted_at_s`` + the admission TTL: polling never renews it. A poll
   after that raises ``AdmissionExpired`` (a ``PlaceExpired``) and gives the place up, so the candidate
   joins again at the back.
+- **Forgetting.** A place the counter has passed is kept ``keep_for(place_ttl_s, admission_ttl_s)``
+  (two place TTLs plus the admission TTL), then ``advance`` deletes its ticket record, admission,
+  position and candidate entry (when that still names it): a room stays as large as its queue
+  plus the last few minutes, however many candidates come back after their place lapsed. The
+  draw itself is kept (drawn positions are ranks in it): it holds one entry per early candidate.
 - **Numbers.** ``ahead`` counts positions between serving and the place (dead ones included, so
   it is an upper bound), and the ETA divides it by the *measured* rate at which serving passes
   positions (an exponential average over ``RATE_WINDOW_S``, dead places included, so the two
@@ -55,7 +60,7 @@ from queueing.errors import AdmissionExpired, PlaceExpired, PlaceNotFound
 
 __all__ = [
     "Advance", "Place", "RoomStats", "Status",
-    "PendingStatus", "advance", "clear", "finish_status", "join", "stats", "status", "submit_status",
+    "PendingStatus", "advance", "clear", "finish_status", "join", "keep_for", "stats", "status", "submit_status",
     "MAX_SCAN", "POLL_FRACTION", "POLL_MAX_S", "POLL_MIN_S", "RATE_WINDOW_S", "TICKET_BYTES",
 ]  # fmt: skip
 
@@ -136,8 +141,8 @@ def _status_script() -> Script:
 
 
 @functools.lru_cache(maxsize=256)
-def _room_keys(exam_id: int) -> tuple[str, str, str, str, str, str]:
-    return keys.room_keys(exam_id)  # polled at peak: the six names built once per exam
+def _room_keys(exam_id: int) -> tuple[str, str, str, str, str, str, str]:
+    return keys.room_keys(exam_id)  # polled at peak: the names built once per exam
 
 
 def _now_arg(now_s: float | None) -> str:
@@ -190,7 +195,7 @@ async def join(
     ``opens_at_s`` is when the room opens (epoch seconds); ``admit_per_s`` is only the ETA's
     fallback before the rate has been measured.
     """
-    meta, candidates, tickets, draw, order, _ = keys.room_keys(exam_id)
+    meta, candidates, tickets, draw, order, _, _ = keys.room_keys(exam_id)
     reply = await _scripts()["room_join"].run(
         client,
         (meta, candidates, tickets, draw, order),
@@ -251,7 +256,7 @@ def submit_status(
     """
     if not isinstance(ticket, str) or _TICKET(ticket) is None:
         raise PlaceNotFound(exam_id)
-    meta, _, tickets, draw, _, admitted_key = _room_keys(exam_id)
+    meta, _, tickets, draw, _, admitted_key, _ = _room_keys(exam_id)
     script_keys = (meta, tickets, draw, admitted_key)
     ttl_arg = "" if admission_ttl_s is None else str(int(admission_ttl_s) * 1000)
     args = (ticket, _now_arg(now_s), ttl_arg)
@@ -286,19 +291,35 @@ async def advance(
     admit_per_s: float,
     now_s: float | None = None,
     max_scan: int = MAX_SCAN,
+    keep_s: float | None = None,
 ) -> Advance:
     """Admit the candidates owed since the last call at ``admit_per_s`` (live), skipping dead places.
 
     Safe to call from any number of processes at any frequency; it also opens the room when due.
+    With ``keep_s``, places passed more than ``keep_s`` ago are forgotten (see ``keep_for``).
     """
     if not admit_per_s > 0:
         raise ValueError("admit_per_s must be positive")
-    meta, _, tickets, draw, order, _ = keys.room_keys(exam_id)
+    meta, candidates, tickets, draw, order, admitted_key, trail = keys.room_keys(exam_id)
     serving, admitted, skipped, tail, opened = await _scripts()["room_advance"].run(
-        client, (meta, tickets, draw, order),
-        [repr(float(admit_per_s)), _now_arg(now_s), max_scan, RATE_WINDOW_S * 1000],
+        client, (meta, tickets, draw, order, candidates, admitted_key, trail),
+        [repr(float(admit_per_s)), _now_arg(now_s), max_scan, RATE_WINDOW_S * 1000,
+         "" if keep_s is None else str(round(keep_s * 1000))],
     )
     return Advance(serving, admitted, skipped, max(0, tail - serving), bool(opened))
+
+
+def keep_for(place_ttl_s: float, admission_ttl_s: float) -> float:
+    """How long a passed place is kept before ``advance`` forgets it: the place TTL, the admission TTL, and one
+    more place TTL.
+
+    A candidate still waiting polls within the place TTL, so a place the counter passed alive is first
+    polled admitted within ``place_ttl_s`` and its admission ends ``admission_ttl_s`` later: until then
+    nothing is forgotten that a poll or a join could still need. For one more place TTL a late poll
+    still hears 410 ``queue_place_expired``; after that 404 ``queue_ticket_not_found``, and the page
+    joins again on either.
+    """
+    return 2 * place_ttl_s + admission_ttl_s
 
 
 async def _command(client: ScriptClient, *args: Any) -> Any:

@@ -99,7 +99,7 @@ async def test_room_join_lua_draw_then_fifo(scripts: dict[str, Script], redis: a
 
 async def test_room_status_lua_marks_seen_and_expires(scripts: dict[str, Script], redis: aioredis.Redis) -> None:
     status_lua = scripts["room_status"]
-    meta, _, tix, draw, _, adm = keys.room_keys(EXAM)
+    meta, _, tix, draw, _, adm, _ = keys.room_keys(EXAM)
     lua_keys = (meta, tix, draw, adm)
     await redis.hset(meta, mapping={"opens_at": 1000, "opened": 0, "tail": 3, "serving": 1, "ttl_ms": 30_000,
                                     "admit": "2.5"})  # fmt: skip
@@ -119,7 +119,7 @@ async def test_room_status_lua_marks_seen_and_expires(scripts: dict[str, Script]
 
 async def test_room_status_lua_records_the_admission_once(scripts: dict[str, Script], redis: aioredis.Redis) -> None:
     status_lua = scripts["room_status"]
-    meta, _, tix, draw, _, adm = keys.room_keys(EXAM)
+    meta, _, tix, draw, _, adm, _ = keys.room_keys(EXAM)
     lua_keys = (meta, tix, draw, adm)
     await redis.hset(meta, mapping={"opens_at": 1000, "opened": 0, "tail": 3, "serving": 2, "ttl_ms": 120_000})
     await redis.hset(tix, mapping={"a" * 22: "5:2:100000", "c" * 22: "7:3:100000"})
@@ -144,9 +144,9 @@ async def test_room_advance_lua_spends_elapsed_time_on_live_places(
     scripts: dict[str, Script], redis: aioredis.Redis
 ) -> None:
     advance_lua = scripts["room_advance"]
-    meta, _, tix, draw, order, _ = keys.room_keys(EXAM)
-    lua_keys = (meta, tix, draw, order)
-    assert await advance_lua.run(redis, lua_keys, ["10", 5000, 100, 30_000]) == [0, 0, 0, 0, 0]  # nothing to open
+    meta, cand, tix, draw, order, adm, trail = keys.room_keys(EXAM)
+    lua_keys = (meta, tix, draw, order, cand, adm, trail)
+    assert await advance_lua.run(redis, lua_keys, ["10", 5000, 100, 30_000, ""]) == [0, 0, 0, 0, 0]  # nothing to open
 
     # Two drawn places (ranks give positions 1, 2) and three FIFO places; position 2 and 4 are dead.
     await redis.zadd(draw, {"p1" * 11: 1, "p2" * 11: 2})
@@ -167,6 +167,66 @@ async def test_room_advance_lua_spends_elapsed_time_on_live_places(
     # Nobody is waiting: the time is not banked.
     assert await advance_lua.run(redis, lua_keys, ["1", 60_000, 100, 30_000]) == [5, 0, 0, 5, 1]
     assert float(await redis.hget(meta, "credit")) == 0
+    assert await redis.exists(trail) == 0  # without keep_ms nothing is remembered for forgetting
+
+
+async def test_room_advance_lua_forgets_places_passed_keep_ms_ago(
+    scripts: dict[str, Script], redis: aioredis.Redis
+) -> None:
+    advance_lua = scripts["room_advance"]
+    meta, cand, tix, draw, order, adm, trail = keys.room_keys(EXAM)
+    lua_keys = (meta, tix, draw, order, cand, adm, trail)
+    # One drawn place (position 1) and four FIFO places; candidate 3 came back and holds a new place (5).
+    await redis.zadd(draw, {"p1" * 11: 1})
+    await redis.hset(order, mapping={2: "p2" * 11, 3: "p3" * 11, 4: "p4" * 11, 5: "p5" * 11})
+    await redis.hset(tix, mapping={"p1" * 11: "1:0:9000", "p2" * 11: "2:2:9000", "p3" * 11: "3:3:0",
+                                   "p4" * 11: "4:4:9000", "p5" * 11: "3:5:9000"})  # fmt: skip
+    await redis.hset(cand, mapping={"1": "p1" * 11, "2": "p2" * 11, "3": "p5" * 11, "4": "p4" * 11})
+    await redis.hset(adm, mapping={"p1" * 11: 9000, "p2" * 11: 9000})
+    await redis.hset(meta, mapping={"opens_at": 8000, "opened": 1, "tail": 5, "serving": 0, "last_ms": 8000,
+                                    "credit": 0, "ttl_ms": 5000})  # fmt: skip
+    args = ["1", 0, 100, 30_000, "10000"]
+
+    # Positions 1..2 admitted at 10.0 s, 3 (dead) and 4 passed at 10.5 s: one trail entry a second.
+    args[1] = 10_000
+    assert (await advance_lua.run(redis, lua_keys, args))[:3] == [2, 2, 0]
+    args[0], args[1] = "2", 10_500
+    assert (await advance_lua.run(redis, lua_keys, args))[:3] == [4, 1, 1]
+    assert await redis.lrange(trail, 0, -1) == [b"4:10000"]
+    args[0], args[1] = "1", 19_999  # not yet keep_ms after: nothing forgotten; position 5 (lapsed) passed
+    assert (await advance_lua.run(redis, lua_keys, args))[:3] == [5, 0, 1]
+    assert await redis.hlen(tix) == 5 and await redis.hget(meta, "pruned") == b"0"
+
+    args[1] = 20_000
+    await advance_lua.run(redis, lua_keys, args)
+    # Position 5 was passed at 20 s and is kept; 1..4 are forgotten, with their admissions and positions.
+    assert await redis.hkeys(tix) == [b"p5" * 11]
+    assert await redis.hlen(adm) == 0
+    assert await redis.hkeys(order) == [b"5"]
+    # A candidate entry goes with its place, unless it names a newer one (candidate 3's does).
+    assert await redis.hgetall(cand) == {b"3": b"p5" * 11}
+    assert await redis.zcard(draw) == 1  # drawn positions are ranks: the draw is kept
+    assert await redis.hget(meta, "pruned") == b"4"
+    assert await redis.lrange(trail, 0, -1) == [b"5:19999"]
+
+
+async def test_room_advance_lua_forgets_at_most_max_scan_places_a_call(
+    scripts: dict[str, Script], redis: aioredis.Redis
+) -> None:
+    advance_lua = scripts["room_advance"]
+    meta, cand, tix, draw, order, adm, trail = keys.room_keys(EXAM)
+    lua_keys = (meta, tix, draw, order, cand, adm, trail)
+    n = 700
+    await redis.hset(order, mapping={q: f"t{q:021d}" for q in range(1, n + 1)})
+    await redis.hset(tix, mapping={f"t{q:021d}": f"{q}:{q}:0" for q in range(1, n + 1)})
+    await redis.hset(meta, mapping={"opens_at": 0, "opened": 0, "tail": n, "serving": 0, "last_ms": 0,
+                                    "credit": 0, "ttl_ms": 5000})  # fmt: skip
+    assert (await advance_lua.run(redis, lua_keys, ["1", 1000, 1000, 30_000, "1000"]))[:3] == [n, 0, n]
+    await advance_lua.run(redis, lua_keys, ["1", 2000, 300, 30_000, "1000"])
+    assert await redis.hlen(tix) == n - 300 and await redis.hlen(order) == n - 300
+    await advance_lua.run(redis, lua_keys, ["1", 3000, 300, 30_000, "1000"])
+    await advance_lua.run(redis, lua_keys, ["1", 4000, 300, 30_000, "1000"])
+    assert await redis.hlen(tix) == 0 and await redis.exists(order, trail) == 0
 
 
 # -- joining ------------------------------------------------------------------------------------------
@@ -405,6 +465,46 @@ async def test_an_admission_runs_from_the_first_admitted_poll_and_is_never_renew
     assert rejoined.ticket != place.ticket and rejoined.position == 3 and not rejoined.admitted
     fresh = await status(pipeline, EXAM, rejoined.ticket, now_s=at + 303, admission_ttl_s=300)
     assert not fresh.admitted and fresh.admitted_at_s is None and fresh.admission_left_s is None
+
+
+async def test_a_room_forgets_passed_places_and_stays_the_size_of_its_queue(
+    pipeline: AutoPipeline, redis: aioredis.Redis
+) -> None:
+    place_ttl_s, admission_ttl_s = 30, 60
+    keep_s = waiting_room.keep_for(place_ttl_s, admission_ttl_s)
+    assert keep_s == 120
+    sizes = []
+    for minute in range(10):
+        # Each minute 50 candidates come back (their old places lapsed) and are served; none polls again.
+        now = T0 + 60 * minute
+        for c in range(1, 51):
+            await join_open(pipeline, c, now_s=now, ttl_s=place_ttl_s)
+        for k in range(1, 7):
+            await advance(pipeline, EXAM, admit_per_s=50, now_s=now + 5 * k, keep_s=keep_s)
+        sizes.append(await redis.hlen(keys.room_tickets(EXAM)))
+    # The places passed in the last keep_s (two minutes), no more however long it runs.
+    assert sizes == [50] + [100] * 9
+    assert await redis.hlen(keys.room_order(EXAM)) == 100
+    assert await redis.hlen(keys.room_candidates(EXAM)) == 50
+
+
+async def test_a_forgotten_place_is_unknown_and_its_candidate_joins_again(pipeline: AutoPipeline) -> None:
+    keep_s = waiting_room.keep_for(30, 60)
+    place = await join_open(pipeline, 1, ttl_s=30)
+    await join_open(pipeline, 2, ttl_s=30)
+    await advance(pipeline, EXAM, admit_per_s=1, now_s=T0 + 1, keep_s=keep_s)  # position 1 passed at T0 + 1
+    polled = await status(pipeline, EXAM, place.ticket, now_s=T0 + 29, admission_ttl_s=60)
+    assert polled.admitted and polled.admitted_at_s == T0 + 29
+    # Kept as long as a poll could still find it admitted, then expired, then forgotten.
+    assert (await status(pipeline, EXAM, place.ticket, now_s=T0 + 58, admission_ttl_s=60)).admitted
+    await advance(pipeline, EXAM, admit_per_s=1, now_s=T0 + 120, keep_s=keep_s)
+    with pytest.raises(AdmissionExpired):
+        await status(pipeline, EXAM, place.ticket, now_s=T0 + 120.5, admission_ttl_s=60)
+    await advance(pipeline, EXAM, admit_per_s=1, now_s=T0 + 121, keep_s=keep_s)
+    with pytest.raises(PlaceNotFound):
+        await status(pipeline, EXAM, place.ticket, now_s=T0 + 121.5, admission_ttl_s=60)
+    again = await join_open(pipeline, 1, now_s=T0 + 122, ttl_s=30)
+    assert again.ticket != place.ticket and again.position == 3
 
 
 async def test_a_polled_place_stays_alive(pipeline: AutoPipeline) -> None:
