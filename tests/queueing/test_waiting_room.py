@@ -20,6 +20,8 @@ from queueing.waiting_room import advance, join, stats, status
 EXAM = 42
 T0 = 1_800_000_000.0  # a fixed "now" (epoch seconds) for tests that drive the clock
 TTL_S = 3600
+# room_advance.lua's KEYS, in its order: meta, tix, draw, order, cand, adm, trail.
+ADVANCE_KEYS = tuple(keys.room_keys(EXAM)[i] for i in (0, 2, 3, 4, 1, 5, 6))
 
 
 @pytest.fixture
@@ -42,6 +44,12 @@ def pipeline(pipelines: list[AutoPipeline]) -> AutoPipeline:
 def scripts() -> dict[str, Script]:
     """The room scripts, by name."""
     return {name: s for name, s in load_scripts("queueing").items() if name.startswith("room_")}
+
+
+@pytest.fixture
+def advance_lua(scripts: dict[str, Script]) -> Script:
+    """room_advance.lua (its KEYS are ADVANCE_KEYS)."""
+    return scripts["room_advance"]
 
 
 def spearman(xs: list[int], ys: list[int]) -> float:
@@ -141,12 +149,11 @@ async def test_room_status_lua_records_the_admission_once(scripts: dict[str, Scr
 
 
 async def test_room_advance_lua_spends_elapsed_time_on_live_places(
-    scripts: dict[str, Script], redis: aioredis.Redis
+    advance_lua: Script, redis: aioredis.Redis
 ) -> None:
-    advance_lua = scripts["room_advance"]
-    meta, cand, tix, draw, order, adm, trail = keys.room_keys(EXAM)
-    lua_keys = (meta, tix, draw, order, cand, adm, trail)
-    assert await advance_lua.run(redis, lua_keys, ["10", 5000, 100, 30_000, ""]) == [0, 0, 0, 0, 0]  # nothing to open
+    meta, _, tix, draw, order, _, trail = keys.room_keys(EXAM)
+    nothing = await advance_lua.run(redis, ADVANCE_KEYS, ["10", 5000, 100, 30_000, ""])
+    assert nothing == [0, 0, 0, 0, 0]  # nothing to open
 
     # Two drawn places (ranks give positions 1, 2) and three FIFO places; position 2 and 4 are dead.
     await redis.zadd(draw, {"p1" * 11: 1, "p2" * 11: 2})
@@ -155,27 +162,25 @@ async def test_room_advance_lua_spends_elapsed_time_on_live_places(
                                    "p4" * 11: "4:4:0", "p5" * 11: "5:5:9000"})  # fmt: skip
     await redis.hset(meta, mapping={"opens_at": 8000, "ttl_ms": 5000})
 
-    assert await advance_lua.run(redis, lua_keys, ["1", 8000, 100, 30_000]) == [0, 0, 0, 2, 1]  # opens, no time yet
+    assert await advance_lua.run(redis, ADVANCE_KEYS, ["1", 8000, 100, 30_000]) == [0, 0, 0, 2, 1]  # opens, no time yet
     await redis.hset(meta, "tail", 5)  # (as three joins after the opening would have)
     # 2.5 s at 1/s: two admissions (positions 1 and 3), position 2 skipped; half an admission carried.
-    assert await advance_lua.run(redis, lua_keys, ["1", 10_500, 100, 30_000]) == [3, 2, 1, 5, 1]
+    assert await advance_lua.run(redis, ADVANCE_KEYS, ["1", 10_500, 100, 30_000]) == [3, 2, 1, 5, 1]
     assert await redis.hget(tix, "p2" * 11) == b"2:2:0"  # marked expired
     assert float(await redis.hget(meta, "credit")) == pytest.approx(0.5)
-    assert await advance_lua.run(redis, lua_keys, ["1", 10_500, 100, 30_000]) == [3, 0, 0, 5, 1]  # no time, no-op
+    assert await advance_lua.run(redis, ADVANCE_KEYS, ["1", 10_500, 100, 30_000]) == [3, 0, 0, 5, 1]  # no time, no-op
     # 0.5 s more: the carried half makes one; position 4 (dead) is passed over for free.
-    assert await advance_lua.run(redis, lua_keys, ["1", 11_000, 100, 30_000]) == [5, 1, 1, 5, 1]
+    assert await advance_lua.run(redis, ADVANCE_KEYS, ["1", 11_000, 100, 30_000]) == [5, 1, 1, 5, 1]
     # Nobody is waiting: the time is not banked.
-    assert await advance_lua.run(redis, lua_keys, ["1", 60_000, 100, 30_000]) == [5, 0, 0, 5, 1]
+    assert await advance_lua.run(redis, ADVANCE_KEYS, ["1", 60_000, 100, 30_000]) == [5, 0, 0, 5, 1]
     assert float(await redis.hget(meta, "credit")) == 0
     assert await redis.exists(trail) == 0  # without keep_ms nothing is remembered for forgetting
 
 
 async def test_room_advance_lua_forgets_places_passed_keep_ms_ago(
-    scripts: dict[str, Script], redis: aioredis.Redis
+    advance_lua: Script, redis: aioredis.Redis
 ) -> None:
-    advance_lua = scripts["room_advance"]
     meta, cand, tix, draw, order, adm, trail = keys.room_keys(EXAM)
-    lua_keys = (meta, tix, draw, order, cand, adm, trail)
     # One drawn place (position 1) and four FIFO places; candidate 3 came back and holds a new place (5).
     await redis.zadd(draw, {"p1" * 11: 1})
     await redis.hset(order, mapping={2: "p2" * 11, 3: "p3" * 11, 4: "p4" * 11, 5: "p5" * 11})
@@ -189,16 +194,16 @@ async def test_room_advance_lua_forgets_places_passed_keep_ms_ago(
 
     # Positions 1..2 admitted at 10.0 s, 3 (dead) and 4 passed at 10.5 s: one trail entry a second.
     args[1] = 10_000
-    assert (await advance_lua.run(redis, lua_keys, args))[:3] == [2, 2, 0]
+    assert (await advance_lua.run(redis, ADVANCE_KEYS, args))[:3] == [2, 2, 0]
     args[0], args[1] = "2", 10_500
-    assert (await advance_lua.run(redis, lua_keys, args))[:3] == [4, 1, 1]
+    assert (await advance_lua.run(redis, ADVANCE_KEYS, args))[:3] == [4, 1, 1]
     assert await redis.lrange(trail, 0, -1) == [b"4:10000"]
     args[0], args[1] = "1", 19_999  # not yet keep_ms after: nothing forgotten; position 5 (lapsed) passed
-    assert (await advance_lua.run(redis, lua_keys, args))[:3] == [5, 0, 1]
+    assert (await advance_lua.run(redis, ADVANCE_KEYS, args))[:3] == [5, 0, 1]
     assert await redis.hlen(tix) == 5 and await redis.hget(meta, "pruned") == b"0"
 
     args[1] = 20_000
-    await advance_lua.run(redis, lua_keys, args)
+    await advance_lua.run(redis, ADVANCE_KEYS, args)
     # Position 5 was passed at 20 s and is kept; 1..4 are forgotten, with their admissions and positions.
     assert await redis.hkeys(tix) == [b"p5" * 11]
     assert await redis.hlen(adm) == 0
@@ -211,21 +216,19 @@ async def test_room_advance_lua_forgets_places_passed_keep_ms_ago(
 
 
 async def test_room_advance_lua_forgets_at_most_max_scan_places_a_call(
-    scripts: dict[str, Script], redis: aioredis.Redis
+    advance_lua: Script, redis: aioredis.Redis
 ) -> None:
-    advance_lua = scripts["room_advance"]
-    meta, cand, tix, draw, order, adm, trail = keys.room_keys(EXAM)
-    lua_keys = (meta, tix, draw, order, cand, adm, trail)
+    meta, _, tix, _, order, _, trail = keys.room_keys(EXAM)
     n = 700
     await redis.hset(order, mapping={q: f"t{q:021d}" for q in range(1, n + 1)})
     await redis.hset(tix, mapping={f"t{q:021d}": f"{q}:{q}:0" for q in range(1, n + 1)})
     await redis.hset(meta, mapping={"opens_at": 0, "opened": 0, "tail": n, "serving": 0, "last_ms": 0,
                                     "credit": 0, "ttl_ms": 5000})  # fmt: skip
-    assert (await advance_lua.run(redis, lua_keys, ["1", 1000, 1000, 30_000, "1000"]))[:3] == [n, 0, n]
-    await advance_lua.run(redis, lua_keys, ["1", 2000, 300, 30_000, "1000"])
+    assert (await advance_lua.run(redis, ADVANCE_KEYS, ["1", 1000, 1000, 30_000, "1000"]))[:3] == [n, 0, n]
+    await advance_lua.run(redis, ADVANCE_KEYS, ["1", 2000, 300, 30_000, "1000"])
     assert await redis.hlen(tix) == n - 300 and await redis.hlen(order) == n - 300
-    await advance_lua.run(redis, lua_keys, ["1", 3000, 300, 30_000, "1000"])
-    await advance_lua.run(redis, lua_keys, ["1", 4000, 300, 30_000, "1000"])
+    await advance_lua.run(redis, ADVANCE_KEYS, ["1", 3000, 300, 30_000, "1000"])
+    await advance_lua.run(redis, ADVANCE_KEYS, ["1", 4000, 300, 30_000, "1000"])
     assert await redis.hlen(tix) == 0 and await redis.exists(order, trail) == 0
 
 
