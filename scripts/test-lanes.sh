@@ -11,13 +11,14 @@ slow_redis=${EXAMGATE_TEST_SLOW_REDIS_URL:-${main_redis%/*}/12}
 log=$(mktemp -t examgate-slow-lane.XXXXXX)
 
 echo "test-lanes: ${SLOW[*]} in a lane of their own (Redis ${slow_redis##*/}), the rest here (Redis ${main_redis##*/})"
-EXAMGATE_TEST_REDIS_URL=$slow_redis "$PYTHON" -m pytest -p no:cacheprovider "${SLOW[@]}" >"$log" 2>&1 &
+EXAMGATE_TEST_REDIS_URL=$slow_redis "$PYTHON" -m pytest -p no:cacheprovider --durations=10 "${SLOW[@]}" >"$log" 2>&1 &
 slow_pid=$!
 trap 'kill "$slow_pid" 2>/dev/null' INT TERM
 
 ignores=()
 for path in "${SLOW[@]}"; do ignores+=(--ignore "$path"); done
-EXAMGATE_TEST_REDIS_URL=$main_redis "$PYTHON" -m pytest "${ignores[@]}"
+# --durations: the slowest tests listed at the end, to keep the whole suite within its time budget.
+EXAMGATE_TEST_REDIS_URL=$main_redis "$PYTHON" -m pytest --durations=30 "${ignores[@]}"
 main_status=$?
 
 wait "$slow_pid"
