@@ -58,6 +58,10 @@ DEFAULT: dict[str, Any] = {
          "period_s": 60, "burst": 20, "mode": "enforce", "on_redis_error": "open"},
         {"id": "certificates-ip", "routes": ["certificates.verify"], "key": "ip", "rate": 60, "period_s": 60,
          "burst": 20, "mode": "enforce", "on_redis_error": "open"},
+        # A checked PDF costs a hash of up to 1 MiB and a signature check: an employer's HR checks a few
+        # dozen hires in a sitting, a script on one address no more than that a minute.
+        {"id": "certificates-pdf-ip", "routes": ["certificates.check_pdf"], "key": "ip", "rate": 30,
+         "period_s": 60, "burst": 20, "mode": "enforce", "on_redis_error": "local"},
         {"id": "recovery-ip", "routes": ["password_resets.*"], "key": "ip", "rate": 20, "period_s": 600,
          "burst": 10, "mode": "enforce", "on_redis_error": "local"},
         {"id": "recovery-id", "routes": ["password_resets.question.start", "password_resets.sms.start"],

@@ -217,6 +217,19 @@ async def test_a_tampered_pdf_fails_the_check(client: TestClient, pg: asyncpg.Co
     assert await resp.json() == {"valid": False, "reason": "unsigned"}
 
 
+async def test_the_check_is_throttled_per_address_by_default(client: TestClient) -> None:
+    from gateway.liveconfig import DEFAULT
+
+    (rule,) = [r for r in DEFAULT["ratelimit"]["rules"] if "certificates.check_pdf" in r["routes"]]
+    assert rule["key"] == "ip" and rule["mode"] == "enforce"
+    await _configure(client, {"ratelimit": {"rules": [{**rule, "burst": 2, "period_s": 3600}]}})
+    answers = [await client.post(CHECK, data=b"GIF89a", headers={"Content-Type": "application/pdf"})
+               for _ in range(3)]
+    assert [a.status for a in answers] == [200, 200, 429]
+    assert (await answers[2].json())["error"]["code"] == "too_many_requests"
+    assert int(answers[2].headers["Retry-After"]) > 0
+
+
 async def test_check_refuses_what_is_not_a_pdf_upload(client: TestClient) -> None:
     empty = await client.post(CHECK, data=b"", headers={"Content-Type": "application/pdf"})
     assert empty.status == 400 and (await empty.json())["error"]["code"] == "malformed_body"
