@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +53,20 @@ async def test_k_plus_n_slow_requests_give_exactly_n_immediate_503s(client: Test
     k, n = 5, 7
     await configure(client, {"shedding": {"candidate_read": k}})
 
-    async def timed_get() -> tuple[int, float, Any]:
-        started = time.monotonic()
+    finished: list[int] = []  # statuses in the order their answers came in
+
+    async def get() -> tuple[int, Any]:
         resp = await client.get("/_bench/sleep?ms=800")
         body = await resp.json()
-        return resp.status, time.monotonic() - started, (resp.headers.get("Retry-After"), body)
+        finished.append(resp.status)
+        return resp.status, (resp.headers.get("Retry-After"), body)
 
-    results = await asyncio.gather(*(timed_get() for _ in range(k + n)))
-    statuses = sorted(status for status, _, _ in results)
-    assert statuses == [200] * k + [503] * n
-    for status, elapsed_s, (retry_after, body) in results:
+    results = await asyncio.gather(*(get() for _ in range(k + n)))
+    assert sorted(status for status, _ in results) == [200] * k + [503] * n
+    # A shed request is answered at once, not after the slow ones: every 503 came in before any 200.
+    assert finished == [503] * n + [200] * k
+    for status, (retry_after, body) in results:
         if status == 503:
-            assert elapsed_s < 0.5, "a shed request must be answered at once, not after the slow ones"
             assert retry_after == "1"
             assert_error_shape(body, "overloaded")
             assert body["error"]["details"]["reason"] == "in_flight"
@@ -127,10 +128,8 @@ async def test_a_body_not_in_within_the_timeout_gets_408(aiohttp_client: Any, pg
                                                           redis: aioredis.Redis, tmp_path: Path) -> None:
     settings = make_settings(pg_dsn, redis_url, tmp_path, EXAMGATE_BENCH_ROUTES="true", EXAMGATE_BODY_TIMEOUT_S="0.3")
     client = await aiohttp_client(create_app(settings))
-    started = time.monotonic()
     resp = await post_in_pieces(client, b"{", b"}", pause_s=1.0)
-    assert resp.status == 408
-    assert time.monotonic() - started < 0.9
+    assert resp.status == 408  # before the second piece, which would have completed the body
     body = await resp.json()
     assert_error_shape(body, "request_timeout")
     assert body["error"]["details"] == {"timeout_s": 0.3}
