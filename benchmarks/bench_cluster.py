@@ -1,7 +1,7 @@
 """A Redis Cluster beside a single Redis: the seat hold and the score lookup, same gateway, same run.
 
 **Set-up.** The benchmarks' single Redis database, a local cluster of three masters
-(``loadtest.processes.RedisClusterServers`` without replicas), and a second one of three masters with a
+(``loadtest.cluster_servers.RedisClusterServers`` without replicas), and a second one of three masters with a
 replica each, every node on this machine; one scratch PostgreSQL database behind all three. The
 cluster set against the single Redis has no replicas: on this 2-core machine a replica's CPU (applying
 every write again) is taken from the same two cores as the gateway's, which a deployment's replicas,
@@ -44,7 +44,8 @@ from benchmarks import bench_lookups, bench_seats
 from benchmarks.common import scratch_stores, wait_config_version
 from benchmarks.wrk import run_wrk, statuses
 from core import redis_cluster
-from loadtest.processes import Process, start_redis_cluster
+from loadtest.cluster_servers import start_redis_cluster
+from loadtest.processes import Process
 from lookups import prewarm
 from seed import EXAM_A_CODE, seed
 

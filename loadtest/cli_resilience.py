@@ -149,8 +149,8 @@ def chaos_command(scenario: str, events: str, duration: str, event_at_s: float, 
     worker and the payment simulator. Exit 0 every event passed, 1 one failed, 3 invalid, 4 not run.
     """
     from loadtest.chaos import EVENTS, ChaosPlan, run_chaos
+    from loadtest.pg_server import PostgresUnavailable
     from loadtest.private_stack import PrivateStack, provider_ids
-    from loadtest.processes import PostgresUnavailable
     from loadtest.run import RunOptions
     from loadtest.verdicts import EXIT_NOT_RUN, Thresholds
 

@@ -24,7 +24,7 @@ node's) — with SIGTERM, then SIGKILL after 5 s, and removes their directories 
 
 The nodes keep no data on disk (no RDB, no AOF), only their cluster config files, and a replica takes
 over from a dead master within a few seconds (``cluster-node-timeout 1000``). The same cluster, from
-``loadtest.processes.RedisClusterServers``, is the tests' ``redis_cluster`` fixture, which can also
+``loadtest.cluster_servers.RedisClusterServers``, is the tests' ``redis_cluster`` fixture, which can also
 kill a node, wait for the failover and restart the node as a replica.
 """
 
@@ -40,7 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.processes import ROOT, RedisClusterServers
+from loadtest.cluster_servers import RedisClusterServers
+from loadtest.processes import ROOT
 
 DEFAULT_DIR = ROOT / ".run" / "redis-cluster"
 STATE_FILE = "cluster.json"

@@ -1,7 +1,7 @@
 """A whole examgate of one run's own: redis-server, PostgreSQL, the seed, the payment simulator, gateway and worker.
 
 ``examgate chaos`` pauses and restarts the stores under load, so it needs stores nobody else uses: a
-private redis-server always, and a private PostgreSQL server (``loadtest.processes.start_postgres``)
+private redis-server always, and a private PostgreSQL server (``loadtest.pg_server.start_postgres``)
 unless it is given a server to make its database on (the soak's test does, and never restarts it).
 The gateway has 2 processes and trusts loopback as a proxy (each load user is throttled by its own
 ``X-Forwarded-For``); the worker's loops are quick (``QUICK_WORKER``), so a short run sees expiries,
@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest.pg_server import PostgresServer, start_postgres
 from loadtest.processes import (
-    PostgresServer,
     Process,
     RedisServer,
     free_port,
     start_gateway,
     start_paysim,
-    start_postgres,
     start_redis,
     start_worker,
 )

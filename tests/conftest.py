@@ -18,7 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from core import db, migrate
-from loadtest.processes import RedisClusterServers, RedisServer, start_redis, start_redis_cluster
+from loadtest.cluster_servers import RedisClusterServers, start_redis_cluster
+from loadtest.processes import RedisServer, start_redis
 
 TEST_PG_SERVER = os.environ.get("EXAMGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_REDIS_URL = os.environ.get("EXAMGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")

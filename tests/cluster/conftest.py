@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from loadtest.processes import RedisClusterServers
+from loadtest.cluster_servers import RedisClusterServers
 
 # Gateways and workers on the cluster answer a seat hold once a replica has it.
 CLUSTER_ENV = {"EXAMGATE_REDIS_CLUSTER": "true", "EXAMGATE_HOLD_REPLICAS": "1", "EXAMGATE_HOLD_REPLICA_WAIT_MS": "500"}

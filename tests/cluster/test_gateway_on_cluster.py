@@ -33,7 +33,8 @@ from redis.cluster import RedisCluster as SyncRedisCluster
 from core.db import PoolSettings, create_pool
 from gateway import keys
 from gateway.configstore import CONFIG_KEY, ConfigStore, LiveConfigWatcher, shard_channel
-from loadtest.processes import Process, RedisClusterServers, start_gateway
+from loadtest.cluster_servers import RedisClusterServers
+from loadtest.processes import Process, start_gateway
 from lookups import certificates, records
 from ratelimit.keys import PREFIX as LIMITER_PREFIX
 from tests.factories import settled_reads

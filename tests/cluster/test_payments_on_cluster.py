@@ -25,7 +25,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from loadtest.processes import Process, RedisClusterServers, start_gateway
+from loadtest.cluster_servers import RedisClusterServers
+from loadtest.processes import Process, start_gateway
 from payments.keys import PaymentKeys
 from queueing import keys as qkeys
 from tests.cluster.conftest import CLUSTER_ENV

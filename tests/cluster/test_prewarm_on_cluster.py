@@ -8,7 +8,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from loadtest.processes import RedisClusterServers
+from loadtest.cluster_servers import RedisClusterServers
 from lookups.prewarm import write_hashes
 
 

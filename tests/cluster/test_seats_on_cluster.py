@@ -17,7 +17,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from loadtest.processes import Process, RedisClusterServers, start_gateway, start_worker
+from loadtest.cluster_servers import RedisClusterServers
+from loadtest.processes import Process, start_gateway, start_worker
 from queueing import keys as qkeys
 from tests.cluster.conftest import CLUSTER_ENV
 from tests.gateway.seat_stack import (

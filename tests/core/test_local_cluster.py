@@ -1,4 +1,4 @@
-"""The local Redis Cluster (loadtest.processes.RedisClusterServers): three masters and a replica of each over
+"""The local Redis Cluster (loadtest.cluster_servers.RedisClusterServers): three masters and a replica of each over
 all 16384 slots, a redis-py cluster client on it, a master killed and its replica taking over."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import itertools
 import redis
 from redis.asyncio.cluster import RedisCluster
 
-from loadtest.processes import CLUSTER_SLOTS, RedisClusterServers
+from loadtest.cluster_servers import CLUSTER_SLOTS, RedisClusterServers
 
 
 def direct(port: int) -> redis.Redis:

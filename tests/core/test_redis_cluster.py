@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError, ResponseError
 
 from core.redis import AutoPipeline
 from core.redis_cluster import ClusterPipeline, slot_of
-from loadtest.processes import RedisClusterServers
+from loadtest.cluster_servers import RedisClusterServers
 
 
 def direct(port: int) -> redis.Redis:

@@ -30,8 +30,8 @@ from loadtest.chaos import (
     saw_verdicts,
 )
 from loadtest.invariants import check_invariants
+from loadtest.pg_server import PostgresUnavailable
 from loadtest.private_stack import PrivateStack, provider_ids
-from loadtest.processes import PostgresUnavailable
 from loadtest.run import RunOptions
 from loadtest.scenarios import SCENARIOS
 from loadtest.verdicts import Thresholds

@@ -20,7 +20,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from loadtest.processes import PostgresUnavailable, free_port, start_postgres, start_redis
+from loadtest.pg_server import PostgresUnavailable, start_postgres
+from loadtest.processes import free_port, start_redis
 from loadtest.rehearsal_runs import read_metrics
 from loadtest.sampler import PgCpu, Sampler, parse_metrics
 from tests.conftest import TEST_REDIS_URL

@@ -31,15 +31,13 @@ import redis.asyncio as aioredis
 
 from core import db, migrate
 from core.timeutil import iso_local_ms, utcnow
+from loadtest.pg_server import PostgresServer, PostgresUnavailable, start_postgres
 from loadtest.processes import (
     ROOT,
-    PostgresServer,
-    PostgresUnavailable,
     Process,
     examgate_env,
     free_port,
     start_gateway,
-    start_postgres,
     start_worker,
 )
 from payments.clients import ProviderClient
