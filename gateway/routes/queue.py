@@ -103,7 +103,8 @@ async def join_queue(request: web.Request) -> web.Response:
             summary="Poll a place; once admitted, an admission token for the seat routes",
             params=(TICKET,),
             answers={200: Answer(QueueWaiting | QueueAdmitted, "waiting, or admitted with a token")},
-            errors={404: "exam_not_found, queue_not_enabled, queue_ticket_not_found (unknown or not yours)",
+            errors={404: "exam_not_found, queue_not_enabled, queue_ticket_not_found (unknown, not yours, or "
+                         "forgotten long after it was passed)",
                     410: "queue_place_expired: not polled within the place TTL, or the admission expired "
                          "(details.reason admission_expired); join again"})
 async def queue_status(request: web.Request) -> web.Response:
