@@ -33,7 +33,10 @@ ADDED_LATENCY_MS = 400
 REHEARSAL_TIMEOUT_S = 150
 
 # Figures any gateway on this machine meets while the tests run beside it; the slowed one cannot meet
-# the p95s (every request waits ADDED_LATENCY_MS), nor keep its do-nothing route near the bare floor.
+# the p95s of all requests (every request waits ADDED_LATENCY_MS), nor keep its do-nothing route near the
+# bare floor. The references sit near what the bare app gives here (7,800-11,000 req/s alone), so the
+# users scale by 2-4 and the sign-ins stay within what two cores hash (at 1,000 the factor reached 7.8:
+# 24 users signing in every 50 ms, the sign-ins' p95 370 ms); a sign-in's own p95 may reach a second.
 TEST_TARGETS = """
 [run]
 processes = 1
@@ -42,7 +45,7 @@ duration_s = 3
 [calibration]
 users = 8
 duration_s = 2
-reference_rps = { "/_bench/noop" = 1000, "/healthz" = 1000, bare = 1000 }
+reference_rps = { "/_bench/noop" = 3000, "/healthz" = 3000, bare = 3000 }
 edge_slowdown_allowed = 0.9
 
 [double]
@@ -55,7 +58,7 @@ users = 3
 think_ms = 50
 rps_share_of_noop = 0.001
 max_fail_ratio = 0.0
-p95_ms = { all = 300, "POST /api/v1/sessions" = 300 }
+p95_ms = { all = 300, "POST /api/v1/sessions" = 1000 }
 p99_ms = { all = 3000 }
 
 [scenarios.score-release]
@@ -115,7 +118,7 @@ def test_a_targets_file_with_a_mistake_is_refused_naming_it(tmp_path: Path, text
 @pytest.mark.unit
 def test_judge_names_each_missed_figure(tmp_path: Path) -> None:
     path = tmp_path / "targets.toml"
-    path.write_text(TEST_TARGETS.replace('p95_ms = { all = 300, "POST /api/v1/sessions" = 300 }',
+    path.write_text(TEST_TARGETS.replace('p95_ms = { all = 300, "POST /api/v1/sessions" = 1000 }',
                                          'p95_ms = { all = 200, "POST /api/v1/sessions" = 300, "GET /api/v1/me" = 9 }'))
     criteria = load(path).criteria("login-storm", "target", factor=1.0, capacity_rps=200_000.0)
     verdicts = {v.name: v for v in judge(summarize(FIGURES), criteria)}
@@ -187,8 +190,8 @@ def test_a_short_rehearsal_holds_and_keeps_its_evidence(stack: Stack, gateway: P
     calibration = evidence["calibration"]
     assert calibration["noop_path"] == "/_bench/noop"
     assert calibration["generator_noop_rps"] > 0 and calibration["generator_bare_rps"] > 0
-    assert calibration["factor"] == pytest.approx(calibration["generator_bare_rps"] / 1000, rel=0.01)
-    assert calibration["reference_noop_rps"] == 1000
+    assert calibration["factor"] == pytest.approx(calibration["generator_bare_rps"] / 3000, rel=0.01)
+    assert calibration["reference_noop_rps"] == 3000
     runs = evidence["runs"]
     assert [(run["scenario"], run["phase"]) for run in runs] == [
         (s, p) for s in SCENARIOS_RUN for p in ("target", "double")]

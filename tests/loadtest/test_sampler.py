@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -163,6 +164,19 @@ def test_a_source_away_for_a_few_ticks_leaves_its_fields_empty_and_sampling_goes
     assert len(lines) >= 8
 
 
+def _both_read(line: dict[str, Any]) -> bool:
+    return line["redis_cpu_s"] is not None and line["pg_cpu_s"] is not None
+
+
+def _read_again(since_down: list[dict[str, Any]]) -> bool:
+    """Each went unread at some sample, and both were read at a later one."""
+    missed = [next((i for i, line in enumerate(since_down) if line[key] is None), None)
+              for key in ("redis_cpu_s", "pg_cpu_s")]
+    if None in missed:
+        return False
+    return any(_both_read(line) for line in since_down[max(i for i in missed if i is not None) + 1:])
+
+
 def test_redis_and_postgres_restarted_mid_run_are_read_again_once_back(tmp_path: Path) -> None:
     try:
         postgres = start_postgres()
@@ -174,13 +188,15 @@ def test_redis_and_postgres_restarted_mid_run_are_read_again_once_back(tmp_path:
         with Sampler(f"http://127.0.0.1:{free_port()}", "token", redis_server.url, postgres.dsn, out,
                      interval_s=0.25, generator_pids=lambda: []):
             time.sleep(0.8)
+            before = len(read_metrics(out))
             redis_server.stop()  # killed: a crash
             postgres.stop()
-            before = len(read_metrics(out))
             time.sleep(0.8)
             redis_server.start()
             postgres.start()
-            time.sleep(1.2)
+            back_by = time.monotonic() + 20  # read again at a sample taken once both answer
+            while time.monotonic() < back_by and not _read_again(read_metrics(out)[before:]):
+                time.sleep(0.25)
         lines = read_metrics(out)
     finally:
         redis_server.stop()
@@ -190,5 +206,5 @@ def test_redis_and_postgres_restarted_mid_run_are_read_again_once_back(tmp_path:
     assert any(line["redis_cpu_s"] is None and "redis" in line["errors"] for line in down)
     assert any(line["pg_cpu_s"] is None and "postgres" in line["errors"] for line in down)
     last = lines[-1]
-    assert last["redis_cpu_s"] is not None and last["pg_cpu_s"] is not None, last
+    assert _both_read(last), last
     assert last["pg_cpu_source"] == "proc"  # the new postmaster found
